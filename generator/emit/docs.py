@@ -1,0 +1,122 @@
+"""A short Markdown document per entity, tracing each column back to its DynamoDB attribute."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from generator.emit import pipes
+from generator.model import Entity, Field
+
+
+@cache
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("generator", "templates"),
+        autoescape=False,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+    )
+
+
+def _field_source(f: Field) -> str:
+    if f.kind == "meta":
+        return f"stream metadata `{f.meta}` (`{f.json_path}`)"
+    if f.kind == "key":
+        return f"key attribute `{f.key}` (`{f.json_path}`)"
+    return f"{f.image} image attribute `{f.attribute.text if f.attribute else ''}` (`{f.json_path}`)"
+
+
+def _pattern_words(pattern: dict[str, Any]) -> str:
+    parts = []
+
+    def walk(node: Any, path: list[str]) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, path + [k])
+            return
+        where = ".".join(path)
+        conds = []
+        for item in node:
+            if isinstance(item, dict) and item.get("exists") is True:
+                conds.append("exists")
+            elif isinstance(item, dict) and item.get("exists") is False:
+                conds.append("is absent")
+            else:
+                conds.append(f"= `{item}`" if not isinstance(item, dict) else f"`{item}`")
+        parts.append(f"`{where}` " + " or ".join(conds))
+
+    walk(pattern, [])
+    return "; ".join(parts)
+
+
+def entity_doc(e: Entity) -> str:
+    column_rows = []
+    for t in e.tables:
+        for c in t.columns:
+            if c.has_const:
+                field_text, source = f"constant `{c.const}`", "-"
+            else:
+                fields = [e.field(n) for n in c.fields]
+                field_text = " or ".join(f"`{n}`" for n in c.fields)
+                source = "; ".join(_field_source(f) for f in fields if f is not None)
+            extra = []
+            if c.value_map is not None:
+                extra.append("mapped " + ", ".join(f"{k}->{v}" for k, v in c.value_map))
+            if c.has_default:
+                extra.append(f"default {json.dumps(c.default)}")
+            type_text = c.type + (f" ({'; '.join(extra)})" if extra else "")
+            column_rows.append(
+                {"table": t.name, "column": c.name, "type": type_text, "field": field_text, "source": source}
+            )
+        if t.version:
+            column_rows.append(
+                {
+                    "table": t.name,
+                    "column": t.version.column,
+                    "type": f"version ({t.version.kind})",
+                    "field": " or ".join(f"`{n}`" for n in t.version.fields),
+                    "source": "; ".join(_field_source(f) for n in t.version.fields if (f := e.field(n))),
+                }
+            )
+        if t.soft_delete:
+            column_rows.append(
+                {
+                    "table": t.name,
+                    "column": t.soft_delete.column,
+                    "type": f"soft delete ({t.soft_delete.kind})",
+                    "field": f"`{t.soft_delete.field}`" if t.soft_delete.field else "true",
+                    "source": "set by soft_delete",
+                }
+            )
+    rules = []
+    for rule in e.events.rules:
+        on = ", ".join(f"`{n}`" for n in rule.on)
+        if rule.ignore:
+            rules.append(f"{on}: ignored (acknowledged, nothing written).")
+            continue
+        words = []
+        for a in rule.actions:
+            text = f"{a.kind.replace('_', ' ')} `{a.table}`"
+            if a.columns:
+                text += " setting " + ", ".join(f"`{c}`" for c in a.columns)
+            t = e.table(a.table)
+            if t and t.version and a.kind in ("insert", "upsert", "update"):
+                text += f" when `{t.version.column}` is older"
+            words.append(text)
+        rules.append(f"{on}: " + ", then ".join(words) + " (one transaction).")
+    return (
+        _env()
+        .get_template("entity.md.j2")
+        .render(
+            e=e,
+            filter_words=[_pattern_words(p) for p in pipes.filter_patterns(e)],
+            column_rows=column_rows,
+            rules=rules,
+            type_from=", ".join(f"`{n}`" for n in e.events.type_from),
+        )
+    )

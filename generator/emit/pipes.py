@@ -1,0 +1,168 @@
+"""EventBridge Pipes artifacts: filter patterns and the input template.
+
+The input template is its own small language, not JSON (facts 1.3): placeholders such as
+`<$.dynamodb.Keys.order_id.S>` sit unquoted where a JSON value goes. It is modelled as a tree
+and rendered by `render_template`; it is never produced by json.dumps plus string surgery.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from generator.model import Entity, Field
+
+# Pipes limits (facts 1.1 and 2.1).
+TEMPLATE_MAX_CHARS = 8192
+PATTERN_MAX_CHARS = 4096
+MAX_FILTERS = 5
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """`<$.path>` placed unquoted.
+
+    Unquoted is deliberate for every kind of value (facts 1.3): a string comes out as a JSON
+    string with the quotes added by Pipes, an object or array as JSON, a boolean as a literal.
+    A quoted placeholder ("<$.x>") splices raw text and strips the quotes of objects, so a
+    DynamoDB map would arrive as {k:v} and an unescaped '"' in a string breaks the JSON.
+    """
+
+    path: str
+
+
+@dataclass(frozen=True)
+class TObject:
+    entries: tuple[tuple[str, TObject | Placeholder], ...]
+
+
+def template_tree(fields: tuple[Field, ...]) -> TObject:
+    """Nest dotted field names (orderDetails.status) into objects, keeping declaration order."""
+
+    def build(items: list[tuple[tuple[str, ...], Field]]) -> TObject:
+        entries: list[tuple[str, TObject | Placeholder]] = []
+        groups: dict[str, list[tuple[tuple[str, ...], Field]]] = {}
+        order: list[str] = []
+        for parts, fld in items:
+            head = parts[0]
+            if head not in groups:
+                groups[head] = []
+                order.append(head)
+            groups[head].append((parts[1:], fld))
+        for head in order:
+            members = groups[head]
+            leaf = [f for rest, f in members if not rest]
+            if leaf:
+                entries.append((head, Placeholder(leaf[0].json_path)))
+            else:
+                entries.append((head, build(members)))
+        return TObject(tuple(entries))
+
+    return build([(f.parts, f) for f in fields])
+
+
+def render_template(node: TObject | Placeholder, *, indent: int | None = 2, _level: int = 0) -> str:
+    """Render the template text exactly as Pipes receives it."""
+    if isinstance(node, Placeholder):
+        return f"<{node.path}>"
+    if not node.entries:
+        return "{}"
+    if indent is None:
+        inner = ",".join(f"{json.dumps(k)}:{render_template(v, indent=None)}" for k, v in node.entries)
+        return "{" + inner + "}"
+    pad = " " * (indent * (_level + 1))
+    inner = ",\n".join(
+        f"{pad}{json.dumps(k)}: {render_template(v, indent=indent, _level=_level + 1)}"
+        for k, v in node.entries
+    )
+    return "{\n" + inner + "\n" + " " * (indent * _level) + "}"
+
+
+def input_template(entity: Entity) -> str:
+    """Pretty when it fits the 8192-character limit, compact otherwise (checks report overflow)."""
+    tree = template_tree(entity.fields)
+    pretty = render_template(tree)
+    if len(pretty) <= TEMPLATE_MAX_CHARS:
+        return pretty
+    return render_template(tree, indent=None)
+
+
+def _set_in(target: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = target
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+class PatternConflict(ValueError):
+    pass
+
+
+def merge_pattern(base: dict[str, Any], extra: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Deep-merge `extra` into a copy of `base` (AND); a field given two value lists conflicts."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        here = f"{path}.{key}" if path else key
+        if key in out:
+            if isinstance(out[key], dict) and isinstance(value, dict):
+                out[key] = merge_pattern(out[key], value, here)
+            elif out[key] != value:
+                raise PatternConflict(here)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def filter_patterns(entity: Entity) -> list[dict[str, Any]]:
+    """The Pipe's filters: a record passes when any pattern matches (facts 2.1).
+
+    Conditions on the new image apply to INSERT and MODIFY records, conditions on the old
+    image to MODIFY and REMOVE records (a record has no image it could not have: facts 1.8),
+    so event names are grouped by the conditions that apply to them. Leaves carry the
+    DynamoDB type key, because `exists` only matches leaves (facts 2.3) and a pattern
+    without the type key never matches (facts 0.7).
+    """
+    flt = entity.filter
+    src = entity.source
+    new_conds: list[tuple[list[str], Any]] = []
+    old_conds: list[tuple[list[str], Any]] = []
+    if flt.require_outbox and src.outbox:
+        new_conds.append(([src.outbox.attribute, "M", src.outbox.event_id, "S"], [{"exists": True}]))
+    for cond in flt.require_attributes:
+        target = new_conds if cond.image == "new" else old_conds
+        target.append((cond.path.pattern_keys(cond.type), [{"exists": True}]))
+    if flt.event_types and src.outbox:
+        new_conds.append(([src.outbox.attribute, "M", src.outbox.event_type, "S"], list(flt.event_types)))
+
+    groups: dict[str, list[str]] = {}
+    conds_for: dict[str, list[tuple[str, list[str], Any]]] = {}
+    for name in ("INSERT", "MODIFY", "REMOVE"):
+        if name not in flt.event_names:
+            continue
+        conds: list[tuple[str, list[str], Any]] = []
+        if name in ("INSERT", "MODIFY"):
+            conds += [("NewImage", k, v) for k, v in new_conds]
+        if name in ("MODIFY", "REMOVE"):
+            conds += [("OldImage", k, v) for k, v in old_conds]
+        signature = json.dumps(conds, sort_keys=True)
+        groups.setdefault(signature, []).append(name)
+        conds_for[signature] = conds
+
+    patterns: list[dict[str, Any]] = []
+    for signature, names in groups.items():
+        # eventName is filterable in practice (facts 2.5: AWS samples and validated Lambda ESM tests).
+        pattern: dict[str, Any] = {"eventName": names}
+        for image, keys, value in conds_for[signature]:
+            _set_in(pattern, ["dynamodb", image, *keys], value)
+        if flt.and_pattern:
+            pattern = merge_pattern(pattern, flt.and_pattern)
+        patterns.append(pattern)
+    patterns.extend(copy.deepcopy(p) for p in flt.or_patterns)
+    return patterns
+
+
+def pattern_text(pattern: dict[str, Any]) -> str:
+    """The pattern string as sent to AWS: compact, key order fixed."""
+    return json.dumps(pattern, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,121 @@
+"""The runtime registry: the one file the sync Lambda reads (build/registry.json).
+
+It is the whole contract between generator/ and runtime/: versioned, self-contained, and
+free of anything the runtime does not need (no AWS settings beyond queue names and the
+consumer contract). Bump REGISTRY_VERSION on any change the runtime must know about.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generator import __version__
+from generator.model import Column, Entity, Model, Table
+
+REGISTRY_VERSION = 1
+
+
+def _column(c: Column) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": c.type,
+        "fields": list(c.fields),
+        "nullable": c.nullable,
+        "length": c.length,
+        "precision": c.precision,
+        "scale": c.scale,
+        "format": c.format,
+        "map": dict(c.value_map) if c.value_map is not None else None,
+        "on_unmapped": c.on_unmapped,
+        "references": c.references,
+    }
+    if c.has_const:
+        out["const"] = c.const
+    if c.has_default:
+        out["default"] = c.default
+    return out
+
+
+def _table(t: Table) -> dict[str, Any]:
+    return {
+        "schema": t.schema,
+        "surrogate_key": t.surrogate_key,
+        "key": list(t.key),
+        "columns": {c.name: _column(c) for c in t.columns},
+        "version": {"column": t.version.column, "fields": list(t.version.fields), "kind": t.version.kind}
+        if t.version
+        else None,
+        "soft_delete": {
+            "column": t.soft_delete.column,
+            "field": t.soft_delete.field,
+            "kind": t.soft_delete.kind,
+        }
+        if t.soft_delete
+        else None,
+    }
+
+
+def _entity(e: Entity) -> dict[str, Any]:
+    rules: dict[str, list[dict[str, Any]]] = {}
+    for rule in e.events.rules:
+        actions = []
+        for a in rule.actions:
+            table = e.table(a.table)
+            assert table is not None
+            columns = list(a.columns) if a.kind == "update" else [c.name for c in table.columns]
+            actions.append(
+                {"action": a.kind, "table": a.table, "columns": columns, "if_missing": a.if_missing}
+            )
+        for name in rule.on:
+            rules[name] = actions
+    lag = e.fields_with_meta("ApproximateCreationDateTime")
+    return {
+        "file": e.file,
+        "queue": e.pipeline.queue.name,
+        "dlq": e.pipeline.queue.dlq_name,
+        "pipe_dlq": e.pipeline.pipe.dlq_name,
+        "consumer": {
+            "batch_size": e.pipeline.consumer.batch_size,
+            "function_response_types": ["ReportBatchItemFailures"],
+            "max_receive_count": e.pipeline.queue.max_receive_count,
+            "visibility_timeout_seconds": e.pipeline.queue.visibility_timeout_seconds,
+        },
+        "routing": {
+            "message_group_id": e.routing.message_group_id,
+            "deduplication_id": e.routing.deduplication_id,
+        },
+        "fields": {
+            f.name: {
+                "path": list(f.parts),
+                "type": f.type,
+                "carry": f.carry,
+                "kind": f.kind,
+                "image": f.image,
+                "source": f.json_path,
+            }
+            for f in e.fields
+        },
+        "ledger": e.idempotency.ledger,
+        "event_id_field": e.idempotency.event_id_field,
+        "lag_field": lag[0].name if lag else None,
+        "type_from": list(e.events.type_from),
+        "unknown": e.events.unknown,
+        "rules": rules,
+        "tables": {t.name: _table(t) for t in e.tables},
+    }
+
+
+def registry(model: Model) -> dict[str, Any]:
+    db = model.project.database
+    return {
+        "registry_version": REGISTRY_VERSION,
+        "generator_version": __version__,
+        "project": model.project.name,
+        "database": {
+            "dialect": db.dialect,
+            "ledger_table": db.ledger_table,
+            "tombstone_table": db.tombstone_table,
+            "foreign_key_violation": db.foreign_key_violation,
+        },
+        "queues": {e.pipeline.queue.name: e.name for e in model.entities},
+        "entities": {e.name: _entity(e) for e in model.entities},
+    }

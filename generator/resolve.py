@@ -1,0 +1,386 @@
+"""Raw, schema-valid YAML data -> the frozen model, with every default applied.
+
+Only problems that stop a value from being represented at all (an attribute path that does
+not parse) are reported here; everything else is left to `generator.checks`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generator.diagnostics import Diagnostic, PathT, Severity, format_path
+from generator.model import (
+    META_FIELDS,
+    Action,
+    AlarmSettings,
+    AttrPath,
+    Column,
+    Condition,
+    ConsumerSettings,
+    DatabaseSettings,
+    Entity,
+    Events,
+    Field,
+    Filter,
+    Idempotency,
+    KeyAttr,
+    LambdaSettings,
+    Outbox,
+    PathSyntaxError,
+    Pipeline,
+    PipeSettings,
+    Project,
+    QueueSettings,
+    Routing,
+    Rule,
+    SoftDelete,
+    Source,
+    Table,
+    Version,
+)
+from generator.yamlload import Located
+
+DEFAULT_PROJECT: dict[str, Any] = {"name": "ddb-sql-sync", "region": "us-east-1"}
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        return tuple(value)
+    return (value,)
+
+
+def resolve_project(doc: Located) -> Project:
+    raw: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
+    prefix = raw.get("naming", {}).get("prefix", "")
+    lam = raw.get("lambda", {})
+    vpc = lam.get("vpc") or {}
+    db = raw.get("database", {})
+    tf = raw.get("terraform", {})
+    return Project(
+        name=raw["name"],
+        file=doc.file,
+        region=raw["region"],
+        prefix=prefix,
+        lambda_=LambdaSettings(
+            function_name=lam.get("function_name", f"{prefix}{raw['name']}"),
+            runtime=lam.get("runtime", "python3.12"),
+            architecture=lam.get("architecture", "x86_64"),
+            memory_mb=lam.get("memory_mb", 256),
+            timeout_seconds=lam.get("timeout_seconds", 30),
+            reserved_concurrency=lam.get("reserved_concurrency"),
+            log_retention_days=lam.get("log_retention_days", 30),
+            package=lam.get("package", "lambda.zip"),
+            subnet_ids=tuple(vpc.get("subnet_ids", ())),
+            security_group_ids=tuple(vpc.get("security_group_ids", ())),
+            environment=tuple(sorted(lam.get("environment", {}).items())),
+        ),
+        database=DatabaseSettings(
+            dialect=db.get("dialect", "postgresql"),
+            secret_arn=db.get("secret_arn"),
+            ledger_table=db.get("ledger_table", "sync_ledger"),
+            tombstone_table=db.get("tombstone_table", "sync_tombstones"),
+            foreign_key_violation=db.get("foreign_key_violation", "transient"),
+        ),
+        terraform_required_version=tf.get("required_version", ">= 1.5.0"),
+        aws_provider_version=tf.get("aws_provider_version", ">= 5.40.0, < 6.0.0"),
+        alarm_topic_arns=tuple(raw.get("alarms", {}).get("sns_topic_arns", ())),
+        tags=tuple(sorted(raw.get("tags", {}).items())),
+    )
+
+
+class _Resolver:
+    def __init__(self, doc: Located, project: Project) -> None:
+        self.doc = doc
+        self.project = project
+        self.problems: list[Diagnostic] = []
+
+    def error(self, path: PathT, message: str, hint: str, code: str) -> None:
+        loc = self.doc.loc(path)
+        self.problems.append(
+            Diagnostic(
+                self.doc.file, loc.line, loc.col, Severity.ERROR, format_path(path), message, hint, code
+            )
+        )
+
+    def attr_path(self, text: str, where: PathT) -> AttrPath | None:
+        try:
+            return AttrPath.parse(text)
+        except PathSyntaxError as exc:
+            self.error(
+                where,
+                f"attribute path {text!r} is not valid: {exc}",
+                "write names separated by '.', each optionally followed by [n], e.g. order_details.status",
+                "attr-path",
+            )
+            return None
+
+    def entity(self) -> Entity:
+        raw: dict[str, Any] = self.doc.data  # type: ignore[assignment]
+        name = raw["entity"]
+        src = raw["source"]
+        outbox = src.get("outbox")
+        source = Source(
+            table=src["table"],
+            managed=src.get("managed", True),
+            billing_mode=src.get("billing_mode", "PAY_PER_REQUEST"),
+            read_capacity=src.get("read_capacity"),
+            write_capacity=src.get("write_capacity"),
+            partition_key=KeyAttr(**src["partition_key"]),
+            sort_key=KeyAttr(**src["sort_key"]) if src.get("sort_key") else None,
+            stream_view_type=src.get("stream_view_type", "NEW_IMAGE"),
+            outbox=Outbox(
+                outbox["attribute"],
+                outbox.get("event_id", "event_id"),
+                outbox.get("event_type", "event_type"),
+            )
+            if outbox
+            else None,
+        )
+        fields = self.fields(raw["message"]["fields"], source)
+        flt = raw.get("filter", {})
+        conditions = []
+        for i, cond in enumerate(flt.get("require_attributes", [])):
+            where = ("filter", "require_attributes", i, "path")
+            path = self.attr_path(cond["path"], where)
+            if path:
+                conditions.append(
+                    Condition(
+                        path, cond["type"], cond.get("image", "new"), ("filter", "require_attributes", i)
+                    )
+                )
+        filter_ = Filter(
+            event_names=tuple(flt.get("event_names", ["INSERT", "MODIFY", "REMOVE"])),
+            require_outbox=flt.get("require_outbox", False),
+            require_attributes=tuple(conditions),
+            event_types=tuple(flt.get("event_types", ())),
+            and_pattern=flt.get("and_pattern"),
+            or_patterns=tuple(flt.get("or_patterns", ())),
+        )
+        routing_raw = raw.get("routing", {})
+        pk = source.partition_key
+        routing = Routing(
+            message_group_id=routing_raw.get("message_group_id", f"$.dynamodb.Keys.{pk.name}.{pk.type}"),
+            deduplication_id=routing_raw.get("deduplication_id", "$.eventID"),
+        )
+        tables = tuple(self.table(t, i) for i, t in enumerate(raw["target"]["tables"]))
+        events = self.events(raw["events"], fields, source)
+        idem = raw.get("idempotency", {})
+        event_id_field = idem.get("event_id_field")
+        if event_id_field is None:
+            candidates = [f.name for f in fields if f.kind == "meta" and f.meta == "eventID"]
+            event_id_field = candidates[0] if candidates else None
+        return Entity(
+            name=name,
+            file=self.doc.file,
+            description=raw.get("description", ""),
+            source=source,
+            filter=filter_,
+            fields=fields,
+            routing=routing,
+            tables=tables,
+            events=events,
+            idempotency=Idempotency(ledger=idem.get("ledger", True), event_id_field=event_id_field),
+            pipeline=self.pipeline(raw.get("pipeline", {}), name),
+        )
+
+    def fields(self, raw: dict[str, Any], source: Source) -> tuple[Field, ...]:
+        out = []
+        for name, spec in raw.items():
+            where: PathT = ("message", "fields", name)
+            carry = spec.get("carry", "value")
+            desc = spec.get("description", "")
+            if "meta" in spec:
+                out.append(
+                    Field(
+                        name,
+                        "meta",
+                        META_FIELDS[spec["meta"]][1],
+                        meta=spec["meta"],
+                        carry="value",
+                        description=desc,
+                        where=where,
+                    )
+                )
+            elif "key" in spec:
+                key = source.key(spec["key"])
+                out.append(
+                    Field(
+                        name,
+                        "key",
+                        spec.get("type") or (key.type if key else "S"),
+                        key=spec["key"],
+                        carry=carry,
+                        description=desc,
+                        where=where,
+                    )
+                )
+            else:
+                path = self.attr_path(spec["attribute"], where + ("attribute",))
+                if path is None:
+                    continue
+                out.append(
+                    Field(
+                        name,
+                        "attribute",
+                        spec["type"],
+                        attribute=path,
+                        image=spec.get("image", "new"),
+                        carry=carry,
+                        description=desc,
+                        where=where,
+                    )
+                )
+        return tuple(out)
+
+    def table(self, raw: dict[str, Any], index: int) -> Table:
+        where: PathT = ("target", "tables", index)
+        columns = []
+        for cname, spec in raw["columns"].items():
+            vmap = spec.get("map")
+            columns.append(
+                Column(
+                    name=cname,
+                    type=spec["type"],
+                    fields=_as_tuple(spec.get("field")),
+                    const=spec.get("const"),
+                    has_const="const" in spec,
+                    length=spec.get("length"),
+                    precision=spec.get("precision"),
+                    scale=spec.get("scale"),
+                    format=spec.get("format"),
+                    value_map=tuple(vmap.items()) if vmap is not None else None,
+                    on_unmapped=spec.get("on_unmapped", "fail"),
+                    default=spec.get("default"),
+                    has_default="default" in spec,
+                    nullable=spec.get("nullable", cname not in raw["key"]),
+                    references=spec.get("references"),
+                    description=spec.get("description", ""),
+                    where=where + ("columns", cname),
+                )
+            )
+        version = None
+        if raw.get("version"):
+            v = raw["version"]
+            version = Version(v["column"], _as_tuple(v["field"]), "integer", where + ("version",))
+        soft = None
+        if raw.get("soft_delete"):
+            s = raw["soft_delete"]
+            soft = SoftDelete(
+                s["column"],
+                s.get("field"),
+                "timestamp" if s.get("field") else "boolean",
+                where + ("soft_delete",),
+            )
+        return Table(
+            raw["table"],
+            raw.get("schema"),
+            raw.get("surrogate_key"),
+            tuple(raw["key"]),
+            tuple(columns),
+            version,
+            soft,
+            where,
+        )
+
+    def events(self, raw: dict[str, Any], fields: tuple[Field, ...], source: Source) -> Events:
+        type_from = raw.get("type_from")
+        if type_from is None:
+            guess = []
+            if source.outbox:
+                guess += [
+                    f.name
+                    for f in fields
+                    if f.kind == "attribute"
+                    and f.image == "new"
+                    and f.attribute
+                    and f.attribute.text == f"{source.outbox.attribute}.{source.outbox.event_type}"
+                ]
+            guess += [f.name for f in fields if f.kind == "meta" and f.meta == "eventName"]
+            type_from = guess
+        rules = []
+        for i, rule in enumerate(raw["rules"]):
+            where: PathT = ("events", "rules", i)
+            actions = []
+            if rule["do"] != "ignore":
+                for j, act in enumerate(rule["do"]):
+                    actions.append(
+                        Action(
+                            act["action"],
+                            act["table"],
+                            tuple(act.get("columns", ())),
+                            act.get("if_missing", "fail"),
+                            where + ("do", j),
+                        )
+                    )
+            rules.append(Rule(_as_tuple(rule["on"]), tuple(actions), where))
+        return Events(tuple(type_from), raw.get("unknown", "fail"), tuple(rules))
+
+    def pipeline(self, raw: dict[str, Any], entity: str) -> Pipeline:
+        prefix = self.project.prefix
+        pipe = raw.get("pipe", {})
+        queue = raw.get("queue", {})
+        consumer = raw.get("consumer", {})
+        alarms = raw.get("alarms", {})
+        pipe_dlq = pipe.get("dlq", {})
+        queue_dlq = queue.get("dlq", {})
+        return Pipeline(
+            pipe=PipeSettings(
+                name=prefix + pipe.get("name", f"{entity}-pipe"),
+                batch_size=pipe.get("batch_size", 10),
+                starting_position=pipe.get("starting_position", "TRIM_HORIZON"),
+                maximum_retry_attempts=pipe.get("maximum_retry_attempts", 3),
+                maximum_record_age_in_seconds=pipe.get("maximum_record_age_in_seconds", 300),
+                maximum_batching_window_in_seconds=pipe.get("maximum_batching_window_in_seconds", 0),
+                parallelization_factor=pipe.get("parallelization_factor", 1),
+                desired_state=pipe.get("desired_state", "RUNNING"),
+                dlq_name=prefix + pipe_dlq.get("name", f"{entity}-pipes-dlq"),
+                dlq_retention_seconds=pipe_dlq.get("message_retention_seconds", 1209600),
+            ),
+            queue=QueueSettings(
+                name=prefix + queue.get("name", f"{entity}-sync.fifo"),
+                visibility_timeout_seconds=queue.get("visibility_timeout_seconds", 30),
+                message_retention_seconds=queue.get("message_retention_seconds", 345600),
+                content_based_deduplication=queue.get("content_based_deduplication", False),
+                high_throughput=queue.get("high_throughput", False),
+                max_receive_count=queue.get("max_receive_count", 3),
+                dlq_name=prefix + queue_dlq.get("name", f"{entity}-sync-dlq.fifo"),
+                dlq_retention_seconds=queue_dlq.get("message_retention_seconds", 1209600),
+            ),
+            consumer=ConsumerSettings(
+                batch_size=consumer.get("batch_size", 10),
+                maximum_concurrency=consumer.get("maximum_concurrency", 2),
+                maximum_batching_window_in_seconds=consumer.get("maximum_batching_window_in_seconds"),
+                enabled=consumer.get("enabled", True),
+            ),
+            alarms=AlarmSettings(
+                dlq_messages=alarms.get("dlq_messages", 1),
+                oldest_message_age_seconds=alarms.get("oldest_message_age_seconds", 300),
+            ),
+        )
+
+
+def resolve_entity(doc: Located, project: Project) -> tuple[Entity, list[Diagnostic]]:
+    r = _Resolver(doc, project)
+    entity = r.entity()
+    entity = _with_version_kinds(entity)
+    return entity, r.problems
+
+
+def _with_version_kinds(entity: Entity) -> Entity:
+    """A version fed by the stream SequenceNumber is compared as zero-padded text."""
+    from dataclasses import replace
+
+    tables = []
+    for t in entity.tables:
+        if t.version:
+            metas = {
+                f.meta
+                for name in t.version.fields
+                if (f := entity.field(name)) is not None and f.kind == "meta"
+            }
+            kind = "sequence" if "SequenceNumber" in metas else "integer"
+            t = replace(t, version=replace(t.version, kind=kind))
+        tables.append(t)
+    return replace(entity, tables=tuple(tables))

@@ -1,0 +1,234 @@
+"""Structural validation against the shipped JSON Schemas, with located, actionable messages."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from generator.diagnostics import Diagnostic, PathT, Severity, format_path
+from generator.yamlload import Located
+
+SCHEMA_FILES = {"mapping": "mapping.schema.json", "project": "project.schema.json"}
+
+
+@cache
+def schema_text(kind: str) -> str:
+    return resources.files("generator.schemas").joinpath(SCHEMA_FILES[kind]).read_text(encoding="utf-8")
+
+
+@cache
+def load_schema(kind: str) -> dict[str, Any]:
+    return json.loads(schema_text(kind))
+
+
+@cache
+def _validator(kind: str) -> Draft202012Validator:
+    schema = load_schema(kind)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+_TYPE_WORDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def _expected(types: object) -> str:
+    if isinstance(types, list):
+        return " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+    return _TYPE_WORDS.get(str(types), str(types))
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def _property_schema(error: ValidationError, key: str) -> dict[str, Any]:
+    props = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+    sub = props.get(key, {})
+    if "$ref" in sub:
+        ref = sub["$ref"].split("/")[-1]
+        sub = {**_validator_schema_defs().get(ref, {}), **{k: v for k, v in sub.items() if k != "$ref"}}
+    return sub
+
+
+@cache
+def _validator_schema_defs() -> dict[str, Any]:
+    return load_schema("mapping").get("$defs", {})
+
+
+def _one_of_message(error: ValidationError) -> tuple[str, str]:
+    """Explain a failed oneOf: which alternatives exist and why the value fits none or several."""
+    ctx = list(error.context or ())
+    branches = error.schema.get("oneOf", [])
+    required_sets = [b.get("required") for b in branches if isinstance(b, dict) and "required" in b]
+    inst = error.instance
+    if required_sets and isinstance(inst, dict) and len(required_sets) == len(branches):
+        present = [sorted(set(r) & set(inst)) for r in required_sets]
+        leaders = [r[0] for r in required_sets]
+        given = [k for k in leaders if k in inst]
+        if len(set(given)) > 1:
+            return (
+                f"gives {' and '.join(repr(g) for g in given)} together",
+                f"keep exactly one of {', '.join(leaders)}",
+            )
+        if not given:
+            return (f"gives none of {', '.join(leaders)}", f"add exactly one of {', '.join(leaders)}")
+        # One leader given, but its companions missing.
+        for req, have in zip(required_sets, present, strict=True):
+            if req[0] in inst and len(have) < len(req):
+                missing = [r for r in req if r not in inst]
+                return (
+                    f"'{req[0]}' needs {', '.join(repr(m) for m in missing)} too",
+                    f"add {', '.join(missing)}",
+                )
+    if ctx:
+        deepest = max(ctx, key=lambda e: len(e.absolute_path))
+        return (deepest.message, "see the schema description of this key")
+    return ("does not match any allowed form", "see the mapping reference in the README")
+
+
+def _convert(error: ValidationError, doc: Located) -> list[Diagnostic]:
+    path: PathT = tuple(error.absolute_path)
+    inst = error.instance
+    v = error.validator
+    key_loc = False
+    code = f"schema-{v}"
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extras = (
+            [k for k in inst if k not in error.schema.get("properties", {})] if isinstance(inst, dict) else []
+        )
+        out = []
+        for extra in extras:
+            loc = doc.loc(path + (extra,), key=True)
+            out.append(
+                Diagnostic(
+                    doc.file,
+                    loc.line,
+                    loc.col,
+                    Severity.ERROR,
+                    format_path(path + (extra,)),
+                    f"unknown key '{extra}'",
+                    f"{_suggest(extra, allowed)}allowed here: {', '.join(allowed)}",
+                    "schema-unknown-key",
+                )
+            )
+        return out
+    if v == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else str(error.validator_value)
+        sub = _property_schema(error, missing)
+        hint = f"add '{missing}:'"
+        if sub.get("description"):
+            hint += f" ({sub['description'].rstrip('.')})"
+        message = f"missing required key '{missing}'"
+    elif v == "type":
+        message = f"expected {_expected(error.validator_value)}, got {_describe(inst)}"
+        hint = "change the value's type"
+        if (
+            isinstance(inst, str)
+            and inst.lower() in {"yes", "no", "on", "off", "y", "n"}
+            and "boolean" in str(error.validator_value)
+        ):
+            hint = "mapping files use YAML 1.2: write true or false"
+        elif isinstance(inst, str) and "integer" in str(error.validator_value):
+            hint = "write the number without quotes"
+    elif v == "enum":
+        options = [str(o) for o in error.validator_value]
+        message = f"{_describe(inst)} is not allowed"
+        hint = f"{_suggest(str(inst), options)}use one of: {', '.join(options)}"
+    elif v == "const":
+        message = f"{_describe(inst)} is not allowed"
+        hint = f"use {json.dumps(error.validator_value)}"
+    elif v == "pattern":
+        message = f"{_describe(inst)} does not have the required form"
+        desc = error.schema.get("description", "")
+        hint = desc.rstrip(".") if desc else f"it must match {error.validator_value}"
+        if error.schema.get("examples"):
+            hint += f" (e.g. {error.schema['examples'][0]})"
+    elif v in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
+        word = "below the minimum" if "inimum" in v else "above the maximum"
+        message = f"{inst} is {word} {error.validator_value}"
+        hint = error.schema.get("description", "").rstrip(".") or "choose a value in range"
+    elif v in {"minItems", "minProperties", "minLength"}:
+        message = "is empty" if not inst else f"has too few entries (at least {error.validator_value})"
+        hint = "add at least one entry or remove the key"
+    elif v == "uniqueItems":
+        seen, dups = set(), []
+        for item in inst:
+            marker = json.dumps(item, sort_keys=True)
+            if marker in seen:
+                dups.append(item)
+            seen.add(marker)
+        message = f"lists {', '.join(repr(d) for d in dups)} more than once"
+        hint = "remove the repeated entries"
+    elif v == "propertyNames":
+        bad = error.instance
+        sub_errors = list(error.context or ())
+        message = (
+            f"key {bad!r} is not allowed"
+            if not sub_errors
+            else f"key {sub_errors[0].instance!r} does not have the required form"
+        )
+        bad_key = sub_errors[0].instance if sub_errors else bad
+        path = path + (bad_key,) if isinstance(bad_key, str) else path
+        key_loc = True
+        hint = (
+            "keys here must be plain identifiers (letters, digits, '_'; dotted segments for message fields)"
+        )
+        code = "schema-key-name"
+    elif v == "oneOf":
+        message, hint = _one_of_message(error)
+    elif v == "not":
+        message = "combines keys that exclude each other"
+        hint = (
+            "give either field or const, not both"
+            if isinstance(inst, dict) and {"field", "const"} <= set(inst)
+            else "remove one of them"
+        )
+    else:
+        message, hint = error.message, "see the mapping reference in the README"
+    loc = doc.loc(path, key=key_loc or v == "required")
+    if v == "required":
+        loc = doc.loc(path)
+    return [Diagnostic(doc.file, loc.line, loc.col, Severity.ERROR, format_path(path), message, hint, code)]
+
+
+def validate(doc: Located, kind: str) -> list[Diagnostic]:
+    """Every structural problem of one document."""
+    out: list[Diagnostic] = []
+    errors = sorted(
+        _validator(kind).iter_errors(doc.data), key=lambda e: (list(map(str, e.absolute_path)), e.validator)
+    )
+    for error in errors:
+        out.extend(_convert(error, doc))
+    return out

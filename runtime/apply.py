@@ -1,0 +1,451 @@
+"""Apply one SQS FIFO batch to the database: exactly once, in order, nothing half committed.
+
+Fast path (a clean batch, a constant number of round trips):
+  1. read, in one round trip: the ledger rows of the batch's event ids, the current version
+     of every row the batch touches, and their tombstones;
+  2. plan every message in order against that state (duplicate / stale / applied), so the
+     counts are exact and stale writes are not even sent;
+  3. send every write plus the ledger rows in one round trip, then COMMIT.
+The SQL still carries the version guard and tombstone check, so the result stays right even
+if the plan's snapshot were outdated.
+
+Slow path (the fast path hit an error): the same plan, one SAVEPOINT per message, to isolate
+the culprit; its group stops there and every other group goes on (facts 6.4).
+
+A connection lost, or a transaction the database rolled back by itself (MySQL deadlock),
+retries the whole batch once on a fresh connection: safe, because the ledger absorbs what
+may already have committed. After that the whole batch is reported failed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from runtime.decode import (
+    SEQUENCE_WIDTH,
+    Change,
+    DecodeError,
+    SqsRecord,
+    Write,
+    decode,
+    entity_for,
+    parse_sqs_record,
+)
+from runtime.errors import PERMANENT, TRANSIENT, Classified, classify
+from runtime.registry import Registry, TableSpec
+from runtime.sql import Executor, Item, Statements, executor_for
+
+APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = (
+    "applied",
+    "duplicate",
+    "stale",
+    "ignored",
+    "skipped",
+    "failed",
+    "blocked",
+)
+READ_CHUNK = 100
+
+
+@dataclass(slots=True)
+class Outcome:
+    message_id: str
+    group_id: str
+    entity: str = ""
+    event_id: str = ""
+    event_type: str = ""
+    status: str = ""
+    kind: str = ""  # permanent | transient, for failed and blocked
+    reason: str = ""
+    lag_seconds: float | None = None
+
+    @property
+    def reported_failed(self) -> bool:
+        return self.status in (FAILED, BLOCKED)
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[Outcome]
+    path: str = "none"  # fast | slow | none
+    attempts: int = 0
+    round_trips: int = 0
+    duration_ms: float = 0.0
+    statements: dict[str, Statements] = field(default_factory=dict, repr=False)
+
+    def response(self) -> dict[str, list[dict[str, str]]]:
+        """The partial batch response Lambda reads (facts 6.4, 6.5)."""
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": o.message_id} for o in self.outcomes if o.reported_failed
+            ]
+        }
+
+    def counts(self) -> dict[str, int]:
+        keys = (APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, "failed_permanent", "failed_transient", BLOCKED)
+        out = dict.fromkeys(keys, 0)
+        for o in self.outcomes:
+            out[f"failed_{o.kind}" if o.status == FAILED else o.status] += 1
+        return out
+
+
+class _TransactionLost(Exception):
+    def __init__(self, classified: Classified) -> None:
+        super().__init__(classified.reason)
+        self.classified = classified
+
+
+ABSENT = (False, None)
+UNKNOWN = (None, None)
+
+
+def _vtext(version: Any) -> str:
+    return version if isinstance(version, str) else str(version).zfill(SEQUENCE_WIDTH)
+
+
+@dataclass
+class _State:
+    ledger: set[tuple[str, str]] = field(default_factory=set)
+    rows: dict[tuple[str, str], tuple[bool | None, Any]] = field(default_factory=dict)
+    tombs: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+@dataclass
+class _Plan:
+    status: str
+    items: list[Item] = field(default_factory=list)
+    rows: dict[tuple[str, str], tuple[bool | None, Any]] = field(default_factory=dict)
+    tombs: dict[tuple[str, str], str] = field(default_factory=dict)
+    reason: str = ""
+
+
+def _needs_row(w: Write) -> bool:
+    return w.table.version is not None or w.action in ("update", "soft_delete")
+
+
+def _key_params(w: Write) -> dict[str, Any]:
+    return {f"k_{k}": v for k, v in zip(w.table.key, w.key, strict=True)}
+
+
+def _upsert_params(w: Write) -> dict[str, Any]:
+    spec = w.table
+    params = {f"p_{c}": w.values.get(c) for c in spec.columns}
+    if spec.version:
+        params.update(v=w.version, tn=spec.qualified, rk=w.row_key, tv=_vtext(w.version))
+    if spec.soft_delete:
+        params["sd"] = None if spec.soft_delete.kind == "timestamp" else False
+    return params
+
+
+def plan_change(change: Change, state: _State, stmts: Statements) -> _Plan:
+    """What one message does given the current state; pure, the state is not modified."""
+    entity = change.entity
+    if entity.ledger and (entity.name, change.event_id) in state.ledger:
+        return _Plan(DUPLICATE)
+    if change.ignored:
+        return _Plan(IGNORED)
+    plan = _Plan(APPLIED)
+    applied = stale = 0
+    for w in change.writes:
+        spec = w.table
+        k = (spec.qualified, w.row_key)
+        exists, current = plan.rows.get(k, state.rows.get(k, UNKNOWN))
+        tomb = plan.tombs.get(k, state.tombs.get(k))
+        v = w.version
+        tomb_newer = v is not None and tomb is not None and tomb >= _vtext(v)
+        action = w.action
+        if action == "update" and exists is False and w.if_missing == "upsert" and not tomb_newer:
+            action = "upsert"
+        if action in ("insert", "upsert"):
+            if v is not None and (tomb_newer or (exists and current is not None and current >= v)):
+                stale += 1
+                continue
+            stmt = stmts.insert(spec) if action == "insert" else stmts.upsert(spec)
+            plan.items.append((stmt, _upsert_params(w)))
+            plan.rows[k] = (True, v if v is not None else current)
+        elif action in ("update", "soft_delete"):
+            if exists is False:
+                if tomb_newer:
+                    stale += 1
+                    continue
+                if w.if_missing == "ignore":
+                    continue
+                return _Plan(
+                    FAILED,
+                    reason=f"table {spec.name}: no row with key {w.row_key} to {action.replace('_', ' ')} "
+                    "(if_missing: fail; set if_missing: ignore or upsert to accept this)",
+                )
+            # Deletes carry the version of the state they remove, so they apply on equality.
+            newer = (
+                current is not None
+                and v is not None
+                and (current > v if action == "soft_delete" else current >= v)
+            )
+            if newer:
+                stale += 1
+                continue
+            params = _key_params(w)
+            if action == "update":
+                stmt = stmts.update(spec, [c for c in w.values if c not in spec.key])
+                params.update({f"p_{c}": val for c, val in w.values.items() if c not in spec.key})
+            else:
+                stmt = stmts.soft_delete(spec)
+                assert spec.soft_delete is not None
+                params["sd"] = w.values.get(spec.soft_delete.column)
+            if v is not None:
+                params["v"] = v
+            plan.items.append((stmt, params))
+            plan.rows[k] = (True, v if v is not None else current)
+        elif action == "delete":
+            if v is not None and (
+                (exists and current is not None and current > v) or (not exists and tomb_newer)
+            ):
+                stale += 1
+                continue
+            params = _key_params(w)
+            if v is not None:
+                params["v"] = v
+            plan.items.append((stmts.delete(spec), params))
+            if v is not None:
+                plan.items.append(
+                    (stmts.tombstone(), {"tn": spec.qualified, "rk": w.row_key, "tv": _vtext(v)})
+                )
+                plan.tombs[k] = max(_vtext(v), tomb or "")
+            plan.rows[k] = ABSENT
+        else:  # pragma: no cover - the registry schema admits no other action
+            raise ValueError(f"unknown action {action!r}")
+        applied += 1
+    plan.status = APPLIED if applied else (STALE if stale else SKIPPED)
+    return plan
+
+
+def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def read_state(executor: Executor, stmts: Statements, changes: Sequence[Change]) -> _State:
+    """One round trip: ledger ids, current row versions and tombstones for the whole batch."""
+    items: list[Item] = []
+    readers: list[Callable[[Any], None]] = []
+    state = _State()
+
+    by_entity: dict[str, list[str]] = {}
+    for ch in changes:
+        if ch.entity.ledger:
+            ids = by_entity.setdefault(ch.entity.name, [])
+            if ch.event_id not in ids:
+                ids.append(ch.event_id)
+    for entity, ids in by_entity.items():
+        for chunk in _chunks(ids, READ_CHUNK):
+            params = {"e": entity, **{f"i{i}": eid for i, eid in enumerate(chunk)}}
+            items.append((stmts.ledger_read(len(chunk)), params))
+            readers.append(lambda rows, e=entity: state.ledger.update((e, r[0]) for r in rows))
+
+    keys: dict[str, tuple[TableSpec, dict[str, Write]]] = {}
+    tomb_keys: dict[tuple[str, str], None] = {}
+    for ch in changes:
+        for w in ch.writes:
+            if not _needs_row(w):
+                continue
+            spec_keys = keys.setdefault(w.table.qualified, (w.table, {}))[1]
+            spec_keys.setdefault(w.row_key, w)
+            if w.table.version is not None:
+                tomb_keys[(w.table.qualified, w.row_key)] = None
+    for qualified, (spec, wanted) in keys.items():
+        writes = list(wanted.values())
+        for w in writes:
+            state.rows[(qualified, w.row_key)] = ABSENT
+        for chunk in _chunks(writes, READ_CHUNK):
+            params = {
+                f"r{i}_{k}": v for i, w in enumerate(chunk) for k, v in zip(spec.key, w.key, strict=True)
+            }
+            items.append((stmts.rows_read(spec, len(chunk)), params))
+
+            def take(rows: Any, spec: TableSpec = spec) -> None:
+                from runtime.decode import _row_key
+
+                n = len(spec.key)
+                for r in rows:
+                    version = r[n] if spec.version else None
+                    state.rows[(spec.qualified, _row_key(spec, tuple(r[:n])))] = (True, version)
+
+            readers.append(take)
+    tkeys = list(tomb_keys)
+    for chunk in _chunks(tkeys, READ_CHUNK):
+        params = {}
+        for i, (tn, rk) in enumerate(chunk):
+            params[f"tn{i}"] = tn
+            params[f"rk{i}"] = rk
+        items.append((stmts.tombstones_read(len(chunk)), params))
+        readers.append(lambda rows: state.tombs.update(((r[0], r[1]), r[2]) for r in rows))
+
+    if items:
+        for reader, rows in zip(readers, executor.run(items), strict=True):
+            reader(rows)
+    return state
+
+
+def _ledger_item(stmts: Statements, rows: list[tuple[str, str, str, str]]) -> Item:
+    params: dict[str, Any] = {}
+    for i, (entity, event_id, message_id, outcome) in enumerate(rows):
+        params.update({f"le{i}": entity, f"li{i}": event_id, f"lm{i}": message_id, f"lo{i}": outcome})
+    return stmts.ledger_insert(len(rows)), params
+
+
+def _apply(
+    conn: Connection,
+    changes: list[tuple[int, Change]],
+    stmts: Statements,
+    registry: Registry,
+    outcomes: list[Outcome],
+    *,
+    isolate: bool,
+) -> int:
+    """Plan and write `changes` in one transaction; return round trips. Fills `outcomes`."""
+    executor = executor_for(conn)
+    per_statement = Executor(conn)
+    blocked: dict[str, str] = {}
+    with conn.begin():
+        state = read_state(executor, stmts, [c for _, c in changes])
+        items: list[Item] = []
+        ledger_rows: list[tuple[str, str, str, str]] = []
+        for idx, ch in changes:
+            out = outcomes[idx]
+            group = ch.record.group_id
+            if group in blocked:
+                out.status, out.kind, out.reason = (
+                    BLOCKED,
+                    TRANSIENT,
+                    f"held back behind message {blocked[group]} of group {group}",
+                )
+                continue
+            plan = plan_change(ch, state, stmts)
+            if plan.status == FAILED:
+                out.status, out.kind, out.reason = FAILED, PERMANENT, plan.reason
+                blocked[group] = ch.record.message_id
+                continue
+            ledger_row = (ch.entity.name, ch.event_id, ch.record.message_id, plan.status)
+            if isolate:
+                savepoint = conn.begin_nested()
+                try:
+                    to_run = plan.items + (
+                        [_ledger_item(stmts, [ledger_row])]
+                        if ch.entity.ledger and plan.status != DUPLICATE
+                        else []
+                    )
+                    per_statement.run(to_run)
+                    savepoint.commit()
+                except DBAPIError as exc:
+                    c = classify(exc, foreign_key_transient=registry.foreign_key_transient)
+                    try:
+                        savepoint.rollback()
+                    except DBAPIError:
+                        raise _TransactionLost(c) from exc
+                    if c.whole_transaction:
+                        raise _TransactionLost(c) from exc
+                    out.status, out.kind, out.reason = FAILED, c.kind, c.reason
+                    blocked[group] = ch.record.message_id
+                    continue
+            else:
+                items.extend(plan.items)
+                if ch.entity.ledger and plan.status != DUPLICATE:
+                    ledger_rows.append(ledger_row)
+            out.status = plan.status
+            state.rows.update(plan.rows)
+            state.tombs.update(plan.tombs)
+            if ch.entity.ledger and plan.status != DUPLICATE:
+                state.ledger.add((ch.entity.name, ch.event_id))
+        if not isolate:
+            if ledger_rows:
+                items.append(_ledger_item(stmts, ledger_rows))
+            executor.run(items)
+    return executor.round_trips + per_statement.round_trips + 1  # + COMMIT
+
+
+def apply_batch(
+    records: Sequence[dict[str, Any]],
+    engine: Engine,
+    registry: Registry,
+    *,
+    statements: dict[str, Statements] | None = None,
+    attempts: int = 2,
+    clock: Callable[[], float] = time.time,
+) -> BatchResult:
+    """Apply one SQS batch (the `Records` of a Lambda event); never raises for a bad message."""
+    started = time.perf_counter()
+    parsed: list[SqsRecord] = [parse_sqs_record(r) for r in records]
+    outcomes = [Outcome(r.message_id, r.group_id) for r in parsed]
+    result = BatchResult(outcomes, statements=statements if statements is not None else {})
+    changes: list[tuple[int, Change]] = []
+    failed_groups: dict[str, str] = {}
+    for i, rec in enumerate(parsed):
+        out = outcomes[i]
+        if rec.group_id in failed_groups:
+            out.status, out.kind, out.reason = (
+                BLOCKED,
+                PERMANENT,
+                f"held back behind message {failed_groups[rec.group_id]} of group {rec.group_id}",
+            )
+            continue
+        try:
+            entity = entity_for(rec, registry)
+            out.entity = entity.name
+            change = decode(rec, entity)
+        except DecodeError as exc:
+            out.status, out.kind, out.reason = FAILED, PERMANENT, f"undecodable message: {exc}"
+            failed_groups[rec.group_id] = rec.message_id
+            continue
+        out.event_id, out.event_type = change.event_id, change.event_type
+        if change.created_at is not None:
+            out.lag_seconds = round(max(0.0, clock() - float(change.created_at)), 3)
+        changes.append((i, change))
+
+    dialect = engine.dialect.name
+    stmts = result.statements.get(dialect)
+    if stmts is None:
+        stmts = result.statements[dialect] = Statements(registry, engine.dialect)
+
+    last: Classified | None = None
+    for attempt in range(1, attempts + 1):
+        result.attempts = attempt
+        for idx, _ in changes:
+            o = outcomes[idx]
+            o.status, o.kind, o.reason = "", "", ""
+        try:
+            with engine.connect() as conn:
+                try:
+                    result.round_trips += _apply(conn, changes, stmts, registry, outcomes, isolate=False)
+                    result.path = "fast"
+                except DBAPIError as exc:
+                    c = classify(exc, foreign_key_transient=registry.foreign_key_transient)
+                    if c.whole_transaction:
+                        raise _TransactionLost(c) from exc
+                    for idx, _ in changes:
+                        o = outcomes[idx]
+                        o.status, o.kind, o.reason = "", "", ""
+                    result.round_trips += _apply(conn, changes, stmts, registry, outcomes, isolate=True)
+                    result.path = "slow"
+            last = None
+            break
+        except _TransactionLost as exc:
+            last = exc.classified
+        except DBAPIError as exc:
+            last = classify(exc, foreign_key_transient=registry.foreign_key_transient)
+    if last is not None:
+        for idx, _ in changes:
+            o = outcomes[idx]
+            o.status, o.kind, o.reason = FAILED, TRANSIENT, f"batch not applied: {last.reason}"
+    for o in outcomes:
+        if o.status == "":  # a message after an unapplied one cannot be left unreported
+            o.status, o.kind, o.reason = FAILED, TRANSIENT, "not applied"
+        if o.status != APPLIED:
+            o.lag_seconds = None
+    result.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    return result

@@ -1,0 +1,266 @@
+"""SQS record -> typed change: every message value read, checked and coerced up front.
+
+A body that cannot be decoded is a poison message: DecodeError, a permanent failure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from runtime.coerce import EPOCH, MISSING, CoercionError, canonical_text, coerce
+from runtime.ddbjson import AttributeValueError, number, unmarshal, unmarshal_map
+from runtime.registry import EntitySpec, FieldSpec, Registry, TableSpec
+
+SEQUENCE_WIDTH = 40  # DynamoDB sequence numbers are 21..40 digits; padded, they compare as text
+ROW_KEY_MAX = 512
+
+
+class DecodeError(Exception):
+    """A message that can never be applied as it is (permanent)."""
+
+
+@dataclass(slots=True)
+class SqsRecord:
+    message_id: str
+    group_id: str
+    body: str
+    receive_count: int
+    queue: str
+    raw: dict[str, Any] = field(repr=False)
+
+
+def parse_sqs_record(raw: dict[str, Any]) -> SqsRecord:
+    """The fields Lambda delivers for an SQS FIFO record (facts 6.2)."""
+    attrs = raw.get("attributes") or {}
+    arn = raw.get("eventSourceARN") or ""
+    try:
+        receive_count = int(attrs.get("ApproximateReceiveCount", 1))
+    except (TypeError, ValueError):
+        receive_count = 1
+    return SqsRecord(
+        message_id=str(raw.get("messageId") or ""),
+        group_id=str(attrs.get("MessageGroupId") or ""),
+        body=raw.get("body") if isinstance(raw.get("body"), str) else "",
+        receive_count=receive_count,
+        queue=arn.rsplit(":", 1)[-1],
+        raw=raw,
+    )
+
+
+@dataclass(slots=True)
+class Write:
+    action: str
+    table: TableSpec
+    key: tuple[Any, ...]
+    row_key: str
+    values: dict[str, Any]
+    version: Any  # comparable version (padded text or int), None when the table has none
+    if_missing: str
+
+
+@dataclass(slots=True)
+class Change:
+    record: SqsRecord
+    entity: EntitySpec
+    event_id: str
+    event_type: str
+    writes: list[Write]
+    created_at: Decimal | None = None
+
+    @property
+    def ignored(self) -> bool:
+        return not self.writes
+
+
+def _lookup(body: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = body
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def field_value(body: dict[str, Any], spec: FieldSpec) -> Any:
+    """One message field as a Python value, or MISSING.
+
+    A placeholder whose path is absent from the stream record renders as "" (facts 1.3,
+    validated on EventBridge); for every type but S that empty string means missing.
+    """
+    raw = _lookup(body, spec.path)
+    if raw is MISSING:
+        return MISSING
+    try:
+        if spec.carry == "typed":
+            if raw == "" or raw is None:
+                return MISSING
+            return unmarshal(raw)
+        t = spec.type
+        if t == "S":
+            if not isinstance(raw, str):
+                raise DecodeError(f"field {spec.name}: expected a string, got {type(raw).__name__}")
+            return raw
+        if raw == "":
+            return MISSING
+        if t in ("N", "number"):
+            return number(raw)
+        if t == "BOOL":
+            if not isinstance(raw, bool):
+                raise DecodeError(f"field {spec.name}: expected true/false, got {raw!r:.40}")
+            return raw
+        if t == "NULL":
+            return None
+        if t == "M":
+            return unmarshal_map(raw)
+        if t == "L":
+            if not isinstance(raw, list):
+                raise DecodeError(f"field {spec.name}: expected a list")
+            return [unmarshal(v) for v in raw]
+        return unmarshal({t: raw})
+    except AttributeValueError as exc:
+        raise DecodeError(f"field {spec.name}: {exc}") from None
+
+
+class _Values:
+    """Lazily decoded message fields (each at most once)."""
+
+    __slots__ = ("body", "entity", "cache")
+
+    def __init__(self, body: dict[str, Any], entity: EntitySpec) -> None:
+        self.body = body
+        self.entity = entity
+        self.cache: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        if name not in self.cache:
+            spec = self.entity.fields.get(name)
+            self.cache[name] = MISSING if spec is None else field_value(self.body, spec)
+        return self.cache[name]
+
+    def first(self, names: tuple[str, ...]) -> Any:
+        for n in names:
+            v = self.get(n)
+            if v is not MISSING and v is not None:
+                return v
+        return MISSING
+
+
+def _version(table: TableSpec, values: _Values) -> Any:
+    spec = table.version
+    if spec is None:
+        return None
+    raw = values.first(spec.fields)
+    if raw is MISSING:
+        raise DecodeError(f"table {table.name}: version field {' / '.join(spec.fields)} is missing")
+    if spec.kind == "sequence":
+        text = canonical_text(raw)
+        if not text.isdigit() or len(text) > SEQUENCE_WIDTH:
+            raise DecodeError(
+                f"table {table.name}: sequence number {text!r:.60} is not 1..{SEQUENCE_WIDTH} digits"
+            )
+        return text.zfill(SEQUENCE_WIDTH)
+    try:
+        d = number(raw) if not isinstance(raw, Decimal) else raw
+    except ValueError:
+        raise DecodeError(f"table {table.name}: version {raw!r:.40} is not a number") from None
+    if d != d.to_integral_value() or d < 0 or d >= 2**63:
+        raise DecodeError(f"table {table.name}: version {canonical_text(d)} is not a whole number in 0..2^63")
+    return int(d)
+
+
+def _row_key(table: TableSpec, key: tuple[Any, ...]) -> str:
+    text = json.dumps([canonical_text(v) for v in key], ensure_ascii=False, separators=(",", ":"))
+    if len(text) > ROW_KEY_MAX:
+        raise DecodeError(f"table {table.name}: key is longer than {ROW_KEY_MAX} characters")
+    return text
+
+
+def decode(record: SqsRecord, entity: EntitySpec) -> Change:
+    if not record.body:
+        raise DecodeError("empty message body")
+    try:
+        body = json.loads(record.body, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"body is not JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(body, dict):
+        raise DecodeError(
+            f"body is a JSON {type(body).__name__}, not an object (check the Pipe's input template)"
+        )
+    values = _Values(body, entity)
+
+    event_id = ""
+    if entity.event_id_field:
+        eid = values.get(entity.event_id_field)
+        if isinstance(eid, str) and eid:
+            event_id = eid
+    if not event_id:
+        if entity.ledger:
+            raise DecodeError(f"event id field {entity.event_id_field!r} is missing or empty")
+        event_id = record.message_id
+
+    event_type = ""
+    for name in entity.type_from:
+        v = values.get(name)
+        if isinstance(v, str) and v:
+            event_type = v
+            break
+    if not event_type:
+        raise DecodeError(f"no event type: fields {', '.join(entity.type_from)} are all missing or empty")
+
+    created = values.get(entity.lag_field) if entity.lag_field else MISSING
+    created_at = created if isinstance(created, Decimal) else None
+
+    actions = entity.rules.get(event_type)
+    if actions is None:
+        if entity.unknown == "ignore":
+            return Change(record, entity, event_id, event_type, [], created_at)
+        known = ", ".join(sorted(entity.rules))
+        raise DecodeError(f"unknown event type {event_type!r} and no rule for it (rules: {known})")
+
+    writes = []
+    try:
+        for act in actions:
+            table = entity.tables[act.table]
+            key = tuple(coerce(table.columns[k], values.first(table.columns[k].fields)) for k in table.key)
+            if any(k is None for k in key):
+                raise DecodeError(f"table {table.name}: key {', '.join(table.key)} has no value")
+            if act.action in ("insert", "upsert") or (act.action == "update" and act.if_missing == "upsert"):
+                cols = table.columns.keys()
+            elif act.action == "update":
+                cols = act.columns
+            else:
+                cols = ()
+            row = {c: coerce(table.columns[c], values.first(table.columns[c].fields)) for c in cols}
+            for k, v in zip(table.key, key, strict=True):
+                row[k] = v
+            if act.action == "soft_delete" and table.soft_delete is not None:
+                sd = table.soft_delete
+                if sd.kind == "timestamp":
+                    ts = values.get(sd.field) if sd.field else MISSING
+                    row[sd.column] = EPOCH + timedelta(seconds=float(ts)) if isinstance(ts, Decimal) else None
+                else:
+                    row[sd.column] = True
+            writes.append(
+                Write(
+                    act.action, table, key, _row_key(table, key), row, _version(table, values), act.if_missing
+                )
+            )
+    except CoercionError as exc:
+        raise DecodeError(str(exc)) from None
+    return Change(record, entity, event_id, event_type, writes, created_at)
+
+
+def entity_for(record: SqsRecord, registry: Registry) -> EntitySpec:
+    entity = registry.entity_for_queue(record.queue)
+    if entity is None:
+        if len(registry.entities) == 1 and not record.queue:
+            return next(iter(registry.entities.values()))
+        known = ", ".join(sorted(registry.queues))
+        raise DecodeError(
+            f"queue {record.queue!r} is not in the registry (queues: {known}); rebuild and redeploy"
+        )
+    return entity

@@ -1,0 +1,228 @@
+"""Load the registry written by `python -m generator build` into small typed records."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_VERSIONS = (1,)
+
+
+class RegistryError(Exception):
+    """The registry file is missing, unreadable, or of a version this runtime does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    path: tuple[str, ...]
+    type: str  # DynamoDB type, or "number" for JSON-number metadata
+    carry: str  # value | typed
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    name: str
+    type: str
+    fields: tuple[str, ...]
+    nullable: bool
+    length: int | None
+    precision: int | None
+    scale: int | None
+    format: str | None
+    value_map: dict[str, Any] | None
+    on_unmapped: str
+    has_const: bool
+    const: Any
+    has_default: bool
+    default: Any
+    references: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSpec:
+    column: str
+    fields: tuple[str, ...]
+    kind: str  # sequence | integer
+
+
+@dataclass(frozen=True, slots=True)
+class SoftDeleteSpec:
+    column: str
+    field: str | None
+    kind: str  # timestamp | boolean
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    name: str
+    schema: str | None
+    surrogate_key: str | None
+    key: tuple[str, ...]
+    columns: dict[str, ColumnSpec]
+    version: VersionSpec | None
+    soft_delete: SoftDeleteSpec | None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    action: str  # insert | upsert | update | delete | soft_delete
+    table: str
+    columns: tuple[str, ...]
+    if_missing: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntitySpec:
+    name: str
+    queue: str
+    dlq: str
+    pipe_dlq: str
+    batch_size: int
+    max_receive_count: int
+    visibility_timeout_seconds: int
+    message_group_id: str
+    deduplication_id: str
+    fields: dict[str, FieldSpec]
+    ledger: bool
+    event_id_field: str | None
+    lag_field: str | None
+    type_from: tuple[str, ...]
+    unknown: str
+    rules: dict[str, tuple[ActionSpec, ...]]
+    tables: dict[str, TableSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    version: int
+    project: str
+    dialect: str
+    ledger_table: str
+    tombstone_table: str
+    foreign_key_transient: bool
+    entities: dict[str, EntitySpec]
+    queues: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def entity_for_queue(self, queue_name: str) -> EntitySpec | None:
+        name = self.queues.get(queue_name)
+        return self.entities.get(name) if name else None
+
+
+def _column(name: str, raw: dict[str, Any]) -> ColumnSpec:
+    return ColumnSpec(
+        name=name,
+        type=raw["type"],
+        fields=tuple(raw.get("fields", ())),
+        nullable=raw.get("nullable", True),
+        length=raw.get("length"),
+        precision=raw.get("precision"),
+        scale=raw.get("scale"),
+        format=raw.get("format"),
+        value_map=raw.get("map"),
+        on_unmapped=raw.get("on_unmapped", "fail"),
+        has_const="const" in raw,
+        const=raw.get("const"),
+        has_default="default" in raw,
+        default=raw.get("default"),
+        references=raw.get("references"),
+    )
+
+
+def _table(name: str, raw: dict[str, Any]) -> TableSpec:
+    v = raw.get("version")
+    s = raw.get("soft_delete")
+    return TableSpec(
+        name=name,
+        schema=raw.get("schema"),
+        surrogate_key=raw.get("surrogate_key"),
+        key=tuple(raw["key"]),
+        columns={c: _column(c, spec) for c, spec in raw["columns"].items()},
+        version=VersionSpec(v["column"], tuple(v["fields"]), v["kind"]) if v else None,
+        soft_delete=SoftDeleteSpec(s["column"], s.get("field"), s["kind"]) if s else None,
+    )
+
+
+def _entity(name: str, raw: dict[str, Any]) -> EntitySpec:
+    return EntitySpec(
+        name=name,
+        queue=raw["queue"],
+        dlq=raw.get("dlq", ""),
+        pipe_dlq=raw.get("pipe_dlq", ""),
+        batch_size=raw["consumer"]["batch_size"],
+        max_receive_count=raw["consumer"].get("max_receive_count", 3),
+        visibility_timeout_seconds=raw["consumer"].get("visibility_timeout_seconds", 30),
+        message_group_id=raw["routing"]["message_group_id"],
+        deduplication_id=raw["routing"]["deduplication_id"],
+        fields={n: FieldSpec(n, tuple(f["path"]), f["type"], f["carry"]) for n, f in raw["fields"].items()},
+        ledger=raw.get("ledger", True),
+        event_id_field=raw.get("event_id_field"),
+        lag_field=raw.get("lag_field"),
+        type_from=tuple(raw["type_from"]),
+        unknown=raw.get("unknown", "fail"),
+        rules={
+            event_type: tuple(
+                ActionSpec(a["action"], a["table"], tuple(a["columns"]), a.get("if_missing", "fail"))
+                for a in actions
+            )
+            for event_type, actions in raw["rules"].items()
+        },
+        tables={t: _table(t, spec) for t, spec in raw["tables"].items()},
+    )
+
+
+def parse_registry(raw: dict[str, Any]) -> Registry:
+    version = raw.get("registry_version") if isinstance(raw, dict) else None
+    if version not in SUPPORTED_VERSIONS:
+        raise RegistryError(
+            f"registry_version {version!r} is not supported by this runtime (supported: "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}); rebuild with a matching generator "
+            "(python -m generator build) or deploy the runtime that came with it"
+        )
+    try:
+        db = raw["database"]
+        return Registry(
+            version=version,
+            project=raw.get("project", ""),
+            dialect=db.get("dialect", "postgresql"),
+            ledger_table=db["ledger_table"],
+            tombstone_table=db["tombstone_table"],
+            foreign_key_transient=db.get("foreign_key_violation", "transient") == "transient",
+            entities={n: _entity(n, e) for n, e in raw["entities"].items()},
+            queues=dict(raw.get("queues", {})),
+            raw=raw,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(
+            f"the registry is malformed ({type(exc).__name__}: {exc}); rebuild it with python -m generator build"
+        ) from exc
+
+
+def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
+    """Read the registry from `path`, $SYNC_REGISTRY, or registry.json beside the package."""
+    if path is None:
+        path = os.environ.get("SYNC_REGISTRY", "registry.json")
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        beside = Path(__file__).resolve().parent.parent / p
+        if beside.exists():
+            p = beside
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(
+            f"registry file {str(p)!r} not found; run python -m generator build, or set SYNC_REGISTRY"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise RegistryError(
+            f"registry file {str(p)!r} is not JSON ({exc}); rebuild it with python -m generator build"
+        ) from None
+    return parse_registry(raw)

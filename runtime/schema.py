@@ -1,0 +1,177 @@
+"""SQLAlchemy tables built from the registry: the target tables, the ledger and tombstones.
+
+The generator compiles the same objects into the reference DDL (build/sql/), so the
+runtime's statements and the DDL users apply never disagree on a type.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from runtime.registry import ColumnSpec, Registry, TableSpec
+
+SEQUENCE_TEXT = 40  # zero-padded stream sequence numbers (runtime.decode.SEQUENCE_WIDTH)
+ENTITY_TEXT = 64
+EVENT_ID_TEXT = 128
+ROW_KEY_TEXT = 512
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC timestamps; stored as UTC wall time where the column keeps no zone.
+
+    MySQL DATETIME keeps no zone and drops microseconds unless fsp is given; SQLite keeps text.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None and dialect.name in ("mysql", "mariadb", "sqlite"):
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+
+def timestamp_type() -> TypeEngine:
+    return UTCDateTime()
+
+
+def json_type() -> TypeEngine:
+    return JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def column_type(col: ColumnSpec) -> TypeEngine:
+    t = col.type
+    if t == "string":
+        return String(col.length or 255)
+    if t == "text":
+        return Text()
+    if t == "integer":
+        return Integer()
+    if t == "bigint":
+        return BigInteger()
+    if t == "smallint":
+        return SmallInteger()
+    if t == "decimal":
+        return Numeric(col.precision or 38, col.scale if col.scale is not None else 10, asdecimal=True)
+    if t == "float":
+        return Float(precision=53)
+    if t == "boolean":
+        return Boolean(create_constraint=False)
+    if t == "timestamp":
+        return timestamp_type()
+    if t == "date":
+        return Date()
+    if t == "json":
+        return json_type()
+    raise ValueError(f"unknown column type {t!r}")
+
+
+def version_type(kind: str) -> TypeEngine:
+    return String(SEQUENCE_TEXT) if kind == "sequence" else BigInteger()
+
+
+def ledger_table(metadata: MetaData, name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("entity", String(ENTITY_TEXT), nullable=False),
+        Column("event_id", String(EVENT_ID_TEXT), nullable=False),
+        Column("message_id", String(EVENT_ID_TEXT), nullable=True),
+        Column("outcome", String(16), nullable=False),
+        Column("applied_at", timestamp_type(), nullable=False, server_default=func.current_timestamp()),
+        PrimaryKeyConstraint("entity", "event_id", name=f"{name}_pkey"),
+    )
+
+
+def tombstone_table(metadata: MetaData, name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("table_name", String(128), nullable=False),
+        Column("row_key", String(ROW_KEY_TEXT), nullable=False),
+        Column("version", String(SEQUENCE_TEXT), nullable=False),
+        Column("deleted_at", timestamp_type(), nullable=False, server_default=func.current_timestamp()),
+        PrimaryKeyConstraint("table_name", "row_key", name=f"{name}_pkey"),
+    )
+
+
+def target_table(metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = True) -> Table:
+    """A target table as the sync sees it; the reference DDL adds the surrogate key."""
+    columns: list[Column] = []
+    if spec.surrogate_key:
+        columns.append(
+            Column(
+                spec.surrogate_key,
+                BigInteger().with_variant(Integer(), "sqlite"),
+                primary_key=True,
+                autoincrement=True,
+            )
+        )
+    for col in spec.columns.values():
+        args = []
+        if foreign_keys and col.references:
+            args.append(ForeignKey(col.references))
+        columns.append(
+            Column(
+                col.name,
+                column_type(col),
+                *args,
+                nullable=col.nullable and col.name not in spec.key,
+                primary_key=not spec.surrogate_key and col.name in spec.key,
+            )
+        )
+    if spec.version:
+        columns.append(Column(spec.version.column, version_type(spec.version.kind), nullable=True))
+    if spec.soft_delete:
+        sd_type: TypeEngine = (
+            timestamp_type() if spec.soft_delete.kind == "timestamp" else Boolean(create_constraint=False)
+        )
+        columns.append(Column(spec.soft_delete.column, sd_type, nullable=True))
+    constraints = []
+    if spec.surrogate_key:
+        constraints.append(UniqueConstraint(*spec.key, name=f"{spec.name}_sync_key"))
+    return Table(spec.name, metadata, *columns, *constraints, schema=spec.schema)
+
+
+def build_metadata(registry: Registry, *, foreign_keys: bool = True) -> MetaData:
+    """Every table the registry writes, plus the ledger and tombstone tables."""
+    metadata = MetaData()
+    ledger_table(metadata, registry.ledger_table)
+    tombstone_table(metadata, registry.tombstone_table)
+    seen: set[str] = set()
+    for entity in registry.entities.values():
+        for spec in entity.tables.values():
+            if spec.qualified in seen:
+                continue
+            seen.add(spec.qualified)
+            target_table(metadata, spec, foreign_keys=foreign_keys)
+    return metadata
