@@ -949,6 +949,38 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
         )
 
 
+TERRAFORM_FILE_NAMES = {"providers", "data", "lambda", "override"}
+
+
+def check_names(entity: Entity, project: Project) -> Iterator[Problem]:
+    if entity.name in TERRAFORM_FILE_NAMES or entity.name.endswith("_override"):
+        yield Problem(
+            ("entity",),
+            f"entity name '{entity.name}' collides with a generated Terraform file (or makes it an override file)",
+            "choose another entity name",
+            "entity-name",
+        )
+    if len(entity.pipeline.pipe.role_name) > 64:
+        yield Problem(
+            ("entity",),
+            f"the Pipe's IAM role name '{entity.pipeline.pipe.role_name}' is {len(entity.pipeline.pipe.role_name)} characters; IAM allows 64",
+            "shorten the entity name, the project name or the prefix",
+            "iam-role-name",
+        )
+    for t in entity.tables:
+        if t.surrogate_key and (
+            t.column(t.surrogate_key)
+            or t.surrogate_key
+            in {t.version.column if t.version else "", t.soft_delete.column if t.soft_delete else ""}
+        ):
+            yield Problem(
+                t.where + ("surrogate_key",),
+                f"surrogate key '{t.surrogate_key}' is also a written column",
+                "the sync never writes the surrogate key: remove it from columns or rename it",
+                "column-managed",
+            )
+
+
 def check_idempotency(entity: Entity, project: Project) -> Iterator[Problem]:
     idem = entity.idempotency
     if not idem.ledger:
@@ -988,6 +1020,7 @@ ENTITY_CHECKS: tuple[EntityCheck, ...] = (
     check_events,
     check_idempotency,
     check_pipeline,
+    check_names,
 )
 
 
@@ -1044,6 +1077,81 @@ def check_uniqueness(model: Model) -> Iterator[tuple[Entity, Problem]]:
             )
 
 
+def check_sources(model: Model) -> Iterator[tuple[Entity, Problem]]:
+    """Entities reading one DynamoDB table must agree on what its stream carries."""
+    by_table: dict[str, list[Entity]] = defaultdict(list)
+    for e in model.entities:
+        by_table[e.source.table].append(e)
+    for table, entities in sorted(by_table.items()):
+        views = {e.source.stream_view_type for e in entities}
+        if len(views) > 1:
+            for e in entities:
+                others = ", ".join(f"{o.file} ({o.source.stream_view_type})" for o in entities if o is not e)
+                yield (
+                    e,
+                    Problem(
+                        ("source", "stream_view_type"),
+                        f"table '{table}' has one stream, but its readers declare different view types: {others}",
+                        "give every mapping of this table the same stream_view_type",
+                        "stream-view-mismatch",
+                    ),
+                )
+        keys = {(e.source.partition_key, e.source.sort_key) for e in entities}
+        if len(keys) > 1:
+            for e in entities:
+                yield (
+                    e,
+                    Problem(
+                        ("source", "partition_key"),
+                        f"mappings of table '{table}' declare different keys",
+                        "declare the table's real partition and sort key everywhere",
+                        "source-key-mismatch",
+                    ),
+                )
+
+
+def check_references(model: Model) -> Iterator[tuple[Entity, Problem]]:
+    """A foreign key in the reference DDL must point at a column some mapping writes."""
+    written = {(t.name, c.name) for e in model.entities for t in e.tables for c in t.columns}
+    for e in model.entities:
+        for t in e.tables:
+            for c in t.columns:
+                if c.references:
+                    parent, _, column = c.references.partition(".")
+                    if (parent, column) not in written:
+                        yield (
+                            e,
+                            Problem(
+                                c.where + ("references",),
+                                f"'{c.references}' is not a column written by any mapping",
+                                "reference a table.column declared under some mapping's target.tables (the DDL is generated from them)",
+                                "column-references",
+                            ),
+                        )
+
+
+def check_terraform_claims(model: Model) -> Iterator[tuple[Entity, Problem]]:
+    """Two entities whose Terraform labels collide (orders + orders_dlq, say) cannot both exist."""
+    from generator.emit import terraform
+
+    try:
+        terraform.terraform_files(model)
+    except terraform.DuplicateLabel as exc:
+        culprit = max(
+            (e for e in model.entities if e.name in str(exc)), key=lambda e: len(e.name), default=None
+        )
+        if culprit is not None:
+            yield (
+                culprit,
+                Problem(
+                    ("entity",),
+                    f"the entity's Terraform names collide with another entity's: {exc}",
+                    "rename the entity (names ending in _dlq, _pipe or _pipe_dlq clash with the resources of the entity without the suffix)",
+                    "entity-name",
+                ),
+            )
+
+
 def run_checks(model: Model, docs: dict[str, Located], project_doc: Located | None) -> list[Diagnostic]:
     out: list[Diagnostic] = []
 
@@ -1067,8 +1175,12 @@ def run_checks(model: Model, docs: dict[str, Located], project_doc: Located | No
         for check in ENTITY_CHECKS:
             for problem in check(entity, model.project):
                 emit(entity.file, problem)
-    for entity, problem in check_uniqueness(model):
-        emit(entity.file, problem)
+    for model_check in (check_uniqueness, check_sources, check_references):
+        for entity, problem in model_check(model):
+            emit(entity.file, problem)
+    if not any(d.severity is Severity.ERROR for d in out):
+        for entity, problem in check_terraform_claims(model):
+            emit(entity.file, problem)
     if project_doc is not None:
         for problem in check_project(model.project):
             loc = project_doc.loc(problem.path, key=problem.key)
@@ -1101,6 +1213,21 @@ def check_project(project: Project) -> Iterator[Problem]:
                 "put the credentials in Secrets Manager and set database.secret_arn",
                 "secret-in-env",
             )
+    for key, _ in project.lambda_.environment:
+        if key in ("SYNC_REGISTRY", "SYNC_DB_SECRET_ARN", "SYNC_DATABASE_URL"):
+            yield Problem(
+                ("lambda", "environment", key),
+                f"'{key}' is set by the generator (or would bypass the secret)",
+                "remove it; use database.secret_arn for the connection",
+                "env-reserved",
+            )
+    if len(project.lambda_.role_name) > 64:
+        yield Problem(
+            ("lambda",),
+            f"the Lambda's IAM role name '{project.lambda_.role_name}' is longer than 64 characters",
+            "shorten lambda.function_name or the project name",
+            "iam-role-name",
+        )
     if project.database.ledger_table == project.database.tombstone_table:
         yield Problem(
             ("database", "tombstone_table"),

@@ -296,6 +296,7 @@ class Routing:
 @dataclass(frozen=True)
 class PipeSettings:
     name: str
+    role_name: str
     batch_size: int
     starting_position: str
     maximum_retry_attempts: int
@@ -369,6 +370,7 @@ class Entity:
 @dataclass(frozen=True)
 class LambdaSettings:
     function_name: str
+    role_name: str
     runtime: str
     architecture: str
     memory_mb: int

@@ -58,13 +58,15 @@ def resolve_project(doc: Located) -> Project:
     vpc = lam.get("vpc") or {}
     db = raw.get("database", {})
     tf = raw.get("terraform", {})
+    function_name = lam.get("function_name", f"{prefix}{raw['name']}")
     return Project(
         name=raw["name"],
         file=doc.file,
         region=raw["region"],
         prefix=prefix,
         lambda_=LambdaSettings(
-            function_name=lam.get("function_name", f"{prefix}{raw['name']}"),
+            function_name=function_name,
+            role_name=f"{function_name}-role",
             runtime=lam.get("runtime", "python3.12"),
             architecture=lam.get("architecture", "x86_64"),
             memory_mb=lam.get("memory_mb", 256),
@@ -310,7 +312,7 @@ class _Resolver:
                             act["action"],
                             act["table"],
                             tuple(act.get("columns", ())),
-                            act.get("if_missing", "fail"),
+                            act.get("if_missing", "ignore" if act["action"] == "soft_delete" else "fail"),
                             where + ("do", j),
                         )
                     )
@@ -328,6 +330,7 @@ class _Resolver:
         return Pipeline(
             pipe=PipeSettings(
                 name=prefix + pipe.get("name", f"{entity}-pipe"),
+                role_name=f"{prefix}{self.project.name}-{entity}-pipe",
                 batch_size=pipe.get("batch_size", 10),
                 starting_position=pipe.get("starting_position", "TRIM_HORIZON"),
                 maximum_retry_attempts=pipe.get("maximum_retry_attempts", 3),

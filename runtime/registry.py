@@ -117,9 +117,9 @@ class Registry:
         return self.entities.get(name) if name else None
 
 
-def _column(name: str, raw: dict[str, Any]) -> ColumnSpec:
+def _column(raw: dict[str, Any]) -> ColumnSpec:
     return ColumnSpec(
-        name=name,
+        name=raw["name"],
         type=raw["type"],
         fields=tuple(raw.get("fields", ())),
         nullable=raw.get("nullable", True),
@@ -145,7 +145,7 @@ def _table(name: str, raw: dict[str, Any]) -> TableSpec:
         schema=raw.get("schema"),
         surrogate_key=raw.get("surrogate_key"),
         key=tuple(raw["key"]),
-        columns={c: _column(c, spec) for c, spec in raw["columns"].items()},
+        columns={c["name"]: _column(c) for c in raw["columns"]},
         version=VersionSpec(v["column"], tuple(v["fields"]), v["kind"]) if v else None,
         soft_delete=SoftDeleteSpec(s["column"], s.get("field"), s["kind"]) if s else None,
     )

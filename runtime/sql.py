@@ -131,10 +131,10 @@ class Statements:
                 if vcol:
                     guard = or_(t.c[vcol].is_(None), t.c[vcol] < new[vcol])
                     # The version column last: MySQL evaluates assignments left to right.
-                    pairs = [(t.c[c], case((guard, new[c]), else_=t.c[c])) for c in non_key if c != vcol]
-                    pairs.append((t.c[vcol], case((guard, new[vcol]), else_=t.c[vcol])))
+                    pairs = [(c, case((guard, new[c]), else_=t.c[c])) for c in non_key if c != vcol]
+                    pairs.append((vcol, case((guard, new[vcol]), else_=t.c[vcol])))
                 else:
-                    pairs = [(t.c[c], new[c]) for c in non_key]
+                    pairs = [(c, new[c]) for c in non_key]
                 return ins.on_duplicate_key_update(pairs)
             if self.family in ("postgresql", "sqlite"):
                 excluded = ins.excluded
@@ -208,8 +208,8 @@ class Statements:
                 guard = tb.c.version < new.version
                 return ins.on_duplicate_key_update(
                     [
-                        (tb.c.deleted_at, case((guard, func.current_timestamp()), else_=tb.c.deleted_at)),
-                        (tb.c.version, case((guard, new.version), else_=tb.c.version)),
+                        ("deleted_at", case((guard, func.current_timestamp()), else_=tb.c.deleted_at)),
+                        ("version", case((guard, new.version), else_=tb.c.version)),
                     ]
                 )
             return ins.on_conflict_do_update(

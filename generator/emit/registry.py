@@ -17,6 +17,7 @@ REGISTRY_VERSION = 1
 
 def _column(c: Column) -> dict[str, Any]:
     out: dict[str, Any] = {
+        "name": c.name,
         "type": c.type,
         "fields": list(c.fields),
         "nullable": c.nullable,
@@ -40,7 +41,7 @@ def _table(t: Table) -> dict[str, Any]:
         "schema": t.schema,
         "surrogate_key": t.surrogate_key,
         "key": list(t.key),
-        "columns": {c.name: _column(c) for c in t.columns},
+        "columns": [_column(c) for c in t.columns],
         "version": {"column": t.version.column, "fields": list(t.version.fields), "kind": t.version.kind}
         if t.version
         else None,

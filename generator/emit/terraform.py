@@ -478,7 +478,7 @@ def _entity(files: _Files, model: Model, entity: Entity, stream: _Stream) -> Non
         "aws_iam_role",
         lb.pipe_role,
         {
-            "name": escape(f"{project.prefix}{project.name}-{entity.name}-pipe"),
+            "name": escape(p.pipe.role_name),
             "assume_role_policy": ref("data", "aws_iam_policy_document", f"{lb.pipe_role}_assume", "json"),
         },
     )
@@ -735,7 +735,7 @@ def _lambda(files: _Files, model: Model) -> None:
         "aws_iam_role",
         FUNCTION,
         {
-            "name": escape(f"{lam.function_name}-role"),
+            "name": escape(lam.role_name),
             "assume_role_policy": ref("data", "aws_iam_policy_document", f"{FUNCTION}_assume", "json"),
         },
     )
