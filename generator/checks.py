@@ -304,16 +304,21 @@ def check_filter(entity: Entity, project: Project) -> Iterator[Problem]:
         return
     if len(patterns) > pipes.MAX_FILTERS:
         yield Problem(
-            ("filter",),
+            ("filter", "or_patterns") if flt.or_patterns else ("filter",),
             f"the filter compiles to {len(patterns)} patterns; Pipes allows {pipes.MAX_FILTERS} (facts 2.1)",
             "merge or_patterns, or drop conditions that split event names",
             "limit-filters",
         )
+    generated = len(patterns) - len(flt.or_patterns)
     for i, pat in enumerate(patterns):
         text = pipes.pattern_text(pat)
         if len(text) > pipes.PATTERN_MAX_CHARS:
             yield Problem(
-                ("filter",),
+                ("filter", "or_patterns", i - generated)
+                if i >= generated
+                else ("filter", "event_types")
+                if flt.event_types
+                else ("filter",),
                 f"filter pattern {i + 1} is {len(text)} characters; Pipes allows {pipes.PATTERN_MAX_CHARS} (facts 2.1)",
                 "shorten event_types or the escape-hatch patterns",
                 "limit-pattern",
@@ -337,7 +342,7 @@ def check_routing(entity: Entity, project: Project) -> Iterator[Problem]:
                 "routing-path",
             )
             continue
-        if not PIPES_JSON_PATH.match(value):
+        if not PIPES_JSON_PATH.fullmatch(value):  # fullmatch: '$' alone allows a trailing newline
             yield Problem(
                 path,
                 f"{value!r} is not one whole JSON path of the form Pipes accepts",
@@ -373,6 +378,14 @@ def check_routing(entity: Entity, project: Project) -> Iterator[Problem]:
         )
     group = entity.routing.message_group_id
     key_paths = {f"$.dynamodb.Keys.{k.name}.{k.type}" for k in entity.source.keys}
+    if group.startswith("$.dynamodb.Keys.") and group not in key_paths:
+        yield Problem(
+            ("routing", "message_group_id"),
+            f"{group} is not a key attribute of table '{entity.source.table}' with its type, so no record "
+            "has a value there; SQS refuses a FIFO message without a group id (facts 4)",
+            f"use one of: {', '.join(sorted(key_paths))}",
+            "routing-group-key",
+        )
     if group.startswith("$.") and group not in key_paths and not group.startswith("$.dynamodb.Keys."):
         yield warn(
             ("routing", "message_group_id"),
@@ -437,11 +450,11 @@ def check_tables(entity: Entity, project: Project) -> Iterator[Problem]:
 
 def _check_table(entity: Entity, t: Table) -> Iterator[Problem]:
     col_names = [c.name for c in t.columns]
-    for k in t.key:
+    for i, k in enumerate(t.key):
         col = t.column(k)
         if col is None:
             yield Problem(
-                t.where + ("key",),
+                t.where + ("key", i),
                 f"conflict column '{k}' is not written by this table's columns",
                 f"add '{k}' under columns (with the message field feeding it)",
                 "key-not-written",
@@ -695,7 +708,7 @@ def check_events(entity: Entity, project: Project) -> Iterator[Problem]:
         (f := entity.field(n)) is not None and f.kind == "meta" and f.meta == "eventName"
         for n in ev.type_from
     )
-    names = set(entity.filter.event_names)
+    names, possible = _passing_event_names(entity)
     if dispatch_by_name and ev.unknown == "fail":
         for name in sorted(names):
             if name not in seen and _name_reaches_fallback(entity, name):
@@ -706,7 +719,7 @@ def check_events(entity: Entity, project: Project) -> Iterator[Problem]:
                     "events-unhandled",
                 )
     for name, where in seen.items():
-        if name in {"INSERT", "MODIFY", "REMOVE"} and dispatch_by_name and name not in names:
+        if name in {"INSERT", "MODIFY", "REMOVE"} and dispatch_by_name and name not in possible:
             yield warn(
                 where,
                 f"the filter drops {name} records, so this rule never runs",
@@ -722,6 +735,25 @@ def check_events(entity: Entity, project: Project) -> Iterator[Problem]:
                     "add a rule (do: ignore if nothing should happen)",
                     "events-unhandled",
                 )
+
+
+STREAM_EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
+
+
+def _passing_event_names(entity: Entity) -> tuple[set[str], set[str]]:
+    """Event names that surely pass the filter, and those that may (facts 2.1: a record passes
+    when any filter matches, so an or_pattern adds its eventName values; one that does not list
+    eventName literally may let any name through)."""
+    names = set(entity.filter.event_names)
+    possible = set(names)
+    for pat in entity.filter.or_patterns:
+        listed = pat.get("eventName")
+        if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+            names |= STREAM_EVENT_NAMES & set(listed)
+            possible |= STREAM_EVENT_NAMES & set(listed)
+        else:
+            possible |= STREAM_EVENT_NAMES
+    return names, possible
 
 
 def _name_reaches_fallback(entity: Entity, name: str) -> bool:
@@ -915,14 +947,14 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
     if c.maximum_batching_window_in_seconds:
         yield Problem(
             base + ("consumer", "maximum_batching_window_in_seconds"),
-            "AWS refuses a batching window on a FIFO queue's event source mapping (facts 6.1); the seed article's maximum_batching_window_in_seconds = 5 fails at apply",
-            "remove the key",
+            f"a batching window of {c.maximum_batching_window_in_seconds} s is refused by AWS on a FIFO queue's event source mapping (facts 6.1)",
+            "remove the key (the seed article's maximum_batching_window_in_seconds = 5 fails at apply)",
             "consumer-batching-window",
         )
     if c.maximum_concurrency < 2:
         yield Problem(
             base + ("consumer", "maximum_concurrency"),
-            "maximum_concurrency must be 2..1000 (facts 6.1)",
+            f"maximum_concurrency {c.maximum_concurrency} is below 2; AWS accepts 2..1000 (facts 6.1)",
             "set it to 2 or more",
             "consumer-concurrency",
         )

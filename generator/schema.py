@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from generator.diagnostics import Diagnostic, PathT, Severity, format_path
@@ -28,10 +30,30 @@ def load_schema(kind: str) -> dict[str, Any]:
 
 
 @cache
-def _validator(kind: str) -> Draft202012Validator:
+def _ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """JSON Schema patterns are ECMA-262 regexes, where a final '$' ends the input. Python's
+    '$' also matches before a trailing newline, which would let "orders\n" pass as an SQL
+    identifier; '\\Z' is the ECMA meaning."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(
+    validator: Any, pattern: str, instance: object, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _ecma_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_StrictValidator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+
+
+@cache
+def _validator(kind: str) -> Any:
     schema = load_schema(kind)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return _StrictValidator(schema)
 
 
 def _describe(value: object) -> str:
@@ -117,12 +139,53 @@ def _one_of_message(error: ValidationError) -> tuple[str, str]:
     return ("does not match any allowed form", "see the mapping reference in the README")
 
 
+def _fitting_branch(error: ValidationError) -> list[ValidationError] | None:
+    """The errors of the one oneOf branch whose type fits the value, if exactly one fits.
+
+    `do: [{action: upsert, tabel: orders}]` fails `const: ignore` by its type and the list
+    branch by an unknown key; only the latter says something useful, at its own path.
+    """
+    branches = error.schema.get("oneOf", []) if isinstance(error.schema, dict) else []
+    by_branch: dict[int, list[ValidationError]] = {}
+    for sub in error.context or ():
+        by_branch.setdefault(int(sub.relative_schema_path[0]), []).append(sub)
+    if len(by_branch) < len(branches):
+        return None  # some branch matched: the value fits several forms, not none
+    fitting = [
+        errs
+        for errs in by_branch.values()
+        if not any(e.validator in {"type", "const"} and not e.relative_path for e in errs)
+    ]
+    if len(fitting) != 1:
+        return None
+    return sorted(fitting[0], key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+
+
 def _convert(error: ValidationError, doc: Located) -> list[Diagnostic]:
     path: PathT = tuple(error.absolute_path)
     inst = error.instance
     v = error.validator
     key_loc = False
     code = f"schema-{v}"
+    if "propertyNames" in error.absolute_schema_path and isinstance(inst, str):
+        # A key that fails propertyNames: jsonschema reports it at the object holding it.
+        loc = doc.loc(path + (inst,), key=True)
+        desc = error.schema.get("description", "") if isinstance(error.schema, dict) else ""
+        return [
+            Diagnostic(
+                doc.file,
+                loc.line,
+                loc.col,
+                Severity.ERROR,
+                format_path(path + (inst,)),
+                f"key {inst!r} does not have the required form"
+                if v != "maxLength"
+                else f"key {inst!r} is {len(inst)} characters, longer than the {error.validator_value} allowed",
+                desc.rstrip(".")
+                or "keys here must be plain identifiers (letters, digits, '_'; dotted segments for message fields)",
+                "schema-key-name",
+            )
+        ]
     if v == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extras = (
@@ -179,6 +242,11 @@ def _convert(error: ValidationError, doc: Located) -> list[Diagnostic]:
         word = "below the minimum" if "inimum" in v else "above the maximum"
         message = f"{inst} is {word} {error.validator_value}"
         hint = error.schema.get("description", "").rstrip(".") or "choose a value in range"
+    elif v == "maxLength":
+        message = (
+            f"{_describe(inst)} is {len(inst)} characters, longer than the {error.validator_value} allowed"
+        )
+        hint = error.schema.get("description", "").rstrip(".") or "shorten it"
     elif v in {"minItems", "minProperties", "minLength"}:
         message = "is empty" if not inst else f"has too few entries (at least {error.validator_value})"
         hint = "add at least one entry or remove the key"
@@ -191,22 +259,10 @@ def _convert(error: ValidationError, doc: Located) -> list[Diagnostic]:
             seen.add(marker)
         message = f"lists {', '.join(repr(d) for d in dups)} more than once"
         hint = "remove the repeated entries"
-    elif v == "propertyNames":
-        bad = error.instance
-        sub_errors = list(error.context or ())
-        message = (
-            f"key {bad!r} is not allowed"
-            if not sub_errors
-            else f"key {sub_errors[0].instance!r} does not have the required form"
-        )
-        bad_key = sub_errors[0].instance if sub_errors else bad
-        path = path + (bad_key,) if isinstance(bad_key, str) else path
-        key_loc = True
-        hint = (
-            "keys here must be plain identifiers (letters, digits, '_'; dotted segments for message fields)"
-        )
-        code = "schema-key-name"
     elif v == "oneOf":
+        fitting = _fitting_branch(error)
+        if fitting is not None:
+            return [d for sub in fitting for d in _convert(sub, doc)]
         message, hint = _one_of_message(error)
     elif v == "not":
         message = "combines keys that exclude each other"

@@ -74,6 +74,20 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """YAML 1.2 integers: `010` is ten. PyYAML's YAML 1.1 constructor reads a leading 0 as
+    octal, so a legacy code written `const: 010` would silently become 8."""
+    text = str(loader.construct_scalar(node))
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    if text.startswith("0x"):
+        return int(text[2:], 16)
+    return int(text, 10)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
 def _context(lines: list[str], line: int, col: int, radius: int = 2) -> str:
     """Numbered source lines around `line` (1-based) with a caret under `col`."""
     out = []
@@ -103,8 +117,23 @@ def load_yaml(text: str, file: str) -> Located:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         line = min(line, len(lines))
         problem = exc.problem or "invalid YAML"
-        if exc.context:
-            problem = f"{problem} ({exc.context})"
+        hint = "fix the indentation, quoting or brackets at the marked position"
+        context = exc.context
+        if "'\\t'" in problem:
+            # PyYAML's "found character '\t' that cannot start any token" names no cause.
+            problem = "a tab character where YAML expects spaces"
+            hint = "indent with spaces only: YAML does not allow tabs for indentation"
+            context = None
+        if context:
+            # Say where the unclosed bracket or the mapping being parsed started: the
+            # problem mark alone often points at the line after the real mistake.
+            ctx = exc.context_mark
+            started = (
+                f" started at line {ctx.line + 1}, column {ctx.column + 1}"
+                if ctx is not None and (ctx.line, ctx.column) != (line - 1, col - 1)
+                else ""
+            )
+            problem = f"{problem} ({context}{started})"
         raise LoadError(
             [
                 _diag(
@@ -113,7 +142,7 @@ def load_yaml(text: str, file: str) -> Located:
                     col,
                     "(root)",
                     f"YAML syntax error: {problem}",
-                    "fix the indentation, quoting or brackets at the marked position",
+                    hint,
                     "yaml-syntax",
                     _context(lines, line, col),
                 )
@@ -236,7 +265,23 @@ def load_yaml(text: str, file: str) -> Located:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(item, path + (i,)) for i, item in enumerate(node.value)]
-        return loader.construct_object(node)
+        try:
+            return loader.construct_object(node)
+        except (ValueError, yaml.YAMLError):
+            # An explicit tag the text does not fit (`!!int abc`, `!!binary zz`).
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+            problems.append(
+                _diag(
+                    file,
+                    line,
+                    col,
+                    _fmt(path),
+                    f"{node.value!r} cannot be read as {node.tag.rsplit(':', 1)[-1]}",
+                    "remove the explicit tag (mapping files need none)",
+                    "yaml-tag",
+                )
+            )
+            return None
 
     doc.data = build(nodes[0], ())
     if problems:

@@ -39,7 +39,7 @@ from runtime.decode import (
 )
 from runtime.errors import PERMANENT, TRANSIENT, Classified, classify
 from runtime.registry import Registry, TableSpec
-from runtime.sql import Executor, Item, Statements, executor_for
+from runtime.sql import Executor, FastSession, Item, Op, Result, Statements, fast_session
 
 APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = (
     "applied",
@@ -77,7 +77,6 @@ class BatchResult:
     attempts: int = 0
     round_trips: int = 0
     duration_ms: float = 0.0
-    statements: dict[str, Statements] = field(default_factory=dict, repr=False)
 
     def response(self) -> dict[str, list[dict[str, str]]]:
         """The partial batch response Lambda reads (facts 6.4, 6.5)."""
@@ -119,14 +118,17 @@ class _State:
 @dataclass
 class _Plan:
     status: str
-    items: list[Item] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
     rows: dict[tuple[str, str], tuple[bool | None, Any]] = field(default_factory=dict)
     tombs: dict[tuple[str, str], str] = field(default_factory=dict)
     reason: str = ""
 
 
-def _needs_row(w: Write) -> bool:
-    return w.table.version is not None or w.action in ("update", "soft_delete")
+def _needs_row(w: Write, family: str) -> bool:
+    """Whether planning needs to know the row's current version or existence."""
+    if w.table.version is not None or w.action in ("update", "soft_delete"):
+        return True
+    return family == "mysql" and w.action == "upsert"
 
 
 def _key_params(w: Write) -> dict[str, Any]:
@@ -137,7 +139,9 @@ def _upsert_params(w: Write) -> dict[str, Any]:
     spec = w.table
     params = {f"p_{c}": w.values.get(c) for c in spec.columns}
     if spec.version:
-        params.update(v=w.version, tn=spec.qualified, rk=w.row_key, tv=_vtext(w.version))
+        params["v"] = w.version
+    if spec.tombstones:
+        params.update(tn=spec.qualified, rk=w.row_key, tv=_vtext(w.version))
     if spec.soft_delete:
         params["sd"] = None if spec.soft_delete.kind == "timestamp" else False
     return params
@@ -166,8 +170,15 @@ def plan_change(change: Change, state: _State, stmts: Statements) -> _Plan:
             if v is not None and (tomb_newer or (exists and current is not None and current >= v)):
                 stale += 1
                 continue
-            stmt = stmts.insert(spec) if action == "insert" else stmts.upsert(spec)
-            plan.items.append((stmt, _upsert_params(w)))
+            params = _upsert_params(w)
+            if action == "insert" or (stmts.family == "mysql" and not exists):
+                kind = "insert"
+            elif stmts.family == "mysql":
+                kind = "upsert_as_update"  # see Statements._on_conflict for why not ODKU
+                params.update(_key_params(w))
+            else:
+                kind = "upsert"
+            plan.ops.append(Op(kind, spec, (), params, k))
             plan.rows[k] = (True, v if v is not None else current)
         elif action in ("update", "soft_delete"):
             if exists is False:
@@ -191,16 +202,16 @@ def plan_change(change: Change, state: _State, stmts: Statements) -> _Plan:
                 stale += 1
                 continue
             params = _key_params(w)
+            columns: tuple[str, ...] = ()
             if action == "update":
-                stmt = stmts.update(spec, [c for c in w.values if c not in spec.key])
-                params.update({f"p_{c}": val for c, val in w.values.items() if c not in spec.key})
+                columns = tuple(c for c in w.values if c not in spec.key)
+                params.update({f"p_{c}": w.values[c] for c in columns})
             else:
-                stmt = stmts.soft_delete(spec)
                 assert spec.soft_delete is not None
                 params["sd"] = w.values.get(spec.soft_delete.column)
             if v is not None:
                 params["v"] = v
-            plan.items.append((stmt, params))
+            plan.ops.append(Op(action, spec, columns, params, k))
             plan.rows[k] = (True, v if v is not None else current)
         elif action == "delete":
             if v is not None and (
@@ -211,10 +222,10 @@ def plan_change(change: Change, state: _State, stmts: Statements) -> _Plan:
             params = _key_params(w)
             if v is not None:
                 params["v"] = v
-            plan.items.append((stmts.delete(spec), params))
-            if v is not None:
-                plan.items.append(
-                    (stmts.tombstone(), {"tn": spec.qualified, "rk": w.row_key, "tv": _vtext(v)})
+            plan.ops.append(Op("delete", spec, (), params, k))
+            if v is not None and spec.tombstones:
+                plan.ops.append(
+                    Op("tombstone", None, (), {"tn": spec.qualified, "rk": w.row_key, "tv": _vtext(v)}, k)
                 )
                 plan.tombs[k] = max(_vtext(v), tomb or "")
             plan.rows[k] = ABSENT
@@ -230,7 +241,9 @@ def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield seq[i : i + size]
 
 
-def read_state(executor: Executor, stmts: Statements, changes: Sequence[Change]) -> _State:
+def read_state(
+    run: Callable[[Sequence[Item]], list[Result]], stmts: Statements, changes: Sequence[Change]
+) -> _State:
     """One round trip: ledger ids, current row versions and tombstones for the whole batch."""
     items: list[Item] = []
     readers: list[Callable[[Any], None]] = []
@@ -252,11 +265,11 @@ def read_state(executor: Executor, stmts: Statements, changes: Sequence[Change])
     tomb_keys: dict[tuple[str, str], None] = {}
     for ch in changes:
         for w in ch.writes:
-            if not _needs_row(w):
+            if not _needs_row(w, stmts.family):
                 continue
             spec_keys = keys.setdefault(w.table.qualified, (w.table, {}))[1]
             spec_keys.setdefault(w.row_key, w)
-            if w.table.version is not None:
+            if w.table.tombstones:
                 tomb_keys[(w.table.qualified, w.row_key)] = None
     for qualified, (spec, wanted) in keys.items():
         writes = list(wanted.values())
@@ -286,9 +299,8 @@ def read_state(executor: Executor, stmts: Statements, changes: Sequence[Change])
         items.append((stmts.tombstones_read(len(chunk)), params))
         readers.append(lambda rows: state.tombs.update(((r[0], r[1]), r[2]) for r in rows))
 
-    if items:
-        for reader, rows in zip(readers, executor.run(items), strict=True):
-            reader(rows)
+    for reader, rows in zip(readers, run(items), strict=True):
+        reader(rows)
     return state
 
 
@@ -299,74 +311,116 @@ def _ledger_item(stmts: Statements, rows: list[tuple[str, str, str, str]]) -> It
     return stmts.ledger_insert(len(rows)), params
 
 
-def _apply(
+def _plan_in_order(
+    ch: Change, out: Outcome, state: _State, stmts: Statements, blocked: dict[str, tuple[str, str]]
+) -> _Plan | None:
+    """Plan one message unless its group already failed in this batch (then it is held back)."""
+    group = ch.record.group_id
+    if group in blocked:
+        culprit, kind = blocked[group]
+        out.status, out.kind, out.reason = (
+            BLOCKED,
+            kind,
+            f"held back behind message {culprit} of group {group}",
+        )
+        return None
+    plan = plan_change(ch, state, stmts)
+    if plan.status == FAILED:
+        out.status, out.kind, out.reason = FAILED, PERMANENT, plan.reason
+        blocked[group] = (ch.record.message_id, PERMANENT)
+        return None
+    out.status = plan.status
+    return plan
+
+
+def _commit_plan(ch: Change, plan: _Plan, state: _State) -> None:
+    state.rows.update(plan.rows)
+    state.tombs.update(plan.tombs)
+    if ch.entity.ledger and plan.status != DUPLICATE:
+        state.ledger.add((ch.entity.name, ch.event_id))
+
+
+def _ledger_row(ch: Change, plan: _Plan) -> tuple[str, str, str, str] | None:
+    if ch.entity.ledger and plan.status != DUPLICATE:
+        return (ch.entity.name, ch.event_id, ch.record.message_id, plan.status)
+    return None
+
+
+def _fast(
+    conn: Connection, changes: list[tuple[int, Change]], stmts: Statements, outcomes: list[Outcome]
+) -> int:
+    """The whole batch in one transaction: read, plan, write + commit. Returns round trips."""
+    session: FastSession = fast_session(conn, stmts.compiled)
+    try:
+        state = read_state(session.read, stmts, [c for _, c in changes])
+        ops: list[Op] = []
+        ledger_rows: list[tuple[str, str, str, str]] = []
+        blocked: dict[str, tuple[str, str]] = {}
+        for idx, ch in changes:
+            plan = _plan_in_order(ch, outcomes[idx], state, stmts, blocked)
+            if plan is None:
+                continue
+            ops.extend(plan.ops)
+            if (row := _ledger_row(ch, plan)) is not None:
+                ledger_rows.append(row)
+            _commit_plan(ch, plan, state)
+        items = stmts.items(ops)
+        if ledger_rows:
+            items.append(_ledger_item(stmts, ledger_rows))
+        session.write_commit(items)
+    except BaseException:
+        session.abort()
+        raise
+    return session.round_trips
+
+
+def _slow(
     conn: Connection,
     changes: list[tuple[int, Change]],
     stmts: Statements,
     registry: Registry,
     outcomes: list[Outcome],
-    *,
-    isolate: bool,
 ) -> int:
-    """Plan and write `changes` in one transaction; return round trips. Fills `outcomes`."""
-    executor = executor_for(conn)
-    per_statement = Executor(conn)
-    blocked: dict[str, str] = {}
+    """One transaction, one SAVEPOINT per message: a failing message is rolled back alone and
+    stops its group; every other group goes on (facts 6.4)."""
+    executor = Executor(conn)
+    blocked: dict[str, tuple[str, str]] = {}
     with conn.begin():
-        state = read_state(executor, stmts, [c for _, c in changes])
-        items: list[Item] = []
-        ledger_rows: list[tuple[str, str, str, str]] = []
+        state = read_state(executor.run, stmts, [c for _, c in changes])
         for idx, ch in changes:
             out = outcomes[idx]
-            group = ch.record.group_id
-            if group in blocked:
-                out.status, out.kind, out.reason = (
-                    BLOCKED,
-                    TRANSIENT,
-                    f"held back behind message {blocked[group]} of group {group}",
-                )
+            plan = _plan_in_order(ch, out, state, stmts, blocked)
+            if plan is None:
                 continue
-            plan = plan_change(ch, state, stmts)
-            if plan.status == FAILED:
-                out.status, out.kind, out.reason = FAILED, PERMANENT, plan.reason
-                blocked[group] = ch.record.message_id
-                continue
-            ledger_row = (ch.entity.name, ch.event_id, ch.record.message_id, plan.status)
-            if isolate:
-                savepoint = conn.begin_nested()
+            items = stmts.items(plan.ops)
+            if (row := _ledger_row(ch, plan)) is not None:
+                items.append(_ledger_item(stmts, [row]))
+            savepoint = conn.begin_nested()
+            try:
+                executor.run(items)
+                savepoint.commit()
+            except DBAPIError as exc:
+                c = classify(exc, foreign_key_transient=registry.foreign_key_transient)
                 try:
-                    to_run = plan.items + (
-                        [_ledger_item(stmts, [ledger_row])]
-                        if ch.entity.ledger and plan.status != DUPLICATE
-                        else []
-                    )
-                    per_statement.run(to_run)
-                    savepoint.commit()
-                except DBAPIError as exc:
-                    c = classify(exc, foreign_key_transient=registry.foreign_key_transient)
-                    try:
-                        savepoint.rollback()
-                    except DBAPIError:
-                        raise _TransactionLost(c) from exc
-                    if c.whole_transaction:
-                        raise _TransactionLost(c) from exc
-                    out.status, out.kind, out.reason = FAILED, c.kind, c.reason
-                    blocked[group] = ch.record.message_id
-                    continue
-            else:
-                items.extend(plan.items)
-                if ch.entity.ledger and plan.status != DUPLICATE:
-                    ledger_rows.append(ledger_row)
-            out.status = plan.status
-            state.rows.update(plan.rows)
-            state.tombs.update(plan.tombs)
-            if ch.entity.ledger and plan.status != DUPLICATE:
-                state.ledger.add((ch.entity.name, ch.event_id))
-        if not isolate:
-            if ledger_rows:
-                items.append(_ledger_item(stmts, ledger_rows))
-            executor.run(items)
-    return executor.round_trips + per_statement.round_trips + 1  # + COMMIT
+                    savepoint.rollback()
+                except DBAPIError:
+                    raise _TransactionLost(c) from exc
+                if c.whole_transaction:
+                    raise _TransactionLost(c) from exc
+                out.status, out.kind, out.reason = FAILED, c.kind, c.reason
+                blocked[ch.record.group_id] = (ch.record.message_id, c.kind)
+                continue
+            _commit_plan(ch, plan, state)
+    return executor.round_trips + 1  # + COMMIT
+
+
+def statements_for(registry: Registry, engine: Engine) -> Statements:
+    """Statements are built once per registry and dialect and kept with the registry."""
+    key = f"statements:{engine.dialect.name}"
+    stmts = registry.cache.get(key)
+    if stmts is None:
+        stmts = registry.cache[key] = Statements(registry, engine.dialect)
+    return stmts
 
 
 def apply_batch(
@@ -374,7 +428,6 @@ def apply_batch(
     engine: Engine,
     registry: Registry,
     *,
-    statements: dict[str, Statements] | None = None,
     attempts: int = 2,
     clock: Callable[[], float] = time.time,
 ) -> BatchResult:
@@ -382,7 +435,7 @@ def apply_batch(
     started = time.perf_counter()
     parsed: list[SqsRecord] = [parse_sqs_record(r) for r in records]
     outcomes = [Outcome(r.message_id, r.group_id) for r in parsed]
-    result = BatchResult(outcomes, statements=statements if statements is not None else {})
+    result = BatchResult(outcomes)
     changes: list[tuple[int, Change]] = []
     failed_groups: dict[str, str] = {}
     for i, rec in enumerate(parsed):
@@ -407,10 +460,7 @@ def apply_batch(
             out.lag_seconds = round(max(0.0, clock() - float(change.created_at)), 3)
         changes.append((i, change))
 
-    dialect = engine.dialect.name
-    stmts = result.statements.get(dialect)
-    if stmts is None:
-        stmts = result.statements[dialect] = Statements(registry, engine.dialect)
+    stmts = statements_for(registry, engine)
 
     last: Classified | None = None
     for attempt in range(1, attempts + 1):
@@ -421,7 +471,7 @@ def apply_batch(
         try:
             with engine.connect() as conn:
                 try:
-                    result.round_trips += _apply(conn, changes, stmts, registry, outcomes, isolate=False)
+                    result.round_trips += _fast(conn, changes, stmts, outcomes)
                     result.path = "fast"
                 except DBAPIError as exc:
                     c = classify(exc, foreign_key_transient=registry.foreign_key_transient)
@@ -430,7 +480,7 @@ def apply_batch(
                     for idx, _ in changes:
                         o = outcomes[idx]
                         o.status, o.kind, o.reason = "", "", ""
-                    result.round_trips += _apply(conn, changes, stmts, registry, outcomes, isolate=True)
+                    result.round_trips += _slow(conn, changes, stmts, registry, outcomes)
                     result.path = "slow"
             last = None
             break

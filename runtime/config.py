@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 
 
@@ -93,13 +93,25 @@ def make_engine(
         else int(os.environ.get("SYNC_STATEMENT_TIMEOUT_MS", "20000"))
     )
     backend = url.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_recycle": 280, "pool_pre_ping": False}
+    # No pre-ping and no reset-on-return: each would cost a round trip per invocation. A dead
+    # connection is detected by the batch itself, invalidated, and the batch retried on a
+    # fresh one; every transaction ends in an explicit COMMIT or ROLLBACK.
+    kwargs: dict[str, Any] = {
+        "pool_size": 1,
+        "max_overflow": 0,
+        "pool_recycle": 280,
+        "pool_pre_ping": False,
+        "pool_reset_on_return": None,
+    }
     connect_args: dict[str, Any] = {}
     if backend == "postgresql":
         connect_args["connect_timeout"] = 5
         connect_args["application_name"] = "ddb-sql-sync"
+        # Custom plans: statements prepared while a table is young and empty would otherwise
+        # keep a generic plan (sequential scans) for the life of the connection.
         connect_args["options"] = (
-            f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms}"
+            f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms} "
+            "-c plan_cache_mode=force_custom_plan"
         )
     elif backend in ("mysql", "mariadb"):
         from pymysql.constants import CLIENT
@@ -115,4 +127,13 @@ def make_engine(
     elif backend == "sqlite":
         kwargs = {}
         connect_args["timeout"] = lock_timeout_ms / 1000
-    return create_engine(url, connect_args=connect_args, **kwargs)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    if backend == "sqlite":
+        # SQLite enforces foreign keys only when asked, per connection.
+        @event.listens_for(engine, "connect")
+        def _foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    return engine

@@ -68,17 +68,6 @@ def classify(exc: BaseException, *, foreign_key_transient: bool = True) -> Class
     sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "diag", None), "sqlstate", None)
     if invalidated:
         return Classified(TRANSIENT, f"connection lost: {reason}", True)
-    if isinstance(sqlstate, str):
-        reason = f"{sqlstate} {reason}"
-        if sqlstate in PG_FK:
-            return Classified(
-                TRANSIENT if foreign_key_transient else PERMANENT, f"foreign key violation: {reason}"
-            )
-        if sqlstate[:2] in PG_TRANSIENT_CLASSES:
-            return Classified(TRANSIENT, reason, sqlstate[:2] == "08" or sqlstate.startswith("57P"))
-        if sqlstate in PG_TRANSIENT_CODES:
-            return Classified(TRANSIENT, reason)
-        return Classified(PERMANENT, reason)
     args = getattr(orig, "args", ())
     errno = args[0] if args and isinstance(args[0], int) else None
     if errno is not None:
@@ -92,6 +81,17 @@ def classify(exc: BaseException, *, foreign_key_transient: bool = True) -> Class
             return Classified(
                 TRANSIENT, reason, errno == 1213 or errno >= 2000 or errno in (1927, 1053, 4031)
             )
+        return Classified(PERMANENT, reason)
+    if isinstance(sqlstate, str):
+        reason = f"{sqlstate} {reason}"
+        if sqlstate in PG_FK:
+            return Classified(
+                TRANSIENT if foreign_key_transient else PERMANENT, f"foreign key violation: {reason}"
+            )
+        if sqlstate[:2] in PG_TRANSIENT_CLASSES:
+            return Classified(TRANSIENT, reason, sqlstate[:2] == "08" or sqlstate.startswith("57P"))
+        if sqlstate in PG_TRANSIENT_CODES:
+            return Classified(TRANSIENT, reason)
         return Classified(PERMANENT, reason)
     # SQLite and drivers without codes.
     text = reason.lower()

@@ -6,7 +6,7 @@ invocation creates them (so importing this module stays cheap).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -15,14 +15,12 @@ from runtime.apply import FAILED, TRANSIENT, BatchResult, Outcome, apply_batch
 from runtime.config import database_url, make_engine
 from runtime.observe import log_batch
 from runtime.registry import Registry, load_registry
-from runtime.sql import Statements
 
 
 @dataclass
 class _Runtime:
     registry: Registry
     engine: Engine
-    statements: dict[str, Statements] = field(default_factory=dict)
 
 
 _runtime: _Runtime | None = None
@@ -40,7 +38,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     records = (event or {}).get("Records") or []
     try:
         rt = _get_runtime()
-        result = apply_batch(records, rt.engine, rt.registry, statements=rt.statements)
+        result = apply_batch(records, rt.engine, rt.registry)
     except Exception as exc:  # configuration failures: report every message, never half a batch
         outcomes = [
             Outcome(

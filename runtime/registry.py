@@ -65,6 +65,7 @@ class TableSpec:
     columns: dict[str, ColumnSpec]
     version: VersionSpec | None
     soft_delete: SoftDeleteSpec | None
+    tombstones: bool = False  # some rule hard-deletes from this versioned table
 
     @property
     def qualified(self) -> str:
@@ -111,6 +112,8 @@ class Registry:
     entities: dict[str, EntitySpec]
     queues: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Built statements per dialect, kept with the registry they come from (warm invocations reuse them).
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def entity_for_queue(self, queue_name: str) -> EntitySpec | None:
         name = self.queues.get(queue_name)
@@ -148,6 +151,7 @@ def _table(name: str, raw: dict[str, Any]) -> TableSpec:
         columns={c["name"]: _column(c) for c in raw["columns"]},
         version=VersionSpec(v["column"], tuple(v["fields"]), v["kind"]) if v else None,
         soft_delete=SoftDeleteSpec(s["column"], s.get("field"), s["kind"]) if s else None,
+        tombstones=bool(raw.get("tombstones", v is not None)),
     )
 
 

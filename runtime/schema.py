@@ -108,7 +108,9 @@ def ledger_table(metadata: MetaData, name: str) -> Table:
         Column("message_id", String(EVENT_ID_TEXT), nullable=True),
         Column("outcome", String(16), nullable=False),
         Column("applied_at", timestamp_type(), nullable=False, server_default=func.current_timestamp()),
-        PrimaryKeyConstraint("entity", "event_id", name=f"{name}_pkey"),
+        # event_id first: it is the selective column, so an index probe stays selective even
+        # before the table has statistics (a young ledger on a server without autovacuum).
+        PrimaryKeyConstraint("event_id", "entity", name=f"{name}_pkey"),
     )
 
 
@@ -120,7 +122,7 @@ def tombstone_table(metadata: MetaData, name: str) -> Table:
         Column("row_key", String(ROW_KEY_TEXT), nullable=False),
         Column("version", String(SEQUENCE_TEXT), nullable=False),
         Column("deleted_at", timestamp_type(), nullable=False, server_default=func.current_timestamp()),
-        PrimaryKeyConstraint("table_name", "row_key", name=f"{name}_pkey"),
+        PrimaryKeyConstraint("row_key", "table_name", name=f"{name}_pkey"),
     )
 
 

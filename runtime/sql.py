@@ -14,9 +14,23 @@ Every value is a bound parameter; every identifier comes from the validated regi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, cast, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -39,6 +53,17 @@ def dialect_family(dialect: Dialect) -> str:
     return name
 
 
+@dataclass(slots=True)
+class Op:
+    """One planned write: which statement shape, for which row, with which values."""
+
+    kind: str  # insert | upsert | upsert_as_update | update | soft_delete | delete | tombstone
+    spec: TableSpec | None  # None for a tombstone
+    columns: tuple[str, ...]  # update: the columns it sets
+    params: dict[str, Any]
+    row: tuple[str, str]  # (table, row key): writes to one row keep their order
+
+
 class Statements:
     """Builds each statement shape once per (kind, table, columns) and keeps it."""
 
@@ -49,6 +74,7 @@ class Statements:
         self.ledger = self.metadata.tables[registry.ledger_table]
         self.tombstones = self.metadata.tables[registry.tombstone_table]
         self._cache: dict[tuple[Any, ...], ClauseElement] = {}
+        self.compiled: dict[int, _Compiled] = {}  # driver-level SQL text of the statements above
 
     def table(self, spec: TableSpec) -> Table:
         return self.metadata.tables[spec.qualified]
@@ -59,14 +85,36 @@ class Statements:
             stmt = self._cache[key] = build()
         return stmt
 
-    # -- value expressions --------------------------------------------------------------
+    # -- value sources ------------------------------------------------------------------
 
-    def value(self, t: Table, spec: TableSpec, column: str, name: str) -> Any:
-        """A bound value for a column; JSON travels as text (runtime.coerce.json_text)."""
-        if spec.columns[column].type == "json":
-            param = bindparam(name, type_=Text())
-            return cast(param, pg_dialect.JSONB()) if self.family == "postgresql" else param
-        return bindparam(name, type_=t.c[column].type)
+    def _param(self, spec: TableSpec | None, name: str, bind_name: str) -> Any:
+        """A typed bind parameter; JSON travels as text (runtime.coerce.json_text)."""
+        tb = self.tombstones
+        if name in ("tn", "rk", "tv"):
+            return bindparam(
+                bind_name, type_=tb.c[{"tn": "table_name", "rk": "row_key", "tv": "version"}[name]].type
+            )
+        assert spec is not None
+        t = self.table(spec)
+        if name == "v":
+            column = spec.version.column  # type: ignore[union-attr]
+        elif name == "sd":
+            column = spec.soft_delete.column  # type: ignore[union-attr]
+        else:
+            column = name[2:]  # p_<column> / k_<column>
+            if name.startswith("p_") and spec.columns[column].type == "json":
+                param = bindparam(bind_name, type_=Text())
+                return cast(param, pg_dialect.JSONB()) if self.family == "postgresql" else param
+        return bindparam(bind_name, type_=t.c[column].type)
+
+    def _source(self, spec: TableSpec | None) -> Callable[[str], Any]:
+        return lambda name: self._param(spec, name, name)
+
+    # -- statements ---------------------------------------------------------------------
+
+    def statement(self, kind: str, spec: TableSpec | None, columns: tuple[str, ...] = ()) -> ClauseElement:
+        key = (kind, spec.qualified if spec else None, columns)
+        return self._memo(key, lambda: self._build(kind, spec, columns))
 
     def _insert_construct(self, t: Table) -> Any:
         if self.family == "postgresql":
@@ -77,148 +125,114 @@ class Statements:
             return sqlite_dialect.insert(t)
         return insert(t)
 
-    def _tombstone_guard(self, spec: TableSpec) -> Any:
-        tb = self.tombstones
-        return ~exists().where(
-            tb.c.table_name == bindparam("tn", type_=tb.c.table_name.type),
-            tb.c.row_key == bindparam("rk", type_=tb.c.row_key.type),
-            tb.c.version >= bindparam("tv", type_=tb.c.version.type),
-        )
-
-    def _insert_columns(self, spec: TableSpec) -> list[str]:
-        cols = list(spec.columns)
-        if spec.version:
-            cols.append(spec.version.column)
-        if spec.soft_delete:
-            cols.append(spec.soft_delete.column)
-        return cols
-
-    def _insert_values(self, t: Table, spec: TableSpec) -> list[Any]:
-        exprs = [self.value(t, spec, c, f"p_{c}") for c in spec.columns]
-        if spec.version:
-            exprs.append(bindparam("v", type_=t.c[spec.version.column].type))
-        if spec.soft_delete:
-            exprs.append(bindparam("sd", type_=t.c[spec.soft_delete.column].type))
-        return exprs
-
-    # -- writes -------------------------------------------------------------------------
-
-    def insert(self, spec: TableSpec) -> ClauseElement:
-        def build() -> ClauseElement:
-            t = self.table(spec)
-            cols = self._insert_columns(spec)
-            values = self._insert_values(t, spec)
-            if spec.version:
-                return insert(t).from_select(cols, select(*values).where(self._tombstone_guard(spec)))
-            return insert(t).values(dict(zip(cols, values, strict=True)))
-
-        return self._memo(("insert", spec.qualified), build)
-
-    def upsert(self, spec: TableSpec) -> ClauseElement:
-        def build() -> ClauseElement:
-            t = self.table(spec)
-            cols = self._insert_columns(spec)
-            values = self._insert_values(t, spec)
-            ins = self._insert_construct(t)
-            if spec.version:
-                ins = ins.from_select(cols, select(*values).where(self._tombstone_guard(spec)))
+    def _build(self, kind: str, spec: TableSpec | None, columns: tuple[str, ...]) -> ClauseElement:
+        src = self._source(spec)
+        if kind == "tombstone":
+            return self._tombstone(src)
+        assert spec is not None
+        t = self.table(spec)
+        vcol = spec.version.column if spec.version else None
+        if kind in ("insert", "upsert"):
+            cols = [
+                *spec.columns,
+                *([vcol] if vcol else []),
+                *([spec.soft_delete.column] if spec.soft_delete else []),
+            ]
+            values = (
+                [src(f"p_{c}") for c in spec.columns]
+                + ([src("v")] if vcol else [])
+                + ([src("sd")] if spec.soft_delete else [])
+            )
+            ins = insert(t) if kind == "insert" else self._insert_construct(t)
+            if spec.tombstones:
+                tb = self.tombstones
+                # A tombstone at least as new as this write keeps a deleted row deleted.
+                guard = ~exists().where(
+                    tb.c.table_name == src("tn"), tb.c.row_key == src("rk"), tb.c.version >= src("tv")
+                )
+                ins = ins.from_select(cols, select(*values).where(guard))
             else:
                 ins = ins.values(dict(zip(cols, values, strict=True)))
-            non_key = [c for c in cols if c not in spec.key]
-            vcol = spec.version.column if spec.version else None
-            if self.family == "mysql":
-                new = ins.inserted
-                if vcol:
-                    guard = or_(t.c[vcol].is_(None), t.c[vcol] < new[vcol])
-                    # The version column last: MySQL evaluates assignments left to right.
-                    pairs = [(c, case((guard, new[c]), else_=t.c[c])) for c in non_key if c != vcol]
-                    pairs.append((vcol, case((guard, new[vcol]), else_=t.c[vcol])))
-                else:
-                    pairs = [(c, new[c]) for c in non_key]
-                return ins.on_duplicate_key_update(pairs)
-            if self.family in ("postgresql", "sqlite"):
-                excluded = ins.excluded
-                where = or_(t.c[vcol].is_(None), t.c[vcol] < excluded[vcol]) if vcol else None
-                return ins.on_conflict_do_update(
-                    index_elements=[t.c[k] for k in spec.key],
-                    set_={c: excluded[c] for c in non_key},
-                    where=where,
-                )
-            raise NotImplementedError(f"upsert is not implemented for dialect {self.family!r}")
-
-        return self._memo(("upsert", spec.qualified), build)
-
-    def _key_match(self, t: Table, spec: TableSpec) -> list[Any]:
-        return [t.c[k] == bindparam(f"k_{k}", type_=t.c[k].type) for k in spec.key]
-
-    def update(self, spec: TableSpec, columns: Sequence[str]) -> ClauseElement:
-        def build() -> ClauseElement:
-            t = self.table(spec)
-            values = {c: self.value(t, spec, c, f"p_{c}") for c in columns}
-            where = self._key_match(t, spec)
-            if spec.version:
-                vcol = spec.version.column
-                v = bindparam("v", type_=t.c[vcol].type)
-                values[vcol] = v
-                where.append(or_(t.c[vcol].is_(None), t.c[vcol] < v))
-            return update(t).where(*where).values(values)
-
-        return self._memo(("update", spec.qualified, tuple(columns)), build)
-
-    def soft_delete(self, spec: TableSpec) -> ClauseElement:
-        assert spec.soft_delete is not None
-
-        def build() -> ClauseElement:
-            t = self.table(spec)
-            sd = spec.soft_delete.column  # type: ignore[union-attr]
-            values: dict[str, Any] = {sd: bindparam("sd", type_=t.c[sd].type)}
-            where = self._key_match(t, spec)
-            if spec.version:
-                vcol = spec.version.column
-                v = bindparam("v", type_=t.c[vcol].type)
-                values[vcol] = v
+            return ins if kind == "insert" else self._on_conflict(ins, t, spec, cols)
+        if kind in ("update", "upsert_as_update"):
+            if kind == "update":
+                sets = {c: src(f"p_{c}") for c in columns}
+            else:
+                sets = {c: src(f"p_{c}") for c in spec.columns if c not in spec.key}
+                if spec.soft_delete:
+                    sets[spec.soft_delete.column] = src("sd")
+            where = self._key_match(t, spec, src)
+            if vcol:
+                sets[vcol] = src("v")
+                where.append(or_(t.c[vcol].is_(None), t.c[vcol] < src("v")))
+            return update(t).where(*where).values(sets)
+        if kind == "soft_delete":
+            assert spec.soft_delete is not None
+            sets = {spec.soft_delete.column: src("sd")}
+            where = self._key_match(t, spec, src)
+            if vcol:
+                sets[vcol] = src("v")
                 # <=: a delete carries the version of the state it removes (an item attribute
                 # read from the old image equals the row's version).
-                where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= v))
-            return update(t).where(*where).values(values)
-
-        return self._memo(("soft_delete", spec.qualified), build)
-
-    def delete(self, spec: TableSpec) -> ClauseElement:
-        def build() -> ClauseElement:
-            t = self.table(spec)
-            where = self._key_match(t, spec)
-            if spec.version:
-                vcol = spec.version.column
-                where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= bindparam("v", type_=t.c[vcol].type)))
+                where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= src("v")))
+            return update(t).where(*where).values(sets)
+        if kind == "delete":
+            where = self._key_match(t, spec, src)
+            if vcol:
+                where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= src("v")))
             return delete(t).where(*where)
+        raise ValueError(f"unknown statement kind {kind!r}")
 
-        return self._memo(("delete", spec.qualified), build)
+    @staticmethod
+    def _key_match(t: Table, spec: TableSpec, src: Callable[[str], Any]) -> list[Any]:
+        return [t.c[k] == src(f"k_{k}") for k in spec.key]
 
-    def tombstone(self) -> ClauseElement:
-        def build() -> ClauseElement:
-            tb = self.tombstones
-            ins = self._insert_construct(tb).values(
-                table_name=bindparam("tn", type_=tb.c.table_name.type),
-                row_key=bindparam("rk", type_=tb.c.row_key.type),
-                version=bindparam("tv", type_=tb.c.version.type),
-            )
-            if self.family == "mysql":
-                new = ins.inserted
-                guard = tb.c.version < new.version
-                return ins.on_duplicate_key_update(
-                    [
-                        ("deleted_at", case((guard, func.current_timestamp()), else_=tb.c.deleted_at)),
-                        ("version", case((guard, new.version), else_=tb.c.version)),
-                    ]
-                )
+    def _on_conflict(self, ins: Any, t: Table, spec: TableSpec, cols: list[str]) -> ClauseElement:
+        non_key = [c for c in cols if c not in spec.key]
+        vcol = spec.version.column if spec.version else None
+        if self.family == "mysql":
+            # Not used by the batch: ON DUPLICATE KEY UPDATE fires on a conflict with *any*
+            # unique key, so a row clashing on a secondary unique index (an email, say) would
+            # silently overwrite another row (confluentinc/kafka-connect-jdbc#575). The batch
+            # reads whether the row exists and sends an UPDATE (upsert_as_update) or a plain
+            # INSERT, which fails loudly on any other unique key. Kept for direct callers.
+            new = ins.inserted
+            if vcol:
+                guard = or_(t.c[vcol].is_(None), t.c[vcol] < new[vcol])
+                # The version column last: MySQL evaluates assignments left to right.
+                pairs = [(c, case((guard, new[c]), else_=t.c[c])) for c in non_key if c != vcol]
+                pairs.append((vcol, case((guard, new[vcol]), else_=t.c[vcol])))
+            else:
+                pairs = [(c, new[c]) for c in non_key]
+            return ins.on_duplicate_key_update(pairs)
+        if self.family in ("postgresql", "sqlite"):
+            excluded = ins.excluded
+            where = or_(t.c[vcol].is_(None), t.c[vcol] < excluded[vcol]) if vcol else None
             return ins.on_conflict_do_update(
-                index_elements=[tb.c.table_name, tb.c.row_key],
-                set_={"version": ins.excluded.version, "deleted_at": func.current_timestamp()},
-                where=tb.c.version < ins.excluded.version,
+                index_elements=[t.c[k] for k in spec.key], set_={c: excluded[c] for c in non_key}, where=where
             )
+        raise NotImplementedError(f"upsert is not implemented for dialect {self.family!r}")
 
-        return self._memo(("tombstone",), build)
+    def _tombstone(self, src: Callable[[str], Any]) -> ClauseElement:
+        tb = self.tombstones
+        ins = self._insert_construct(tb).values(table_name=src("tn"), row_key=src("rk"), version=src("tv"))
+        if self.family == "mysql":
+            new = ins.inserted
+            guard = tb.c.version < new.version
+            return ins.on_duplicate_key_update(
+                [
+                    ("deleted_at", case((guard, func.current_timestamp()), else_=tb.c.deleted_at)),
+                    ("version", case((guard, new.version), else_=tb.c.version)),
+                ]
+            )
+        return ins.on_conflict_do_update(
+            index_elements=[tb.c.row_key, tb.c.table_name],
+            set_={"version": ins.excluded.version, "deleted_at": func.current_timestamp()},
+            where=tb.c.version < ins.excluded.version,
+        )
+
+    def items(self, ops: Sequence[Op]) -> list[Item]:
+        return [(self.statement(op.kind, op.spec, op.columns), op.params) for op in ops]
 
     def ledger_insert(self, n: int) -> ClauseElement:
         def build() -> ClauseElement:
@@ -254,6 +268,11 @@ class Statements:
             cols = [t.c[k] for k in spec.key]
             if spec.version:
                 cols.append(t.c[spec.version.column])
+            if len(spec.key) == 1:  # an IN list: the planner's best-known form
+                (k,) = spec.key
+                return select(*cols).where(
+                    t.c[k].in_([bindparam(f"r{i}_{k}", type_=t.c[k].type) for i in range(n)])
+                )
             match = [
                 and_(*[t.c[k] == bindparam(f"r{i}_{k}", type_=t.c[k].type) for k in spec.key])
                 for i in range(n)
@@ -281,9 +300,7 @@ class Statements:
 
 
 class Executor:
-    """Runs statements through SQLAlchemy, one round trip each (SQLite, fallback, slow path)."""
-
-    batched = False
+    """Runs statements through SQLAlchemy, one round trip each (slow path, SQLite, fallback)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -298,42 +315,88 @@ class Executor:
         return out
 
 
+class FastSession:
+    """One fast-path transaction: `read` opens it, `write_commit` ends it.
+
+    This generic form goes through SQLAlchemy, one round trip per statement (SQLite and
+    unknown drivers); the driver forms below send each phase in one round trip.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.executor = Executor(conn)
+        self._trans: Any = None
+
+    @property
+    def round_trips(self) -> int:
+        return self.executor.round_trips
+
+    def read(self, items: Sequence[Item]) -> list[Result]:
+        self._trans = self.conn.begin()
+        return self.executor.run(items)
+
+    def write_commit(self, items: Sequence[Item]) -> list[Result]:
+        out = self.executor.run(items)
+        self._trans.commit()
+        self.executor.round_trips += 1
+        return out
+
+    def abort(self) -> None:
+        if self._trans is not None and self._trans.is_active:
+            self._trans.rollback()
+
+
 class _Compiled:
-    __slots__ = ("sql", "processors", "compiled")
+    __slots__ = ("sql", "processors")
 
     def __init__(self, stmt: ClauseElement, dialect: Dialect) -> None:
-        self.compiled = stmt.compile(dialect=dialect)
-        self.sql = str(self.compiled)
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
         self.processors: dict[str, Callable[[Any], Any]] = {}
-        for name, bp in self.compiled.binds.items():
+        for name, bp in compiled.binds.items():
             proc = bp.type.dialect_impl(dialect).bind_processor(dialect)
             if proc is not None:
                 self.processors[name] = proc
 
     def params(self, values: dict[str, Any]) -> dict[str, Any]:
-        params = self.compiled.construct_params(values)
+        if not self.processors:
+            return values
+        params = dict(values)
         for name, proc in self.processors.items():
             if name in params:
                 params[name] = proc(params[name])
         return params
 
 
-class _DriverExecutor(Executor):
-    """Compiles with SQLAlchemy, sends many statements per network round trip at the driver."""
+class _DriverSession(FastSession):
+    """Compiles with SQLAlchemy, sends each phase as one network round trip at the driver.
 
-    batched = True
-    _compiled_cache: dict[tuple[int, str], _Compiled] = {}
+    The transaction is opened by an explicit BEGIN sent with the reads and closed by a
+    COMMIT sent with the writes, so a clean batch costs two round trips.
+    """
 
-    def __init__(self, conn: Connection) -> None:
+    BEGIN = "BEGIN"
+
+    def __init__(self, conn: Connection, compiled_cache: dict[int, _Compiled]) -> None:
         super().__init__(conn)
         self.dialect = conn.dialect
+        self.raw = conn.connection.driver_connection
+        self._cache = compiled_cache
+        self._trips = 0
+        self._open = False
 
-    def compiled(self, stmt: ClauseElement) -> _Compiled:
-        key = (id(stmt), self.dialect.name)
-        c = self._compiled_cache.get(key)
-        if c is None or c.compiled.statement is not stmt:
-            c = self._compiled_cache[key] = _Compiled(stmt, self.dialect)
-        return c
+    @property
+    def round_trips(self) -> int:
+        return self._trips
+
+    def _prepare(self, items: Sequence[Item]) -> list[tuple[str, dict[str, Any] | None]]:
+        out: list[tuple[str, dict[str, Any] | None]] = []
+        for stmt, params in items:
+            c = self._cache.get(id(stmt))
+            if c is None:
+                c = self._cache[id(stmt)] = _Compiled(stmt, self.dialect)
+            out.append((c.sql, c.params(params)))
+        return out
 
     def _wrap(self, exc: Exception, sql: str) -> DBAPIError:
         """Raise driver errors the way SQLAlchemy would, invalidating a dead connection."""
@@ -347,32 +410,73 @@ class _DriverExecutor(Executor):
             self.conn.invalidate(exc)
         return wrapped
 
-    def run(self, items: Sequence[Item]) -> list[Result]:
-        if not items:
-            return []
-        prepared = [(self.compiled(stmt), params) for stmt, params in items]
-        self.round_trips += 1
+    def _run(self, statements: list[tuple[str, dict[str, Any] | None]], *, results: bool) -> list[Result]:
+        self._trips += 1
         try:
-            return self._send([(c.sql, c.params(p)) for c, p in prepared])
+            return self._send(statements, results)
         except self.dialect.loaded_dbapi.Error as exc:
-            raise self._wrap(exc, prepared[0][0].sql) from exc
+            raise self._wrap(exc, statements[-1][0] if statements else "") from exc
 
-    def _send(self, statements: list[tuple[str, dict[str, Any]]]) -> list[Result]:
+    def read(self, items: Sequence[Item]) -> list[Result]:
+        self._open = True
+        return self._run([(self.BEGIN, None), *self._prepare(items)], results=True)[1:]
+
+    def write_commit(self, items: Sequence[Item]) -> list[Result]:
+        self._run([*self._prepare(items), ("COMMIT", None)], results=False)
+        self._open = False
+        return []
+
+    def abort(self) -> None:
+        if not self._open or self.conn.invalidated:
+            return
+        self._open = False
+        try:
+            self.raw.rollback()
+        except Exception as exc:  # a connection that cannot roll back is not reused
+            self.conn.invalidate(exc)
+
+    def _send(self, statements: list[tuple[str, dict[str, Any] | None]], results: bool) -> list[Result]:
         raise NotImplementedError
 
 
-class PsycopgPipelineExecutor(_DriverExecutor):
-    """psycopg 3 pipeline mode: every statement, then one Sync, then every result."""
+class PsycopgPipelineSession(_DriverSession):
+    """psycopg 3 pipeline mode: every statement, one Sync when the block closes, then every
+    result. Autocommit is on for the fast path only, so psycopg sends no BEGIN of its own
+    (which would cost a round trip); our BEGIN/COMMIT travel inside the pipelines."""
 
-    def _send(self, statements: list[tuple[str, dict[str, Any]]]) -> list[Result]:
-        raw = self.conn.connection.driver_connection
+    def read(self, items: Sequence[Item]) -> list[Result]:
+        self.raw.autocommit = True
+        return super().read(items)
+
+    def abort(self) -> None:
+        super().abort()
+        self._restore()
+
+    def write_commit(self, items: Sequence[Item]) -> list[Result]:
+        out = super().write_commit(items)
+        self._restore()
+        return out
+
+    def _restore(self) -> None:
+        if not self.conn.invalidated:
+            try:
+                self.raw.autocommit = False
+            except Exception as exc:
+                self.conn.invalidate(exc)
+
+    def _send(self, statements: list[tuple[str, dict[str, Any] | None]], results: bool) -> list[Result]:
+        raw = self.raw
         cursors = []
-        with raw.pipeline() as pipeline:
+        with raw.pipeline():
+            shared = None if results else raw.cursor()  # writes: nothing to read back, one cursor
             for sql, params in statements:
-                cur = raw.cursor()
-                cur.execute(sql, params)
-                cursors.append(cur)
-            pipeline.sync()
+                cur = shared or raw.cursor()
+                cur.execute(sql, params, prepare=None if params is not None else False)
+                if results:
+                    cursors.append(cur)
+        if shared is not None:
+            shared.close()
+            return []
         out: list[Result] = []
         for cur in cursors:
             out.append([tuple(r) for r in cur.fetchall()] if cur.description else cur.rowcount)
@@ -380,14 +484,17 @@ class PsycopgPipelineExecutor(_DriverExecutor):
         return out
 
 
-class PyMySQLMultiExecutor(_DriverExecutor):
+class PyMySQLMultiSession(_DriverSession):
     """MySQL multi-statement text: each statement rendered by the driver's own parameter
     escaping (PyMySQL always binds client-side), joined, sent once, results read in order."""
 
-    def _send(self, statements: list[tuple[str, dict[str, Any]]]) -> list[Result]:
-        raw = self.conn.connection.driver_connection
-        with raw.cursor() as cur:
-            text = ";\n".join(cur.mogrify(sql, params) for sql, params in statements)
+    BEGIN = "START TRANSACTION"
+
+    def _send(self, statements: list[tuple[str, dict[str, Any] | None]], results: bool) -> list[Result]:
+        with self.raw.cursor() as cur:
+            text = ";\n".join(
+                sql if params is None else cur.mogrify(sql, params) for sql, params in statements
+            )
             cur.execute(text)
             out: list[Result] = []
             for i in range(len(statements)):
@@ -397,16 +504,16 @@ class PyMySQLMultiExecutor(_DriverExecutor):
             return out
 
 
-def executor_for(conn: Connection) -> Executor:
-    """The fastest executor the connection supports."""
+def fast_session(conn: Connection, compiled_cache: dict[int, _Compiled]) -> FastSession:
+    """The fastest transaction the connection's driver supports."""
     family = dialect_family(conn.dialect)
     driver = conn.dialect.driver
     if family == "postgresql" and driver == "psycopg":
-        return PsycopgPipelineExecutor(conn)
+        return PsycopgPipelineSession(conn, compiled_cache)
     if family == "mysql" and driver == "pymysql":
         from pymysql.constants import CLIENT
 
         raw = conn.connection.driver_connection
         if getattr(raw, "client_flag", 0) & CLIENT.MULTI_STATEMENTS:
-            return PyMySQLMultiExecutor(conn)
-    return Executor(conn)
+            return PyMySQLMultiSession(conn, compiled_cache)
+    return FastSession(conn)

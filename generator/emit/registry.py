@@ -36,8 +36,10 @@ def _column(c: Column) -> dict[str, Any]:
     return out
 
 
-def _table(t: Table) -> dict[str, Any]:
+def _table(t: Table, deleted: set[str]) -> dict[str, Any]:
     return {
+        # Tombstones are kept (and checked) only where some rule hard-deletes from the table.
+        "tombstones": t.version is not None and t.qualified in deleted,
         "schema": t.schema,
         "surrogate_key": t.surrogate_key,
         "key": list(t.key),
@@ -55,7 +57,7 @@ def _table(t: Table) -> dict[str, Any]:
     }
 
 
-def _entity(e: Entity) -> dict[str, Any]:
+def _entity(e: Entity, deleted: set[str]) -> dict[str, Any]:
     rules: dict[str, list[dict[str, Any]]] = {}
     for rule in e.events.rules:
         actions = []
@@ -101,12 +103,19 @@ def _entity(e: Entity) -> dict[str, Any]:
         "type_from": list(e.events.type_from),
         "unknown": e.events.unknown,
         "rules": rules,
-        "tables": {t.name: _table(t) for t in e.tables},
+        "tables": {t.name: _table(t, deleted) for t in e.tables},
     }
 
 
 def registry(model: Model) -> dict[str, Any]:
     db = model.project.database
+    deleted = {
+        table.qualified
+        for e in model.entities
+        for rule in e.events.rules
+        for a in rule.actions
+        if a.kind == "delete" and (table := e.table(a.table)) is not None
+    }
     return {
         "registry_version": REGISTRY_VERSION,
         "generator_version": __version__,
@@ -118,5 +127,5 @@ def registry(model: Model) -> dict[str, Any]:
             "foreign_key_violation": db.foreign_key_violation,
         },
         "queues": {e.pipeline.queue.name: e.name for e in model.entities},
-        "entities": {e.name: _entity(e) for e in model.entities},
+        "entities": {e.name: _entity(e, deleted) for e in model.entities},
     }

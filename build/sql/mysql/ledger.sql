@@ -8,7 +8,7 @@ CREATE TABLE sync_ledger (
 	message_id VARCHAR(128), 
 	outcome VARCHAR(16) NOT NULL, 
 	applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP, 
-	CONSTRAINT sync_ledger_pkey PRIMARY KEY (entity, event_id)
+	CONSTRAINT sync_ledger_pkey PRIMARY KEY (event_id, entity)
 );
 
 CREATE TABLE sync_tombstones (
@@ -16,5 +16,5 @@ CREATE TABLE sync_tombstones (
 	row_key VARCHAR(512) NOT NULL, 
 	version VARCHAR(40) NOT NULL, 
 	deleted_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP, 
-	CONSTRAINT sync_tombstones_pkey PRIMARY KEY (table_name, row_key)
+	CONSTRAINT sync_tombstones_pkey PRIMARY KEY (row_key, table_name)
 );

@@ -1,0 +1,1382 @@
+"""Benchmark of the sync runtime (runtime/) on PostgreSQL and MariaDB.
+
+    . /tmp/v1/bin/activate && cd /work/main
+    python benchmarks/runtime_bench.py [--events 20000] [--dialects postgresql,mysql]
+                                       [--out benchmarks/results/runtime.md]
+
+What it measures (details in the report it writes):
+  1. throughput: runtime.apply.apply_batch per batch of 10, against a one-transaction-per-
+     message baseline handler (benchmarks/baseline.py), median of --reps runs each, in
+     alternating order, on fresh tables ("fresh") and on fresh tables pre-filled with
+     history and ANALYZEd ("seeded", closer to a production database); the final rows of
+     every runtime run are checked against the expected last state of every order;
+  2. round trips: "turns" counted by a TCP proxy (benchmarks/tcpproxy.py) for clean
+     batches, next to the runtime's own `round_trips` estimate, and for the baseline;
+  3. cold start: `import runtime.handler` + load_registry + make_engine in fresh
+     interpreters, plus `python -X importtime`, and whether boto3 was imported;
+  4. peak RSS of a process applying all events, against an interpreter that only imported
+     the same modules;
+  5. where the time goes: wall time per phase of a batch, and a cProfile summary.
+
+It writes only under benchmarks/ and uses its own databases (default: `runtime_bench` on
+both servers, created if missing) so it never drops tables other people's tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+for _p in (str(HERE), str(ROOT)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import sqlalchemy  # noqa: E402
+from baseline import BaselineHandler  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import URL, Engine, make_url  # noqa: E402
+from sqlalchemy.pool import NullPool  # noqa: E402
+from tcpproxy import TurnCounter, describe_mysql, describe_postgres  # noqa: E402
+from workload import Workload, generate  # noqa: E402
+
+from runtime.apply import apply_batch  # noqa: E402
+from runtime.config import make_engine  # noqa: E402
+from runtime.registry import Registry, load_registry  # noqa: E402
+from runtime.schema import build_metadata  # noqa: E402
+
+REGISTRY_PATH = "build/registry.json"
+DEFAULT_URLS = {
+    "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/runtime_bench",
+    "mysql": "mysql+pymysql://root@127.0.0.1:3306/runtime_bench",
+}
+DIALECT_NAMES = {"postgresql": "PostgreSQL", "mysql": "MariaDB"}
+TARGETS = {"ratio_pg": 5.0, "turns": 3.0, "cold_ms": 300.0, "rss_mb": 150.0}
+HISTORY_FACTOR = 5  # seeded tables: 5x the run's orders and events already there
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs: Iterable[float]) -> float:
+    xs = list(xs)
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def family(url: str | URL) -> str:
+    name = make_url(url).get_backend_name()
+    return "mysql" if name in ("mysql", "mariadb") else name
+
+
+def admin_engine(url: str) -> Engine:
+    return create_engine(url, poolclass=NullPool)
+
+
+def ensure_database(url: str) -> None:
+    """Create the benchmark's own database when it is missing."""
+    u = make_url(url)
+    db = u.database
+    if family(u) == "postgresql":
+        last: Exception | None = None
+        for maint in ("postgres", "template1", "test"):
+            try:
+                eng = create_engine(u.set(database=maint), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+                with eng.connect() as c:
+                    if not c.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": db}).first():
+                        c.execute(text(f'CREATE DATABASE "{db}"'))
+                eng.dispose()
+                return
+            except Exception as exc:  # try the next maintenance database
+                last = exc
+        raise RuntimeError(f"cannot create database {db}: {last}")
+    eng = create_engine(u.set(database=None), poolclass=NullPool)
+    with eng.begin() as c:
+        c.execute(text(f"CREATE DATABASE IF NOT EXISTS `{db}`"))
+    eng.dispose()
+
+
+def fresh_tables(url: str, md: sqlalchemy.MetaData) -> None:
+    eng = admin_engine(url)
+    md.drop_all(eng)
+    md.create_all(eng)
+    eng.dispose()
+
+
+def seed_history(url: str, n_orders: int, n_events: int) -> None:
+    """Pre-fill orders and the ledger with history (other orders), then ANALYZE."""
+    eng = admin_engine(url)
+    with eng.begin() as c:
+        if family(url) == "postgresql":
+            c.execute(
+                text(
+                    "INSERT INTO orders (order_id, customer_id, total_amount, status, updated_at, sync_version) "
+                    "SELECT 'HIST-' || lpad(g::text, 7, '0'), g % 50000 + 1, (g % 100000) / 100.0, 'shipped', "
+                    "timestamptz '2023-01-01 00:00:00+00' + g * interval '1 second', lpad(g::text, 40, '0') "
+                    "FROM generate_series(1, :n) g"
+                ),
+                {"n": n_orders},
+            )
+            c.execute(
+                text(
+                    "INSERT INTO sync_ledger (entity, event_id, message_id, outcome) "
+                    "SELECT 'orders', 'hist-' || g, 'hist-msg-' || g, 'applied' FROM generate_series(1, :n) g"
+                ),
+                {"n": n_events},
+            )
+            c.execute(text("ANALYZE orders, sync_ledger, sync_tombstones"))
+        else:
+            c.execute(
+                text(
+                    "INSERT INTO orders (order_id, customer_id, total_amount, status, updated_at, sync_version) "
+                    "SELECT CONCAT('HIST-', LPAD(seq, 7, '0')), seq % 50000 + 1, (seq % 100000) / 100, 'shipped', "
+                    f"TIMESTAMP '2023-01-01 00:00:00' + INTERVAL seq SECOND, LPAD(seq, 40, '0') FROM seq_1_to_{int(n_orders)}"
+                )
+            )
+            c.execute(
+                text(
+                    "INSERT INTO sync_ledger (entity, event_id, message_id, outcome) "
+                    f"SELECT 'orders', CONCAT('hist-', seq), CONCAT('hist-msg-', seq), 'applied' FROM seq_1_to_{int(n_events)}"
+                )
+            )
+    with eng.connect() as c:
+        if family(url) == "mysql":
+            c.execute(text("ANALYZE TABLE orders, sync_ledger, sync_tombstones")).fetchall()
+    eng.dispose()
+
+
+def prepare_tables(url: str, md: sqlalchemy.MetaData, seeded: bool, wl: Workload) -> None:
+    fresh_tables(url, md)
+    if seeded:
+        seed_history(url, wl.n_orders * HISTORY_FACTOR, len(wl.events) * HISTORY_FACTOR)
+
+
+def _utc(v: Any) -> datetime | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = datetime.fromisoformat(v)
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+
+def verify(url: str, wl: Workload, *, versioned: bool, ledger_expected: int | None) -> dict[str, Any]:
+    """Final rows against the expected last state of every order (and the ledger size)."""
+    expected = wl.expected()
+    eng = admin_engine(url)
+    with eng.connect() as c:
+        rows = c.execute(
+            text(
+                "SELECT order_id, customer_id, total_amount, status, updated_at, sync_version "
+                "FROM orders WHERE order_id LIKE 'ORD-%'"
+            )
+        ).fetchall()
+        ledger = c.execute(text("SELECT COUNT(*) FROM sync_ledger")).scalar_one()
+    eng.dispose()
+    got = {r[0]: r for r in rows}
+    bad: list[str] = []
+    for oid, exp in expected.items():
+        r = got.get(oid)
+        if r is None:
+            bad.append(f"{oid}: missing")
+            continue
+        want = (exp.customer_id, exp.total_amount, exp.status, exp.updated_at)
+        have = (int(r[1]) if r[1] is not None else None, Decimal(r[2]), r[3], _utc(r[4]))
+        if want != have or (versioned and r[5] != exp.version):
+            bad.append(f"{oid}: got {have + ((r[5],) if versioned else ())}, want {want}")
+    extra = sorted(set(got) - set(expected))
+    ok = not bad and not extra and (ledger_expected is None or ledger == ledger_expected)
+    return {
+        "ok": ok,
+        "rows": len(got),
+        "expected_rows": len(expected),
+        "mismatches": len(bad),
+        "extra": len(extra),
+        "ledger_rows": ledger,
+        "ledger_expected": ledger_expected,
+        "examples": bad[:3],
+    }
+
+
+# --- throughput ----------------------------------------------------------------------------
+
+
+def run_runtime(url: str, registry: Registry, batches: list[list[dict]]) -> dict[str, Any]:
+    engine = make_engine(url)
+    with engine.connect():
+        pass  # a warm Lambda: the connection exists already
+    statements: dict = {}  # kept across invocations, as runtime.handler does
+    lat: list[float] = []
+    paths: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    est = failures = 0
+    t0 = time.perf_counter()
+    for b in batches:
+        t = time.perf_counter()
+        r = apply_batch(b, engine, registry)
+        lat.append((time.perf_counter() - t) * 1000)
+        paths[r.path] += 1
+        est += r.round_trips
+        failures += len(r.response()["batchItemFailures"])
+        counts.update(r.counts())
+    elapsed = time.perf_counter() - t0
+    engine.dispose()
+    return {
+        "elapsed": elapsed,
+        "lat": lat,
+        "paths": dict(paths),
+        "est_round_trips": est / len(batches),
+        "failures": failures,
+        "counts": {k: v for k, v in counts.items() if v},
+    }
+
+
+def run_baseline(url: str, md: sqlalchemy.MetaData, batches: list[list[dict]]) -> dict[str, Any]:
+    engine = create_engine(url)
+    with engine.connect():
+        pass
+    handler = BaselineHandler(engine, md.tables["orders"])
+    lat: list[float] = []
+    failures = 0
+    t0 = time.perf_counter()
+    for b in batches:
+        t = time.perf_counter()
+        failures += len(handler.handle(b)["batchItemFailures"])
+        lat.append((time.perf_counter() - t) * 1000)
+    elapsed = time.perf_counter() - t0
+    engine.dispose()
+    return {"elapsed": elapsed, "lat": lat, "failures": failures}
+
+
+def pg_read_stats(url: str) -> dict[str, int]:
+    """Rows the reads touched (pg_stat_user_tables counters; diffed around a run)."""
+    eng = admin_engine(url)
+    with eng.connect() as c:
+        rows = c.execute(
+            text(
+                "SELECT relname, COALESCE(seq_scan, 0), COALESCE(seq_tup_read, 0), COALESCE(idx_scan, 0), "
+                "COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables "
+                "WHERE relname IN ('orders', 'sync_ledger', 'sync_tombstones')"
+            )
+        ).fetchall()
+    eng.dispose()
+    out: dict[str, int] = {}
+    for name, seq, seq_read, idx, idx_fetch in rows:
+        out[f"{name}.seq_scan"] = seq
+        out[f"{name}.seq_tup_read"] = seq_read
+        out[f"{name}.idx_scan"] = idx
+        out[f"{name}.idx_tup_fetch"] = idx_fetch
+    return out
+
+
+def throughput(args: argparse.Namespace, dialect: str, url: str, registry: Registry, wl: Workload) -> dict:
+    md = build_metadata(registry)
+    batches = wl.materialize()
+    n = len(wl.events)
+    variants = ["fresh"] + ([] if args.no_seeded else ["seeded"])
+    out: dict[str, Any] = {}
+    for variant in variants:
+        seeded = variant == "seeded"
+        hist_events = n * HISTORY_FACTOR if seeded else 0
+        runs: dict[str, list[dict]] = {"runtime": [], "baseline": []}
+        for rep in range(args.reps):
+            order = ["runtime", "baseline"] if rep % 2 == 0 else ["baseline", "runtime"]
+            for kind in order:
+                prepare_tables(url, md, seeded, wl)
+                before = pg_read_stats(url) if dialect == "postgresql" else {}
+                la = loadavg()
+                if kind == "runtime":
+                    res = run_runtime(url, registry, batches)
+                    res["verify"] = verify(url, wl, versioned=True, ledger_expected=n + hist_events)
+                else:
+                    res = run_baseline(url, md, batches)
+                    res["verify"] = verify(url, wl, versioned=False, ledger_expected=None)
+                if dialect == "postgresql":
+                    time.sleep(0.3)  # let the closed backend's statistics reach pg_stat
+                    after = pg_read_stats(url)
+                    res["pg_stats"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                res["ev_s"] = n / res["elapsed"]
+                res["load"] = la
+                tenth = max(1, len(res["lat"]) // 10)
+                res["lat_first10"] = median(res["lat"][:tenth])
+                res["lat_last10"] = median(res["lat"][-tenth:])
+                res["lat_p50"] = pct(res["lat"], 0.5)
+                res["lat_p95"] = pct(res["lat"], 0.95)
+                del res["lat"]
+                runs[kind].append(res)
+                v = res["verify"]
+                log(
+                    f"{dialect} {variant} rep {rep + 1} {kind}: {res['ev_s']:.0f} ev/s, batch p50 "
+                    f"{res['lat_p50']:.2f} ms (first/last 10%: {res['lat_first10']:.2f}/{res['lat_last10']:.2f}), "
+                    f"verified={v['ok']} mismatches={v['mismatches']} failures={res['failures']}"
+                )
+        rt = median(r["ev_s"] for r in runs["runtime"])
+        bl = median(r["ev_s"] for r in runs["baseline"])
+        rt_p50 = median(r["lat_p50"] for r in runs["runtime"])
+        bl_p50 = median(r["lat_p50"] for r in runs["baseline"])
+        out[variant] = {
+            "runs": runs,
+            "runtime_ev_s": rt,
+            "baseline_ev_s": bl,
+            "ratio": rt / bl,
+            "ratio_p50": bl_p50 / rt_p50,  # less sensitive to stalls of a shared machine
+        }
+    return out
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+
+def round_trips(args: argparse.Namespace, dialect: str, url: str, registry: Registry, wl: Workload) -> dict:
+    md = build_metadata(registry)
+    fresh_tables(url, md)
+    u = make_url(url)
+    port = u.port or (5432 if dialect == "postgresql" else 3306)
+    warm = 10
+    n = args.turn_batches
+    gen = wl.with_tag("turns").batches()
+    names: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    with TurnCounter(u.host or "127.0.0.1", port) as proxy:
+        purl = u.set(host="127.0.0.1", port=proxy.port)
+        # the runtime
+        engine = make_engine(purl)
+        statements: dict = {}
+        proxy.start_trace()
+        for _ in range(warm):  # connect, first compilations, psycopg's auto-prepare after 5 runs
+            apply_batch(next(gen), engine, registry)
+        warm_trace = proxy.stop_trace()
+        if dialect == "postgresql":
+            for t in warm_trace:  # learn the prepared statements' names
+                describe_postgres(t, names)
+        per_batch, est, paths, traces = [], [], Counter(), []
+        for i in range(n):
+            b = next(gen)
+            before = proxy.snapshot()["turns"]
+            if i < 2:
+                proxy.start_trace()
+            r = apply_batch(b, engine, registry)
+            if i < 2:
+                traces.append(proxy.stop_trace())
+            per_batch.append(proxy.snapshot()["turns"] - before)
+            est.append(r.round_trips)
+            paths[r.path] += 1
+            if r.response()["batchItemFailures"]:
+                paths["with failures"] += 1
+        engine.dispose()
+        describe = (lambda t: describe_postgres(t, names)) if dialect == "postgresql" else describe_mysql
+        out["runtime"] = {
+            "turns_per_batch": sum(per_batch) / n,
+            "min": min(per_batch),
+            "max": max(per_batch),
+            "estimate": sum(est) / n,
+            "paths": dict(paths),
+            "anatomy": [describe(t) for t in traces[-1]],
+        }
+        # the baseline
+        beng = create_engine(purl)
+        handler = BaselineHandler(beng, md.tables["orders"])
+        for _ in range(2):
+            handler.handle(next(gen))
+        per_batch, traces = [], []
+        for i in range(n):
+            b = next(gen)
+            before = proxy.snapshot()["turns"]
+            if i == 0:
+                proxy.start_trace()
+            handler.handle(b)
+            if i == 0:
+                traces.append(proxy.stop_trace())
+            per_batch.append(proxy.snapshot()["turns"] - before)
+        beng.dispose()
+        out["baseline"] = {
+            "turns_per_batch": sum(per_batch) / n,
+            "min": min(per_batch),
+            "max": max(per_batch),
+            "anatomy": [describe(t) for t in traces[0]][:4],
+        }
+    log(
+        f"{dialect} turns/batch: runtime {out['runtime']['turns_per_batch']:.2f} "
+        f"(estimate {out['runtime']['estimate']:.2f}), baseline {out['baseline']['turns_per_batch']:.2f}"
+    )
+    return out
+
+
+# --- cold start ----------------------------------------------------------------------------
+
+COLD_CODE = """
+import time
+t0 = time.perf_counter()
+import runtime.handler
+from runtime.config import make_engine
+from runtime.registry import load_registry
+registry = load_registry({registry!r})
+engine = make_engine({url!r})
+t1 = time.perf_counter()
+import json, sys
+print(json.dumps({{"ms": (t1 - t0) * 1000, "boto3": "boto3" in sys.modules,
+                  "botocore": "botocore" in sys.modules, "modules": len(sys.modules)}}))
+"""
+
+
+def _child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "PYTHONPROFILE"))}
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def cold_start(args: argparse.Namespace, pg_url: str) -> dict:
+    code = COLD_CODE.format(registry=REGISTRY_PATH, url=pg_url)
+    py = sys.executable
+    env = _child_env()
+    inproc, wall, bare = [], [], []
+    flags = Counter()
+    subprocess.run([py, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True)  # warm .pyc
+    for _ in range(args.cold_runs):
+        t = time.perf_counter()
+        subprocess.run([py, "-c", "pass"], cwd=ROOT, env=env, check=True)
+        bare.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        p = subprocess.run([py, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        wall.append((time.perf_counter() - t) * 1000)
+        info = json.loads(p.stdout.strip().splitlines()[-1])
+        inproc.append(info["ms"])
+        flags["boto3"] += info["boto3"]
+        flags["botocore"] += info["botocore"]
+        flags["modules"] = info["modules"]
+    p = subprocess.run(
+        [py, "-X", "importtime", "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    top, by_pkg = parse_importtime(p.stderr)
+    res = {
+        "inproc_ms": median(inproc),
+        "inproc_all": inproc,
+        "wall_ms": median(wall),
+        "bare_ms": median(bare),
+        "boto3_runs": flags["boto3"],
+        "botocore_runs": flags["botocore"],
+        "modules": flags["modules"],
+        "runs": args.cold_runs,
+        "importtime_top": top,
+        "importtime_by_package": by_pkg,
+    }
+    log(
+        f"cold start: import+registry+engine {res['inproc_ms']:.0f} ms (process wall {res['wall_ms']:.0f} ms, "
+        f"bare python {res['bare_ms']:.0f} ms), boto3 imported in {flags['boto3']}/{args.cold_runs} runs"
+    )
+    return res
+
+
+def parse_importtime(stderr: str) -> tuple[list[tuple[str, float, float, int]], list[tuple[str, float]]]:
+    """The heaviest imports (up to two levels below the top) and self time per package."""
+    entries = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        self_us, cum_us, name = line[len("import time:") :].split("|", 2)
+        depth = (len(name) - len(name.lstrip()) - 1) // 2
+        entries.append((name.strip(), int(self_us), int(cum_us), depth))
+    base = min((d for *_, d in entries), default=0)
+    top = sorted(
+        ((n, s / 1000, c / 1000, d - base) for n, s, c, d in entries if d - base <= 2),
+        key=lambda e: -e[2],
+    )[:15]
+    pkg: Counter[str] = Counter()
+    for n, s, _c, _d in entries:
+        pkg[n.split(".")[0]] += s
+    by_pkg = [(k, v / 1000) for k, v in pkg.most_common(10)]
+    return top, by_pkg
+
+
+# --- memory --------------------------------------------------------------------------------
+
+
+def child_memory(args: argparse.Namespace) -> None:
+    """Subprocess: apply all events with the runtime, report peak RSS and the modules loaded."""
+    registry = load_registry(REGISTRY_PATH)
+    md = build_metadata(registry)
+    fresh_tables(args.url, md)
+    wl = generate(args.events)
+    engine = make_engine(args.url)
+    rss_ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    statements: dict | None = {} if args.statements == "shared" else None
+    failures = 0
+    t0 = time.perf_counter()
+    for b in wl.batches():
+        r = apply_batch(b, engine, registry)
+        failures += len(r.response()["batchItemFailures"])
+    elapsed = time.perf_counter() - t0
+    engine.dispose()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    v = verify(args.url, wl, versioned=True, ledger_expected=len(wl.events))
+    mods = sorted(k for k, m in sys.modules.items() if m is not None and k != "__main__")
+    print(
+        json.dumps(
+            {
+                "peak_kb": peak,
+                "hwm_kb": vm_hwm_kb(),
+                "ready_kb": rss_ready,
+                "ev_s": len(wl.events) / elapsed,
+                "failures": failures,
+                "verified": v["ok"],
+                "modules": mods,
+            }
+        )
+    )
+
+
+def child_imports(args: argparse.Namespace) -> None:
+    """Subprocess: only import the given modules, report peak RSS."""
+    import importlib
+
+    names = json.loads(Path(args.modules_file).read_text())
+    failed = 0
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            failed += 1
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_kb": peak, "hwm_kb": vm_hwm_kb(), "failed": failed, "modules": len(names)}))
+
+
+def vm_hwm_kb() -> int:
+    """This process's own peak RSS (the mm's high-water mark; not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return -1
+
+
+# Linux keeps the parent's RSS high-water mark in a child's ru_maxrss across fork+exec, so a
+# child started from this (large) process would report at least this process's peak. A tiny
+# launcher in between gives the measured child a clean ru_maxrss.
+LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+
+def _child(args: list[str]) -> dict:
+    p = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, sys.executable, str(Path(__file__).resolve()), *args],
+        cwd=ROOT,
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"child {args} failed: {p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def memory(args: argparse.Namespace, dialect: str, url: str, leak_check: bool) -> dict:
+    import tempfile
+
+    res = _child(["--child", "memory", "--url", url, "--events", str(args.events)])
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(res["modules"], f)
+        modules_file = f.name
+    try:
+        base = _child(["--child", "imports", "--modules-file", modules_file])
+    finally:
+        os.unlink(modules_file)
+    out = {
+        "peak_mb": res["peak_kb"] / 1024,
+        "hwm_mb": res["hwm_kb"] / 1024,
+        "ready_mb": res["ready_kb"] / 1024,
+        "imports_only_mb": base["peak_kb"] / 1024,
+        "imports_only_hwm_mb": base["hwm_kb"] / 1024,
+        "imports_failed": base["failed"],
+        "ev_s": res["ev_s"],
+        "verified": res["verified"],
+        "failures": res["failures"],
+        "modules": len(res["modules"]),
+    }
+    if leak_check:
+        nos = _child(
+            ["--child", "memory", "--url", url, "--events", str(args.events), "--statements", "none"]
+        )
+        out["no_statements_peak_mb"] = nos["peak_kb"] / 1024
+        out["no_statements_hwm_mb"] = nos["hwm_kb"] / 1024
+        out["no_statements_ev_s"] = nos["ev_s"]
+        out["no_statements_verified"] = nos["verified"]
+    log(
+        f"{dialect} memory: peak {out['peak_mb']:.0f} MB (imports only {out['imports_only_mb']:.0f} MB)"
+        + (
+            f"; without statements=: {out['no_statements_peak_mb']:.0f} MB at {out['no_statements_ev_s']:.0f} ev/s"
+            if leak_check
+            else ""
+        )
+    )
+    return out
+
+
+# --- where the time goes -------------------------------------------------------------------
+
+
+class PhaseTimer:
+    """Wall time per phase of apply_batch, by wrapping module functions for one run."""
+
+    def __init__(self) -> None:
+        self.t: Counter[str] = Counter()
+        self.n: Counter[str] = Counter()
+        self._undo: list[Callable[[], None]] = []
+        self.in_read = False
+
+    def wrap(self, owner: Any, name: str, label: str | Callable[[], str]) -> None:
+        fn = getattr(owner, name, None)
+        if fn is None:
+            return
+        timer = self
+
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                lab = label() if callable(label) else label
+                timer.t[lab] += time.perf_counter() - t
+                timer.n[lab] += 1
+
+        setattr(owner, name, wrapper)
+        self._undo.append(lambda: setattr(owner, name, fn))
+
+    def undo(self) -> None:
+        for u in reversed(self._undo):
+            u()
+        self._undo.clear()
+
+
+def phases(dialect: str, url: str, registry: Registry, wl: Workload, seeded: bool) -> dict:
+    import runtime.apply as rapply
+    import runtime.sql as rsql
+
+    md = build_metadata(registry)
+    prepare_tables(url, md, seeded, wl)
+    batches = wl.materialize()
+    engine = make_engine(url)
+    with engine.connect():
+        pass
+    pt = PhaseTimer()
+    pt.wrap(rapply, "parse_sqs_record", "parse SQS record")
+    pt.wrap(rapply, "decode", "decode + coerce")
+    pt.wrap(rapply, "plan_change", "plan")
+    read_state = rapply.read_state
+
+    def timed_read_state(*a: Any, **k: Any) -> Any:
+        pt.in_read = True
+        t = time.perf_counter()
+        try:
+            return read_state(*a, **k)
+        finally:
+            pt.in_read = False
+            pt.t["reads (build + round trip)"] += time.perf_counter() - t
+
+    rapply.read_state = timed_read_state
+    pt._undo.append(lambda: setattr(rapply, "read_state", read_state))
+    label = lambda: "driver send: reads" if pt.in_read else "driver send: writes"  # noqa: E731
+    for cls in ("PsycopgPipelineExecutor", "PyMySQLMultiExecutor"):
+        if hasattr(rsql, cls):
+            pt.wrap(getattr(rsql, cls), "_send", label)
+    pt.wrap(engine.dialect, "do_commit", "COMMIT")
+    pt.wrap(engine.dialect, "do_rollback", "ROLLBACK (pool reset)")
+    statements: dict = {}
+    before = pg_read_stats(url) if dialect == "postgresql" else {}
+    t0 = time.perf_counter()
+    try:
+        for b in batches:
+            apply_batch(b, engine, registry)
+    finally:
+        total = time.perf_counter() - t0
+        pt.undo()
+        engine.dispose()
+    nb = len(batches)
+    per = {k: v / nb * 1000 for k, v in pt.t.items()}
+    per["driver send: reads"] = per.get("driver send: reads", 0.0)
+    per["reads: other (SQLAlchemy params, compile cache)"] = per.get(
+        "reads (build + round trip)", 0
+    ) - per.get("driver send: reads", 0)
+    accounted = sum(
+        per.get(k, 0)
+        for k in (
+            "parse SQS record",
+            "decode + coerce",
+            "plan",
+            "reads (build + round trip)",
+            "driver send: writes",
+            "COMMIT",
+            "ROLLBACK (pool reset)",
+        )
+    )
+    per["everything else (checkout, SQLAlchemy, bookkeeping)"] = total / nb * 1000 - accounted
+    out: dict[str, Any] = {"total_ms_per_batch": total / nb * 1000, "phases": per}
+    if dialect == "postgresql":
+        time.sleep(0.3)
+        after = pg_read_stats(url)
+        out["pg_stats"] = {k: (after.get(k, 0) - before.get(k, 0)) / nb for k in after}
+    # a cProfile of the same work on fresh tables of the same kind
+    prepare_tables(url, md, seeded, wl)
+    engine = make_engine(url)
+    with engine.connect():
+        pass  # the connection handshake is not part of the profile
+    statements = {}
+    prof = cProfile.Profile()
+    prof.enable()
+    for b in batches[: max(1, nb // 4)]:
+        apply_batch(b, engine, registry)
+    prof.disable()
+    engine.dispose()
+    out["profile"] = profile_summary(prof)
+    return out
+
+
+def profile_summary(prof: cProfile.Profile) -> dict:
+    st = pstats.Stats(prof, stream=io.StringIO())
+    total = st.total_tt  # type: ignore[attr-defined]
+    by_area: Counter[str] = Counter()
+    funcs = []
+    for (file, line, fn), (_cc, _nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if "/runtime/" in file and "site-packages" not in file:
+            area = "runtime/ (this project)"
+        elif "sqlalchemy" in file:
+            area = "sqlalchemy"
+        elif "psycopg" in file:
+            area = "psycopg"
+        elif "pymysql" in file:
+            area = "pymysql"
+        elif file == "~":
+            area = (
+                f"builtins/C ({fn[:40]})"
+                if any(w in fn for w in ("socket", "select", "poll", "wait"))
+                else "other C builtins"
+            )
+        else:
+            area = "other Python (stdlib, benchmark)"
+        by_area[area] += tt
+        short = f"{Path(file).parent.name}/{Path(file).name}:{line}({fn})" if file != "~" else fn
+        funcs.append((short, tt, ct))
+    funcs.sort(key=lambda f: -f[1])
+    return {
+        "total_s": total,
+        "by_area": [(k, v / total * 100) for k, v in by_area.most_common(8)],
+        "top": [(f, tt * 1000, ct * 1000) for f, tt, ct in funcs[:12]],
+    }
+
+
+# --- environment ---------------------------------------------------------------------------
+
+
+def environment(urls: dict[str, str]) -> dict[str, str]:
+    import psycopg
+    import pymysql
+
+    env = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": _cpu_model(),
+        "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "sqlalchemy": sqlalchemy.__version__,
+        "psycopg": f"{psycopg.__version__} (libpq impl: {psycopg.pq.__impl__}, libpq {psycopg.pq.version()})",
+        "pymysql": str(getattr(pymysql, "__version__", getattr(pymysql, "VERSION_STRING", "?"))),
+        "load average at start": loadavg(),
+    }
+    try:
+        env["git HEAD"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except Exception:
+        env["git HEAD"] = "?"
+    env["runtime/*.py sha256"] = runtime_digest() + " (the sources measured; others edit them concurrently)"
+    for dialect, url in urls.items():
+        eng = admin_engine(url)
+        try:
+            with eng.connect() as c:
+                if dialect == "postgresql":
+                    v = c.execute(text("SHOW server_version")).scalar_one()
+                    s = ", ".join(
+                        f"{k}={c.execute(text(f'SHOW {k}')).scalar_one()}"
+                        for k in ("fsync", "synchronous_commit", "autovacuum", "shared_buffers")
+                    )
+                    env["PostgreSQL"] = f"{v} ({s})"
+                else:
+                    v = c.execute(text("SELECT VERSION()")).scalar_one()
+                    s = ", ".join(
+                        f"{k}={c.execute(text(f'SELECT @@{k}')).scalar_one()}"
+                        for k in ("innodb_flush_log_at_trx_commit", "log_bin", "innodb_buffer_pool_size")
+                    )
+                    env["MariaDB"] = f"{v} ({s})"
+        finally:
+            eng.dispose()
+        env[f"{DIALECT_NAMES[dialect]} URL"] = make_url(url).render_as_string(hide_password=True)
+    return env
+
+
+def runtime_digest() -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "runtime").glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def yes(ok: bool) -> str:
+    return "**met**" if ok else "**NOT met**"
+
+
+def render(args: argparse.Namespace, r: dict) -> str:
+    L: list[str] = []
+    add = L.append
+    env = r["env"]
+    wl = r["workload"]
+    add("# Runtime benchmark: throughput, round trips, cold start, memory\n")
+    add(
+        f"Generated by `{r['command']}` on {env['date']}. Every figure below comes from that one run; "
+        "re-run the command to refresh it.\n"
+    )
+
+    # targets
+    add("## Targets\n")
+    add("| target | measured | verdict |")
+    add("|---|---|---|")
+    tp = r.get("throughput", {})
+    if "postgresql" in tp:
+        f = tp["postgresql"]["fresh"]
+        add(
+            f"| PostgreSQL throughput runtime/baseline >= {TARGETS['ratio_pg']:.0f}x (fresh tables, as specified) "
+            f"| {f['ratio']:.2f}x ({f['runtime_ev_s']:.0f} vs {f['baseline_ev_s']:.0f} events/s) "
+            f"| {yes(f['ratio'] >= TARGETS['ratio_pg'])} |"
+        )
+        if "seeded" in tp["postgresql"]:
+            s = tp["postgresql"]["seeded"]
+            add(
+                f"| same, on pre-filled + ANALYZEd tables (informative) | {s['ratio']:.2f}x "
+                f"({s['runtime_ev_s']:.0f} vs {s['baseline_ev_s']:.0f} events/s) "
+                f"| {yes(s['ratio'] >= TARGETS['ratio_pg'])} |"
+            )
+    for d, t in r.get("turns", {}).items():
+        tb = t["runtime"]["turns_per_batch"]
+        add(
+            f"| {DIALECT_NAMES[d]}: turns per clean batch of 10 <= {TARGETS['turns']:.0f} "
+            f"| {tb:.2f} (runtime's own estimate {t['runtime']['estimate']:.2f}) | {yes(tb <= TARGETS['turns'])} |"
+        )
+    if "cold" in r:
+        c = r["cold"]
+        add(
+            f"| cold start: import runtime.handler + load_registry + make_engine <= {TARGETS['cold_ms']:.0f} ms "
+            f"| {c['inproc_ms']:.0f} ms (median of {c['runs']}) | {yes(c['inproc_ms'] <= TARGETS['cold_ms'])} |"
+        )
+        add(
+            f"| boto3 not imported on the cold path | imported in {c['boto3_runs']}/{c['runs']} runs "
+            f"(botocore {c['botocore_runs']}/{c['runs']}) | {yes(c['boto3_runs'] == 0 and c['botocore_runs'] == 0)} |"
+        )
+    for d, m in r.get("memory", {}).items():
+        add(
+            f"| {DIALECT_NAMES[d]}: peak RSS applying {args.events:,} events <= {TARGETS['rss_mb']:.0f} MB "
+            f"| {m['peak_mb']:.0f} MB | {yes(m['peak_mb'] <= TARGETS['rss_mb'])} |"
+        )
+    ver = [run["verify"]["ok"] for d in tp.values() for v in d.values() for run in v["runs"]["runtime"]]
+    if ver:
+        add(
+            f"| final state = expected last state of every order, after every runtime run "
+            f"| {sum(ver)}/{len(ver)} runs verified | {yes(all(ver))} |"
+        )
+    add("")
+
+    # method
+    add("## What was measured, and how\n")
+    add(f"Command: `{r['command']}` (repository root, venv `/tmp/v1`).\n")
+    add("Machine and software:\n")
+    for k, v in env.items():
+        add(f"- {k}: {v}")
+    add(f"- load average at end: {r['load_end']}")
+    add(
+        f"- runtime/*.py sha256 at end: {r['runtime_end']}"
+        + (
+            " (same sources throughout)"
+            if env["runtime/*.py sha256"].startswith(r["runtime_end"])
+            else " (**runtime/ CHANGED during the run**: figures may mix two versions)"
+        )
+    )
+    add("")
+    add(
+        f"**Workload** (`benchmarks/workload.py`, seed {wl['seed']}): {wl['events']:,} `orders` events over "
+        f"{wl['orders']:,} orders: an `order.created` then 5-13 `order.confirmed` / `order.shipped` updates "
+        f"(~5% of orders end `order.cancelled`; ~40% of confirmations change the amount). Orders are live "
+        f"{wl['window']} at a time and the queue interleaves their events at random, as one FIFO queue fed by "
+        f"one stream delivers them: per-order order is kept and DynamoDB sequence numbers increase strictly. "
+        f"Batches of 10 consecutive messages: {wl['stats']['groups_per_batch_mean']:.1f} message groups per "
+        f"batch on average (min {wl['stats']['groups_per_batch_min']}, max {wl['stats']['groups_per_batch_max']}), "
+        f"{wl['stats']['batches_with_a_repeated_group'] * 100:.0f}% of batches carry two or more messages of one "
+        "group. Records have the Lambda SQS shape (messageId, receiptHandle, JSON body from the Pipe's input "
+        "template, attributes with MessageGroupId / SequenceNumber / MessageDeduplicationId, eventSourceARN of "
+        "`orders-sync.fifo`) and are rendered before timing starts.\n"
+    )
+    add(
+        "**Runtime**: `apply_batch(records, make_engine(url), registry, statements=...)` per batch, the "
+        "`statements` dict kept across batches exactly as `runtime.handler` keeps it across warm invocations. "
+        "**Baseline** (`benchmarks/baseline.py`): per message `json.loads`, `engine.begin()`, one `INSERT ... ON "
+        "CONFLICT DO UPDATE` / `ON DUPLICATE KEY UPDATE` (created) or `UPDATE` (other types) with SQLAlchemy Core "
+        "on the same tables, commit; a plain `create_engine(url)`; no ledger, version guard or tombstones (it "
+        "does not give the runtime's guarantees). Both start with a connected, warm engine.\n"
+    )
+    add(
+        f"**Tables**: *fresh* = `build_metadata(registry).drop_all/create_all` before every run (as specified). "
+        f"*seeded* = fresh, then {HISTORY_FACTOR}x the run's orders and ledger rows of history inserted and "
+        "`ANALYZE`d, like a database that has been in production for a while; the same seeding for both "
+        "handlers. Each (dialect, tables) cell runs runtime and baseline "
+        f"{args.reps} times each, alternating which goes first; events/s = events / wall time of the whole "
+        "run; the figures are medians. After every runtime run, every order's row (customer, amount, status, "
+        "updated_at, sync_version) is compared with the expected last state, and the ledger must hold one row "
+        "per event. The benchmark uses its own databases (see URLs above) so it never drops tables that tests "
+        "running on `test` use.\n"
+    )
+
+    # throughput
+    if tp:
+        add("## Throughput\n")
+        add(
+            "| dialect | tables | handler | median events/s | runs (events/s) | batch p50 / p95 ms "
+            "| batch median first 10% -> last 10% | checks |"
+        )
+        add("|---|---|---|---|---|---|---|---|")
+        for d, byv in tp.items():
+            for variant, v in byv.items():
+                for kind in ("runtime", "baseline"):
+                    runs = v["runs"][kind]
+                    evs = ", ".join(f"{x['ev_s']:.0f}" for x in runs)
+                    p50 = median(x["lat_p50"] for x in runs)
+                    p95 = median(x["lat_p95"] for x in runs)
+                    f10 = median(x["lat_first10"] for x in runs)
+                    l10 = median(x["lat_last10"] for x in runs)
+                    if kind == "runtime":
+                        ok = sum(x["verify"]["ok"] for x in runs)
+                        paths = Counter()
+                        for x in runs:
+                            paths.update(x["paths"])
+                        est = median(x["est_round_trips"] for x in runs)
+                        fails = sum(x["failures"] for x in runs)
+                        chk = (
+                            f"final state verified {ok}/{len(runs)}; paths {dict(paths)}; failures {fails}; "
+                            f"own round-trip estimate {est:.2f}/batch"
+                        )
+                    else:
+                        ok = sum(x["verify"]["ok"] for x in runs)
+                        chk = f"final rows as expected {ok}/{len(runs)} (no version column)"
+                    med = v["runtime_ev_s"] if kind == "runtime" else v["baseline_ev_s"]
+                    add(
+                        f"| {DIALECT_NAMES[d]} | {variant} | {kind} | **{med:.0f}** | {evs} | {p50:.2f} / {p95:.2f} "
+                        f"| {f10:.2f} -> {l10:.2f} | {chk} |"
+                    )
+        add("")
+        add(
+            "| dialect | tables | runtime / baseline (median events/s) "
+            "| baseline / runtime median batch latency (stall-insensitive cross-check) |"
+        )
+        add("|---|---|---|---|")
+        for d, byv in tp.items():
+            for variant, v in byv.items():
+                add(f"| {DIALECT_NAMES[d]} | {variant} | **{v['ratio']:.2f}x** | {v['ratio_p50']:.2f}x |")
+        add("")
+        bad = [
+            (d, variant, x["verify"])
+            for d, byv in tp.items()
+            for variant, v in byv.items()
+            for x in v["runs"]["runtime"]
+            if not x["verify"]["ok"]
+        ]
+        for d, variant, vv in bad:
+            add(f"- verification FAILED ({DIALECT_NAMES[d]}, {variant}): {vv}")
+        if "postgresql" in tp:
+            add(
+                "PostgreSQL rows touched per batch by all statements of a runtime run (pg_stat_user_tables, "
+                "median over runs; the runtime's reads should touch ~10 rows each):\n"
+            )
+            add(
+                "| tables | orders seq scans | orders rows read by seq scans | sync_ledger index rows fetched |"
+            )
+            add("|---|---|---|---|")
+            for variant, v in tp["postgresql"].items():
+                runs = v["runs"]["runtime"]
+                nb = wl["events"] / 10
+
+                def m(key: str, runs: list[dict] = runs, nb: float = nb) -> float:
+                    return median(x.get("pg_stats", {}).get(key, 0) / nb for x in runs)
+
+                add(
+                    f"| {variant} | {m('orders.seq_scan'):.2f} | {m('orders.seq_tup_read'):.0f} "
+                    f"| {m('sync_ledger.idx_tup_fetch'):.0f} |"
+                )
+            add("")
+
+    # round trips
+    if r.get("turns"):
+        add("## Round trips (turns through a TCP proxy)\n")
+        add(
+            "`benchmarks/tcpproxy.py` forwards 127.0.0.1:<ephemeral> to the database port in one selector "
+            "thread and counts a *turn* each time the client starts sending after the server has sent. A "
+            "separate engine (`make_engine` on the proxy's URL) is warmed with 10 batches (connection "
+            f"handshakes, first compilations, psycopg's auto-prepare), then {args.turn_batches} clean batches "
+            "of 10 new events are counted. Same for the baseline handler (after 2 warm-up batches). "
+            "Caveat of the definition: bytes a client sends without waiting, after a reply to an earlier "
+            "message of the same burst arrived, also start a turn.\n"
+        )
+        add(
+            "| dialect | handler | turns per batch of 10 (mean) | min / max | runtime's own estimate | paths |"
+        )
+        add("|---|---|---|---|---|---|")
+        for d, t in r["turns"].items():
+            rt, bl = t["runtime"], t["baseline"]
+            add(
+                f"| {DIALECT_NAMES[d]} | runtime | **{rt['turns_per_batch']:.2f}** | {rt['min']} / {rt['max']} "
+                f"| {rt['estimate']:.2f} | {rt['paths']} |"
+            )
+            add(
+                f"| {DIALECT_NAMES[d]} | baseline | **{bl['turns_per_batch']:.2f}** | {bl['min']} / {bl['max']} | - | - |"
+            )
+        add("")
+        for d, t in r["turns"].items():
+            add(f"What the client sent in each turn of one clean runtime batch ({DIALECT_NAMES[d]}):\n")
+            for i, a in enumerate(t["runtime"]["anatomy"], 1):
+                add(f"{i}. {a}")
+            add("")
+            add(
+                f"Baseline, first messages of a batch ({DIALECT_NAMES[d]}): "
+                + " | ".join(t["baseline"]["anatomy"])
+            )
+            add("")
+
+    # cold start
+    if "cold" in r:
+        c = r["cold"]
+        add("## Cold start\n")
+        add(
+            f"{c['runs']} fresh interpreters (`{Path(sys.executable)}`, cwd = repository root, .pyc cached by "
+            "a first unmeasured run), alternating with a bare `python -c pass`. *In-process* = "
+            "`time.perf_counter()` around `import runtime.handler`, `load_registry('build/registry.json')`, "
+            "`make_engine(<PostgreSQL URL>)` (no connection). *Process wall* = the whole subprocess.\n"
+        )
+        add("| measure | median |")
+        add("|---|---|")
+        add(f"| import + load_registry + make_engine (in-process) | **{c['inproc_ms']:.0f} ms** |")
+        add(f"| process wall, the snippet above | {c['wall_ms']:.0f} ms |")
+        add(f"| process wall, bare `python -c pass` | {c['bare_ms']:.0f} ms |")
+        add(f"| process wall difference | {c['wall_ms'] - c['bare_ms']:.0f} ms |")
+        add(
+            f"| boto3 / botocore in sys.modules afterwards | {c['boto3_runs']}/{c['runs']} / "
+            f"{c['botocore_runs']}/{c['runs']} runs |"
+        )
+        add(f"| modules loaded | {c['modules']} |")
+        add("")
+        add(
+            "In-process runs (ms): "
+            + ", ".join(f"{x:.0f}" for x in c["inproc_all"])
+            + "\n\n`python -X importtime` of the same snippet (one run), the heaviest imports up to two levels deep:\n"
+        )
+        add("| module (nesting level; 0 = imported by the snippet itself) | cumulative ms | self ms |")
+        add("|---|---|---|")
+        for name, s, cu, depth in c["importtime_top"]:
+            add(f"| {name} ({depth}) | {cu:.1f} | {s:.1f} |")
+        add("\nSelf time summed by top-level package:\n")
+        add("| package | ms |")
+        add("|---|---|")
+        for name, ms in c["importtime_by_package"]:
+            add(f"| {name} | {ms:.1f} |")
+        add("")
+
+    # memory
+    if r.get("memory"):
+        add("## Peak memory\n")
+        add(
+            f"A subprocess (`runtime_bench.py --child memory`) creates fresh tables, renders the {args.events:,} "
+            "events batch by batch (not all at once) and applies them with `apply_batch` (statements kept across "
+            "batches, as the handler does), then reports `resource.getrusage(RUSAGE_SELF).ru_maxrss`. The "
+            "baseline subprocess only imports every module the first one had loaded. Both are started through "
+            "a tiny launcher process: Linux carries the parent's RSS high-water mark into a child's ru_maxrss "
+            "across fork+exec, so a child of the (large) benchmark process would report at least the "
+            "benchmark's own peak. `VmHWM` (/proc/self/status, the process's own high-water mark) is given as "
+            "a cross-check.\n"
+        )
+        add(
+            "| dialect | peak RSS applying (ru_maxrss) | VmHWM | RSS after imports + tables + engine "
+            "| interpreter with the same imports only (ru_maxrss) | events/s in that process | final state |"
+        )
+        add("|---|---|---|---|---|---|---|")
+        for d, m in r["memory"].items():
+            add(
+                f"| {DIALECT_NAMES[d]} | **{m['peak_mb']:.0f} MB** | {m['hwm_mb']:.0f} MB | {m['ready_mb']:.0f} MB "
+                f"| {m['imports_only_mb']:.0f} MB ({m['imports_failed']} modules failed to import) "
+                f"| {m['ev_s']:.0f} | {'verified' if m['verified'] else 'WRONG'} |"
+            )
+        for d, m in r["memory"].items():
+            if "no_statements_peak_mb" in m:
+                add(
+                    f"\nThe same run calling `apply_batch(records, engine, registry)` **without** `statements=` "
+                    f"({DIALECT_NAMES[d]}): peak RSS **{m['no_statements_peak_mb']:.0f} MB** "
+                    f"(VmHWM {m['no_statements_hwm_mb']:.0f} MB), {m['no_statements_ev_s']:.0f} events/s, final state "
+                    f"{'verified' if m['no_statements_verified'] else 'WRONG'}."
+                )
+        add("")
+
+    # phases
+    if r.get("phases"):
+        add("## Where the time goes (runtime)\n")
+        add(
+            "One extra run per cell with thin wrappers around the runtime's functions (so slightly slower than "
+            "the throughput runs): wall ms per batch of 10. *reads* = `read_state` (building the read statements "
+            "and their round trip); *driver send* = the executor's `_send` (pipeline / multi-statement "
+            "round trip); COMMIT and the pool's reset-on-return ROLLBACK are `dialect.do_commit/do_rollback`.\n"
+        )
+        order = [
+            "parse SQS record",
+            "decode + coerce",
+            "reads (build + round trip)",
+            "driver send: reads",
+            "reads: other (SQLAlchemy params, compile cache)",
+            "plan",
+            "driver send: writes",
+            "COMMIT",
+            "ROLLBACK (pool reset)",
+            "everything else (checkout, SQLAlchemy, bookkeeping)",
+        ]
+        keys = [k for k in order if any(k in ph["phases"] for ph in r["phases"].values())]
+        keys += [k for ph in r["phases"].values() for k in ph["phases"] if k not in keys]
+        sub = {"driver send: reads", "reads: other (SQLAlchemy params, compile cache)"}
+        cells = list(r["phases"].keys())
+        add("| phase | " + " | ".join(cells) + " |")
+        add("|---|" + "---|" * len(cells))
+        add(
+            "| **total per batch** | "
+            + " | ".join(f"**{r['phases'][c]['total_ms_per_batch']:.3f}**" for c in cells)
+            + " |"
+        )
+        for k in keys:
+            label = f"&nbsp;&nbsp;of which {k}" if k in sub else k
+            add(
+                f"| {label} | "
+                + " | ".join(f"{r['phases'][c]['phases'].get(k, 0):.3f}" for c in cells)
+                + " |"
+            )
+        add("")
+        for cell, ph in r["phases"].items():
+            if "pg_stats" in ph:
+                s = ph["pg_stats"]
+                add(
+                    f"{cell}: per batch, orders seq scans {s.get('orders.seq_scan', 0):.2f} reading "
+                    f"{s.get('orders.seq_tup_read', 0):.0f} rows; sync_ledger index scans "
+                    f"{s.get('sync_ledger.idx_scan', 0):.2f} fetching {s.get('sync_ledger.idx_tup_fetch', 0):.0f} rows.\n"
+                )
+        add(
+            "cProfile of the first quarter of the events (share of profiled time by area, then top functions by own time):\n"
+        )
+        for cell, ph in r["phases"].items():
+            p = ph["profile"]
+            add(
+                f"*{cell}* ({p['total_s']:.2f} s profiled): "
+                + ", ".join(f"{a} {s:.0f}%" for a, s in p["by_area"])
+            )
+            add("")
+            add("| function | own ms | cumulative ms |")
+            add("|---|---|---|")
+            for f, tt, ct in p["top"][:8]:
+                add(f"| `{f}` | {tt:.0f} | {ct:.0f} |")
+            add("")
+
+    if r.get("notes"):
+        add("## Observations\n")
+        for n in r["notes"]:
+            add(f"- {n}")
+        add("")
+    return "\n".join(L) + "\n"
+
+
+def notes(r: dict) -> list[str]:
+    """Observations computed from the figures (what stands out)."""
+    out = []
+    for d, byv in r.get("throughput", {}).items():
+        for variant, v in byv.items():
+            runs = v["runs"]["runtime"]
+            f10 = median(x["lat_first10"] for x in runs)
+            l10 = median(x["lat_last10"] for x in runs)
+            if l10 > 1.5 * f10:
+                out.append(
+                    f"{DIALECT_NAMES[d]}, {variant} tables: the runtime's batch latency grows during the run "
+                    f"({f10:.2f} ms in the first 10% of batches, {l10:.2f} ms in the last 10%): its cost per "
+                    "batch depends on how many rows the tables already hold."
+                )
+            ps = [x.get("pg_stats", {}) for x in runs]
+            nb = r["workload"]["events"] / 10
+            seq = median(p.get("orders.seq_tup_read", 0) / nb for p in ps) if ps else 0
+            led = median(p.get("sync_ledger.idx_tup_fetch", 0) / nb for p in ps) if ps else 0
+            if seq > 100 or led > 100:
+                out.append(
+                    f"{DIALECT_NAMES[d]}, {variant} tables: the runtime's statements read {seq:.0f} orders rows by "
+                    f"sequential scan and fetch {led:.0f} sync_ledger index rows per batch of 10, where ~10 "
+                    "each would do. The read statements are auto-prepared by psycopg after 5 executions; "
+                    "PostgreSQL then settles on a generic plan made while the tables were nearly empty and "
+                    "had no statistics (autovacuum is off on this server), and keeps it for the connection's "
+                    "life: `sync_ledger` is searched on `entity` alone with `event_id = ANY(...)` as a filter, "
+                    "`orders` by a sequential scan. The cost per batch then grows with the table."
+                )
+    for d, t in r.get("turns", {}).items():
+        rt = t["runtime"]
+        if abs(rt["turns_per_batch"] - rt["estimate"]) >= 0.5:
+            out.append(
+                f"{DIALECT_NAMES[d]}: the runtime reports {rt['estimate']:.2f} round trips per batch but the "
+                f"proxy counts {rt['turns_per_batch']:.2f} turns (per-turn anatomy above)."
+            )
+        anatomy = rt["anatomy"]
+        for i, a in enumerate(anatomy, 1):
+            if a == "BEGIN, Sync":
+                out.append(
+                    f"{DIALECT_NAMES[d]} turn {i} carries only BEGIN: in pipeline mode psycopg sends its implicit "
+                    "BEGIN followed by a Sync and waits for it before the first pipelined statement."
+                )
+            elif a == "Sync, Flush" or a == "Sync":
+                out.append(
+                    f"{DIALECT_NAMES[d]} turn {i} carries only Sync/Flush: the executor calls `pipeline.sync()` "
+                    "and then leaving the `with conn.pipeline()` block syncs (and flushes) again and waits "
+                    "for a second ReadyForQuery."
+                )
+            elif a == "COM_QUERY ROLLBACK" and i == len(anatomy):
+                out.append(
+                    f"{DIALECT_NAMES[d]} turn {i} is a ROLLBACK after the COMMIT: SQLAlchemy's pool resets the "
+                    "connection on return (it skips that only when the Connection is closed inside its "
+                    "transaction); PyMySQL sends it to the server although nothing is open (psycopg does not)."
+                )
+    for d, m in r.get("memory", {}).items():
+        if m.get("no_statements_peak_mb", 0) > 1.5 * m["peak_mb"]:
+            out.append(
+                f"{DIALECT_NAMES[d]}: without `statements=` the process grows to {m['no_statements_peak_mb']:.0f} MB "
+                f"(vs {m['peak_mb']:.0f} MB) and runs at {m['no_statements_ev_s']:.0f} events/s: each call builds "
+                "a new `Statements` and the class-level compiled-statement cache of `runtime.sql._DriverExecutor` "
+                "keeps every one of them."
+            )
+    return out
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--dialects", default="postgresql,mysql")
+    ap.add_argument("--out", default="benchmarks/results/runtime.md")
+    ap.add_argument("--reps", type=int, default=5, help="runs per handler and cell (median reported)")
+    ap.add_argument("--pg-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_URLS["postgresql"]))
+    ap.add_argument("--mysql-url", default=os.environ.get("BENCH_MYSQL_URL", DEFAULT_URLS["mysql"]))
+    ap.add_argument("--turn-batches", type=int, default=50)
+    ap.add_argument("--cold-runs", type=int, default=15)
+    ap.add_argument("--no-seeded", action="store_true", help="skip the pre-filled-tables variant")
+    ap.add_argument(
+        "--sections",
+        default="throughput,turns,cold,memory,phases",
+        help="comma-separated subset of throughput,turns,cold,memory,phases",
+    )
+    ap.add_argument("--child", choices=["memory", "imports"], help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    ap.add_argument("--statements", default="shared", choices=["shared", "none"], help=argparse.SUPPRESS)
+    ap.add_argument("--modules-file", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    os.chdir(ROOT)
+    if args.child == "memory":
+        child_memory(args)
+        return 0
+    if args.child == "imports":
+        child_imports(args)
+        return 0
+
+    dialects = [d.strip() for d in args.dialects.split(",") if d.strip()]
+    for d in dialects:
+        if d not in DEFAULT_URLS:
+            ap.error(f"unknown dialect {d!r} (postgresql, mysql)")
+    sections = {s.strip() for s in args.sections.split(",")}
+    urls = {d: args.pg_url if d == "postgresql" else args.mysql_url for d in dialects}
+    for url in urls.values():
+        ensure_database(url)
+    registry = load_registry(REGISTRY_PATH)
+    wl = generate(args.events)
+    cmd = "python benchmarks/runtime_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    r: dict[str, Any] = {
+        "command": cmd.strip(),
+        "env": environment(urls),
+        "workload": {
+            "events": len(wl.events),
+            "orders": wl.n_orders,
+            "seed": wl.seed,
+            "window": 24,
+            "stats": wl.group_stats(),
+        },
+    }
+    log(f"workload: {r['workload']}")
+    if "throughput" in sections:
+        r["throughput"] = {d: throughput(args, d, urls[d], registry, wl) for d in dialects}
+    if "turns" in sections:
+        r["turns"] = {d: round_trips(args, d, urls[d], registry, wl) for d in dialects}
+    if "cold" in sections:
+        r["cold"] = cold_start(args, args.pg_url)
+    if "memory" in sections:
+        r["memory"] = {d: memory(args, d, urls[d], leak_check=(i == 0)) for i, d in enumerate(dialects)}
+    if "phases" in sections:
+        r["phases"] = {}
+        for d in dialects:
+            for variant in ["fresh"] + ([] if args.no_seeded else ["seeded"]):
+                cell = f"{DIALECT_NAMES[d]} {variant}"
+                log(f"phases: {cell}")
+                r["phases"][cell] = phases(d, urls[d], registry, wl, variant == "seeded")
+    r["load_end"] = loadavg()
+    r["runtime_end"] = runtime_digest()
+    r["notes"] = notes(r)
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(args, r))
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real database servers the SQL tests run against.
+
+`postgres_url` and `mysql_url` return a SQLAlchemy URL string once the server has answered
+`SELECT 1`. An unreachable server skips the test with the reason, unless SYNC_REQUIRE_DBS=1
+(CI with the services up), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import sqlalchemy as sa
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+
+def reachable_url(env_var: str, default: str) -> str:
+    """The URL from `env_var` (or `default`) after the server answers SELECT 1."""
+    url = os.environ.get(env_var, default)
+    shown = sa.make_url(url).render_as_string(hide_password=True)
+    # Both psycopg and PyMySQL take connect_timeout; a dead host must not hang the suite.
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 5}, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # any driver or network error means "not reachable"
+        reason = (
+            f"{env_var}={shown} is not reachable: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        )
+        if os.environ.get("SYNC_REQUIRE_DBS") == "1":
+            pytest.fail(f"{reason} (SYNC_REQUIRE_DBS=1 requires the database servers)", pytrace=False)
+        print(reason)
+        pytest.skip(reason)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return reachable_url("SYNC_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    return reachable_url("SYNC_TEST_MYSQL_URL", DEFAULT_MYSQL_URL)

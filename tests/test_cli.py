@@ -1,0 +1,221 @@
+"""`python -m generator {build,validate,check}`: help, exit codes and what each command writes.
+
+Exit codes (generator/cli.py): 0 ok (warnings allowed unless --strict); 1 mapping errors, or
+warnings under --strict, or a stale build/; 2 bad command line; 4 build/ could not be written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from generator import __version__, cli
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def exit_code(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int | str | None, str, str]:
+    """For argparse's own exits (help, version, usage errors), which raise SystemExit."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(list(argv))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A copy of the repository's project.yaml, mappings/ and build/."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copy(REPO_ROOT / "project.yaml", root / "project.yaml")
+    shutil.copytree(REPO_ROOT / "mappings", root / "mappings")
+    shutil.copytree(REPO_ROOT / "build", root / "build")
+    return root
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("command", ["build", "validate", "check"])
+def test_help_works_for_every_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a command  WHEN --help  THEN exit 0 and its usage with the shared options
+    code, out, _ = exit_code(capsys, command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: python -m generator {command} ")
+    for option in ("--root", "--project", "--mappings", "--build-dir", "--format", "--strict"):
+        assert option in out
+
+
+def test_top_level_help_lists_the_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN no command  WHEN --help  THEN the commands and the exit codes
+    code, out, _ = exit_code(capsys, "--help")
+    assert code == 0
+    for word in (
+        "build",
+        "validate",
+        "check",
+        "Exit codes: 0 ok; 1 mapping errors",
+        "2 usage; 4 write failure",
+    ):
+        assert word in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN --version  WHEN run  THEN exit 0 and the generator version
+    code, out, _ = exit_code(capsys, "--version")
+    assert (code, out.strip()) == (0, f"python -m generator {__version__}")
+
+
+@pytest.mark.parametrize("argv", [[], ["deploy"], ["validate", "--format", "xml"], ["check", "--nope"]])
+def test_a_bad_command_line_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a bad command line  WHEN run  THEN argparse's usage error, exit 2
+    code, _, err = exit_code(capsys, *argv)
+    assert code == cli.EXIT_USAGE == 2
+    assert "usage:" in err
+
+
+def test_validate_accepts_the_bundled_mappings_and_writes_nothing(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the repository copy
+    before = tree(repo)
+
+    # WHEN validated
+    code, out, err = run(capsys, "validate", "--root", str(repo))
+
+    # THEN it passes with the two orders warnings, and nothing changed on disk
+    assert code == cli.EXIT_OK == 0
+    assert out == ""
+    assert err.splitlines()[-1] == "validate: 3 mapping(s) valid; 0 error(s), 2 warning(s)"
+    assert tree(repo) == before
+
+
+def test_strict_turns_the_orders_warnings_into_exit_1(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN mappings whose only findings are warnings (orders: the seed article's queue values)
+    # WHEN validated with --strict
+    code, _, err = run(capsys, "validate", "--root", str(repo), "--strict")
+
+    # THEN the warnings count: exit 1
+    assert code == cli.EXIT_PROBLEMS == 1
+    assert "mappings/orders.yaml:81:33: warning: pipeline.queue.visibility_timeout_seconds" in err
+    assert (
+        err.splitlines()[-1]
+        == "validate: 0 error(s), 2 warning(s); nothing written (--strict: warnings count)"
+    )
+
+
+def test_check_fails_after_a_mapping_edit_and_passes_after_a_rebuild(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN an up-to-date build/ in the copy
+    assert run(capsys, "build", "--root", str(repo))[0] == 0
+    assert run(capsys, "check", "--root", str(repo))[0] == 0
+
+    # WHEN a mapping is edited
+    orders = repo / "mappings" / "orders.yaml"
+    text = orders.read_text(encoding="utf-8")
+    orders.write_text(text.replace("type: string, length: 32", "type: string, length: 40"), encoding="utf-8")
+    code, _, err = run(capsys, "check", "--root", str(repo))
+
+    # THEN check exits 1, names the stale files and the command that fixes them
+    assert code == 1
+    assert "differs: build/registry.json" in err
+    assert "differs: build/sql/postgresql/tables.sql" in err
+    assert err.rstrip().endswith("run: python -m generator build")
+
+    # WHEN rebuilt, THEN check passes again
+    assert run(capsys, "build", "--root", str(repo))[0] == 0
+    code, _, err = run(capsys, "check", "--root", str(repo))
+    assert code == 0, err
+    assert "is up to date" in err
+
+
+def test_build_with_mapping_errors_exits_1_and_leaves_build_alone(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a mapping with an error
+    before = tree(repo / "build")
+    orders = repo / "mappings" / "orders.yaml"
+    orders.write_text(
+        orders.read_text(encoding="utf-8").replace("batch_size: 10  ", "batch_size: 11  ", 1), "utf-8"
+    )
+
+    # WHEN built
+    code, _, err = run(capsys, "build", "--root", str(repo))
+
+    # THEN nothing is written
+    assert code == 1
+    assert "pipeline.pipe.batch_size: batch_size 11 exceeds 10" in err
+    assert err.splitlines()[-1] == "build: 1 error(s), 2 warning(s); nothing written"
+    assert tree(repo / "build") == before
+
+
+def test_a_build_directory_that_cannot_be_written_exits_4(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN an output directory below a regular file
+    blocker = repo / "not-a-dir"
+    blocker.write_text("x", encoding="utf-8")
+
+    # WHEN built there
+    code, _, err = run(capsys, "build", "--root", str(repo), "--build-dir", str(blocker / "build"))
+
+    # THEN the write failure is its own exit code
+    assert code == cli.EXIT_IO == 4
+    assert "build: could not write" in err
+
+
+def test_json_format_on_success_is_data_on_stdout(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN valid mappings  WHEN validated with --format json  THEN data on stdout, stderr empty
+    code, out, err = run(capsys, "validate", "--root", str(repo), "--format", "json")
+    payload = json.loads(out)
+    assert (code, err) == (0, "")
+    assert (payload["errors"], payload["warnings"]) == (0, 2)
+    assert {d["code"] for d in payload["diagnostics"]} == {"queue-visibility", "queue-receive-count"}
+
+
+def test_a_missing_project_file_is_a_located_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN no project.yaml  WHEN validated  THEN exit 1 with a located error
+    (repo / "project.yaml").unlink()
+    code, _, err = run(capsys, "validate", "--root", str(repo))
+    assert code == 1
+    assert "project.yaml:1:1: error: (root): the project file does not exist" in err
+
+
+def test_explicit_project_mappings_and_build_paths(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the project and mappings somewhere else than --root
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(repo / "mappings", elsewhere)
+    shutil.move(repo / "project.yaml", tmp_path / "settings.yaml")
+    out_dir = tmp_path / "out"
+
+    # WHEN built with explicit paths
+    code, _, err = run(
+        capsys,
+        "build",
+        "--root",
+        str(repo),
+        "--project",
+        str(tmp_path / "settings.yaml"),
+        "--mappings",
+        str(elsewhere),
+        "--build-dir",
+        str(out_dir),
+    )
+
+    # THEN the files land in --build-dir
+    assert code == 0, err
+    assert (out_dir / "registry.json").is_file()
+    assert (out_dir / "terraform" / "orders.tf.json").is_file()

@@ -1,0 +1,413 @@
+"""The sync runtime against real databases: every scenario on SQLite, PostgreSQL and MariaDB.
+
+The registry is the generated build/registry.json and the tables come from it, exactly as
+deployed. Each test GIVEN a state, WHEN a batch is applied, THEN checks the rows, the ledger
+and the partial batch response Lambda reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from runtime.apply import apply_batch
+from runtime.config import make_engine
+from runtime.registry import Registry, load_registry
+from runtime.schema import build_metadata
+from tests.factories import customer_record, item_record, order_record, redelivered
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH_DB = "sync_rt"
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return load_registry(ROOT / "build" / "registry.json")
+
+
+def _scratch_url(server_url: str) -> str:
+    """A database of its own, so tests never touch what else lives in `test`."""
+    url = make_url(server_url)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if url.get_backend_name() == "postgresql":
+            if not conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": SCRATCH_DB}
+            ).first():
+                conn.execute(text(f"CREATE DATABASE {SCRATCH_DB}"))
+        else:
+            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {SCRATCH_DB} CHARACTER SET utf8mb4"))
+    admin.dispose()
+    return url.set(database=SCRATCH_DB).render_as_string(hide_password=False)
+
+
+@dataclass
+class Db:
+    name: str
+    url: str
+    engine: Engine  # the runtime's own (one pooled connection, as in the Lambda)
+    registry: Registry
+    observer: Engine  # the test's, so looking never waits for the runtime's connection
+
+    def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        with self.observer.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+
+    def one(self, sql: str, **params: Any) -> Any:
+        rows = self.rows(sql, **params)
+        return rows[0][0] if rows else None
+
+    def apply(self, records: list[dict[str, Any]], **kw: Any) -> Any:
+        return apply_batch(records, self.engine, self.registry, **kw)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def db(request: pytest.FixtureRequest, registry: Registry, tmp_path: Path) -> Iterator[Db]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sync.db'}"
+    elif request.param == "postgresql":
+        url = _scratch_url(request.getfixturevalue("postgres_url"))
+    else:
+        url = _scratch_url(request.getfixturevalue("mysql_url"))
+    engine = make_engine(url, lock_timeout_ms=1000)
+    metadata = build_metadata(registry)
+    metadata.drop_all(engine)
+    metadata.create_all(engine)
+    observer = create_engine(url)
+    yield Db(request.param, url, engine, registry, observer)
+    engine.dispose()
+    observer.dispose()
+
+
+def failed_ids(result: Any) -> list[str]:
+    return [f["itemIdentifier"] for f in result.response()["batchItemFailures"]]
+
+
+def statuses(result: Any) -> list[str]:
+    return [o.status for o in result.outcomes]
+
+
+# --- duplicates and redelivery ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("copies", [1, 2, 3])
+def test_duplicates_apply_once(db: Db, copies: int) -> None:
+    # GIVEN one order created and confirmed, each message delivered `copies` times,
+    # once within one batch and again in a later batch
+    created = order_record("ORD-1", "order.created", status="pending", total="100")
+    confirmed = order_record("ORD-1", "order.confirmed", status="confirmed", total="120")
+    first = [created, confirmed] + [redelivered(created) for _ in range(copies - 1)]
+    # WHEN both batches are applied
+    r1 = db.apply(first)
+    r2 = db.apply([redelivered(created), redelivered(confirmed)] * copies)
+    # THEN the row reflects the last event once, nothing is reported failed, repeats count as duplicates
+    assert failed_ids(r1) == [] and failed_ids(r2) == []
+    assert db.rows("SELECT status, total_amount FROM orders") == [("confirmed", Decimal("120.00"))]
+    assert db.one("SELECT COUNT(*) FROM sync_ledger") == 2
+    assert r1.counts()["applied"] == 2 and r1.counts()["duplicate"] == copies - 1
+    assert r2.counts()["duplicate"] == 2 * copies
+
+
+def test_redelivery_after_partial_failure(db: Db) -> None:
+    # GIVEN a batch whose group A fails in the middle (an order line whose order has not arrived)
+    ok_1 = item_record("ORD-OK", 1)
+    orphan = item_record("ORD-LATE", 1)
+    orphan_2 = item_record("ORD-LATE", 2)
+    db.apply([order_record("ORD-OK")])
+    r1 = db.apply([ok_1, orphan, orphan_2], attempts=1)
+    # THEN the failed message and the one behind it are reported; the other group is applied
+    assert failed_ids(r1) == [orphan["messageId"], orphan_2["messageId"]]
+    assert [o.kind for o in r1.outcomes[1:]] == ["transient", "transient"]
+    # WHEN the parent arrives and SQS redelivers the whole batch (the success too, as after a lost response)
+    db.apply([order_record("ORD-LATE")])
+    r2 = db.apply([redelivered(ok_1), redelivered(orphan), redelivered(orphan_2)])
+    # THEN everything is applied exactly once
+    assert failed_ids(r2) == []
+    assert statuses(r2) == ["duplicate", "applied", "applied"]
+    assert db.one("SELECT COUNT(*) FROM order_items") == 3
+
+
+# --- ordering ----------------------------------------------------------------------------
+
+
+def test_out_of_order_versions_are_stale(db: Db) -> None:
+    # GIVEN an order created at sequence 200 (newer) and an older event at 100 arriving later
+    db.apply([order_record("ORD-2", "order.created", status="pending", total="10", seq="200")])
+    late = order_record("ORD-2", "order.created", status="ancient", total="1", seq="100")
+    late_update = order_record("ORD-2", "order.shipped", status="shipped", total="1", seq="150")
+    # WHEN the older events arrive
+    r = db.apply([late, late_update])
+    # THEN they are counted stale, not failed, and the row keeps the newer state
+    assert failed_ids(r) == []
+    assert statuses(r) == ["stale", "stale"]
+    assert db.rows("SELECT status, sync_version FROM orders") == [("pending", "200".zfill(40))]
+
+
+def test_out_of_order_within_one_batch(db: Db) -> None:
+    # GIVEN a newer and an older update of one order in the same batch (older second)
+    batch = [
+        order_record("ORD-3", "order.created", seq="300"),
+        order_record("ORD-3", "order.confirmed", status="confirmed", seq="400"),
+        order_record("ORD-3", "order.shipped", status="shipped", seq="350"),
+    ]
+    r = db.apply(batch)
+    assert statuses(r) == ["applied", "applied", "stale"]
+    assert db.one("SELECT status FROM orders") == "confirmed"
+
+
+def test_late_insert_does_not_resurrect_a_deleted_row(db: Db) -> None:
+    # GIVEN an order line created (rev 1), updated (rev 2) and deleted (old image rev 2)
+    db.apply([order_record("ORD-4")])
+    r1 = db.apply(
+        [
+            item_record("ORD-4", 1, rev=1),
+            item_record("ORD-4", 1, "MODIFY", rev=2),
+            item_record("ORD-4", 1, "REMOVE", rev=2),
+        ]
+    )
+    assert statuses(r1) == ["applied", "applied", "applied"]
+    assert db.one("SELECT COUNT(*) FROM order_items") == 0
+    # WHEN the rev-1 insert is delivered again under a different event id (a replay)
+    r2 = db.apply([item_record("ORD-4", 1, "INSERT", rev=1)])
+    # THEN the tombstone keeps it out
+    assert statuses(r2) == ["stale"]
+    assert db.one("SELECT COUNT(*) FROM order_items") == 0
+    # AND a genuinely newer re-creation (rev 3) comes back
+    r3 = db.apply([item_record("ORD-4", 1, "INSERT", rev=3)])
+    assert statuses(r3) == ["applied"]
+    assert db.one("SELECT row_version FROM order_items") == 3
+
+
+def test_soft_delete_then_late_upsert(db: Db) -> None:
+    # GIVEN a customer registered then removed (soft delete at a newer sequence number)
+    db.apply([customer_record("C-1", seq="500"), customer_record("C-1", event_name="REMOVE", seq="600")])
+    assert db.one("SELECT deleted_at IS NOT NULL FROM customers") in (True, 1)
+    # WHEN an older update arrives late
+    r = db.apply([customer_record("C-1", "customer.updated", email="late@example.com", seq="550")])
+    # THEN it is stale and the row stays deleted with its data
+    assert statuses(r) == ["stale"]
+    assert db.rows("SELECT email, deleted_at IS NOT NULL FROM customers") in (
+        [("c-1@example.com", True)],
+        [("c-1@example.com", 1)],
+    )
+
+
+def test_several_groups_interleaved(db: Db) -> None:
+    # GIVEN a batch of 10 spanning four orders, interleaved as a FIFO queue may deliver them
+    batch = []
+    for step, etype, status in (
+        ("1", "order.created", "pending"),
+        ("2", "order.confirmed", "confirmed"),
+        ("3", "order.shipped", "shipped"),
+    ):
+        for o in ("A", "B", "C"):
+            batch.append(order_record(f"ORD-{o}", etype, status=status, seq=f"{step}000{ord(o)}"))
+    batch.append(order_record("ORD-D", "order.created"))
+    r = db.apply(batch)
+    assert failed_ids(r) == [] and r.counts()["applied"] == 10
+    assert db.rows("SELECT order_id, status FROM orders ORDER BY order_id") == [
+        ("ORD-A", "shipped"),
+        ("ORD-B", "shipped"),
+        ("ORD-C", "shipped"),
+        ("ORD-D", "pending"),
+    ]
+    if db.name != "sqlite":
+        # a clean batch: read, write, commit
+        assert r.path == "fast" and r.round_trips <= 3
+
+
+# --- failures ----------------------------------------------------------------------------
+
+
+def test_poison_message_in_the_middle_of_a_group(db: Db) -> None:
+    # GIVEN group A: created, a body that is not JSON, confirmed; group B: created
+    a1 = order_record("ORD-A", "order.created")
+    poison = order_record("ORD-A", "order.confirmed")
+    poison["body"] = '{"eventType": "order.confirmed", "orderID": '
+    a3 = order_record("ORD-A", "order.shipped", status="shipped")
+    b1 = order_record("ORD-B", "order.created")
+    # WHEN applied
+    r = db.apply([a1, poison, a3, b1])
+    # THEN A1 and B1 are applied; the poison fails permanently; A3 is held back, never reported done
+    assert statuses(r) == ["applied", "failed", "blocked", "applied"]
+    assert r.outcomes[1].kind == "permanent" and "not JSON" in r.outcomes[1].reason
+    assert failed_ids(r) == [poison["messageId"], a3["messageId"]]
+    assert db.rows("SELECT order_id, status FROM orders ORDER BY order_id") == [
+        ("ORD-A", "pending"),
+        ("ORD-B", "pending"),
+    ]
+
+
+def test_constraint_violation_isolated(db: Db) -> None:
+    # GIVEN a unique index on customers.email the legacy schema has beyond the sync key
+    with db.observer.begin() as conn:
+        conn.execute(text("CREATE UNIQUE INDEX customers_email_uq ON customers (email)"))
+    a = customer_record("C-A", email="same@example.com")
+    b = customer_record("C-B", email="same@example.com")
+    b_next = customer_record("C-B", "customer.updated", email="other@example.com")
+    c = customer_record("C-C")
+    # WHEN a second customer claims the same email
+    r = db.apply([a, b, b_next, c])
+    # THEN that message fails permanently, its group is held, the rest is applied
+    assert statuses(r) == ["applied", "failed", "blocked", "applied"]
+    assert r.outcomes[1].kind == "permanent"
+    assert r.path == "slow"
+    assert db.rows("SELECT external_id FROM customers ORDER BY external_id") == [("C-A",), ("C-C",)]
+    assert db.one("SELECT COUNT(*) FROM sync_ledger") == 2
+
+
+def test_foreign_key_parent_after_child(db: Db) -> None:
+    # GIVEN an order line whose order has not been synced yet
+    child = item_record("ORD-P", 1)
+    other = item_record("ORD-Q", 1)
+    db.apply([order_record("ORD-Q")])
+    r1 = db.apply([child, other])
+    # THEN the child fails transiently (the parent may still come), the other group goes on
+    assert statuses(r1) == ["failed", "applied"]
+    assert r1.outcomes[0].kind == "transient" and "foreign key" in r1.outcomes[0].reason
+    # WHEN the parent arrives and the child is redelivered
+    db.apply([order_record("ORD-P")])
+    r2 = db.apply([redelivered(child)])
+    assert statuses(r2) == ["applied"]
+    assert db.one("SELECT COUNT(*) FROM order_items") == 2
+
+
+def test_update_of_a_missing_row_fails_permanently(db: Db) -> None:
+    # GIVEN no row for ORD-X (its creation was never synced)
+    r = db.apply([order_record("ORD-X", "order.confirmed", status="confirmed")])
+    assert statuses(r) == ["failed"]
+    assert r.outcomes[0].kind == "permanent" and "no row" in r.outcomes[0].reason
+    assert db.one("SELECT COUNT(*) FROM sync_ledger") == 0
+
+
+def test_several_table_writes_share_one_transaction(db: Db) -> None:
+    # GIVEN a registered customer
+    db.apply([customer_record("C-9")])
+    # WHEN a status change updates customers and appends to customer_status_history
+    r = db.apply([customer_record("C-9", "customer.status_changed", status="suspended")])
+    assert statuses(r) == ["applied"]
+    assert db.one("SELECT status_code FROM customers") == 2
+    assert db.rows("SELECT external_id, status_code FROM customer_status_history") == [("C-9", 2)]
+
+
+# --- connections and locks ------------------------------------------------------------------
+
+
+def _blocker_session(db: Db, sql: str) -> tuple[Any, Any]:
+    engine = create_engine(db.url)
+    conn = engine.connect()
+    trans = conn.begin()
+    conn.execute(text(sql))
+    return engine, (conn, trans)
+
+
+def _wait_for_lock_waiter(db: Db, timeout: float = 5.0) -> Any:
+    """The server-side id of the connection waiting on a row lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.name == "postgresql":
+            pid = db.one(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = :d",
+                d=SCRATCH_DB,
+            )
+        else:
+            pid = db.one(
+                "SELECT trx_mysql_thread_id FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+            )
+        if pid:
+            return pid
+        time.sleep(0.02)
+    raise AssertionError("the runtime never waited on the lock")
+
+
+def _kill(db: Db, server_id: Any) -> None:
+    admin = create_engine(db.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if db.name == "postgresql":
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": server_id})
+        else:
+            conn.execute(text(f"KILL {int(server_id)}"))
+    admin.dispose()
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+def test_connection_killed_in_the_middle_of_a_batch(db: Db, attempts: int) -> None:
+    if db.name == "sqlite":
+        pytest.skip("SQLite is embedded: there is no connection to kill")
+    # GIVEN an order whose row another session holds locked, and a batch touching it and others
+    db.apply([order_record("ORD-K", seq="1")])
+    batch = [
+        order_record("ORD-N"),
+        order_record("ORD-K", "order.confirmed", status="confirmed", seq="2"),
+        order_record("ORD-M"),
+    ]
+    engine, (conn, trans) = _blocker_session(db, "SELECT * FROM orders WHERE order_id = 'ORD-K' FOR UPDATE")
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(db.apply(batch, attempts=attempts)))
+    worker.start()
+    # WHEN the runtime's connection is killed while its transaction waits half-way through the batch
+    _kill(db, _wait_for_lock_waiter(db))
+    trans.rollback()
+    conn.close()
+    engine.dispose()
+    worker.join(30)
+    (r,) = results
+    # THEN nothing is half committed: either a fresh connection applied the whole batch,
+    # or every message is reported failed and nothing changed
+    if attempts == 2:
+        assert failed_ids(r) == [] and r.attempts == 2
+        assert db.one("SELECT COUNT(*) FROM orders") == 3 and db.one("SELECT COUNT(*) FROM sync_ledger") == 4
+    else:
+        assert failed_ids(r) == [rec["messageId"] for rec in batch]
+        assert {o.kind for o in r.outcomes} == {"transient"}
+        assert db.one("SELECT COUNT(*) FROM orders") == 1 and db.one("SELECT COUNT(*) FROM sync_ledger") == 1
+        # AND a redelivery applies it (the dead pooled connection was replaced)
+        r2 = db.apply([redelivered(rec) for rec in batch])
+        assert (
+            failed_ids(r2) == []
+            and db.one("SELECT status FROM orders WHERE order_id = 'ORD-K'") == "confirmed"
+        )
+
+
+def test_lock_timeout_is_transient_and_isolated(db: Db) -> None:
+    if db.name == "sqlite":
+        pytest.skip("SQLite locks the whole file; row locks are a server feature")
+    # GIVEN a row held locked by another session longer than the runtime's lock timeout
+    db.apply([order_record("ORD-L", seq="1")])
+    engine, (conn, trans) = _blocker_session(db, "SELECT * FROM orders WHERE order_id = 'ORD-L' FOR UPDATE")
+    try:
+        locked = order_record("ORD-L", "order.confirmed", status="confirmed", seq="2")
+        behind = order_record("ORD-L", "order.shipped", status="shipped", seq="3")
+        free = order_record("ORD-F")
+        # WHEN a batch needs that row
+        r = db.apply([locked, free, behind])
+    finally:
+        trans.rollback()
+        conn.close()
+        engine.dispose()
+    # THEN the locked message fails transiently, its group waits, the other group is applied
+    assert statuses(r) == ["failed", "applied", "blocked"]
+    assert r.outcomes[0].kind == "transient"
+    assert db.one("SELECT status FROM orders WHERE order_id = 'ORD-L'") == "pending"
+    assert db.one("SELECT COUNT(*) FROM orders WHERE order_id = 'ORD-F'") == 1
+
+
+def test_database_unreachable_fails_the_whole_batch(registry: Registry) -> None:
+    # GIVEN an engine pointing at a port where nothing listens
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:9/test")
+    batch = [order_record("ORD-U"), order_record("ORD-V")]
+    # WHEN a batch is applied
+    r = apply_batch(batch, engine, registry)
+    # THEN every message is reported failed, transiently
+    assert failed_ids(r) == [rec["messageId"] for rec in batch]
+    assert {o.kind for o in r.outcomes} == {"transient"}
+    assert "batch not applied" in r.outcomes[0].reason
