@@ -238,3 +238,118 @@ def describe_mysql(turn: bytes) -> str:
         else:
             labels.append(f"command 0x{cmd:02x}")
     return "; ".join(labels)
+
+
+# --- a proxy that adds network latency -----------------------------------------------------
+
+
+def _fine_timer_slack() -> None:
+    """Ask Linux for 1 ns timer slack on this thread (default 50 us) so short sleeps end on time."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK
+    except Exception:  # not Linux, or no prctl: sleeps just end a little late
+        pass
+
+
+SPIN_S = 0.0001  # the last 100 us of a hold are spun, not slept: wake-ups are not that precise
+
+
+def _hold_until(deadline: float) -> None:
+    import time
+
+    left = deadline - time.perf_counter()
+    if left > SPIN_S:
+        time.sleep(left - SPIN_S)
+    while time.perf_counter() < deadline:
+        pass
+
+
+class DelayProxy:
+    """Forwards 127.0.0.1:<port> to a target, holding each chunk for `delay_s` before forwarding
+    it, in each direction: one request/response round trip costs ~2 x delay_s more. It is a
+    latency, not a bandwidth limit: a chunk that arrives while an earlier one is held is held
+    for delay_s from its own arrival (order kept), as on a long network path.
+
+    Each direction of each connection has a reader thread (timestamps what it receives) and a
+    writer thread (forwards it when due). Run it in its own process (`python tcpproxy.py
+    --target HOST:PORT --delay-ms D`) so the client's Python work does not hold its threads up.
+    """
+
+    def __init__(self, target_host: str, target_port: int, delay_s: float) -> None:
+        self.target = (target_host, target_port)
+        self.delay = delay_s
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+
+    def serve_forever(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._pump(client, server)
+            self._pump(server, client)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        import queue
+        import time
+
+        q: queue.SimpleQueue[tuple[float, bytes] | None] = queue.SimpleQueue()
+        delay = self.delay
+
+        def reader() -> None:
+            while True:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    q.put(None)
+                    return
+                q.put((time.perf_counter() + delay, data))
+
+        def writer() -> None:
+            _fine_timer_slack()
+            while True:
+                item = q.get()
+                if item is None:
+                    break
+                _hold_until(item[0])
+                try:
+                    dst.sendall(item[1])
+                except OSError:
+                    break
+            for s in (dst, src):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+        threading.Thread(target=reader, daemon=True).start()
+        threading.Thread(target=writer, daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="TCP proxy adding a fixed delay in each direction")
+    ap.add_argument("--target", required=True, help="HOST:PORT to forward to")
+    ap.add_argument("--delay-ms", type=float, required=True, help="hold per chunk and direction")
+    args = ap.parse_args(argv)
+    host, port = args.target.rsplit(":", 1)
+    proxy = DelayProxy(host, int(port), args.delay_ms / 1000)
+    print(proxy.port, flush=True)  # the parent reads the port from the first line
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    sys.stdin.read()  # runs until the parent closes our stdin (or ends us)
+
+
+if __name__ == "__main__":
+    main()

@@ -440,6 +440,8 @@ def apply_batch(
     failed_groups: dict[str, str] = {}
     for i, rec in enumerate(parsed):
         out = outcomes[i]
+        entity = registry.entity_for_queue(rec.queue)
+        out.entity = entity.name if entity else ""
         if rec.group_id in failed_groups:
             out.status, out.kind, out.reason = (
                 BLOCKED,
