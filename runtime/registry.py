@@ -83,6 +83,7 @@ class ActionSpec:
 @dataclass(frozen=True, slots=True)
 class EntitySpec:
     name: str
+    source_table: str
     queue: str
     dlq: str
     pipe_dlq: str
@@ -158,6 +159,7 @@ def _table(name: str, raw: dict[str, Any]) -> TableSpec:
 def _entity(name: str, raw: dict[str, Any]) -> EntitySpec:
     return EntitySpec(
         name=name,
+        source_table=(raw.get("source") or {}).get("table", ""),
         queue=raw["queue"],
         dlq=raw.get("dlq", ""),
         pipe_dlq=raw.get("pipe_dlq", ""),

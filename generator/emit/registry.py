@@ -71,8 +71,30 @@ def _entity(e: Entity, deleted: set[str]) -> dict[str, Any]:
         for name in rule.on:
             rules[name] = actions
     lag = e.fields_with_meta("ApproximateCreationDateTime")
+    src = e.source
     return {
         "file": e.file,
+        # Where records come from and how the Pipe batches them: for local tools (replay,
+        # mapping tests) that emulate the Pipe; the Lambda does not need them.
+        "source": {
+            "table": src.table,
+            "partition_key": {"name": src.partition_key.name, "type": src.partition_key.type},
+            "sort_key": {"name": src.sort_key.name, "type": src.sort_key.type} if src.sort_key else None,
+            "stream_view_type": src.stream_view_type,
+            "outbox": {
+                "attribute": src.outbox.attribute,
+                "event_id": src.outbox.event_id,
+                "event_type": src.outbox.event_type,
+            }
+            if src.outbox
+            else None,
+        },
+        "pipe": {
+            "name": e.pipeline.pipe.name,
+            "batch_size": e.pipeline.pipe.batch_size,
+            "maximum_retry_attempts": e.pipeline.pipe.maximum_retry_attempts,
+            "maximum_record_age_in_seconds": e.pipeline.pipe.maximum_record_age_in_seconds,
+        },
         "queue": e.pipeline.queue.name,
         "dlq": e.pipeline.queue.dlq_name,
         "pipe_dlq": e.pipeline.pipe.dlq_name,
