@@ -99,6 +99,19 @@ def loadavg() -> str:
         return "?"
 
 
+def pressure() -> str:
+    """Linux PSI: share of time some task waited for CPU / IO (other work on a shared machine)."""
+    out = []
+    for res in ("cpu", "io"):
+        try:
+            line = Path(f"/proc/pressure/{res}").read_text().splitlines()[0]
+        except OSError:
+            continue
+        fields = dict(f.split("=") for f in line.split()[1:])
+        out.append(f"{res} {fields.get('avg60', '?')}% (1 min) / {fields.get('avg300', '?')}% (5 min)")
+    return ", ".join(out) or "?"
+
+
 def family(url: str | URL) -> str:
     name = make_url(url).get_backend_name()
     return "mysql" if name in ("mysql", "mariadb") else name
@@ -318,16 +331,19 @@ def throughput(args: argparse.Namespace, dialect: str, url: str, registry: Regis
                 prepare_tables(url, md, seeded, wl)
                 before = pg_read_stats(url) if dialect == "postgresql" else {}
                 la = loadavg()
-                if kind == "runtime":
-                    res = run_runtime(url, registry, batches)
-                    res["verify"] = verify(url, wl, versioned=True, ledger_expected=n + hist_events)
-                else:
-                    res = run_baseline(url, md, batches)
-                    res["verify"] = verify(url, wl, versioned=False, ledger_expected=None)
-                if dialect == "postgresql":
+                res = (
+                    run_runtime(url, registry, batches)
+                    if kind == "runtime"
+                    else run_baseline(url, md, batches)
+                )
+                if dialect == "postgresql":  # before verify(), whose own scan would count too
                     time.sleep(0.3)  # let the closed backend's statistics reach pg_stat
                     after = pg_read_stats(url)
                     res["pg_stats"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                if kind == "runtime":
+                    res["verify"] = verify(url, wl, versioned=True, ledger_expected=n + hist_events)
+                else:
+                    res["verify"] = verify(url, wl, versioned=False, ledger_expected=None)
                 res["ev_s"] = n / res["elapsed"]
                 res["load"] = la
                 tenth = max(1, len(res["lat"]) // 10)
@@ -367,6 +383,9 @@ def round_trips(args: argparse.Namespace, dialect: str, url: str, registry: Regi
     port = u.port or (5432 if dialect == "postgresql" else 3306)
     warm = 10
     n = args.turn_batches
+    need = (warm + 2 + 2 * n) * wl.batch_size
+    if len(wl.events) < need:
+        raise SystemExit(f"the turns section needs --events >= {need} (or a smaller --turn-batches)")
     gen = wl.with_tag("turns").batches()
     names: dict[str, str] = {}
     out: dict[str, Any] = {}
@@ -918,6 +937,7 @@ def environment(urls: dict[str, str]) -> dict[str, str]:
         "psycopg": f"{psycopg.__version__} (libpq impl: {psycopg.pq.__impl__}, libpq {psycopg.pq.version()})",
         "pymysql": str(getattr(pymysql, "__version__", getattr(pymysql, "VERSION_STRING", "?"))),
         "load average at start": loadavg(),
+        "pressure (PSI 'some') at start": pressure(),
     }
     try:
         env["git HEAD"] = subprocess.run(
@@ -925,7 +945,13 @@ def environment(urls: dict[str, str]) -> dict[str, str]:
         ).stdout.strip()
     except Exception:
         env["git HEAD"] = "?"
-    env["runtime/*.py sha256"] = runtime_digest() + " (the sources measured; others edit them concurrently)"
+    env["runtime sources sha256"] = (
+        runtime_digest()
+        + f" over the {len(runtime_files())} files of the runtime modules measured ("
+        + ", ".join(f.name for f in runtime_files())
+        + "; others edit runtime/ concurrently)"
+    )
+    env[f"{REGISTRY_PATH} sha256"] = registry_digest()
     for dialect, url in urls.items():
         eng = admin_engine(url)
         try:
@@ -950,13 +976,42 @@ def environment(urls: dict[str, str]) -> dict[str, str]:
     return env
 
 
+_RUNTIME_FILES: list[Path] = []
+
+
+def runtime_files() -> list[Path]:
+    """The runtime's source files this benchmark measures: runtime.handler (what the Lambda and
+    the cold start load) and every runtime module it and the benchmark import. Fixed at the
+    first call, so the end-of-run digest covers the same files (others add files under
+    runtime/ that the handler never imports, e.g. local tools)."""
+    if not _RUNTIME_FILES:
+        import runtime.handler  # noqa: F401
+
+        _RUNTIME_FILES.extend(
+            sorted(
+                {
+                    Path(m.__file__).resolve()
+                    for name, m in list(sys.modules.items())
+                    if (name == "runtime" or name.startswith("runtime.")) and getattr(m, "__file__", None)
+                }
+            )
+        )
+    return _RUNTIME_FILES
+
+
 def runtime_digest() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for f in sorted((ROOT / "runtime").glob("*.py")):
-        h.update(f.name.encode() + f.read_bytes())
+    for f in runtime_files():
+        h.update(f.name.encode() + (f.read_bytes() if f.exists() else b"<missing>"))
     return h.hexdigest()[:16]
+
+
+def registry_digest() -> str:
+    import hashlib
+
+    return hashlib.sha256((ROOT / REGISTRY_PATH).read_bytes()).hexdigest()[:16]
 
 
 def _cpu_model() -> str:
@@ -1102,12 +1157,21 @@ def render(args: argparse.Namespace, r: dict) -> str:
     for k, v in env.items():
         add(f"- {k}: {v}")
     add(f"- load average at end: {r['load_end']}")
+    add(f"- pressure (PSI 'some') at end: {r['pressure_end']}")
     add(
-        f"- runtime/*.py sha256 at end: {r['runtime_end']}"
+        f"- runtime sources sha256 at end: {r['runtime_end']}"
         + (
             " (same sources throughout)"
-            if env["runtime/*.py sha256"].startswith(r["runtime_end"])
+            if env["runtime sources sha256"].startswith(r["runtime_end"])
             else " (**runtime/ CHANGED during the run**: figures may mix two versions)"
+        )
+    )
+    add(
+        f"- {REGISTRY_PATH} sha256 at end: {r['registry_end']}"
+        + (
+            " (same registry throughout)"
+            if env[f"{REGISTRY_PATH} sha256"] == r["registry_end"]
+            else " (**the registry CHANGED during the run**)"
         )
     )
     add("")
@@ -1203,12 +1267,14 @@ def render(args: argparse.Namespace, r: dict) -> str:
         if "postgresql" in tp:
             add(
                 "PostgreSQL rows touched per batch by all statements of a runtime run (pg_stat_user_tables, "
-                "median over runs; the runtime's reads should touch ~10 rows each):\n"
+                "median over runs, verification query excluded; the runtime's reads should touch ~10 rows "
+                "each; index-only scans fetch no heap rows, so index scans are counted instead):\n"
             )
             add(
-                "| tables | orders seq scans | orders rows read by seq scans | sync_ledger index rows fetched |"
+                "| tables | orders seq scans | orders rows read by seq scans | sync_ledger seq scans "
+                "| sync_ledger rows read by seq scans | sync_ledger index scans |"
             )
-            add("|---|---|---|---|")
+            add("|---|---|---|---|---|---|")
             for variant, v in tp["postgresql"].items():
                 runs = v["runs"]["runtime"]
                 nb = wl["events"] / 10
@@ -1218,7 +1284,8 @@ def render(args: argparse.Namespace, r: dict) -> str:
 
                 add(
                     f"| {variant} | {m('orders.seq_scan'):.2f} | {m('orders.seq_tup_read'):.0f} "
-                    f"| {m('sync_ledger.idx_tup_fetch'):.0f} |"
+                    f"| {m('sync_ledger.seq_scan'):.2f} | {m('sync_ledger.seq_tup_read'):.0f} "
+                    f"| {m('sync_ledger.idx_scan'):.2f} |"
                 )
             add("")
 
@@ -1276,12 +1343,13 @@ def render(args: argparse.Namespace, r: dict) -> str:
             + f"). {any_lat['events']:,} events (same generator, seed 7), fresh tables before every run, "
             f"{any_lat['reps']} runs per handler and delay in alternating order, medians; engines and "
             "handlers as in the loopback section (warm connection, through the proxy). *Apparent round trips "
-            "per batch* = (median batch latency at D - at D = 0) / (SELECT 1 at D - at D = 0): the number of "
-            "network waits a batch really pays.\n"
+            "per batch* = (median batch latency at D - at D = 0) / (SELECT 1 at D - at D = 0), a rough "
+            "cross-check of how many network waits a batch pays (it divides two small, noisy differences; the "
+            "turn counts above are the exact figure).\n"
         )
         add(
             "| dialect | D (one way) | SELECT 1 ms | handler | median events/s | runs (events/s) "
-            "| batch p50 / p95 ms | apparent round trips per batch | checks |"
+            "| batch p50 / p95 ms | apparent round trips per batch (rough) | checks |"
         )
         add("|---|---|---|---|---|---|---|---|---|")
         for d, lat in lt.items():
@@ -1432,8 +1500,9 @@ def render(args: argparse.Namespace, r: dict) -> str:
                 s = ph["pg_stats"]
                 add(
                     f"{cell}: per batch, orders seq scans {s.get('orders.seq_scan', 0):.2f} reading "
-                    f"{s.get('orders.seq_tup_read', 0):.0f} rows; sync_ledger index scans "
-                    f"{s.get('sync_ledger.idx_scan', 0):.2f} fetching {s.get('sync_ledger.idx_tup_fetch', 0):.0f} rows.\n"
+                    f"{s.get('orders.seq_tup_read', 0):.0f} rows; sync_ledger seq scans "
+                    f"{s.get('sync_ledger.seq_scan', 0):.2f} reading {s.get('sync_ledger.seq_tup_read', 0):.0f} "
+                    f"rows, index scans {s.get('sync_ledger.idx_scan', 0):.2f}.\n"
                 )
         add(
             "cProfile of the first quarter of the events (share of profiled time by area, then top functions by own time):\n"
@@ -1476,15 +1545,40 @@ def notes(r: dict) -> list[str]:
             ps = [x.get("pg_stats", {}) for x in runs]
             nb = r["workload"]["events"] / 10
             seq = median(p.get("orders.seq_tup_read", 0) / nb for p in ps) if ps else 0
-            led = median(p.get("sync_ledger.idx_tup_fetch", 0) / nb for p in ps) if ps else 0
+            led = median(p.get("sync_ledger.seq_tup_read", 0) / nb for p in ps) if ps else 0
             if seq > 100 or led > 100:
+                grows = l10 > 1.5 * f10
                 out.append(
-                    f"{DIALECT_NAMES[d]}, {variant} tables: the runtime's statements read {seq:.0f} orders rows by "
-                    f"sequential scan and fetch {led:.0f} sync_ledger index rows per batch of 10, where ~10 "
-                    "each would do, although `make_engine` sets plan_cache_mode=force_custom_plan (the "
-                    "reads are auto-prepared by psycopg after 5 executions; autovacuum is off on this "
-                    "server, so young tables have no statistics): check the plans with EXPLAIN."
+                    f"{DIALECT_NAMES[d]}, {variant} tables: per batch of 10 the runtime's statements read "
+                    f"{seq:.0f} orders rows and {led:.0f} sync_ledger rows by sequential scan, where an index "
+                    "probe would read ~10 each. These tables were never ANALYZEd (autovacuum is off on this "
+                    "server); with custom plans (`make_engine` sets plan_cache_mode=force_custom_plan) "
+                    "PostgreSQL chooses a sequential scan while the table is only a few pages. "
+                    + (
+                        f"It costs: batch latency grows from {f10:.2f} to {l10:.2f} ms during the run."
+                        if grows
+                        else f"It does not cost here: batch latency stays at {f10:.2f} -> {l10:.2f} ms from "
+                        "the first to the last 10% of the run."
+                    )
                 )
+    for d, byv in r.get("throughput", {}).items():
+        for variant, v in byv.items():
+            for kind in ("runtime", "baseline"):
+                evs = [x["ev_s"] for x in v["runs"][kind]]
+                if len(evs) > 1 and max(evs) > 1.4 * min(evs):
+                    out.append(
+                        f"{DIALECT_NAMES[d]}, {variant} tables, {kind}: runs spread from {min(evs):.0f} to "
+                        f"{max(evs):.0f} events/s (a shared 2-CPU machine"
+                        + (
+                            "; the baseline commits once per message with fsync on, so it stalls when others "
+                            "write to disk"
+                            if kind == "baseline"
+                            else ""
+                        )
+                        + "). The median is reported; the "
+                        f"batch-latency ratio ({v['ratio_p50']:.2f}x), which ignores stalls, cross-checks the "
+                        f"events/s ratio ({v['ratio']:.2f}x)."
+                    )
     for d, t in r.get("turns", {}).items():
         rt = t["runtime"]
         if abs(rt["turns_per_batch"] - rt["estimate"]) >= 0.5:
@@ -1593,7 +1687,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"phases: {cell}")
                 r["phases"][cell] = phases(d, urls[d], registry, wl, variant == "seeded")
     r["load_end"] = loadavg()
+    r["pressure_end"] = pressure()
     r["runtime_end"] = runtime_digest()
+    r["registry_end"] = registry_digest()
     r["notes"] = notes(r)
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
