@@ -304,7 +304,13 @@ def read_state(
     return state
 
 
-def _ledger_item(stmts: Statements, rows: list[tuple[str, str, str, str]]) -> Item:
+def _ledger_item(stmts: Statements, rows: list[tuple[str, str, str, str]], *, multi_values: bool) -> Item:
+    """The ledger rows: one multi-row INSERT for the driver sessions (their own SQL cache),
+    an executemany through SQLAlchemy otherwise (a multi-VALUES statement has no SQLAlchemy
+    cache key, so it would be recompiled on every batch)."""
+    if not multi_values:
+        keys = ("entity", "event_id", "message_id", "outcome")
+        return stmts.ledger_insert_one(), [dict(zip(keys, row, strict=True)) for row in rows]
     params: dict[str, Any] = {}
     for i, (entity, event_id, message_id, outcome) in enumerate(rows):
         params.update({f"le{i}": entity, f"li{i}": event_id, f"lm{i}": message_id, f"lo{i}": outcome})
@@ -366,7 +372,7 @@ def _fast(
             _commit_plan(ch, plan, state)
         items = stmts.items(ops)
         if ledger_rows:
-            items.append(_ledger_item(stmts, ledger_rows))
+            items.append(_ledger_item(stmts, ledger_rows, multi_values=session.driver_level))
         session.write_commit(items)
     except BaseException:
         session.abort()
@@ -394,7 +400,7 @@ def _slow(
                 continue
             items = stmts.items(plan.ops)
             if (row := _ledger_row(ch, plan)) is not None:
-                items.append(_ledger_item(stmts, [row]))
+                items.append(_ledger_item(stmts, [row], multi_values=False))
             savepoint = conn.begin_nested()
             try:
                 executor.run(items)

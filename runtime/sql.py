@@ -42,7 +42,7 @@ from sqlalchemy.types import Text
 from runtime.registry import Registry, TableSpec
 from runtime.schema import build_metadata
 
-Item = tuple[ClauseElement, dict[str, Any]]
+Item = tuple[ClauseElement, dict[str, Any] | list[dict[str, Any]]]  # a list: executemany
 Result = list[tuple[Any, ...]] | int
 
 
@@ -234,6 +234,9 @@ class Statements:
     def items(self, ops: Sequence[Op]) -> list[Item]:
         return [(self.statement(op.kind, op.spec, op.columns), op.params) for op in ops]
 
+    def ledger_insert_one(self) -> ClauseElement:
+        return self._memo(("ledger_insert_one",), lambda: insert(self.ledger))
+
     def ledger_insert(self, n: int) -> ClauseElement:
         def build() -> ClauseElement:
             lg = self.ledger
@@ -322,6 +325,8 @@ class FastSession:
     unknown drivers); the driver forms below send each phase in one round trip.
     """
 
+    driver_level = False
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.executor = Executor(conn)
@@ -374,6 +379,8 @@ class _DriverSession(FastSession):
     The transaction is opened by an explicit BEGIN sent with the reads and closed by a
     COMMIT sent with the writes, so a clean batch costs two round trips.
     """
+
+    driver_level = True
 
     BEGIN = "BEGIN"
 

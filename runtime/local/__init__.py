@@ -1,0 +1,16 @@
+"""A local model of the AWS hops in front of the sync Lambda, driven by the generated artifacts.
+
+    DynamoDB stream record --patterns--> filter --transform--> SQS message --fifo--> queue
+        --poller--> handler(event, context) --runtime.apply--> database
+
+Each module owns one hop and cites the rule it follows in reference/aws-pipeline-facts.md:
+`patterns` (Pipes filtering, facts 2), `transform` (the input transformer and the dynamic
+SQS target parameters, facts 1 and 4), `fifo` (an SQS FIFO queue and its DLQ on a virtual
+clock, facts 5), `poller` (the Lambda SQS event source mapping, facts 6). `replay` and
+`sample` are the command-line tools built on them (`python -m runtime replay|sample`).
+
+The Lambda never imports this package (runtime.handler stays light), and this package never
+imports `generator`: it reads only build/ (registry.json, filters.json, input-template.txt).
+"""
+
+from __future__ import annotations

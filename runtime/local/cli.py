@@ -1,0 +1,223 @@
+"""Command line of the local tools: `python -m runtime replay ...` and `python -m runtime sample ...`.
+
+Exit codes: 0 success (replay: every delivered message is accounted for); 1 replay finished
+but something is not accounted for (unreadable input, a message left in a queue); 2 bad
+command line, unreadable build artifacts or registry, or an input document that cannot be
+parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG_REPLAY = """\
+exit codes: 0 every delivered message ended applied/duplicate/stale/ignored/skipped or in
+the DLQ; 1 something is not accounted for; 2 bad arguments, build artifacts or input.
+"""
+
+
+def _probability(text: str) -> float:
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability in 0..1")
+    return p
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime", description="Local tools for the DynamoDB -> SQL sync pipeline."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser(
+        "replay",
+        help="run DynamoDB stream records through a local Pipe -> SQS FIFO -> sync Lambda -> database",
+        description="Run DynamoDB stream records through the filter, the input template, an SQS FIFO "
+        "queue, the Lambda event source mapping and the sync runtime, into a database.",
+        epilog=EPILOG_REPLAY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("records", help='JSON lines or a GetRecords document ({"Records": [...]}); - for stdin')
+    r.add_argument(
+        "--db", default="sqlite:///replay.db", help="SQLAlchemy URL (default: sqlite:///replay.db)"
+    )
+    r.add_argument("--build", default="build", help="the generator's build directory (default: build)")
+    r.add_argument(
+        "--dlq-out", default="replay-dlq.jsonl", help="where DLQ messages go (default: replay-dlq.jsonl)"
+    )
+    r.add_argument("--seed", type=int, default=0, help="seed of every injected fault (default: 0)")
+    r.add_argument(
+        "--duplicates",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="per record: sent twice or delete lost",
+    )
+    r.add_argument(
+        "--crashes",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="per invocation: raises before/after applying",
+    )
+    r.add_argument(
+        "--lost-responses", type=_probability, default=0.0, metavar="P", help="per invocation: answer lost"
+    )
+    r.add_argument(
+        "--delay-groups", type=_probability, default=0.0, metavar="P", help="per group burst: held back"
+    )
+    r.add_argument(
+        "--entity", help="send every record to this entity (default: by the table in eventSourceARN)"
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--json", action="store_true", help="also print the summary as JSON on stdout")
+    r.add_argument(
+        "--progress-every", type=_positive, default=10_000, metavar="N", help="progress line every N records"
+    )
+    r.add_argument(
+        "--read-ahead",
+        type=_positive,
+        default=100,
+        metavar="N",
+        help="messages a queue may hold before the reader waits",
+    )
+    r.add_argument(
+        "--foreign-keys",
+        action="store_true",
+        help="create missing tables with their foreign keys (default: without, so one entity replays alone)",
+    )
+
+    s = sub.add_parser(
+        "sample",
+        help="write realistic DynamoDB stream records for an entity (JSON lines on stdout)",
+        description="Write realistic DynamoDB stream records for one registry entity, as JSON lines.",
+    )
+    s.add_argument("entity")
+    s.add_argument("--count", type=_positive, required=True, help="number of stream records")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--build", default="build")
+    s.add_argument("--region", default="ap-northeast-1")
+    s.add_argument("--account", default="123456789012")
+    return parser
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    return 2
+
+
+def _open_input(path: str) -> io.TextIOBase:
+    if path == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the caller
+
+
+def replay_main(args: argparse.Namespace) -> int:
+    from runtime.config import make_engine
+    from runtime.local.records import InputError, RecordReader
+    from runtime.local.replay import Faults, Replay, ReplayError, stderr_progress
+    from runtime.local.sqlite import tune_sqlite
+    from runtime.registry import RegistryError, load_registry
+    from runtime.schema import build_metadata
+
+    build = Path(args.build)
+    try:
+        registry = load_registry(build / "registry.json")
+        faults = Faults(args.seed, args.duplicates, args.crashes, args.lost_responses, args.delay_groups)
+    except (RegistryError, ReplayError) as exc:
+        return _fail(str(exc))
+    try:
+        engine = make_engine(args.db)
+    except Exception as exc:  # a bad URL or a missing driver
+        return _fail(f"cannot use database {args.db!r}: {type(exc).__name__}: {exc}")
+    tune_sqlite(engine)
+    try:
+        build_metadata(registry, foreign_keys=args.foreign_keys).create_all(engine)
+    except Exception as exc:
+        return _fail(
+            f"cannot create the tables in {engine.url.render_as_string()}: {type(exc).__name__}: {exc}"
+        )
+
+    def unreadable(message: str) -> None:
+        sys.stderr.write(f"replay: {message}\n")
+
+    try:
+        fh = _open_input(args.records)
+    except OSError as exc:
+        return _fail(f"cannot read {args.records}: {exc}")
+    try:
+        with fh, open(args.dlq_out, "w", encoding="utf-8") as dlq:
+            reader = RecordReader(fh, on_error=unreadable)
+            replay = Replay(
+                registry,
+                engine,
+                build,
+                faults=faults,
+                entity=args.entity,
+                dlq_out=dlq,
+                read_ahead=args.read_ahead,
+                progress=None if args.quiet else stderr_progress,
+                progress_every=args.progress_every,
+            )
+            summary = replay.run(reader)
+            summary.unreadable = reader.errors
+    except ReplayError as exc:
+        return _fail(str(exc))
+    except InputError as exc:
+        return _fail(f"{args.records}: {exc}")
+    finally:
+        engine.dispose()
+    sys.stderr.write(summary.render() + "\n")
+    if args.json:
+        sys.stdout.write(json.dumps(summary.as_dict(), sort_keys=True) + "\n")
+    return 0 if summary.accounted else 1
+
+
+def sample_main(args: argparse.Namespace) -> int:
+    from runtime.local.sample import SampleError, Sampler
+
+    try:
+        with open(Path(args.build) / "registry.json", encoding="utf-8") as fh:
+            registry: dict[str, Any] = json.load(fh)
+        sampler = Sampler(registry, args.entity, seed=args.seed, region=args.region, account=args.account)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    out = sys.stdout
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    try:
+        for record in sampler.records(args.count):
+            out.write(dumps(record))
+            out.write("\n")
+        out.flush()
+    except SampleError as exc:
+        return _fail(str(exc))
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not our failure.
+        sys.stderr.close()
+        return 0
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "replay":
+        return replay_main(args)
+    return sample_main(args)

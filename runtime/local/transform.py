@@ -1,0 +1,409 @@
+"""The Pipes input transformer and the dynamic SQS target parameters, applied to one record.
+
+The input template (facts 1.1-1.4) is text with `<path>` placeholders, rendered once per
+stream record, never on the batch (facts 1.7). What a placeholder becomes depends on what
+its path resolves to and on whether it sits inside a JSON string of the template (facts 1.3):
+
+| resolved value | unquoted `{"k": <p>}`          | inside quotes `"..<p>.."`         |
+|----------------|--------------------------------|-----------------------------------|
+| string         | JSON string, quotes added      | spliced raw                       |
+| object / array | JSON                           | quotes stripped: {k:v}, [A,B]     |
+| boolean        | true / false                   | true / false                      |
+| number         | number literal                 | digits                            |
+| null           | null                           | null                              |
+| missing path   | "" (an empty JSON string)      | nothing                           |
+
+Paths are the subset Pipes accepts (facts 1.2): `$`, then dot segments of [A-Za-z0-9_/-]
+each optionally followed by `[n]` or `[*]`; `[*]` yields an array of the matches (its real
+shape is undocumented: open question 2). Reserved variables are those of facts 1.4.
+
+The SQS target's MessageGroupId / MessageDeduplicationId are dynamic parameters (facts 4):
+the whole value is one JSON path, evaluated on the ORIGINAL record (never the template's
+output); a value not starting with `$` is a literal; the parameter is at most 100 characters
+(the Pipes API cap) and the resolved id at most 128 (SQS's own limit).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from json.encoder import encode_basestring as _encode_string  # json.dumps(s, ensure_ascii=False)
+from typing import Any
+
+TEMPLATE_MAX_CHARS = 8192  # facts 1.1
+DYNAMIC_PARAM_MAX_CHARS = 100  # facts 4: the Pipes API caps the parameter
+SQS_ID_MAX_CHARS = 128  # facts 4: SQS's own limit on MessageGroupId / MessageDeduplicationId
+
+# facts 1.2: Terraform's validation regex for dynamic paths (Go's \w is ASCII [0-9A-Za-z_]).
+PATH_RE = re.compile(r"^\$(\.[A-Za-z0-9_/-]+(\[(\d+|\*)\])*)*$")
+_SEGMENT_RE = re.compile(r"\.([A-Za-z0-9_/-]+)|\[(\d+|\*)\]")
+_PLACEHOLDER_RE = re.compile(r"<([^<>]*)>")
+# SQS: ids are 1..128 characters of alphanumerics and ASCII punctuation (no spaces); not in
+# the facts file, but SendMessageBatch refuses anything else.
+_SQS_ID_RE = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]+$")
+
+RESERVED = (
+    "aws.pipes.pipe-arn",
+    "aws.pipes.pipe-name",
+    "aws.pipes.source-arn",
+    "aws.pipes.enrichment-arn",
+    "aws.pipes.target-arn",
+    "aws.pipes.event.ingestion-time",
+    "aws.pipes.event",
+    "aws.pipes.event.json",
+)
+
+
+class TemplateError(ValueError):
+    """A template or dynamic parameter Pipes would refuse."""
+
+
+class TargetError(ValueError):
+    """A record the SQS target refuses (e.g. its MessageGroupId resolves to nothing)."""
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+_WILDCARD = object()
+
+
+@dataclass(frozen=True)
+class PipeContext:
+    """What the reserved variables resolve to (facts 1.4). `clock` gives epoch seconds (the
+    replay passes its virtual clock)."""
+
+    pipe_name: str = "local-pipe"
+    pipe_arn: str = "arn:aws:pipes:us-east-1:000000000000:pipe/local-pipe"
+    source_arn: str = ""
+    target_arn: str = ""
+    enrichment_arn: str = ""
+    clock: Callable[[], float] | None = None
+
+    def ingestion_time(self) -> str:
+        t = self.clock() if self.clock else datetime.now(UTC).timestamp()
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_path(path: str) -> tuple[Any, ...]:
+    """`$.a.b[0][*]` -> ("a", "b", 0, WILDCARD). Raises TemplateError outside facts 1.2."""
+    if not PATH_RE.match(path):
+        raise TemplateError(
+            f"{path!r} is not a JSON path Pipes supports (facts 1.2: $ then .segment of "
+            "[A-Za-z0-9_/-], each optionally followed by [n] or [*])"
+        )
+    steps: list[Any] = []
+    for name, index in _SEGMENT_RE.findall(path[1:]):
+        if name:
+            steps.append(name)
+        elif index == "*":
+            steps.append(_WILDCARD)
+        else:
+            steps.append(int(index))
+    return tuple(steps)
+
+
+def resolve(steps: tuple[Any, ...], doc: Any) -> Any:
+    """The value at a parsed path, or MISSING. A `[*]` step makes the result an array of every
+    match (open question 2 in the facts: assumed, as emulators do)."""
+    if _WILDCARD not in steps:
+        node = doc
+        for step in steps:
+            if isinstance(step, str):
+                if not isinstance(node, dict):
+                    return MISSING
+                node = node.get(step, MISSING)
+                if node is MISSING:
+                    return MISSING
+            else:
+                if not isinstance(node, list) or step >= len(node):
+                    return MISSING
+                node = node[step]
+        return node
+    nodes = [doc]
+    for step in steps:
+        nxt: list[Any] = []
+        for node in nodes:
+            if step is _WILDCARD:
+                if isinstance(node, list):
+                    nxt.extend(node)
+            elif isinstance(step, str):
+                if isinstance(node, dict) and step in node:
+                    nxt.append(node[step])
+            elif isinstance(node, list) and step < len(node):
+                nxt.append(node[step])
+        nodes = nxt
+    return nodes
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _stripped(value: Any) -> str:
+    """An object or array inside quotes: EventBridge strips the inner quotes and compacts it,
+    {"a":"x","b":["y"]} -> {a:x,b:[y]} (facts 1.3, validated on EventBridge rules)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_stripped(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_stripped(v) for v in value) + "]"
+    return _quoted(value)
+
+
+def _quoted(value: Any) -> str:
+    if value is MISSING:
+        return ""  # facts 1.3: a missing path inside quotes leaves nothing
+    if isinstance(value, str):
+        return value  # spliced raw, never escaped (facts 1.3, "doesn't escape values")
+    if isinstance(value, (dict, list)):
+        return _stripped(value)
+    return _json(value)
+
+
+def _unquoted(value: Any, escape: bool = True) -> str:
+    if value is MISSING:
+        return '""'  # facts 1.3: {"command": <cmd>} -> {"command": ""}
+    if isinstance(value, str):
+        # Open question 6 (facts 8): whether Pipes JSON-escapes a string it quotes is not
+        # documented. We escape (json.dumps) by default: the generated templates place every
+        # placeholder unquoted precisely so that Pipes produces valid JSON, and quoting
+        # without escaping would make a value containing '"' or '\' an invalid body that the
+        # runtime rejects as a poison message. escape=False models the other reading.
+        return json.dumps(value, ensure_ascii=False) if escape else f'"{value}"'
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return str(value)
+    return _json(value)  # float, null, object, array
+
+
+def _fast_unquoted(keys: tuple[str, ...]) -> Callable[[dict[str, Any], PipeContext | None], str]:
+    """The common case, specialised: a path of object keys only, placed unquoted. Same output
+    as _unquoted(resolve(...)): a KeyError or TypeError on the way means the path is missing."""
+
+    def part(record: dict[str, Any], ctx: PipeContext | None) -> str:
+        node: Any = record
+        try:
+            for k in keys:
+                node = node[k]
+        except (KeyError, TypeError):
+            return '""'
+        t = type(node)
+        if t is str:
+            return _encode_string(node)
+        if t is int:
+            return str(node)
+        return _unquoted(node)
+
+    return part
+
+
+@dataclass(frozen=True)
+class _Slot:
+    text: str  # the placeholder as written, "<$.x>"
+    steps: tuple[Any, ...] | None  # a path, or None for a reserved variable
+    reserved: str | None
+    quoted: bool
+
+
+class Template:
+    """A parsed input template; `render(record)` gives the SQS message body."""
+
+    def __init__(self, text: str, *, escape_strings: bool = True) -> None:
+        if len(text) > TEMPLATE_MAX_CHARS:
+            raise TemplateError(f"template is {len(text)} characters, over the {TEMPLATE_MAX_CHARS} limit")
+        self.text = text
+        self.escape_strings = escape_strings
+        self.literals: list[str] = []
+        self.slots: list[_Slot] = []
+        in_string = False
+        pos = 0
+        for m in _PLACEHOLDER_RE.finditer(text):
+            literal = text[pos : m.start()]
+            in_string = _scan_quotes(literal, in_string)
+            self.literals.append(literal)
+            self.slots.append(_slot(m.group(0), m.group(1).strip(), in_string))
+            pos = m.end()
+        tail = text[pos:]
+        if _scan_quotes(tail, in_string):
+            raise TemplateError("template has an unterminated string")
+        self.literals.append(tail)
+        for i, slot in enumerate(self.slots):
+            after = self.literals[i + 1].lstrip()
+            if not slot.quoted and after.startswith(":"):
+                raise TemplateError(f"{slot.text}: a placeholder cannot be a JSON object key (facts 1.3)")
+        self._render = self._compile()
+
+    def _compile(self) -> Callable[[dict[str, Any], PipeContext | None], str]:
+        lits = self.literals
+        if not self.text:
+            # An empty template means no transformation: the record itself is the body (facts 4).
+            return lambda record, ctx: _json(record)
+        escape = self.escape_strings
+        parts: list[Callable[[dict[str, Any], PipeContext | None], str]] = []
+        for slot in self.slots:
+            if slot.reserved is not None:
+                name = slot.reserved
+                fmt = _quoted if slot.quoted else (lambda v: _unquoted(v, escape))
+                parts.append(lambda r, c, n=name, f=fmt: f(_reserved(n, r, c)))
+            elif slot.quoted:
+                parts.append(lambda r, c, s=slot.steps: _quoted(resolve(s, r)))
+            elif escape and slot.steps and all(isinstance(k, str) for k in slot.steps):
+                parts.append(_fast_unquoted(slot.steps))
+            else:
+                parts.append(lambda r, c, s=slot.steps: _unquoted(resolve(s, r), escape))
+        pairs = list(zip(lits[:-1], parts, strict=True))
+        last = lits[-1]
+
+        def render(record: dict[str, Any], ctx: PipeContext | None) -> str:
+            out = []
+            for lit, part in pairs:
+                out.append(lit)
+                out.append(part(record, ctx))
+            out.append(last)
+            return "".join(out)
+
+        return render
+
+    def render(self, record: dict[str, Any], ctx: PipeContext | None = None) -> str:
+        return self._render(record, ctx)
+
+
+def _scan_quotes(literal: str, in_string: bool) -> bool:
+    """Whether we are inside a JSON string after `literal` (backslash escapes honoured)."""
+    i, n = 0, len(literal)
+    while i < n:
+        ch = literal[i]
+        if in_string and ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            in_string = not in_string
+        i += 1
+    return in_string
+
+
+def _slot(text: str, inner: str, quoted: bool) -> _Slot:
+    if inner in RESERVED:
+        if inner == "aws.pipes.event.json" and quoted:
+            raise TemplateError(
+                f"{text}: can only be used as a value for a JSON field, not inside quotes (facts 1.3)"
+            )
+        return _Slot(text, None, inner, quoted)
+    if inner.startswith("aws."):
+        raise TemplateError(f"{text}: unknown reserved variable (facts 1.4: {', '.join(RESERVED)})")
+    try:
+        return _Slot(text, parse_path(inner), None, quoted)
+    except TemplateError:
+        raise TemplateError(
+            f"{text}: not a JSON path Pipes supports (facts 1.2); '<' and '>' cannot be escaped in a "
+            "template (facts 1.3), so every <...> is a placeholder"
+        ) from None
+
+
+def _reserved(name: str, record: dict[str, Any], ctx: PipeContext | None) -> Any:
+    ctx = ctx or PipeContext()
+    if name in ("aws.pipes.event", "aws.pipes.event.json"):
+        return record
+    if name == "aws.pipes.event.ingestion-time":
+        return ctx.ingestion_time()
+    value = {
+        "aws.pipes.pipe-arn": ctx.pipe_arn,
+        "aws.pipes.pipe-name": ctx.pipe_name,
+        "aws.pipes.source-arn": ctx.source_arn,
+        "aws.pipes.enrichment-arn": ctx.enrichment_arn,
+        "aws.pipes.target-arn": ctx.target_arn,
+    }[name]
+    return value if value else MISSING
+
+
+class DynamicParameter:
+    """One SQS target parameter (MessageGroupId / MessageDeduplicationId), facts 4."""
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
+        self.value = value
+        if not value:
+            raise TemplateError(f"{name}: empty")
+        if len(value) > DYNAMIC_PARAM_MAX_CHARS:
+            raise TemplateError(
+                f"{name}: {len(value)} characters; the Pipes API takes at most {DYNAMIC_PARAM_MAX_CHARS} (facts 4)"
+            )
+        # "The entire value has to be a JSON path": a value starting with $ must be one whole
+        # path; anything else is a literal, sent as written ("order-$.x" included).
+        self.steps = parse_path(value) if value.startswith("$") else None
+
+    def resolve(self, record: dict[str, Any]) -> str:
+        """The id for one ORIGINAL (untransformed) stream record; TargetError if SQS would refuse it."""
+        if self.steps is None:
+            text = self.value
+        else:
+            v = resolve(self.steps, record)
+            if isinstance(v, str):
+                text = v
+            elif isinstance(v, bool):
+                text = "true" if v else "false"
+            elif isinstance(v, (int, float)):
+                text = _json(v)
+            else:
+                raise TargetError(
+                    f"{self.name} {self.value} resolves to "
+                    f"{'nothing' if v is MISSING else type(v).__name__} on record "
+                    f"{record.get('eventID', '?')}; SQS FIFO requires it (facts 4)"
+                )
+        if not text or len(text) > SQS_ID_MAX_CHARS or not _SQS_ID_RE.match(text):
+            raise TargetError(
+                f"{self.name} {text[:40]!r} is not 1..{SQS_ID_MAX_CHARS} characters of alphanumerics and "
+                "punctuation; SQS refuses it"
+            )
+        return text
+
+
+@dataclass
+class SqsEntry:
+    """One SendMessageBatch entry produced by the Pipe for one stream record."""
+
+    body: str
+    group_id: str
+    dedup_id: str
+
+
+class PipeTarget:
+    """Template + dynamic parameters: stream record -> SQS entry (facts 1.7 and 4)."""
+
+    def __init__(
+        self,
+        template: Template,
+        message_group_id: str,
+        deduplication_id: str,
+        ctx: PipeContext | None = None,
+    ) -> None:
+        self.template = template
+        self.group = DynamicParameter("MessageGroupId", message_group_id)
+        self.dedup = DynamicParameter("MessageDeduplicationId", deduplication_id)
+        self.ctx = ctx
+
+    def entry(self, record: dict[str, Any]) -> SqsEntry:
+        # Both ids are evaluated on the original record, before and apart from the template.
+        return SqsEntry(
+            self.template.render(record, self.ctx), self.group.resolve(record), self.dedup.resolve(record)
+        )
+
+
+def load_template(path: Any, **kw: Any) -> Template:
+    """build/entities/<entity>/input-template.txt holds the template plus one trailing newline."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        text = fh.read()
+    if text.endswith("\n"):
+        text = text[:-1]
+    return Template(text, **kw)
