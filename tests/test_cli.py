@@ -6,7 +6,9 @@ warnings under --strict, or a stale build/; 2 bad command line; 4 build/ could n
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -173,6 +175,70 @@ def test_a_build_directory_that_cannot_be_written_exits_4(
     # THEN the write failure is its own exit code
     assert code == cli.EXIT_IO == 4
     assert "build: could not write" in err
+
+
+def test_a_failed_swap_says_build_is_unchanged_and_it_is(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a build/ holding a foreign file, and a file system refusing to rename build/ aside
+    (repo / "build" / "lambda.zip").write_bytes(b"zip")
+    before = tree(repo / "build")
+    real_replace = os.replace
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if Path(src).name == "build":
+            raise OSError(16, "Device or resource busy")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+    # WHEN built
+    code, _, err = run(capsys, "build", "--root", str(repo))
+
+    # THEN exit 4, and the message that build/ is unchanged is true
+    assert code == cli.EXIT_IO
+    assert err.strip().endswith(f"{repo / 'build'} is unchanged")
+    assert tree(repo / "build") == before
+
+
+def test_a_build_that_cannot_be_put_back_says_where_the_files_are(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a file system where renaming any temporary tree into build/ fails
+    real_replace = os.replace
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if Path(src).name.startswith(".build."):
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+    # WHEN built
+    code, _, err = run(capsys, "build", "--root", str(repo))
+
+    # THEN exit 4, no claim that build/ is unchanged, and the directories holding the files
+    assert code == cli.EXIT_IO
+    assert "is unchanged" not in err
+    assert f"nothing was deleted: the previous and new files are in {repo / '.build.old-'}" in err
+    assert (repo / f".build.old-{os.getpid()}" / "registry.json").is_file()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_main_leaves_the_garbage_collector_as_it_found_it(
+    enabled: bool, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the cyclic collector on or off  WHEN main runs (it turns it off meanwhile)
+    if not enabled:
+        gc.disable()
+    try:
+        code, _, _ = run(capsys, "build", "--root", str(repo))
+
+        # THEN it is as it was
+        assert code == 0
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
 
 
 def test_json_format_on_success_is_data_on_stdout(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,3 +50,15 @@ def test_a_stale_build_fails_with_the_diff_and_the_command(tmp_path: Path) -> No
     assert '-      "pipe_dlq": "x",' in message
     assert '+      "pipe_dlq": "orders-pipes-dlq",' in message
     assert message.endswith(f"regenerate it with: {REGENERATE}")
+
+
+def test_the_mapping_reference_is_current() -> None:
+    # GIVEN the reference rendered from the schemas the validator uses
+    from generator.reference import render_reference
+
+    expected = render_reference()
+    committed = (REPO_ROOT / "docs" / "mapping-reference.md").read_text(encoding="utf-8")
+    # THEN the committed docs/mapping-reference.md is exactly that
+    assert committed == expected, (
+        "docs/mapping-reference.md is stale: run python -m generator reference > docs/mapping-reference.md"
+    )

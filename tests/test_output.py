@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from generator import output
 from generator.load import load
@@ -44,6 +46,39 @@ def test_dump_json_sorts_keys_indents_two_and_ends_with_a_newline() -> None:
     assert output.dump_json({"b": 1, "a": {"d": "é", "c": [1]}}) == (
         '{\n  "a": {\n    "c": [\n      1\n    ],\n    "d": "é"\n  },\n  "b": 1\n}\n'
     )
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        | st.dictionaries(st.integers() | st.booleans() | st.none(), children, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_dump_json_writes_what_json_dumps_writes(value: object) -> None:
+    # GIVEN any JSON value (NaN and infinities, non-string keys, control characters included)
+    # WHEN dumped  THEN the text is json.dumps's with indent 2, sorted keys, UTF-8, a newline
+    try:
+        expected = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    except TypeError:  # keys json cannot sort (str beside int): it must refuse them too
+        with pytest.raises(TypeError):
+            output.dump_json(value)
+        return
+    assert output.dump_json(value) == expected
+
+
+def test_every_generated_json_file_is_in_json_dumps_layout(files: dict[str, str]) -> None:
+    # GIVEN the rendered JSON files (the schemas are copied as shipped)
+    # THEN each is byte for byte what json.dumps would write
+    for rel, text in files.items():
+        if rel.endswith(".json") and not rel.startswith("schemas/"):
+            assert json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n" == text
 
 
 def test_rendering_twice_gives_identical_files(model: Model) -> None:
@@ -178,51 +213,196 @@ def test_compare_reports_missing_differing_and_stale_files(files: dict[str, str]
     assert "    -{}" in report[0]
 
 
-# The two renames at the end of output.write are not covered by its cleanup: a failure there
-# loses data. generator/output.py is outside this change; these tests pin the bug until it is
-# fixed (strict: they start failing, as a reminder, once it is).
+# output.write changes build/ in three kinds of step: it moves the foreign files into the new
+# tree, renames build/ aside, and renames the new tree into place. A failure at any of them
+# must leave build/ as it was (foreign files included) and no temporary directory behind.
 
 
-def _fail_rename(monkeypatch: pytest.MonkeyPatch, src_prefix: str, dst_prefix: str) -> None:
+def _fail_rename(
+    monkeypatch: pytest.MonkeyPatch, src_prefix: str, dst_prefix: str, error: BaseException | None = None
+) -> list[tuple[str, str]]:
+    """Make os.replace fail when moving a path named src_prefix* to one named dst_prefix*;
+    returns the log of every os.replace call."""
+    real_replace = os.replace
+    calls: list[tuple[str, str]] = []
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        calls.append((Path(src).name, Path(dst).name))
+        if Path(src).name.startswith(src_prefix) and Path(dst).name.startswith(dst_prefix):
+            raise error or OSError(13, "Permission denied")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+@pytest.fixture
+def lived_in_build(files: dict[str, str], tmp_path: Path) -> Path:
+    """A build/ with the Lambda package and Terraform's working directory in it."""
+    build = tmp_path / "build"
+    output.write(build, files)
+    (build / "lambda.zip").write_bytes(b"PK\x03\x04zip")
+    (build / "terraform" / ".terraform" / "providers").mkdir(parents=True)
+    (build / "terraform" / ".terraform" / "providers" / "aws").write_bytes(b"provider")
+    return build
+
+
+def _no_hard_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system without hard links: output.write then moves the foreign files."""
+
+    def link(*args: object, **kwargs: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", link)
+
+
+STEPS = [
+    # (step, hard links available, os.replace failing from src_prefix* to dst_prefix*)
+    ("renaming build/ aside", True, "build", ".build.old-"),
+    ("renaming the new tree into place", True, ".build.tmp-", "build"),
+    ("moving the first foreign file into the new tree", False, "lambda.zip", "lambda.zip"),
+    ("moving the second one, after the first was moved", False, "aws", "aws"),
+    ("renaming build/ aside, its foreign files moved out", False, "build", ".build.old-"),
+    ("renaming the new tree into place, the foreign files in it", False, ".build.tmp-", "build"),
+]
+
+
+@pytest.mark.parametrize(("step", "links", "src_prefix", "dst_prefix"), STEPS, ids=[s[0] for s in STEPS])
+def test_a_failed_step_leaves_build_as_it_was(
+    step: str,
+    links: bool,
+    src_prefix: str,
+    dst_prefix: str,
+    files: dict[str, str],
+    lived_in_build: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a build/ with foreign files, and a rebuild that changes every generated file
+    before = snapshot(lived_in_build)
+    changed = {rel: text + "changed\n" for rel, text in files.items()}
+    if not links:
+        _no_hard_links(monkeypatch)
+
+    # WHEN one step of the swap fails
+    calls = _fail_rename(monkeypatch, src_prefix, dst_prefix)
+    with pytest.raises(OSError, match="Permission denied"):
+        output.write(lived_in_build, changed)
+    monkeypatch.undo()
+
+    # THEN the step was reached, build/ is exactly as before and nothing is left beside it
+    assert any(s.startswith(src_prefix) and d.startswith(dst_prefix) for s, d in calls), step
+    assert snapshot(lived_in_build) == before
+    assert leftovers(lived_in_build.parent) == []
+
+
+def test_build_is_whole_until_the_swap(
+    files: dict[str, str], lived_in_build: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a build/ with foreign files (carried over as hard links)
+    before = snapshot(lived_in_build)
+    seen: list[dict[str, bytes]] = []
     real_replace = os.replace
 
     def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        if Path(src).name.startswith(src_prefix) and Path(dst).name.startswith(dst_prefix):
-            raise OSError(13, "Permission denied")
+        if Path(src) == lived_in_build:
+            seen.append(snapshot(lived_in_build))
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
 
+    # WHEN rebuilt with every generated file changed
+    output.write(lived_in_build, {rel: text + "x" for rel, text in files.items()})
+    monkeypatch.undo()
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="output.write deletes build/ when the final rename fails"
-)
-def test_a_failed_final_rename_keeps_the_old_build(
-    files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    # THEN at the moment build/ was renamed aside it was still exactly as before (a kill up to
+    # then would have left it whole), and afterwards the foreign files are in the new build/
+    assert seen == [before]
+    assert (lived_in_build / "lambda.zip").read_bytes() == before["lambda.zip"]
+    assert (lived_in_build / "terraform/.terraform/providers/aws").read_bytes() == b"provider"
+
+
+def test_an_interrupt_during_the_swap_puts_build_back(
+    files: dict[str, str], lived_in_build: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a build/  WHEN the rename of the new tree into place fails  THEN the old one remains
+    # GIVEN a build/  WHEN Ctrl-C arrives as the new tree is renamed into place
+    before = snapshot(lived_in_build)
+    _fail_rename(monkeypatch, ".build.tmp-", "build", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        output.write(lived_in_build, {rel: text + "x" for rel, text in files.items()})
+    monkeypatch.undo()
+
+    # THEN build/ is the old one again
+    assert snapshot(lived_in_build) == before
+    assert leftovers(lived_in_build.parent) == []
+
+
+def test_when_restoring_fails_too_nothing_is_deleted(
+    files: dict[str, str], lived_in_build: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a build/ whose swap fails at the last rename, and so does renaming it back
+    before = snapshot(lived_in_build)
+    _fail_rename(monkeypatch, ".build.", "build", OSError(5, "Input/output error"))
+
+    # WHEN written
+    with pytest.raises(output.NotRestoredError) as exc:
+        output.write(lived_in_build, files)
+    monkeypatch.undo()
+
+    # THEN the error names the directories, and every previous file is still in one of them
+    assert not lived_in_build.exists()
+    kept = {p.name for p in exc.value.kept}
+    assert kept == {f".build.old-{os.getpid()}", f".build.tmp-{os.getpid()}"}
+    survivors: dict[str, bytes] = {}
+    for where in exc.value.kept:
+        survivors.update(snapshot(where))
+    assert {rel: survivors.get(rel) for rel in before} == before
+
+
+def test_unchanged_files_are_carried_over_and_changed_ones_written_anew(
+    files: dict[str, str], tmp_path: Path
+) -> None:
+    # GIVEN a build/
     build = tmp_path / "build"
     output.write(build, files)
-    before = snapshot(build)
-    _fail_rename(monkeypatch, ".build.tmp-", "build")
-    with pytest.raises(OSError):
-        output.write(build, files)
-    assert snapshot(build) == before
+    inodes = {rel: (build / rel).stat().st_ino for rel in files}
+
+    # WHEN rebuilt with one file changed
+    output.write(build, dict(files, **{"registry.json": files["registry.json"] + " "}))
+
+    # THEN the unchanged files keep their inode (a hard link, not a new file), with one name
+    assert (build / "registry.json").stat().st_ino != inodes["registry.json"]
+    for rel in set(files) - {"registry.json", output.MANIFEST}:
+        assert (build / rel).stat().st_ino == inodes[rel], rel
+        assert (build / rel).stat().st_nlink == 1, rel
+    assert (build / "registry.json").read_text(encoding="utf-8") == files["registry.json"] + " "
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileNotFoundError,
-    reason="output.write loses foreign files when moving build/ aside fails",
-)
-def test_a_failed_swap_keeps_foreign_files(
-    files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN lambda.zip in build/  WHEN moving build/ aside fails  THEN lambda.zip remains
+def test_a_file_with_other_names_or_a_symlink_is_written_anew(files: dict[str, str], tmp_path: Path) -> None:
+    # GIVEN a build/ where one generated file also has a name outside it, and one is a symlink
     build = tmp_path / "build"
     output.write(build, files)
-    (build / "lambda.zip").write_bytes(b"zip")
-    _fail_rename(monkeypatch, "build", ".build.old-")
-    with pytest.raises(OSError):
-        output.write(build, files)
-    assert (build / "lambda.zip").read_bytes() == b"zip"
+    os.link(build / "registry.json", tmp_path / "backup.json")
+    (tmp_path / "elsewhere.md").write_text(files["entities/orders/README.md"], encoding="utf-8")
+    (build / "entities/orders/README.md").unlink()
+    (build / "entities/orders/README.md").symlink_to(tmp_path / "elsewhere.md")
+
+    # WHEN rebuilt
+    output.write(build, files)
+
+    # THEN build/ holds fresh regular files that share nothing with the outside
+    assert (build / "registry.json").stat().st_ino != (tmp_path / "backup.json").stat().st_ino
+    assert not (build / "entities/orders/README.md").is_symlink()
+    assert snapshot(build) == {rel: text.encode("utf-8") for rel, text in files.items()}
+
+
+def test_without_hard_links_every_file_is_written(
+    files: dict[str, str], lived_in_build: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a file system that refuses hard links
+    _no_hard_links(monkeypatch)
+
+    # WHEN rebuilt  THEN the result is the same, foreign files included, and nothing changed
+    before = snapshot(lived_in_build)
+    assert output.write(lived_in_build, files) == []
+    assert snapshot(lived_in_build) == before
+    assert leftovers(lived_in_build.parent) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import random
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,11 @@ from jsonschema import Draft202012Validator
 
 from generator import schema
 from generator.diagnostics import Diagnostic
-from generator.yamlload import load_file, load_yaml
+from generator.schemacheck import compile_check
+from generator.yamlload import LoadError, load_file, load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BROKEN = REPO_ROOT / "tests" / "broken"
 
 # A small valid mapping; tests change one line of it.
 VALID = """\
@@ -240,3 +244,119 @@ def test_project_problems_use_the_project_schema() -> None:
         (3, 21, "lambda.memory_mb", "64 is below the minimum 128"),
         (1, 7, "name", "string 'Legacy Sync' does not have the required form"),
     ]
+
+
+# --- the compiled yes/no check gives jsonschema's verdict ---------------------------------
+#
+# schema.validate asks generator/schemacheck.py first and runs jsonschema only when it says
+# no; a wrong "yes" would hide errors, a wrong "no" would only cost time. Both must agree.
+
+
+def _documents(kind: str) -> list[Any]:
+    if kind == "mapping":
+        paths = sorted((REPO_ROOT / "mappings").glob("*.yaml")) + sorted(BROKEN.glob("*.yaml"))
+    else:
+        paths = [REPO_ROOT / "project.yaml", *sorted((BROKEN / "project").glob("*.yaml"))]
+    docs = []
+    for path in paths:
+        try:
+            docs.append(load_file(path, path.name).data)
+        except LoadError:
+            continue  # a YAML syntax case: nothing for the schema to check
+    return docs
+
+
+def _words(node: Any, out: set[str]) -> set[str]:
+    """Property names, enum options and examples of a schema: likely-valid replacement values."""
+    if isinstance(node, dict):
+        out.update(node.get("properties", {}))
+        out.update(v for v in node.get("enum", []) + node.get("examples", []) if isinstance(v, str))
+        for value in node.values():
+            _words(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _words(value, out)
+    return out
+
+
+def _mutate(rng: random.Random, data: Any, words: list[str]) -> Any:
+    """`data` with one value replaced, one key removed, renamed or added, or one item repeated."""
+    data = copy.deepcopy(data)
+    spots: list[tuple[Any, Any]] = []
+
+    def walk(node: Any) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            spots.append((node, key))
+            walk(value)
+
+    walk(data)
+    if not spots:
+        return data
+    parent, key = rng.choice(spots)
+    values = [
+        None,
+        True,
+        False,
+        0,
+        1,
+        -1,
+        11,
+        1.0,
+        2.5,
+        "",
+        "x",
+        "orders\n",
+        "a" * 90,
+        [],
+        {},
+        [1, 1],
+        *words,
+    ]
+    action = rng.randrange(4)
+    if action == 0 or not isinstance(parent, dict):
+        if action == 3 and isinstance(parent, list):
+            parent.append(copy.deepcopy(parent[key]))
+        else:
+            parent[key] = copy.deepcopy(rng.choice(values))
+    elif action == 1:
+        del parent[key]
+    elif action == 2:
+        parent[rng.choice(words)] = parent.pop(key)
+    else:
+        parent[rng.choice(words)] = copy.deepcopy(rng.choice([parent[key], *values]))
+    return data
+
+
+@pytest.mark.parametrize("kind", ["mapping", "project"])
+def test_the_compiled_check_agrees_with_jsonschema(kind: str) -> None:
+    # GIVEN the bundled and broken documents, and 600 mutations of them (a fixed seed)
+    rng = random.Random(1127)
+    docs = _documents(kind)
+    words = sorted(_words(schema.load_schema(kind), set()))
+    samples = docs + [_mutate(rng, rng.choice(docs), words) for _ in range(600)]
+    samples += [_mutate(rng, sample, words) for sample in samples[-200:]]
+
+    # WHEN each is checked both ways  THEN the verdicts are the same, and both kinds occur
+    validator = schema._validator(kind)
+    check = compile_check(validator)
+    verdicts = [validator.is_valid(sample) for sample in samples]
+    assert [check(sample) for sample in samples] == verdicts
+    assert 50 < sum(verdicts) < len(samples) - 50
+
+
+def test_the_compiled_check_refuses_keywords_it_cannot_mirror() -> None:
+    # GIVEN a schema using unevaluatedProperties  WHEN compiled  THEN a loud error, not a guess
+    with pytest.raises(ValueError, match="unevaluatedProperties"):
+        compile_check(Draft202012Validator({"type": "object", "unevaluatedProperties": False}))
+
+
+def test_a_valid_document_never_reaches_jsonschema(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN jsonschema's error iterator made to fail
+    def fail(*args: object) -> None:
+        raise AssertionError("iter_errors called for a valid document")
+
+    monkeypatch.setattr(type(schema._validator("mapping")), "iter_errors", fail)
+
+    # WHEN a valid mapping is validated  THEN the compiled check alone accepts it
+    assert problems(VALID) == []

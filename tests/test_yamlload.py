@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import gc
+import random
 from pathlib import Path
 
 import pytest
+import yaml
 
+from generator import yamlload
 from generator.diagnostics import Diagnostic
 from generator.yamlload import LoadError, Loc, load_file, load_yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_errors(text: str) -> list[Diagnostic]:
@@ -164,3 +170,154 @@ def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     assert diag.file == "mappings/x.yaml"
     assert diag.code == "yaml-encoding"
     assert "not UTF-8" in diag.message
+
+
+def test_an_explicit_tag_on_a_key_is_an_error_not_a_crash() -> None:
+    # GIVEN keys with tags their text does not fit (PyYAML raised out of the loader here)
+    diags = load_errors("!!int ten: 1\nok: 2\n!unknown x: 3\n")
+
+    # THEN each is a located diagnostic at the key
+    assert [(d.line, d.col, d.code, d.message) for d in diags] == [
+        (1, 1, "yaml-tag", "'ten' cannot be read as int"),
+        (3, 1, "yaml-tag", "'x' cannot be read as !unknown"),
+    ]
+
+
+# --- libyaml and the pure-Python parser give the same result ------------------------------
+#
+# load_yaml parses with libyaml (C) when PyYAML has it and falls back to the pure-Python parser
+# for a text libyaml refuses or holds a character the two treat differently. Either way the
+# outcome must be what the pure-Python parser alone gives: the same data and locations, or the
+# same diagnostics.
+
+needs_libyaml = pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
+
+
+def outcome(text: str) -> tuple[object, ...]:
+    try:
+        doc = load_yaml(text, "mappings/x.yaml")
+    except LoadError as exc:
+        return ("error", [(d.render(), d.context) for d in exc.diagnostics])
+    return ("ok", repr(doc.data), sorted(doc.values.items()), sorted(doc.keys.items(), key=repr))
+
+
+def pure_outcome(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[object, ...]:
+    with monkeypatch.context() as m:
+        m.setattr(yamlload, "_FAST_LOADER", None)
+        return outcome(text)
+
+
+# Where the two parsers disagree (found by differential fuzzing), and the usual suspects.
+EDGE_CASES = [
+    "a: b\t# tab before a comment\n",
+    "a:\tb\n",
+    "a: [1,\t2]\n",
+    "a: x\ty\n",
+    "a: {name: ev?ent}\n",
+    "a: [x?y]\n",
+    "a: b # why?\n",
+    "a: [!INSERT, MODIFY]\n",
+    "a: !;!str x\n",
+    "a: ups\ufeffert\n",
+    "\ufeffa: 1\n",
+    "a: {type: }\n",
+    "a: {type: , b: 1}\n",
+    "a: [b: ]\n",
+    "a: {type:\n  # comment\n  }\n",
+    "a: {b}\n",
+    "a:\n  b:\n  c: ~\n",
+    "- \n- a\n-\n",
+    "a: &x {b: 1}\nc: *x\n",
+    "a: *undefined\n",
+    "a: |\n  x\n b\n",
+    "a: |# note\n  x\n",
+    "|# entity: orders\n",
+    "a: >-2#\n   x\n",
+    "a: >-\n  folded\n\n  text\n",
+    "a: 'it''s'\nb: \"\\u00e9\\x41\\U0001F600\"\n",
+    "a: 1\r\nb: 2\r\n",
+    "a: x\u2028b: 2\n",
+    "a: \U0001f600 b\nc: d\n",
+    "%YAML 1.2\n---\na: 1\n",
+    "%YAML 2.0\n---\na: 1\n",
+    "a: b: c\n",
+    "a: [\n",
+    "a: {b: 1,}\n",
+    "[a, b]: c\n",
+    "a: \x07\n",
+    "a: 0x1F\nb: 010\nc: 0o17\nd: .inf\ne: 1e3\nf: on\ng: 2024-01-01\n",
+    "---\n",
+    "---",
+    "a: 1\n---\n",
+    "a: 1\n---",
+    "a:",
+    "a:\n  -",
+    "a: 1\n...\n",
+    "a: " + "[" * 60 + "]" * 60 + "\n",
+]
+
+
+@needs_libyaml
+@pytest.mark.parametrize("text", EDGE_CASES)
+def test_libyaml_and_the_pure_parser_agree_on_edge_cases(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a text where the parsers could differ  WHEN loaded both ways  THEN the same outcome
+    assert outcome(text) == pure_outcome(text, monkeypatch)
+
+
+def _mutate(rng: random.Random, text: str) -> str:
+    pieces = ["\t", ":", ": ", "- ", "[", "]", "{", "}", ",", "'", '"', "#", "&a ", "*a", "!", "?", "|", ">"]
+    pieces += ["\n", "\n  ", "  ", "~", "''", "é", "\r\n", "\ufeff", "---\n", "<<: "]
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(len(text) + 1)
+        if rng.random() < 0.6:
+            text = text[:at] + rng.choice(pieces) + text[at:]
+        else:
+            text = text[:at] + text[at + rng.randint(1, 6) :]
+    return text
+
+
+@needs_libyaml
+def test_libyaml_and_the_pure_parser_agree_on_mutated_mappings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the bundled mappings with a few characters inserted or deleted (a fixed seed)
+    rng = random.Random(20261127)
+    sources = [p.read_text(encoding="utf-8") for p in sorted((REPO_ROOT / "mappings").glob("*.yaml"))]
+    texts = [_mutate(rng, rng.choice(sources)) for _ in range(150)]
+
+    # WHEN each is loaded both ways  THEN the outcomes are the same
+    for text in texts:
+        assert outcome(text) == pure_outcome(text, monkeypatch), text
+
+
+@needs_libyaml
+def test_a_plain_mapping_file_is_parsed_by_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a pure-Python loader that records being used
+    used = []
+
+    class Recording(yamlload._PureLoader):
+        def __init__(self, stream: str) -> None:
+            used.append(stream != "")  # "" is the loader that only constructs scalars
+            super().__init__(stream)
+
+    monkeypatch.setattr(yamlload, "_PureLoader", Recording)
+
+    # WHEN a bundled mapping is loaded  THEN the pure-Python parser is not used to parse it
+    load_file(REPO_ROOT / "mappings" / "orders.yaml", "mappings/orders.yaml")
+    assert used == [False]
+
+    # WHEN a text with a tab is loaded  THEN it is (and it words the syntax error)
+    load_errors("a: b\t# c\n")
+    assert used == [False, True]
+
+
+def test_loading_leaves_no_reference_cycles() -> None:
+    # GIVEN a run with the cyclic collector off (as generator/cli.py runs)
+    text = (REPO_ROOT / "mappings" / "orders.yaml").read_text(encoding="utf-8")
+    gc.collect()
+    gc.disable()
+    try:
+        # WHEN a file is loaded and the result dropped
+        load_yaml(text, "mappings/orders.yaml")
+        # THEN reference counting alone freed its node tree: nothing is left for the collector
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

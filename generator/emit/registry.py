@@ -92,6 +92,7 @@ def _entity(e: Entity, deleted: set[str]) -> dict[str, Any]:
         "pipe": {
             "name": e.pipeline.pipe.name,
             "batch_size": e.pipeline.pipe.batch_size,
+            "maximum_batching_window_in_seconds": e.pipeline.pipe.maximum_batching_window_in_seconds,
             "maximum_retry_attempts": e.pipeline.pipe.maximum_retry_attempts,
             "maximum_record_age_in_seconds": e.pipeline.pipe.maximum_record_age_in_seconds,
         },

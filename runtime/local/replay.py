@@ -38,6 +38,7 @@ from runtime.registry import Registry
 
 SQS_MAX_MESSAGE_BYTES = 1_048_576  # facts 5 (the 2025 limit; 262,144 before)
 PIPE_BATCH_SECONDS = 0.01  # virtual time one Pipe batch takes
+POLL_INTERVAL = 0.25  # a Pipe polls each shard 4 times a second (facts 3)
 INVOCATION_SECONDS = 0.01  # virtual time one sync Lambda invocation takes
 DEFAULT_REGION, DEFAULT_ACCOUNT = "us-east-1", "000000000000"
 FINAL = (APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED)
@@ -199,6 +200,9 @@ class EntityPipeline:
             lose_delete=self._lose_delete,
         )
         self.batch: list[dict[str, Any]] = []
+        self.batch_since = 0.0  # virtual time of the pending batch's first record
+        # A batch goes out when full, or when the batching window (at least one poll) is over.
+        self.window = max(float(pipe.get("maximum_batching_window_in_seconds", 0) or 0), POLL_INTERVAL)
         self.later: list[tuple[float, SqsEntry]] = []  # delayed duplicate sends
         self.counts = Counts()
         self._lose_delete_ids: set[str] = set()
@@ -212,11 +216,18 @@ class EntityPipeline:
             self.counts.filtered += 1
             return False
         self.counts.passed += 1
+        if not self.batch:
+            self.batch_since = self.clock.now
         self.batch.append(record)
         if len(self.batch) >= self.batch_size:
             self.flush(sink)
             return True
         return False
+
+    @property
+    def batch_deadline(self) -> float | None:
+        """When the pending batch goes out if it does not fill up first."""
+        return self.batch_since + self.window if self.batch else None
 
     def flush(self, sink: Callable[[dict[str, Any]], None]) -> None:
         """Send the pending batch with SendMessageBatch (the template runs per record: facts 1.7).
@@ -579,6 +590,13 @@ class Replay:
                 s.unrouted += 1
             created = (record.get("dynamodb") or {}).get("ApproximateCreationDateTime")
             if isinstance(created, (int, float)) and not isinstance(created, bool):
+                # Batches whose window closed before this record was written went out then.
+                for p in self.pipelines.values():
+                    deadline = p.batch_deadline
+                    if deadline is not None and deadline <= created:
+                        self.clock.advance_to(deadline)
+                        p.flush(self._sink)
+                        self._after_send()
                 self.clock.advance_to(float(created))  # the virtual clock follows the stream's time
             for name in names:
                 p = self._pipeline(name, record)

@@ -1,0 +1,96 @@
+"""`python -m generator test`: the bundled mapping tests pass, a wrong expectation fails with
+a readable diff, a broken test file is reported at its line, and --db runs on the servers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from generator.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "project.yaml", tmp_path / "project.yaml")
+    shutil.copytree(ROOT / "mappings", tmp_path / "mappings")
+    return tmp_path
+
+
+def test_bundled_mapping_tests_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    # WHEN the bundled tests run on SQLite
+    code = main(["test", "--root", str(ROOT)])
+    err = capsys.readouterr().err
+    # THEN every test passes, and those the issue names are among them
+    assert code == 0, err
+    assert "0 failed" in err
+    for needle in ("delivered twice", "stale", "deleted", "poison", "DLQ"):
+        assert needle in err
+
+
+def test_a_wrong_expectation_fails_with_a_diff(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN an expectation edited to a wrong status
+    path = project / "mappings" / "tests" / "orders.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "- {order_id: ORD-1, customer_id: 999, status: confirmed",
+            "- {order_id: ORD-1, customer_id: 999, status: shipped",
+        )
+    )
+    # WHEN the tests run
+    code = main(["test", "--root", str(project), "-k", "delivered twice"])
+    err = capsys.readouterr().err
+    # THEN the run fails and shows expected against actual
+    assert code == 1
+    assert "FAIL  created then confirmed, the confirmation delivered twice" in err
+    assert "-  status: shipped" in err and "+  status: confirmed" in err
+    assert "0 passed, 1 failed" in err
+
+
+def test_a_broken_test_file_is_reported_at_its_line(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "mappings" / "tests" / "broken.yaml").write_text(
+        "entity: orders\ntests:\n  - name: x\n    given: []\n    expect: {rowz: {}}\n"
+    )
+    code = main(["test", "--root", str(project)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "mappings/tests/broken.yaml:4:12: error: tests[0].given:" in err
+    assert "mappings/tests/broken.yaml:5:14: error: tests[0].expect.rowz: unknown key 'rowz'" in err
+
+
+def test_a_test_of_an_unknown_entity_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "mappings" / "tests" / "ghost.yaml").write_text(
+        "entity: ghosts\ntests:\n  - name: x\n    given: [{insert: {id: a}}]\n    expect: {}\n"
+    )
+    assert main(["test", "--root", str(project)]) == 1
+    assert (
+        "mappings/tests/ghost.yaml:1:9: error: entity: entity 'ghosts' has no mapping"
+        in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("server", ["postgres_url", "mysql_url"])
+def test_mapping_tests_on_a_server(
+    server: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = make_url(request.getfixturevalue(server))
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if url.get_backend_name() == "postgresql":
+            if not conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = 'sync_mapping_tests'")
+            ).first():
+                conn.execute(text("CREATE DATABASE sync_mapping_tests"))
+        else:
+            conn.execute(text("CREATE DATABASE IF NOT EXISTS sync_mapping_tests"))
+    admin.dispose()
+    scratch = url.set(database="sync_mapping_tests").render_as_string(hide_password=False)
+    code = main(["test", "--root", str(ROOT), "--db", scratch])
+    err = capsys.readouterr().err
+    assert code == 0, err
