@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -101,3 +103,13 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     }.items():
         monkeypatch.setenv(key, value)
     return moto_server
+
+
+@pytest.fixture(scope="session")
+def model() -> Any:
+    """The model of the bundled project.yaml and mappings/ (validated, no errors)."""
+    from generator.load import load
+
+    loaded = load(Path(__file__).resolve().parent.parent)
+    assert loaded.model is not None, loaded.diagnostics.render_text()
+    return loaded.model

@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 
 from generator.emit import docs, pipes
-from generator.load import load
 from generator.model import Entity, Model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def model() -> Model:
-    loaded = load(REPO_ROOT)
-    assert loaded.model is not None
-    return loaded.model
 
 
 def entity(model: Model, name: str) -> Entity:

@@ -21,13 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def model() -> Model:
-    loaded = load(REPO_ROOT)
-    assert loaded.model is not None
-    return loaded.model
-
-
-@pytest.fixture(scope="module")
 def files(model: Model) -> dict[str, str]:
     return output.render(model)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from generator.emit import pipes
-from generator.load import load
 from generator.model import AttrPath, Condition, Entity, Field, Model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -18,13 +17,6 @@ PLACEHOLDER = re.compile(r"<\$[^<>]*>")
 
 # The seed article's filter_criteria, as Pipes receives it (compact, keys sorted).
 SEED_PATTERN = '{"dynamodb":{"NewImage":{"event":{"M":{"event_id":{"S":[{"exists":true}]}}}}},"eventName":["INSERT","MODIFY"]}'
-
-
-@pytest.fixture(scope="module")
-def model() -> Model:
-    loaded = load(REPO_ROOT)
-    assert loaded.model is not None
-    return loaded.model
 
 
 def entity(model: Model, name: str) -> Entity:

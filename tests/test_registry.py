@@ -10,19 +10,11 @@ import pytest
 
 from generator import __version__
 from generator.emit import registry
-from generator.load import load
 from generator.model import Model
 from generator.output import dump_json
 from runtime.registry import parse_registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def model() -> Model:
-    loaded = load(REPO_ROOT)
-    assert loaded.model is not None
-    return loaded.model
 
 
 @pytest.fixture(scope="module")
