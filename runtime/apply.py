@@ -19,6 +19,7 @@ may already have committed. After that the whole batch is reported failed.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -420,6 +421,22 @@ def _slow(
     return executor.round_trips + 1  # + COMMIT
 
 
+def _event_id_of(record: SqsRecord, entity: Any) -> str:
+    """The event id of a message that failed to decode, when its body still shows it (for the
+    failure log line); empty when the body is not even JSON."""
+    field = getattr(entity, "event_id_field", None)
+    spec = entity.fields.get(field) if field else None
+    if spec is None:
+        return ""
+    try:
+        node: Any = json.loads(record.body)
+    except ValueError:
+        return ""
+    for part in spec.path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, str) else ""
+
+
 def statements_for(registry: Registry, engine: Engine) -> Statements:
     """Statements are built once per registry and dialect and kept with the registry."""
     key = f"statements:{engine.dialect.name}"
@@ -461,6 +478,7 @@ def apply_batch(
             change = decode(rec, entity)
         except DecodeError as exc:
             out.status, out.kind, out.reason = FAILED, PERMANENT, f"undecodable message: {exc}"
+            out.event_id = _event_id_of(rec, entity)
             failed_groups[rec.group_id] = rec.message_id
             continue
         out.event_id, out.event_type = change.event_id, change.event_type

@@ -378,3 +378,16 @@ def test_no_later_message_of_a_failed_group_is_reported_done(
     with engine.connect() as conn:
         ledger = conn.execute(text("SELECT COUNT(*) FROM sync_ledger")).scalar()
     assert ledger == sum(1 for o in result.outcomes if o.status == "applied")
+
+
+def test_a_poison_message_is_logged_with_its_event_id(tmp_path: Path) -> None:
+    # GIVEN a message whose status is too long for its column (it decodes as JSON, not as a change)
+    registry = load_registry(REGISTRY)
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    build_metadata(registry).create_all(engine)
+    poison = order_record("O-P", status="x" * 40, event_id="ev-poison")
+    # WHEN applied
+    (outcome,) = apply_batch([poison], engine, registry).outcomes
+    # THEN the failure names the event, so operators can find it
+    assert (outcome.status, outcome.kind, outcome.event_id) == ("failed", "permanent", "ev-poison")
+    assert "exceeds length 32" in outcome.reason
