@@ -1,5 +1,6 @@
-"""`python -m runtime replay|sample`: the local tools (runtime/local/). The Lambda handler
-never imports them; they live behind this entry point only."""
+"""`python -m runtime replay|sample|pump|consume|dlq`: the local tools (runtime/local/) and the
+AWS tools (runtime/aws/). The Lambda handler never imports either; they live behind this entry
+point only."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""Command line of the local tools: `python -m runtime replay ...` and `python -m runtime sample ...`.
+"""Command line of `python -m runtime`: the local tools `replay` and `sample`, and the AWS tools
+`pump`, `consume` and `dlq` (defined in runtime/aws/cli.py, docs/aws-tools.md).
 
-Exit codes: 0 success (replay: every delivered message is accounted for); 1 replay finished
-but something is not accounted for (unreadable input, a message left in a queue); 2 bad
-command line, unreadable build artifacts or registry, or an input document that cannot be
-parsed.
+Exit codes of replay and sample: 0 success (replay: every delivered message is accounted
+for); 1 replay finished but something is not accounted for (unreadable input, a message left
+in a queue); 2 bad command line, unreadable build artifacts or registry, or an input document
+that cannot be parsed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m runtime", description="Local tools for the DynamoDB -> SQL sync pipeline."
+        prog="python -m runtime",
+        description="Tools for the DynamoDB -> SQL sync pipeline: local replay and sample (no AWS), "
+        "and pump, consume and dlq against AWS APIs (or moto / LocalStack).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -116,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--build", default="build")
     s.add_argument("--region", default="ap-northeast-1")
     s.add_argument("--account", default="123456789012")
+
+    # pump, consume and dlq talk to AWS (runtime/aws/); their modules load only when run.
+    from runtime.aws.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -220,4 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "replay":
         return replay_main(args)
-    return sample_main(args)
+    if args.command == "sample":
+        return sample_main(args)
+    from runtime.aws.cli import main as aws_main
+
+    return aws_main(args)

@@ -1,0 +1,263 @@
+"""What the EventBridge Pipe does between the stream and the FIFO queue, with the generated
+artifacts of one entity (build/entities/<entity>/filters.json and input-template.txt, and the
+routing in registry.json), reusing the local model's filter and transformer (runtime.local).
+
+- filter first, then batch (facts 2.6: a record that matches no pattern is skipped for good);
+- the template is rendered per record, never on the batch (facts 1.7);
+- MessageGroupId / MessageDeduplicationId are evaluated on the original record (facts 4);
+- SendMessageBatch of at most the Pipe's batch size (<= 10: facts 1.7, 3), entries in stream
+  order (FIFO enqueues a batch in order: facts 4); per-entry failures are retried (facts 1.7,
+  "Partial batch failure") and a record is never reported sent before SQS accepted it.
+
+One deliberate difference from Pipes: a batch never holds two records of one message group.
+If SQS accepted a group's later record but failed its earlier one, retrying the earlier one
+would put it behind the later one and break the group's order; with one record per group per
+batch, a retry always goes out before the group's next record. The queue's contents are the
+same when nothing fails.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runtime.aws.session import INCOMPLETE, ToolError, error_code
+from runtime.local.patterns import FilterSet, PatternError, load_filters
+from runtime.local.transform import (
+    PipeContext,
+    PipeTarget,
+    SqsEntry,
+    TargetError,
+    TemplateError,
+    load_template,
+)
+
+SQS_MAX_MESSAGE_BYTES = 1_048_576  # facts 5 (262,144 before 2025; a queue may set less)
+SQS_BATCH_MAX = 10  # facts 1.7, 4
+
+
+@dataclass
+class Outgoing:
+    """One record on its way to the queue."""
+
+    record: dict[str, Any]
+    entry: SqsEntry
+    sequence: str
+
+
+@dataclass
+class Refused:
+    """A record SQS (or the target's rules) will never accept: it goes to the Pipe's DLQ."""
+
+    record: dict[str, Any]
+    reason: str
+
+
+@dataclass
+class EntityPipe:
+    name: str
+    queue: str
+    pipe_dlq: str
+    batch_size: int
+    filters: FilterSet
+    target: PipeTarget
+    pipe_name: str
+
+    def entry(self, record: dict[str, Any]) -> SqsEntry:
+        """The SQS entry for a record that passed the filter; TargetError if SQS would refuse it."""
+        entry = self.target.entry(record)
+        if len(entry.body.encode("utf-8")) > SQS_MAX_MESSAGE_BYTES:
+            raise TargetError(f"message body over {SQS_MAX_MESSAGE_BYTES} bytes")
+        return entry
+
+
+def load_pipe(
+    registry_raw: dict[str, Any],
+    entity: str,
+    build: Path,
+    *,
+    region: str = "",
+    account: str = "",
+    source_arn: str = "",
+    target_arn: str = "",
+) -> EntityPipe:
+    raw = registry_raw["entities"][entity]
+    entity_dir = build / "entities" / entity
+    try:
+        filters = load_filters(entity_dir / "filters.json")
+        template = load_template(entity_dir / "input-template.txt")
+    except OSError as exc:
+        raise ToolError(
+            f"cannot read the Pipe artifacts of {entity!r}: {exc}; run python -m generator build"
+        ) from None
+    except (PatternError, TemplateError, ValueError) as exc:
+        raise ToolError(f"the Pipe artifacts of {entity!r} are not usable: {exc}") from None
+    pipe = raw.get("pipe") or {}
+    batch_size = int(pipe.get("batch_size", 10))
+    if not 1 <= batch_size <= SQS_BATCH_MAX:
+        raise ToolError(f"{entity}: pipe batch_size {batch_size}; an SQS target takes at most 10 (facts 1.7)")
+    pipe_name = pipe.get("name") or f"{entity}-pipe"
+    ctx = PipeContext(
+        pipe_name=pipe_name,
+        pipe_arn=f"arn:aws:pipes:{region}:{account}:pipe/{pipe_name}" if account else "",
+        source_arn=source_arn,
+        target_arn=target_arn,
+    )
+    routing = raw["routing"]
+    try:
+        target = PipeTarget(template, routing["message_group_id"], routing["deduplication_id"], ctx)
+    except TemplateError as exc:
+        raise ToolError(f"{entity}: {exc}") from None
+    return EntityPipe(entity, raw["queue"], raw.get("pipe_dlq", ""), batch_size, filters, target, pipe_name)
+
+
+def batches(items: Sequence[Outgoing], size: int) -> list[list[Outgoing]]:
+    """Stream order kept; a batch ends when full or before a second record of one group."""
+    out: list[list[Outgoing]] = []
+    cur: list[Outgoing] = []
+    groups: set[str] = set()
+    for item in items:
+        if len(cur) >= size or item.entry.group_id in groups:
+            out.append(cur)
+            cur, groups = [], set()
+        cur.append(item)
+        groups.add(item.entry.group_id)
+    if cur:
+        out.append(cur)
+    return out
+
+
+class SendError(ToolError):
+    """SQS did not take a record after every retry: stop, and do not advance past it."""
+
+    exit_code = INCOMPLETE
+
+
+@dataclass
+class SendResult:
+    sent: list[tuple[Outgoing, str]] = field(default_factory=list)  # (item, message id)
+    refused: list[Refused] = field(default_factory=list)
+    retried: int = 0
+
+
+class Sender:
+    """SendMessageBatch with per-entry retries (facts 1.7). Entries SQS refuses as the sender's
+    fault (SenderFault: an invalid id, a body over the queue's limit) are returned as refused:
+    every retry would fail the same way, which is when a Pipe gives up on them (facts 3)."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        *,
+        attempts: int = 5,
+        backoff: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.sleep = sleep
+
+    def send(self, batch: list[Outgoing]) -> SendResult:
+        result = SendResult()
+        pending = list(enumerate(batch))
+        attempt = 0
+        while pending:
+            attempt += 1
+            failed = self._call(pending, result)
+            if not failed:
+                break
+            if attempt >= self.attempts:
+                reasons = "; ".join(f"{batch[i].entry.dedup_id}: {why}" for i, why in failed)
+                raise SendError(
+                    f"SendMessageBatch to {self.queue_url}: {len(failed)} entries still failing after "
+                    f"{attempt} attempts ({reasons})"
+                )
+            result.retried += len(failed)
+            self.sleep(self.backoff * (2 ** (attempt - 1)))
+            keep = {i for i, _ in failed}
+            pending = [(i, item) for i, item in pending if i in keep]
+        order = {id(item): n for n, item in enumerate(batch)}
+        result.sent.sort(key=lambda pair: order[id(pair[0])])
+        return result
+
+    def _call(self, pending: list[tuple[int, Outgoing]], result: SendResult) -> list[tuple[int, str]]:
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": item.entry.body,
+                "MessageGroupId": item.entry.group_id,
+                "MessageDeduplicationId": item.entry.dedup_id,
+            }
+            for i, item in pending
+        ]
+        by_id = dict(pending)
+        try:
+            response = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as exc:
+            code = error_code(exc)
+            if code.endswith("BatchRequestTooLong") and len(pending) > 1:
+                # The entries together exceed the request limit: send them one by one, in order.
+                failed: list[tuple[int, str]] = []
+                for pair in pending:
+                    failed.extend(self._call([pair], result))
+                return failed
+            if not code:
+                raise
+            # botocore already retried throttling and 5xx; what is left fails every entry.
+            return [(i, f"{code}: {exc}") for i, _ in pending]
+        for ok in response.get("Successful") or []:
+            result.sent.append((by_id[int(ok["Id"])], str(ok.get("MessageId", ""))))
+        failed = []
+        for bad in response.get("Failed") or []:
+            i = int(bad["Id"])
+            why = f"{bad.get('Code', '?')}: {bad.get('Message', '')}"
+            if bad.get("SenderFault"):
+                result.refused.append(Refused(by_id[i].record, why))
+            else:
+                failed.append((i, why))
+        return failed
+
+
+def pointer_body(
+    records: list[dict[str, Any]], shard_id: str, stream_arn: str, reason: str, pipe_arn: str = ""
+) -> str:
+    """The Pipe DLQ message for records the target refused: stream positions only, never the
+    records (facts 3.3; the envelope of the Lambda ESM on-failure record, which LocalStack's
+    shared poller also emits for Pipes)."""
+    seqs = [int((r.get("dynamodb") or {}).get("SequenceNumber") or 0) for r in records]
+    created = [(r.get("dynamodb") or {}).get("ApproximateCreationDateTime") for r in records]
+
+    def iso(t: Any) -> str | None:
+        if isinstance(t, (int, float)):
+            return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return None
+
+    doc = {
+        "requestContext": {
+            "requestId": "",
+            "functionArn": pipe_arn,
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": 1,
+        },
+        "responseContext": {"statusCode": 400, "executedVersion": "", "functionError": reason[:1000]},
+        "version": "1.0",
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "DDBStreamBatchInfo": {
+            "shardId": shard_id,
+            "startSequenceNumber": str(min(seqs)),
+            "endSequenceNumber": str(max(seqs)),
+            "approximateArrivalOfFirstRecord": iso(created[0]),
+            "approximateArrivalOfLastRecord": iso(created[-1]),
+            "batchSize": len(records),
+            "streamArn": stream_arn,
+        },
+    }
+    return json.dumps(doc, sort_keys=True)
