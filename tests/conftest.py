@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import sqlalchemy as sa
@@ -113,3 +113,138 @@ def model() -> Any:
     loaded = load(Path(__file__).resolve().parent.parent)
     assert loaded.model is not None, loaded.diagnostics.render_text()
     return loaded.model
+
+
+# --- a deployed pipeline: the generated Terraform applied to the moto server ---------------
+
+
+class DeployedPipeline(NamedTuple):
+    """What `deployed_pipeline` yields: the endpoint the resources live on, the Terraform
+    outputs (name -> value: queue URLs and ARNs, stream ARNs, pipe ARNs, the function name)
+    and the Terraform working directory (a copy of build/terraform, with its state)."""
+
+    endpoint: str
+    outputs: dict[str, Any]
+    workdir: Path
+
+
+def terraform_or_skip() -> tuple[str, Path]:
+    """The terraform binary and the offline provider mirror, or a skip (a failure under
+    SYNC_REQUIRE_TERRAFORM=1)."""
+    import shutil
+
+    binary = shutil.which("terraform")
+    plugin_dir = Path(os.environ.get("SYNC_TF_PLUGIN_DIR", "/opt/tf-plugins"))
+    reason = None
+    if binary is None:
+        reason = "no terraform binary on PATH"
+    elif not plugin_dir.is_dir():
+        reason = f"no provider mirror at {plugin_dir} (set SYNC_TF_PLUGIN_DIR)"
+    if reason:
+        if os.environ.get("SYNC_REQUIRE_TERRAFORM") == "1":
+            pytest.fail(f"SYNC_REQUIRE_TERRAFORM=1 but {reason}", pytrace=False)
+        print(f"skipping terraform tests: {reason}")
+        pytest.skip(reason)
+    assert binary is not None
+    return binary, plugin_dir
+
+
+def copy_project(dest: Path) -> Path:
+    """project.yaml, mappings/ and build/ of the repository, without what Terraform or
+    `package` left in build/ (zip, state, plugins, override files)."""
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(repo / "project.yaml", dest / "project.yaml")
+    shutil.copytree(repo / "mappings", dest / "mappings")
+    shutil.copytree(
+        repo / "build",
+        dest / "build",
+        ignore=shutil.ignore_patterns(
+            "*.zip",
+            ".terraform",
+            ".terraform.lock.hcl",
+            "terraform.tfstate*",
+            "*override.tf.json",
+            ".*.tmp-*",
+        ),
+    )
+    return dest
+
+
+def _step(args: list[str], cwd: Path, env: dict[str, str], timeout: int, what: str) -> str:
+    import subprocess
+
+    proc = subprocess.run(
+        args,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-60:])
+        pytest.fail(f"{what} failed (exit {proc.returncode}):\n{tail}", pytrace=False)
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def deployed_pipeline(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> DeployedPipeline:
+    """The bundled build/ deployed once per session to the moto server with the real
+    terraform: `python -m generator package --no-deps` (moto stores the code, it never runs
+    it), `python -m generator override --endpoint <moto> --moto`, then terraform init and
+    apply. The apply takes about a minute, most of it the provider waiting ~25 s per SQS
+    queue for its attributes to settle (a DLQ, then the queue whose redrive names it).
+
+    Do not apply the directory again: moto returns RedrivePolicy with spaces after the JSON
+    separators, so every plan shows the three FIFO queues (and the policies reading their
+    ARNs) as changed."""
+    import json
+    import sys
+
+    binary, plugin_dir = terraform_or_skip()
+    root = copy_project(tmp_path_factory.mktemp("deployed") / "project")
+    repo = Path(__file__).resolve().parent.parent
+    generator = [sys.executable, "-m", "generator"]
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_"))}
+    _step(generator + ["package", "--root", str(root), "--no-deps"], repo, base_env, 120, "generator package")
+    _step(
+        generator + ["override", "--root", str(root), "--endpoint", moto_server, "--moto"],
+        repo,
+        base_env,
+        60,
+        "generator override",
+    )
+    workdir = root / "build" / "terraform"
+    rc = root / "empty.tfrc"
+    rc.write_text("")
+    env = {
+        **base_env,
+        # The machine's TF_CLI_CONFIG_FILE may name a missing file; the mirror is passed explicitly.
+        "TF_CLI_CONFIG_FILE": str(rc),
+        "TF_IN_AUTOMATION": "1",
+        # The standard credential chain, as a user of the override would have it.
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "ap-northeast-1",
+    }
+    _step(
+        [binary, "init", "-backend=false", "-input=false", "-no-color", f"-plugin-dir={plugin_dir}"],
+        workdir,
+        env,
+        120,
+        "terraform init",
+    )
+    _step(
+        [binary, "apply", "-auto-approve", "-input=false", "-no-color", "-parallelism=30"],
+        workdir,
+        env,
+        240,
+        "terraform apply",
+    )
+    raw = json.loads(_step([binary, "output", "-json", "-no-color"], workdir, env, 60, "terraform output"))
+    return DeployedPipeline(moto_server, {name: out["value"] for name, out in raw.items()}, workdir)
