@@ -14,7 +14,7 @@ from typing import Any
 
 from generator.diagnostics import Diagnostic, PathT, Severity, format_path
 from generator.emit import pipes
-from generator.model import PIPES_JSON_PATH, Entity, Field, Model, Project, Table
+from generator.model import PIPES_JSON_PATH, Entity, Model, Project, Table
 from generator.yamlload import Located
 
 
@@ -134,8 +134,14 @@ RESERVED = {
 }
 
 
-def _fields_of(entity: Entity, names: tuple[str, ...]) -> list[Field]:
-    return [f for n in names if (f := entity.field(n)) is not None]
+def _missing_field_hint(entity: Entity, name: str, action: str) -> str:
+    """'did you mean ...?' for a close name, then what to do and the fields there are."""
+    import difflib
+
+    names = [f.name for f in entity.fields]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    prefix = f"did you mean '{close[0]}'? " if close else ""
+    return f"{prefix}{action} or use one of: {', '.join(names)}"
 
 
 # --- message -------------------------------------------------------------------------------
@@ -496,7 +502,7 @@ def _check_table(entity: Entity, t: Table) -> Iterator[Problem]:
             yield Problem(
                 t.soft_delete.where + ("field",),
                 f"field '{t.soft_delete.field}' is not in the message",
-                f"add it under message.fields (fields: {', '.join(x.name for x in entity.fields)})",
+                _missing_field_hint(entity, t.soft_delete.field, "add it under message.fields"),
                 "field-missing",
             )
         elif f.type not in {"number", "N"}:
@@ -512,11 +518,10 @@ def _check_column(entity: Entity, t: Table, c: Any) -> Iterator[Problem]:
     for name in c.fields:
         f = entity.field(name)
         if f is None:
-            known = ", ".join(x.name for x in entity.fields)
             yield Problem(
                 c.where + ("field",),
                 f"field '{name}' is not in the message",
-                f"add it under message.fields or use one of: {known}",
+                _missing_field_hint(entity, name, "add it under message.fields"),
                 "field-missing",
             )
             continue
@@ -679,7 +684,7 @@ def check_events(entity: Entity, project: Project) -> Iterator[Problem]:
             yield Problem(
                 ("events", "type_from", i),
                 f"field '{name}' is not in the message",
-                f"use one of: {', '.join(x.name for x in entity.fields)}",
+                _missing_field_hint(entity, name, "add it under message.fields"),
                 "field-missing",
             )
         elif f.type not in {"S"} or f.carry == "typed":
