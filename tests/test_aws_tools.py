@@ -1020,36 +1020,51 @@ def test_the_terraform_deployed_pipeline_carries_changes_to_postgres(
     # trigger is switched off, as an operator does before consuming by hand in a rehearsal.
     lam = boto3.client("lambda", endpoint_url=deployed_pipeline.endpoint)
     queue_arn = deployed_pipeline.outputs["orders_queue_arn"]
-    for mapping in lam.list_event_source_mappings()["EventSourceMappings"]:
-        if mapping["EventSourceArn"] == queue_arn:
-            lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
-    # GIVEN an order created, confirmed and then shipped in the deployed DynamoDB table
-    put_order(ddb, "TF-1", "e-tf-1", "order.created", status="new", total="12.00")
-    update_order(ddb, "TF-1", "e-tf-2", "order.confirmed", status="confirmed")
-    update_order(ddb, "TF-1", "e-tf-3", "order.shipped", status="shipped")
-    # WHEN the stream is pumped into the deployed queue and the queue consumed
-    pumped = cli(
-        "pump", "--entity", "orders", "--once", "--checkpoint", str(tmp_path / "ckpt.json"), "--build", build
-    )
-    assert pumped.code == 0, pumped.err
-    failures = tmp_path / "failures.jsonl"
-    consumed = cli(
-        "consume",
-        "--entity",
-        "orders",
-        "--db",
-        db.url,
-        "--wait",
-        "1",
-        "--build",
-        build,
-        "--failures-out",
-        str(failures),
-    )
-    assert consumed.code == 0, consumed.err + (failures.read_text() if failures.exists() else "")
-    # THEN the legacy row holds the last state, each event applied once
-    assert db.rows("SELECT order_id, status, total_amount FROM orders WHERE order_id = 'TF-1'") == [
-        ("TF-1", "shipped", Decimal("12.00"))
+    mappings = [
+        m["UUID"]
+        for m in lam.list_event_source_mappings()["EventSourceMappings"]
+        if m["EventSourceArn"] == queue_arn
     ]
+    for uuid in mappings:
+        lam.update_event_source_mapping(UUID=uuid, Enabled=False)
+    try:
+        # GIVEN an order created, confirmed and then shipped in the deployed DynamoDB table
+        put_order(ddb, "TF-1", "e-tf-1", "order.created", status="new", total="12.00")
+        update_order(ddb, "TF-1", "e-tf-2", "order.confirmed", status="confirmed")
+        update_order(ddb, "TF-1", "e-tf-3", "order.shipped", status="shipped")
+        # WHEN the stream is pumped into the deployed queue and the queue consumed
+        pumped = cli(
+            "pump",
+            "--entity",
+            "orders",
+            "--once",
+            "--checkpoint",
+            str(tmp_path / "ckpt.json"),
+            "--build",
+            build,
+        )
+        assert pumped.code == 0, pumped.err
+        failures = tmp_path / "failures.jsonl"
+        consumed = cli(
+            "consume",
+            "--entity",
+            "orders",
+            "--db",
+            db.url,
+            "--wait",
+            "1",
+            "--build",
+            build,
+            "--failures-out",
+            str(failures),
+        )
+        assert consumed.code == 0, consumed.err + (failures.read_text() if failures.exists() else "")
+        # THEN the legacy row holds the last state, each event applied once
+        assert db.rows("SELECT order_id, status, total_amount FROM orders WHERE order_id = 'TF-1'") == [
+            ("TF-1", "shipped", Decimal("12.00"))
+        ]
+    finally:
+        for uuid in mappings:  # the deployment is shared by the session's tests
+            lam.update_event_source_mapping(UUID=uuid, Enabled=True)
     # (the ledger keys are the stream records' eventIDs: three changes, each applied once)
     assert sorted(ledger_counts(db).values()) == [1, 1, 1]
