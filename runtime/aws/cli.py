@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runtime.argtypes import positive, seconds
 from runtime.aws.session import INCOMPLETE, USAGE, Aws, ToolError, describe_aws_error, error_code
 
 COMMANDS = ("pump", "consume", "dlq")
@@ -27,26 +28,6 @@ EXIT_CODES = (
     "2 bad command line or configuration: unknown entity, unreadable build/ or checkpoint, missing "
     "table/stream/queue, no credentials or region, unreachable endpoint, no database; 130 interrupted."
 )
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
-    return n
-
-
-def _seconds(text: str) -> float:
-    try:
-        s = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if s < 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
-    return s
 
 
 def _whole_seconds(limit: int) -> Callable[[str], int]:
@@ -108,9 +89,9 @@ def add_commands(sub: Any) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="stop when every shard is caught up (default)")
     mode.add_argument("--follow", action="store_true", help="keep polling until interrupted")
-    p.add_argument("--max-records", type=_positive, metavar="N", help="stop after N stream records")
+    p.add_argument("--max-records", type=positive, metavar="N", help="stop after N stream records")
     p.add_argument(
-        "--poll", type=_seconds, default=1.0, metavar="S", help="--follow: seconds between polls (default 1)"
+        "--poll", type=seconds, default=1.0, metavar="S", help="--follow: seconds between polls (default 1)"
     )
     p.add_argument(
         "--retries", type=int, default=4, metavar="N", help="retries of a failed batch entry (default 4)"
@@ -133,7 +114,7 @@ def add_commands(sub: Any) -> None:
     mode = c.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="stop at the first empty receive (default)")
     mode.add_argument("--follow", action="store_true", help="keep polling until interrupted")
-    c.add_argument("--max-batches", type=_positive, metavar="N", help="stop after N batches")
+    c.add_argument("--max-batches", type=positive, metavar="N", help="stop after N batches")
     c.add_argument(
         "--wait",
         type=_whole_seconds(20),
@@ -175,7 +156,7 @@ def add_commands(sub: Any) -> None:
         )
         _dlq_common(x)
         x.add_argument(
-            "--max", type=_positive, default=100, metavar="N", help="at most N messages (default 100)"
+            "--max", type=positive, default=100, metavar="N", help="at most N messages (default 100)"
         )
         x.add_argument("--failures-from", metavar="FILE", help="consume's --failures-out file: the reasons")
         x.add_argument(
@@ -200,10 +181,10 @@ def add_commands(sub: Any) -> None:
         epilog=EXIT_CODES,
     )
     _dlq_common(r)
-    r.add_argument("--max", type=_positive, metavar="N", help="move at most N messages (default: all)")
+    r.add_argument("--max", type=positive, metavar="N", help="move at most N messages (default: all)")
     r.add_argument(
         "--pause",
-        type=_seconds,
+        type=seconds,
         default=0.0,
         metavar="S",
         help="sleep S seconds after each send, before its delete (rehearsing interruptions)",

@@ -16,30 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runtime.argtypes import positive, probability
+
 EPILOG_REPLAY = """\
 exit codes: 0 every delivered message ended applied/duplicate/stale/ignored/skipped or in
 the DLQ; 1 something is not accounted for; 2 bad arguments, build artifacts or input.
 """
-
-
-def _probability(text: str) -> float:
-    try:
-        p = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= p <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a probability in 0..1")
-    return p
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
-    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,23 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of every injected fault (default: 0)")
     r.add_argument(
         "--duplicates",
-        type=_probability,
+        type=probability,
         default=0.0,
         metavar="P",
         help="per record: sent twice or delete lost",
     )
     r.add_argument(
         "--crashes",
-        type=_probability,
+        type=probability,
         default=0.0,
         metavar="P",
         help="per invocation: raises before/after applying",
     )
     r.add_argument(
-        "--lost-responses", type=_probability, default=0.0, metavar="P", help="per invocation: answer lost"
+        "--lost-responses", type=probability, default=0.0, metavar="P", help="per invocation: answer lost"
     )
     r.add_argument(
-        "--delay-groups", type=_probability, default=0.0, metavar="P", help="per group burst: held back"
+        "--delay-groups", type=probability, default=0.0, metavar="P", help="per group burst: held back"
     )
     r.add_argument(
         "--entity", help="send every record to this entity (default: by the table in eventSourceARN)"
@@ -93,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.add_argument("--json", action="store_true", help="also print the summary as JSON on stdout")
     r.add_argument(
-        "--progress-every", type=_positive, default=10_000, metavar="N", help="progress line every N records"
+        "--progress-every", type=positive, default=10_000, metavar="N", help="progress line every N records"
     )
     r.add_argument(
         "--read-ahead",
-        type=_positive,
+        type=positive,
         default=100,
         metavar="N",
         help="messages a queue may hold before the reader waits",
@@ -114,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write realistic DynamoDB stream records for one registry entity, as JSON lines.",
     )
     s.add_argument("entity")
-    s.add_argument("--count", type=_positive, required=True, help="number of stream records")
+    s.add_argument("--count", type=positive, required=True, help="number of stream records")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--build", default="build")
     s.add_argument("--region", default="ap-northeast-1")
