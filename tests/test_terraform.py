@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,6 +17,7 @@ from generator.emit import pipes
 from generator.emit.terraform import DuplicateLabel, escape, hcl, terraform_files
 from generator.load import load
 from generator.model import Entity, Model
+from tests.conftest import terraform_or_skip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -489,23 +489,6 @@ def test_hcl_renders_strings_with_escapes() -> None:
 # --- the real terraform binary ---------------------------------------------------------------
 
 
-def _terraform_or_skip() -> tuple[str, Path]:
-    binary = shutil.which("terraform")
-    plugin_dir = Path(os.environ.get("SYNC_TF_PLUGIN_DIR", "/opt/tf-plugins"))
-    reason = None
-    if binary is None:
-        reason = "no terraform binary on PATH"
-    elif not plugin_dir.is_dir():
-        reason = f"no provider mirror at {plugin_dir} (set SYNC_TF_PLUGIN_DIR)"
-    if reason:
-        if os.environ.get("SYNC_REQUIRE_TERRAFORM") == "1":
-            pytest.fail(f"SYNC_REQUIRE_TERRAFORM=1 but {reason}")
-        print(f"skipping terraform tests: {reason}")
-        pytest.skip(reason)
-    assert binary is not None
-    return binary, plugin_dir
-
-
 def _env(tmp: Path) -> dict[str, str]:
     rc = tmp / "empty.tfrc"
     rc.write_text("")
@@ -525,7 +508,7 @@ def validated(model: Model, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     alarm topics, hostile strings) go in as extra entities of one configuration, so one
     init covers every branch of the emitter.
     """
-    binary, plugin_dir = _terraform_or_skip()
+    binary, plugin_dir = terraform_or_skip()
     tmp = tmp_path_factory.mktemp("tf")
     workdir = tmp / "terraform"
     workdir.mkdir()
@@ -594,7 +577,7 @@ def test_terraform_validate_accepts_the_generated_files(validated: dict[str, Any
 def test_escaped_strings_read_back_literally(tmp_path: Path) -> None:
     # GIVEN strings full of template sequences, escaped as the emitter escapes them, both as
     # JSON string templates and as HCL string literals inside an expression
-    binary, _ = _terraform_or_skip()
+    binary, _ = terraform_or_skip()
     samples = ["${x}", "%{if y}", "$${x}", "a$$b", "$", "%", "$${", 'say "hi"\\ ${ %{ endif }\n']
     locals_ = {f"s{i}": escape(s) for i, s in enumerate(samples)}
     locals_["h"] = "${" + hcl(samples) + "}"
