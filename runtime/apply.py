@@ -37,6 +37,7 @@ from runtime.decode import (
     decode,
     entity_for,
     parse_sqs_record,
+    row_key,
 )
 from runtime.errors import PERMANENT, TRANSIENT, Classified, classify
 from runtime.registry import Registry, TableSpec
@@ -283,12 +284,11 @@ def read_state(
             items.append((stmts.rows_read(spec, len(chunk)), params))
 
             def take(rows: Any, spec: TableSpec = spec) -> None:
-                from runtime.decode import _row_key
 
                 n = len(spec.key)
                 for r in rows:
                     version = r[n] if spec.version else None
-                    state.rows[(spec.qualified, _row_key(spec, tuple(r[:n])))] = (True, version)
+                    state.rows[(spec.qualified, row_key(spec, tuple(r[:n])))] = (True, version)
 
             readers.append(take)
     tkeys = list(tomb_keys)

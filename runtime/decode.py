@@ -172,7 +172,7 @@ def _version(table: TableSpec, values: _Values) -> Any:
     return int(d)
 
 
-def _row_key(table: TableSpec, key: tuple[Any, ...]) -> str:
+def row_key(table: TableSpec, key: tuple[Any, ...]) -> str:
     text = json.dumps([canonical_text(v) for v in key], ensure_ascii=False, separators=(",", ":"))
     if len(text) > ROW_KEY_MAX:
         raise DecodeError(f"table {table.name}: key is longer than {ROW_KEY_MAX} characters")
@@ -246,7 +246,7 @@ def decode(record: SqsRecord, entity: EntitySpec) -> Change:
                     row[sd.column] = True
             writes.append(
                 Write(
-                    act.action, table, key, _row_key(table, key), row, _version(table, values), act.if_missing
+                    act.action, table, key, row_key(table, key), row, _version(table, values), act.if_missing
                 )
             )
     except CoercionError as exc:

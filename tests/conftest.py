@@ -248,3 +248,18 @@ def deployed_pipeline(moto_server: str, tmp_path_factory: pytest.TempPathFactory
     )
     raw = json.loads(_step([binary, "output", "-json", "-no-color"], workdir, env, 60, "terraform output"))
     return DeployedPipeline(moto_server, {name: out["value"] for name, out in raw.items()}, workdir)
+
+
+def run_generator(*argv: object, timeout: float = 600) -> Any:
+    """`python -m generator ARGV...` as a user runs it, from the repository root."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *map(str, argv)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

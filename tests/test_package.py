@@ -22,21 +22,14 @@ import sqlalchemy as sa
 from generator import cli
 from generator import package as pkg
 from tests import factories
-from tests.conftest import copy_project
+from tests.conftest import copy_project, run_generator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("runtime/local/", "runtime/aws/", "runtime/__main__.py")
 
 
 def generator(*argv: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "generator", *map(str, argv)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_generator(*argv, timeout=600)
 
 
 def names(zip_path: Path) -> list[str]:

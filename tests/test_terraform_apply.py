@@ -14,7 +14,6 @@ import base64
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 
 from generator import override as ov
 from generator.model import Entity, Model
-from tests.conftest import DeployedPipeline, copy_project, terraform_or_skip
+from tests.conftest import DeployedPipeline, copy_project, run_generator, terraform_or_skip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD = REPO_ROOT / "build"
@@ -31,14 +30,7 @@ ALL_SERVICES = ["cloudwatch", "dynamodb", "ec2", "iam", "lambda", "logs", "pipes
 
 
 def generator(*argv: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "generator", *map(str, argv)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_generator(*argv, timeout=120)
 
 
 # --- the override file (no terraform needed) ----------------------------------------------

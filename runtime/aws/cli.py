@@ -15,11 +15,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.argtypes import positive, seconds
 from runtime.aws.session import INCOMPLETE, USAGE, Aws, ToolError, describe_aws_error, error_code
+from runtime.local.argtypes import positive, seconds
 
 COMMANDS = ("pump", "consume", "dlq")
 
@@ -453,6 +454,21 @@ def consume_main(args: argparse.Namespace) -> int:
 # -- dlq -------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _DlqContext:
+    """What every dlq subcommand works on: the queue (FIFO DLQ or Pipe DLQ) of one entity."""
+
+    args: argparse.Namespace
+    aws: Aws
+    sqs: Any
+    entity: Any
+    url: str
+    name: str
+    build: Path
+    registry: Any
+    log: Callable[[str], None]
+
+
 def dlq_main(args: argparse.Namespace) -> int:
     build = Path(args.build)
     registry = _registry(build)
@@ -470,9 +486,8 @@ def dlq_main(args: argparse.Namespace) -> int:
             raise ToolError(f"entity {entity.name!r} has no FIFO DLQ in the registry")
         url = aws.queue_url(entity.dlq)
         name = entity.dlq
-    if args.dlq_command in ("list", "show"):
-        return _dlq_look(args, aws, sqs, entity, url, name, build, registry, log)
-    return _dlq_redrive(args, aws, sqs, entity, url, name, build, registry, log)
+    ctx = _DlqContext(args, aws, sqs, entity, url, name, build, registry, log)
+    return _dlq_look(ctx) if args.dlq_command in ("list", "show") else _dlq_redrive(ctx)
 
 
 def _pipe_for(aws: Aws, entity: Any, build: Path, registry: Any) -> tuple[Any, str]:
@@ -485,17 +500,18 @@ def _pipe_for(aws: Aws, entity: Any, build: Path, registry: Any) -> tuple[Any, s
     return pipe, queue_url
 
 
-def _dlq_look(
-    args: argparse.Namespace,
-    aws: Aws,
-    sqs: Any,
-    entity: Any,
-    url: str,
-    name: str,
-    build: Path,
-    registry: Any,
-    log: Callable[[str], None],
-) -> int:
+def _dlq_look(ctx: _DlqContext) -> int:
+    args, aws, sqs, entity, url, name, build, registry, log = (
+        ctx.args,
+        ctx.aws,
+        ctx.sqs,
+        ctx.entity,
+        ctx.url,
+        ctx.name,
+        ctx.build,
+        ctx.registry,
+        ctx.log,
+    )
     from runtime.aws import dlq
 
     show = args.dlq_command == "show"
@@ -590,17 +606,18 @@ def _pretty(text: str) -> str:
         return text
 
 
-def _dlq_redrive(
-    args: argparse.Namespace,
-    aws: Aws,
-    sqs: Any,
-    entity: Any,
-    url: str,
-    name: str,
-    build: Path,
-    registry: Any,
-    log: Callable[[str], None],
-) -> int:
+def _dlq_redrive(ctx: _DlqContext) -> int:
+    args, aws, sqs, entity, url, name, build, registry, log = (
+        ctx.args,
+        ctx.aws,
+        ctx.sqs,
+        ctx.entity,
+        ctx.url,
+        ctx.name,
+        ctx.build,
+        ctx.registry,
+        ctx.log,
+    )
     from runtime.aws import dlq
     from runtime.aws.pipe import Sender
 

@@ -54,6 +54,20 @@ _UNSUPPORTED = {
 }
 
 
+def _receive_one(sqs: Any, url: str, visibility: int) -> list[dict[str, Any]]:
+    """At most one message (long polling asks every server: a short poll may miss messages)."""
+    return (
+        sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=1,
+            VisibilityTimeout=visibility,
+            WaitTimeSeconds=1,
+            **RECEIVE_ALL,
+        ).get("Messages")
+        or []
+    )
+
+
 # -- looking without consuming -------------------------------------------------------------------
 
 
@@ -275,16 +289,7 @@ def redrive_fifo(
     stats = RedriveStats()
     waiting_until: float | None = None
     while max_messages is None or stats.moved < max_messages:
-        got = (
-            sqs.receive_message(
-                QueueUrl=dlq_url,
-                MaxNumberOfMessages=1,
-                VisibilityTimeout=visibility,
-                WaitTimeSeconds=1,
-                **RECEIVE_ALL,
-            ).get("Messages")
-            or []
-        )
+        got = _receive_one(sqs, dlq_url, visibility)
         if not got:
             visible, in_flight = counts(dlq_url)
             if visible == 0 and in_flight == 0:
@@ -439,16 +444,7 @@ def redrive_pipe(
     then delete the pointer. A pointer that cannot be resolved or sent stays in the DLQ."""
     stats = RedriveStats()
     while max_messages is None or stats.moved + stats.failed < max_messages:
-        got = (
-            sqs.receive_message(
-                QueueUrl=pipe_dlq_url,
-                MaxNumberOfMessages=1,
-                VisibilityTimeout=visibility,
-                WaitTimeSeconds=1,
-                **RECEIVE_ALL,
-            ).get("Messages")
-            or []
-        )
+        got = _receive_one(sqs, pipe_dlq_url, visibility)
         if not got:
             break
         m = got[0]

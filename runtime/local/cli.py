@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runtime.argtypes import positive, probability
+from runtime.local.argtypes import positive, probability
 
 EPILOG_REPLAY = """\
 exit codes: 0 every delivered message ended applied/duplicate/stale/ignored/skipped or in
