@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -192,6 +193,48 @@ def _convert(value: Any, col: ColumnSpec) -> Any:
     if t == "json":
         return json_text(value)
     raise CoercionError(f"column {col.name}: unknown column type {t!r}")
+
+
+def _string_converter(col: ColumnSpec) -> Callable[[Any], Any]:
+    length, t, name = col.length, col.type, col.name
+
+    def convert(value: Any) -> Any:
+        if type(value) is str:
+            text = value
+        elif isinstance(value, (dict, list, bytes)):
+            raise CoercionError(
+                f"column {name}: a {type(value).__name__} cannot go into a {t} column (use type: json)"
+            )
+        else:
+            text = value if isinstance(value, str) else canonical_text(value)
+        if length is not None and len(text) > length:
+            raise CoercionError(f"column {name}: value of {len(text)} characters exceeds length {length}")
+        return text
+
+    return convert
+
+
+def converter(col: ColumnSpec) -> Callable[[Any], Any]:
+    """`coerce(col, value)` as a function of the value, its choices made once per column
+    (decode runs it for every column of every message); same results, same errors."""
+    if col.has_const or col.value_map is not None:
+        return lambda value: coerce(col, value)
+    string = col.type in ("string", "text")
+    convert = _string_converter(col) if string else lambda value: _convert(value, col)
+    has_default, default, nullable = col.has_default, col.default, col.nullable
+    missing = f"column {col.name}: no value (field {' / '.join(col.fields) or '-'} is missing) and the column is NOT NULL"
+
+    def run(value: Any) -> Any:
+        if value is MISSING or value is None:
+            if has_default:
+                value = default
+            elif nullable:
+                return None
+            else:
+                raise CoercionError(missing)
+        return convert(value)
+
+    return run
 
 
 def coerce(col: ColumnSpec, value: Any) -> Any:

@@ -107,11 +107,15 @@ def make_engine(
     if backend == "postgresql":
         connect_args["connect_timeout"] = 5
         connect_args["application_name"] = "ddb-sql-sync"
-        # Custom plans: statements prepared while a table is young and empty would otherwise
-        # keep a generic plan (sequential scans) for the life of the connection.
+        # Every statement the runtime sends finds rows by a unique key (the mapped key, the
+        # ledger's and the tombstones' primary keys). On a young table without statistics the
+        # planner would pick sequential scans, and a prepared statement would keep that plan
+        # for the life of the connection; with sequential scans off, every plan is a key
+        # lookup, so each statement shape is planned once per connection (generic plans)
+        # instead of on every execution. The settings apply to this connection only.
         connect_args["options"] = (
             f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms} "
-            "-c plan_cache_mode=force_custom_plan"
+            "-c enable_seqscan=off -c plan_cache_mode=force_generic_plan"
         )
     elif backend in ("mysql", "mariadb"):
         from pymysql.constants import CLIENT

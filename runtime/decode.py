@@ -6,14 +6,15 @@ A body that cannot be decoded is a poison message: DecodeError, a permanent fail
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from runtime.coerce import EPOCH, MISSING, CoercionError, canonical_text, coerce
+from runtime.coerce import EPOCH, MISSING, CoercionError, canonical_text, converter
 from runtime.ddbjson import AttributeValueError, number, unmarshal, unmarshal_map
-from runtime.registry import EntitySpec, FieldSpec, Registry, TableSpec
+from runtime.registry import ActionSpec, EntitySpec, FieldSpec, Registry, TableSpec
 
 SEQUENCE_WIDTH = 40  # DynamoDB sequence numbers are 21..40 digits; padded, they compare as text
 ROW_KEY_MAX = 512
@@ -85,61 +86,106 @@ def _lookup(body: dict[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
-def field_value(body: dict[str, Any], spec: FieldSpec) -> Any:
-    """One message field as a Python value, or MISSING.
+def _converter(spec: FieldSpec) -> Callable[[Any], Any]:
+    """The conversion of one field's raw JSON value, chosen once from its carry and type.
 
     A placeholder whose path is absent from the stream record renders as "" (facts 1.3,
     validated on EventBridge); for every type but S that empty string means missing.
     """
-    raw = _lookup(body, spec.path)
-    if raw is MISSING:
-        return MISSING
-    try:
-        if spec.carry == "typed":
-            if raw == "" or raw is None:
-                return MISSING
-            return unmarshal(raw)
-        t = spec.type
-        if t == "S":
+    if spec.carry == "typed":
+        return lambda raw: MISSING if raw == "" or raw is None else unmarshal(raw)
+    t = spec.type
+    if t == "S":
+
+        def string(raw: Any) -> Any:
             if not isinstance(raw, str):
                 raise DecodeError(f"field {spec.name}: expected a string, got {type(raw).__name__}")
             return raw
-        if raw == "":
-            return MISSING
-        if t in ("N", "number"):
-            return number(raw)
-        if t == "BOOL":
+
+        return string
+    if t in ("N", "number"):
+        convert: Callable[[Any], Any] = number
+    elif t == "BOOL":
+
+        def convert(raw: Any) -> Any:
             if not isinstance(raw, bool):
                 raise DecodeError(f"field {spec.name}: expected true/false, got {raw!r:.40}")
             return raw
-        if t == "NULL":
-            return None
-        if t == "M":
-            return unmarshal_map(raw)
-        if t == "L":
+
+    elif t == "NULL":
+        convert = lambda raw: None  # noqa: E731
+    elif t == "M":
+        convert = unmarshal_map
+    elif t == "L":
+
+        def convert(raw: Any) -> Any:
             if not isinstance(raw, list):
                 raise DecodeError(f"field {spec.name}: expected a list")
             return [unmarshal(v) for v in raw]
-        return unmarshal({t: raw})
-    except AttributeValueError as exc:
-        raise DecodeError(f"field {spec.name}: {exc}") from None
+
+    else:
+        convert = lambda raw: unmarshal({t: raw})  # noqa: E731
+    return lambda raw: MISSING if raw == "" else convert(raw)
+
+
+def _reader(spec: FieldSpec) -> Callable[[dict[str, Any]], Any]:
+    """A function reading one field from a decoded body, built once per field spec (the
+    decode of every message runs it, so the path walk and type choice are not repeated)."""
+    reader = _READERS.get(spec)
+    if reader is not None:
+        return reader
+    convert = _converter(spec)
+    path, name = spec.path, spec.name
+
+    if len(path) == 1:
+        (p0,) = path
+
+        def lookup(body: dict[str, Any]) -> Any:
+            return body.get(p0, MISSING)
+
+    else:
+
+        def lookup(body: dict[str, Any]) -> Any:
+            return _lookup(body, path)
+
+    def read(body: dict[str, Any]) -> Any:
+        raw = lookup(body)
+        if raw is MISSING:
+            return MISSING
+        try:
+            return convert(raw)
+        except AttributeValueError as exc:
+            raise DecodeError(f"field {name}: {exc}") from None
+
+    _READERS[spec] = read
+    return read
+
+
+_READERS: dict[FieldSpec, Callable[[dict[str, Any]], Any]] = {}
+
+
+def field_value(body: dict[str, Any], spec: FieldSpec) -> Any:
+    """One message field as a Python value, or MISSING (see _converter)."""
+    return _reader(spec)(body)
 
 
 class _Values:
     """Lazily decoded message fields (each at most once)."""
 
-    __slots__ = ("body", "entity", "cache")
+    __slots__ = ("body", "readers", "cache")
 
-    def __init__(self, body: dict[str, Any], entity: EntitySpec) -> None:
+    def __init__(self, body: dict[str, Any], readers: dict[str, Callable[[dict[str, Any]], Any]]) -> None:
         self.body = body
-        self.entity = entity
+        self.readers = readers
         self.cache: dict[str, Any] = {}
 
     def get(self, name: str) -> Any:
-        if name not in self.cache:
-            spec = self.entity.fields.get(name)
-            self.cache[name] = MISSING if spec is None else field_value(self.body, spec)
-        return self.cache[name]
+        cache = self.cache
+        if name in cache:
+            return cache[name]
+        reader = self.readers.get(name)
+        value = cache[name] = MISSING if reader is None else reader(self.body)
+        return value
 
     def first(self, names: tuple[str, ...]) -> Any:
         for n in names:
@@ -147,6 +193,68 @@ class _Values:
             if v is not MISSING and v is not None:
                 return v
         return MISSING
+
+
+@dataclass(slots=True)
+class _ActionProgram:
+    act: ActionSpec
+    table: TableSpec
+    key: list[tuple[tuple[str, ...], Callable[[Any], Any]]]  # (fields, converter) per key column
+    row: list[tuple[str, tuple[str, ...], Callable[[Any], Any]]]  # (column, fields, converter)
+
+
+@dataclass(slots=True)
+class _Program:
+    """What decode does for one entity, worked out once: a reader per field, and per event
+    type the columns each action fills with their converters."""
+
+    entity: EntitySpec
+    readers: dict[str, Callable[[dict[str, Any]], Any]]
+    rules: dict[str, list[_ActionProgram]]
+
+
+def _build_program(entity: EntitySpec) -> _Program:
+    converters: dict[tuple[str, str], Callable[[Any], Any]] = {}
+
+    def conv(table: TableSpec, column: str) -> Callable[[Any], Any]:
+        k = (table.name, column)
+        if k not in converters:
+            converters[k] = converter(table.columns[column])
+        return converters[k]
+
+    rules: dict[str, list[_ActionProgram]] = {}
+    for event_type, actions in entity.rules.items():
+        progs = []
+        for act in actions:
+            table = entity.tables[act.table]
+            if act.action in ("insert", "upsert") or (act.action == "update" and act.if_missing == "upsert"):
+                cols: Any = table.columns.keys()
+            elif act.action == "update":
+                cols = act.columns
+            else:
+                cols = ()
+            progs.append(
+                _ActionProgram(
+                    act,
+                    table,
+                    [(table.columns[k].fields, conv(table, k)) for k in table.key],
+                    [(c, table.columns[c].fields, conv(table, c)) for c in cols],
+                )
+            )
+        rules[event_type] = progs
+    return _Program(entity, {n: _reader(f) for n, f in entity.fields.items()}, rules)
+
+
+_PROGRAMS: dict[int, _Program] = {}
+
+
+def _program(entity: EntitySpec) -> _Program:
+    prog = _PROGRAMS.get(id(entity))
+    if prog is None or prog.entity is not entity:
+        if len(_PROGRAMS) > 256:  # registries reloaded many times in one process (tests, tools)
+            _PROGRAMS.clear()
+        prog = _PROGRAMS[id(entity)] = _build_program(entity)
+    return prog
 
 
 def _version(table: TableSpec, values: _Values) -> Any:
@@ -172,8 +280,13 @@ def _version(table: TableSpec, values: _Values) -> Any:
     return int(d)
 
 
+_KEY_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Built once: json.loads(..., parse_float=) builds a decoder on every call.
+_BODY = json.JSONDecoder(parse_float=Decimal).decode
+
+
 def row_key(table: TableSpec, key: tuple[Any, ...]) -> str:
-    text = json.dumps([canonical_text(v) for v in key], ensure_ascii=False, separators=(",", ":"))
+    text = _KEY_TEXT([canonical_text(v) for v in key])
     if len(text) > ROW_KEY_MAX:
         raise DecodeError(f"table {table.name}: key is longer than {ROW_KEY_MAX} characters")
     return text
@@ -183,14 +296,15 @@ def decode(record: SqsRecord, entity: EntitySpec) -> Change:
     if not record.body:
         raise DecodeError("empty message body")
     try:
-        body = json.loads(record.body, parse_float=Decimal)
+        body = _BODY(record.body)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"body is not JSON ({exc.msg} at char {exc.pos})") from None
     if not isinstance(body, dict):
         raise DecodeError(
             f"body is a JSON {type(body).__name__}, not an object (check the Pipe's input template)"
         )
-    values = _Values(body, entity)
+    prog = _program(entity)
+    values = _Values(body, prog.readers)
 
     event_id = ""
     if entity.event_id_field:
@@ -214,7 +328,7 @@ def decode(record: SqsRecord, entity: EntitySpec) -> Change:
     created = values.get(entity.lag_field) if entity.lag_field else MISSING
     created_at = created if isinstance(created, Decimal) else None
 
-    actions = entity.rules.get(event_type)
+    actions = prog.rules.get(event_type)
     if actions is None:
         if entity.unknown == "ignore":
             return Change(record, entity, event_id, event_type, [], created_at)
@@ -222,19 +336,14 @@ def decode(record: SqsRecord, entity: EntitySpec) -> Change:
         raise DecodeError(f"unknown event type {event_type!r} and no rule for it (rules: {known})")
 
     writes = []
+    first = values.first
     try:
-        for act in actions:
-            table = entity.tables[act.table]
-            key = tuple(coerce(table.columns[k], values.first(table.columns[k].fields)) for k in table.key)
-            if any(k is None for k in key):
+        for ap in actions:
+            table, act = ap.table, ap.act
+            key = tuple([convert(first(fields)) for fields, convert in ap.key])
+            if None in key:
                 raise DecodeError(f"table {table.name}: key {', '.join(table.key)} has no value")
-            if act.action in ("insert", "upsert") or (act.action == "update" and act.if_missing == "upsert"):
-                cols = table.columns.keys()
-            elif act.action == "update":
-                cols = act.columns
-            else:
-                cols = ()
-            row = {c: coerce(table.columns[c], values.first(table.columns[c].fields)) for c in cols}
+            row = {c: convert(first(fields)) for c, fields, convert in ap.row}
             for k, v in zip(table.key, key, strict=True):
                 row[k] = v
             if act.action == "soft_delete" and table.soft_delete is not None:

@@ -13,6 +13,9 @@ Every value is a bound parameter; every identifier comes from the validated regi
 
 from __future__ import annotations
 
+import copy
+import select as io_select
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +77,7 @@ class Statements:
         self.ledger = self.metadata.tables[registry.ledger_table]
         self.tombstones = self.metadata.tables[registry.tombstone_table]
         self._cache: dict[tuple[Any, ...], ClauseElement] = {}
-        self.compiled: dict[int, _Compiled] = {}  # driver-level SQL text of the statements above
+        self.compiled: dict[Any, Any] = {}  # driver-level SQL text of the statements above
 
     def table(self, spec: TableSpec) -> Table:
         return self.metadata.tables[spec.qualified]
@@ -384,10 +387,12 @@ class _DriverSession(FastSession):
 
     BEGIN = "BEGIN"
 
-    def __init__(self, conn: Connection, compiled_cache: dict[int, _Compiled]) -> None:
+    def __init__(self, conn: Connection, compiled_cache: dict[Any, Any]) -> None:
         super().__init__(conn)
         self.dialect = conn.dialect
         self.raw = conn.connection.driver_connection
+        self.dbapi_conn = conn.connection.dbapi_connection
+        self.broken = False  # the session left the connection in a state it cannot be reused in
         self._cache = compiled_cache
         self._trips = 0
         self._open = False
@@ -408,12 +413,13 @@ class _DriverSession(FastSession):
     def _wrap(self, exc: Exception, sql: str) -> DBAPIError:
         """Raise driver errors the way SQLAlchemy would, invalidating a dead connection."""
         dbapi = self.dialect.loaded_dbapi
-        raw = self.conn.connection.dbapi_connection
-        is_disconnect = self.dialect.is_disconnect(exc, raw, None)
+        # The connection the session started on: asking self.conn for it again would
+        # reconnect an invalidated Connection and hide the disconnect.
+        is_disconnect = self.broken or self.dialect.is_disconnect(exc, self.dbapi_conn, None)
         wrapped = DBAPIError.instance(
             sql, None, exc, dbapi.Error, connection_invalidated=is_disconnect, dialect=self.dialect
         )
-        if is_disconnect:
+        if is_disconnect and not self.conn.invalidated:
             self.conn.invalidate(exc)
         return wrapped
 
@@ -446,49 +452,207 @@ class _DriverSession(FastSession):
         raise NotImplementedError
 
 
+class _PositionalCompiled:
+    """A statement compiled with $1..$n placeholders (libpq's own), its parameter order and
+    SQLAlchemy's bind processors."""
+
+    __slots__ = ("sql", "order", "processors")
+
+    def __init__(self, stmt: ClauseElement, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = str(compiled).encode()
+        self.order: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self.processors: dict[str, Callable[[Any], Any]] = {}
+        for name, bp in compiled.binds.items():
+            proc = bp.type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None:
+                self.processors[name] = proc
+
+    def values(self, params: dict[str, Any]) -> list[Any]:
+        procs = self.processors
+        if not procs:
+            return [params[n] for n in self.order]
+        return [procs[n](params[n]) if n in procs else params[n] for n in self.order]
+
+
+# Named statements this runtime prepared on each connection: (SQL, parameter types) -> name.
+# Weak keys: a replaced connection takes its names with it.
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[tuple[bytes, tuple[int, ...]], bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+MAX_PREPARED = 400  # per connection; statements beyond it are sent unnamed (planned each time)
+_STALE_PREPARED = {"26000", "0A000"}  # a name the server no longer knows; a cached plan after DDL
+
+
 class PsycopgPipelineSession(_DriverSession):
-    """psycopg 3 pipeline mode: every statement, one Sync when the block closes, then every
-    result. Autocommit is on for the fast path only, so psycopg sends no BEGIN of its own
-    (which would cost a round trip); our BEGIN/COMMIT travel inside the pipelines."""
+    """PostgreSQL through psycopg 3's libpq binding in pipeline mode: every statement of a
+    phase queued, one Sync, one flush, then every result: one network round trip.
+
+    Why the libpq level rather than psycopg's `Connection.pipeline()`: the latter waits on
+    the socket once per statement (a poll and a send each), which measured 3-4x the client
+    CPU of this loop for a batch (benchmarks/RESULTS.md). Values are still adapted by
+    psycopg's own Transformer and travel as bound parameters of named prepared statements,
+    so the server parses and plans each statement shape once per connection (the
+    connection's planner settings keep those plans to key lookups, runtime.config).
+    The transaction is ours: BEGIN goes with the reads, COMMIT with the writes, so psycopg's
+    own transaction handling (autocommit off) never sends anything for the fast path.
+    """
+
+    BEGIN = "BEGIN"
+
+    def __init__(self, conn: Connection, compiled_cache: dict[int, Any]) -> None:
+        super().__init__(conn, compiled_cache)
+        from psycopg.adapt import PyFormat, Transformer
+
+        self.pg = self.raw.pgconn
+        self.tx = Transformer(self.raw)
+        self._auto = PyFormat.AUTO
+        names = _PREPARED.get(self.raw)
+        if names is None:
+            names = _PREPARED[self.raw] = {}
+        self.names = names
+
+    def _prepare(self, items: Sequence[Item]) -> list[tuple[Any, dict[str, Any] | None]]:
+        out: list[tuple[Any, dict[str, Any] | None]] = []
+        cache = self._cache
+        for stmt, params in items:
+            c = cache.get(("positional", id(stmt)))
+            if c is None:
+                d = cache.get("positional dialect")
+                if d is None:  # the connection's dialect, placeholders as $1..$n
+                    d = cache["positional dialect"] = copy.copy(self.dialect)
+                    d.paramstyle, d.positional = "numeric_dollar", True
+                c = cache[("positional", id(stmt))] = _PositionalCompiled(stmt, d)
+            out.append((c, params))
+        return out
 
     def read(self, items: Sequence[Item]) -> list[Result]:
-        self.raw.autocommit = True
-        return super().read(items)
-
-    def abort(self) -> None:
-        super().abort()
-        self._restore()
+        self._open = True
+        return self._run([(None, None), *self._prepare(items)], results=True)[1:]
 
     def write_commit(self, items: Sequence[Item]) -> list[Result]:
-        out = super().write_commit(items)
-        self._restore()
+        self._run([*self._prepare(items), (None, "COMMIT")], results=False)  # type: ignore[list-item]
+        self._open = False
+        return []
+
+    def _run(self, statements: list[Any], *, results: bool) -> list[Result]:
+        self._trips += 1
+        dbapi_error = self.dialect.loaded_dbapi.Error
+        try:
+            return self._send(statements, results)
+        except dbapi_error as exc:
+            sql = ""
+            for c, _ in statements:
+                if isinstance(c, _PositionalCompiled):
+                    sql = c.sql.decode()
+            raise self._wrap(exc, sql) from exc
+
+    def _send(self, statements: list[Any], results: bool) -> list[Result]:
+        from psycopg import errors
+        from psycopg.pq import ExecStatus
+
+        pg, tx, names = self.pg, self.tx, self.names
+        queue: list[tuple[int, bytes | None]] = []  # (index of the statement or -1 for PREPARE, new name)
+        pg.enter_pipeline_mode()
+        try:
+            for i, (c, params) in enumerate(statements):
+                if c is None:  # BEGIN / COMMIT
+                    pg.send_query_params((params or self.BEGIN).encode(), None)
+                    queue.append((i, None))
+                    continue
+                values = c.values(params)
+                dumped = tx.dump_sequence(values, [self._auto] * len(values))
+                types = tx.types or ()
+                key = (c.sql, types)
+                name = names.get(key)
+                if name is None and len(names) < MAX_PREPARED:
+                    name = b"dss_%d" % len(names)
+                    pg.send_prepare(name, c.sql, param_types=types)
+                    queue.append((-1, name))
+                    names[key] = name  # taken back below if the PREPARE does not succeed
+                if name is None:
+                    pg.send_query_params(c.sql, dumped, param_types=types, param_formats=tx.formats)
+                else:
+                    pg.send_query_prepared(name, dumped, param_formats=tx.formats)
+                queue.append((i, None))
+            pg.pipeline_sync()
+            self._flush()
+            out: list[Result] = [0] * len(statements)
+            error: Exception | None = None
+            encoding = self.raw.info.encoding
+            for i, new_name in queue:
+                while True:
+                    res = self._result()
+                    if res is None:
+                        break
+                    status = res.status
+                    if status == ExecStatus.TUPLES_OK:
+                        if results and i >= 0:
+                            tx.set_pgresult(res)
+                            out[i] = tx.load_rows(0, res.ntuples, tuple)
+                    elif status == ExecStatus.COMMAND_OK:
+                        if results and i >= 0:
+                            out[i] = res.command_tuples or 0
+                    else:
+                        if new_name is not None:  # never prepared: forget the name
+                            self._forget(new_name)
+                        if status == ExecStatus.FATAL_ERROR and error is None:
+                            error = errors.error_from_result(res, encoding=encoding)
+                            if getattr(error, "sqlstate", None) in _STALE_PREPARED:
+                                names.clear()
+            sync = self._result()
+            if sync is None or sync.status != ExecStatus.PIPELINE_SYNC:  # pragma: no cover - protocol
+                raise errors.OperationalError("pipeline out of step: no Sync result")
+        finally:
+            self._leave_pipeline()
+        if error is not None:
+            raise error
         return out
 
-    def _restore(self) -> None:
-        if not self.conn.invalidated:
+    def _leave_pipeline(self) -> None:
+        """Back to the state psycopg expects; a connection that cannot get there is dropped."""
+        import psycopg
+        from psycopg import pq
+
+        if self.pg.pipeline_status == pq.PipelineStatus.OFF:
+            return
+        if self.pg.status == pq.ConnStatus.OK:
             try:
-                self.raw.autocommit = False
-            except Exception as exc:
-                self.conn.invalidate(exc)
+                self.pg.exit_pipeline_mode()
+                return
+            except psycopg.Error:  # results left unread: the connection is out of step
+                pass
+        self.broken = True  # _wrap reports it as a disconnect and invalidates the connection
 
-    def _send(self, statements: list[tuple[str, dict[str, Any] | None]], results: bool) -> list[Result]:
-        raw = self.raw
-        cursors = []
-        with raw.pipeline():
-            shared = None if results else raw.cursor()  # writes: nothing to read back, one cursor
-            for sql, params in statements:
-                cur = shared or raw.cursor()
-                cur.execute(sql, params, prepare=None if params is not None else False)
-                if results:
-                    cursors.append(cur)
-        if shared is not None:
-            shared.close()
-            return []
-        out: list[Result] = []
-        for cur in cursors:
-            out.append([tuple(r) for r in cur.fetchall()] if cur.description else cur.rowcount)
-            cur.close()
-        return out
+    def _forget(self, name: bytes) -> None:
+        for k, v in list(self.names.items()):
+            if v == name:
+                del self.names[k]
+
+    def _flush(self) -> None:
+        """Send everything queued; read while waiting so neither side's buffer fills up."""
+        pg = self.pg
+        while pg.flush():
+            if self._wait(write=True):
+                pg.consume_input()
+
+    def _result(self) -> Any:
+        pg = self.pg
+        while pg.is_busy():
+            self._wait(write=False)
+            pg.consume_input()
+        return pg.get_result()
+
+    def _wait(self, *, write: bool) -> bool:
+        """Block until the socket is readable (or writable); True when readable."""
+        try:
+            fd = self.pg.socket
+            r, _, _ = io_select.select([fd], [fd] if write else [], [])
+        except (OSError, ValueError) as exc:  # the socket went away under us
+            import psycopg
+
+            raise psycopg.OperationalError(f"waiting on the connection failed: {exc}") from exc
+        return bool(r)
 
 
 class PyMySQLMultiSession(_DriverSession):
@@ -511,7 +675,7 @@ class PyMySQLMultiSession(_DriverSession):
             return out
 
 
-def fast_session(conn: Connection, compiled_cache: dict[int, _Compiled]) -> FastSession:
+def fast_session(conn: Connection, compiled_cache: dict[Any, Any]) -> FastSession:
     """The fastest transaction the connection's driver supports."""
     family = dialect_family(conn.dialect)
     driver = conn.dialect.driver

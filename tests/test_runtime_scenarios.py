@@ -411,3 +411,101 @@ def test_database_unreachable_fails_the_whole_batch(registry: Registry) -> None:
     assert failed_ids(r) == [rec["messageId"] for rec in batch]
     assert {o.kind for o in r.outcomes} == {"transient"}
     assert "batch not applied" in r.outcomes[0].reason
+
+
+# --- PostgreSQL: named statements and key-lookup plans --------------------------------------
+
+
+def _orders_batch(prefix: str, n: int = 5) -> list[dict[str, Any]]:
+    return [order_record(f"{prefix}-{i}") for i in range(n)]
+
+
+def _runtime_sql(db: Db, sql: str) -> list[tuple[Any, ...]]:
+    """Run SQL on the runtime's own pooled connection (its pool holds one)."""
+    with db.engine.connect() as conn:
+        result = conn.execute(text(sql))
+        rows = [tuple(r) for r in result] if result.returns_rows else []
+        conn.commit()
+    return rows
+
+
+def _our_statements(db: Db) -> int:
+    return len(_runtime_sql(db, "SELECT name FROM pg_prepared_statements WHERE name LIKE 'dss%'"))
+
+
+def test_postgresql_statements_lost_by_the_server_are_prepared_again(db: Db) -> None:
+    if db.name != "postgresql":
+        pytest.skip("named prepared statements are the PostgreSQL fast path's")
+    # GIVEN a runtime whose fast path has prepared its statements on its connection
+    r1 = db.apply(_orders_batch("ORD-P"))
+    assert r1.path == "fast" and _our_statements(db) > 0
+    # WHEN something drops every prepared statement of the session (a pooler, DISCARD ALL)
+    _runtime_sql(db, "DEALLOCATE ALL")
+    r2 = db.apply(_orders_batch("ORD-Q"))
+    r3 = db.apply(_orders_batch("ORD-R"))
+    # THEN the batch that met the loss is still applied (through the per-message path), and
+    # the next one prepares its statements again and takes the fast path
+    assert failed_ids(r2) == [] and r2.counts()["applied"] == 5
+    assert failed_ids(r3) == [] and r3.path == "fast" and _our_statements(db) > 0
+    assert db.one("SELECT COUNT(*) FROM orders") == 15 and db.one("SELECT COUNT(*) FROM sync_ledger") == 15
+
+
+def test_postgresql_statements_beyond_the_cap_are_sent_unnamed(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.name != "postgresql":
+        pytest.skip("named prepared statements are the PostgreSQL fast path's")
+    # GIVEN a connection that may hold no more named statements
+    import runtime.sql
+
+    monkeypatch.setattr(runtime.sql, "MAX_PREPARED", 0)
+    # WHEN batches are applied
+    r1 = db.apply(_orders_batch("ORD-S"))
+    r2 = db.apply([order_record(f"ORD-S-{i}", "order.confirmed", status="confirmed") for i in range(5)])
+    # THEN they take the fast path all the same, with no statement left prepared
+    assert (r1.path, r2.path) == ("fast", "fast") and failed_ids(r1) == failed_ids(r2) == []
+    assert db.rows("SELECT DISTINCT status FROM orders") == [("confirmed",)]
+    assert _our_statements(db) == 0
+
+
+def _runtime_backends_gone(db: Db) -> None:
+    """Close the runtime's connection and wait until its backend has exited (and so has
+    reported its table statistics)."""
+    db.engine.dispose()
+    deadline = time.monotonic() + 10
+    while db.one(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = :d AND application_name = 'ddb-sql-sync'",
+        d=SCRATCH_DB,
+    ):
+        assert time.monotonic() < deadline, "the runtime's backend did not exit"
+        time.sleep(0.05)
+
+
+def test_postgresql_fast_path_finds_rows_by_key_on_young_tables(db: Db) -> None:
+    if db.name != "postgresql":
+        pytest.skip("planner statistics are PostgreSQL's")
+    # GIVEN fresh tables, never analysed, and table counters from zero (the DDL scanned them)
+    _runtime_backends_gone(db)
+    db.rows(
+        "SELECT pg_stat_reset_single_table_counters(c.oid) FROM pg_class c "
+        "WHERE c.relname IN ('orders', 'sync_ledger') AND c.relkind = 'r'"
+    )
+    # WHEN batches fill them up, batch after batch
+    for b in range(30):
+        db.apply(_orders_batch(f"ORD-Y{b}", 10))
+        db.apply([order_record(f"ORD-Y{b}-{i}", "order.confirmed", status="confirmed") for i in range(10)])
+    _runtime_backends_gone(db)
+    deadline = time.monotonic() + 10
+    while True:
+        stats = dict(
+            db.rows(
+                "SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname IN ('orders', 'sync_ledger')"
+                " AND idx_scan > 0"
+            )
+        )
+        if len(stats) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    # THEN every read and write found its rows through an index, none scanned a table
+    assert stats == {"orders": 0, "sync_ledger": 0}
+    assert db.one("SELECT COUNT(*) FROM orders WHERE status = 'confirmed'") == 300
