@@ -140,6 +140,23 @@ def _timestamp(value: Any, col: ColumnSpec) -> datetime:
         ) from None
 
 
+def _decimal_column(value: Any, col: ColumnSpec) -> Decimal:
+    d = _decimal(value, col)
+    exponent = d.as_tuple().exponent
+    scale = max(0, -exponent) if isinstance(exponent, int) else 0
+    if col.scale is not None and scale > col.scale and d != d.quantize(Decimal(1).scaleb(-col.scale)):
+        raise CoercionError(
+            f"column {col.name}: {canonical_text(d)} has more than {col.scale} decimal places (not rounded)"
+        )
+    if col.precision is not None:
+        whole_digits = len(str(abs(int(d)))) if abs(d) >= 1 else 0
+        if whole_digits > col.precision - (col.scale or 0):
+            raise CoercionError(
+                f"column {col.name}: {canonical_text(d)} does not fit decimal({col.precision},{col.scale or 0})"
+            )
+    return d
+
+
 def _convert(value: Any, col: ColumnSpec) -> Any:
     t = col.type
     if t in ("string", "text"):
@@ -156,20 +173,7 @@ def _convert(value: Any, col: ColumnSpec) -> Any:
     if t in INT_RANGES:
         return _integer(value, col)
     if t == "decimal":
-        d = _decimal(value, col)
-        exponent = d.as_tuple().exponent
-        scale = max(0, -exponent) if isinstance(exponent, int) else 0
-        if col.scale is not None and scale > col.scale and d != d.quantize(Decimal(1).scaleb(-col.scale)):
-            raise CoercionError(
-                f"column {col.name}: {canonical_text(d)} has more than {col.scale} decimal places (not rounded)"
-            )
-        if col.precision is not None:
-            whole_digits = len(str(abs(int(d)))) if abs(d) >= 1 else 0
-            if whole_digits > col.precision - (col.scale or 0):
-                raise CoercionError(
-                    f"column {col.name}: {canonical_text(d)} does not fit decimal({col.precision},{col.scale or 0})"
-                )
-        return d
+        return _decimal_column(value, col)
     if t == "float":
         return float(_decimal(value, col))
     if t == "boolean":
@@ -219,8 +223,13 @@ def converter(col: ColumnSpec) -> Callable[[Any], Any]:
     (decode runs it for every column of every message); same results, same errors."""
     if col.has_const or col.value_map is not None:
         return lambda value: coerce(col, value)
-    string = col.type in ("string", "text")
-    convert = _string_converter(col) if string else lambda value: _convert(value, col)
+    t = col.type
+    if t in ("string", "text"):
+        convert = _string_converter(col)
+    else:
+        typed = {"decimal": _decimal_column, "timestamp": _timestamp, **dict.fromkeys(INT_RANGES, _integer)}
+        by_type = typed.get(t, _convert)
+        convert = lambda value: by_type(value, col)  # noqa: E731
     has_default, default, nullable = col.has_default, col.default, col.nullable
     missing = f"column {col.name}: no value (field {' / '.join(col.fields) or '-'} is missing) and the column is NOT NULL"
 

@@ -6,6 +6,7 @@ A body that cannot be decoded is a poison message: DecodeError, a permanent fail
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -285,8 +286,15 @@ _KEY_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _BODY = json.JSONDecoder(parse_float=Decimal).decode
 
 
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f\\"]').search  # what JSON escapes with ensure_ascii off
+
+
 def row_key(table: TableSpec, key: tuple[Any, ...]) -> str:
-    text = _KEY_TEXT([canonical_text(v) for v in key])
+    """The key as JSON text (tombstones and the plan use it): '["ORD-1"]'."""
+    parts = [v if type(v) is str else canonical_text(v) for v in key]
+    # Without anything to escape, the encoder's text is built directly (no per-call set-up).
+    plain = not any(_NEEDS_ESCAPE(p) for p in parts)
+    text = '["' + '","'.join(parts) + '"]' if plain else _KEY_TEXT(parts)
     if len(text) > ROW_KEY_MAX:
         raise DecodeError(f"table {table.name}: key is longer than {ROW_KEY_MAX} characters")
     return text

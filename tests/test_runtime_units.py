@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.apply import apply_batch
-from runtime.coerce import MISSING, CoercionError, coerce, json_text
+from runtime.coerce import MISSING, CoercionError, canonical_text, coerce, converter, json_text
 from runtime.config import ConfigError, database_url, make_engine, url_from_secret
-from runtime.decode import DecodeError, decode, field_value, parse_sqs_record
+from runtime.decode import DecodeError, decode, field_value, parse_sqs_record, row_key
 from runtime.registry import ColumnSpec, FieldSpec, RegistryError, load_registry, parse_registry
 from runtime.schema import build_metadata
 from tests.factories import order_body, order_record, sqs_record
@@ -178,6 +178,9 @@ def test_numbers_keep_every_digit() -> None:
 )
 def test_coercions(column: ColumnSpec, value: Any, expected: Any) -> None:
     assert coerce(column, value) == expected
+    # the per-column converter decode uses gives the same value, of the same type
+    got = converter(column)(value)
+    assert got == expected and type(got) is type(expected)
 
 
 @pytest.mark.parametrize(
@@ -199,6 +202,27 @@ def test_coercions(column: ColumnSpec, value: Any, expected: Any) -> None:
 def test_coercion_refusals_name_the_column(column: ColumnSpec, value: Any, message: str) -> None:
     with pytest.raises(CoercionError, match=message):
         coerce(column, value)
+    with pytest.raises(CoercionError, match=message):
+        converter(column)(value)
+
+
+_KEY_PARTS = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet='a"\\\n\x00\x1f\x7fé日\u2028/ ,', max_size=6),
+    st.decimals(allow_nan=False, allow_infinity=False, places=2),
+    st.integers(),
+    st.booleans(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_KEY_PARTS, min_size=1, max_size=3))
+def test_row_key_is_the_json_text_of_the_key(key: list[Any]) -> None:
+    # GIVEN a key of any scalar kind, with or without characters JSON escapes
+    # WHEN its row key is built  THEN it is exactly the compact JSON array of its canonical texts
+    want = json.dumps([canonical_text(v) for v in key], ensure_ascii=False, separators=(",", ":"))
+    if len(want) <= 512:
+        assert row_key(load_registry(REGISTRY).entities["orders"].tables["orders"], tuple(key)) == want
 
 
 def test_decode_poison_shapes() -> None:
