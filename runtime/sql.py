@@ -494,11 +494,15 @@ class PsycopgPipelineSession(_DriverSession):
     psycopg's own Transformer and travel as bound parameters of named prepared statements,
     so the server parses and plans each statement shape once per connection (the
     connection's planner settings keep those plans to key lookups, runtime.config).
-    The transaction is ours: BEGIN goes with the reads, COMMIT with the writes, so psycopg's
-    own transaction handling (autocommit off) never sends anything for the fast path.
+    No BEGIN or COMMIT is sent. The writes' pipeline is one implicit transaction: the server
+    commits everything before the Sync at once, or, when any statement fails, rolls it all
+    back and skips the rest (PostgreSQL protocol, "Pipelining"; libpq, "Pipeline Mode").
+    The reads need no transaction of their own: under READ COMMITTED each statement sees
+    its own snapshot either way, and every write keeps its guards in the SQL (a row changed
+    since it was read makes the guard refuse the write, and a ledger row written meanwhile
+    fails the insert and sends the batch to the per-message path). psycopg's own
+    transaction handling (autocommit off) never sends anything for the fast path.
     """
-
-    BEGIN = "BEGIN"
 
     def __init__(self, conn: Connection, compiled_cache: dict[int, Any]) -> None:
         super().__init__(conn, compiled_cache)
@@ -527,25 +531,21 @@ class PsycopgPipelineSession(_DriverSession):
         return out
 
     def read(self, items: Sequence[Item]) -> list[Result]:
-        self._open = True
-        return self._run([(None, None), *self._prepare(items)], results=True)[1:]
+        return self._run(self._prepare(items), results=True)
 
     def write_commit(self, items: Sequence[Item]) -> list[Result]:
-        self._run([*self._prepare(items), (None, "COMMIT")], results=False)  # type: ignore[list-item]
-        self._open = False
+        self._run(self._prepare(items), results=False)
         return []
 
     def _run(self, statements: list[Any], *, results: bool) -> list[Result]:
+        if not statements:  # no transaction to open or close: nothing to send
+            return []
         self._trips += 1
         dbapi_error = self.dialect.loaded_dbapi.Error
         try:
             return self._send(statements, results)
         except dbapi_error as exc:
-            sql = ""
-            for c, _ in statements:
-                if isinstance(c, _PositionalCompiled):
-                    sql = c.sql.decode()
-            raise self._wrap(exc, sql) from exc
+            raise self._wrap(exc, statements[-1][0].sql.decode() if statements else "") from exc
 
     def _send(self, statements: list[Any], results: bool) -> list[Result]:
         from psycopg import errors
@@ -556,10 +556,6 @@ class PsycopgPipelineSession(_DriverSession):
         pg.enter_pipeline_mode()
         try:
             for i, (c, params) in enumerate(statements):
-                if c is None:  # BEGIN / COMMIT
-                    pg.send_query_params((params or self.BEGIN).encode(), None)
-                    queue.append((i, None))
-                    continue
                 values = c.values(params)
                 dumped = tx.dump_sequence(values, [self._auto] * len(values))
                 types = tx.types or ()
