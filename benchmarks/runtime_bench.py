@@ -1551,9 +1551,8 @@ def notes(r: dict) -> list[str]:
                 out.append(
                     f"{DIALECT_NAMES[d]}, {variant} tables: per batch of 10 the runtime's statements read "
                     f"{seq:.0f} orders rows and {led:.0f} sync_ledger rows by sequential scan, where an index "
-                    "probe would read ~10 each. These tables were never ANALYZEd (autovacuum is off on this "
-                    "server); with custom plans (`make_engine` sets plan_cache_mode=force_custom_plan) "
-                    "PostgreSQL chooses a sequential scan while the table is only a few pages. "
+                    "probe would read ~10 each, although `make_engine` turns sequential scans off for the "
+                    "runtime's connection: look for a statement without a usable unique index. "
                     + (
                         f"It costs: batch latency grows from {f10:.2f} to {l10:.2f} ms during the run."
                         if grows

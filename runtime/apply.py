@@ -5,7 +5,8 @@ Fast path (a clean batch, a constant number of round trips):
      of every row the batch touches, and their tombstones;
   2. plan every message in order against that state (duplicate / stale / applied), so the
      counts are exact and stale writes are not even sent;
-  3. send every write plus the ledger rows in one round trip, then COMMIT.
+  3. send every write plus the ledger rows in one round trip, as one transaction (see
+     runtime.sql for how each driver sends a phase).
 The SQL still carries the version guard and tombstone check, so the result stays right even
 if the plan's snapshot were outdated.
 

@@ -379,8 +379,9 @@ class _Compiled:
 class _DriverSession(FastSession):
     """Compiles with SQLAlchemy, sends each phase as one network round trip at the driver.
 
-    The transaction is opened by an explicit BEGIN sent with the reads and closed by a
-    COMMIT sent with the writes, so a clean batch costs two round trips.
+    Here the transaction is opened by an explicit BEGIN sent with the reads and closed by a
+    COMMIT sent with the writes, so a clean batch costs two round trips (the PostgreSQL
+    session below needs neither statement).
     """
 
     driver_level = True
