@@ -34,9 +34,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import mysql as mysql_dialect
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
@@ -107,7 +104,11 @@ class Statements:
             column = name[2:]  # p_<column> / k_<column>
             if name.startswith("p_") and spec.columns[column].type == "json":
                 param = bindparam(bind_name, type_=Text())
-                return cast(param, pg_dialect.JSONB()) if self.family == "postgresql" else param
+                if self.family == "postgresql":
+                    from sqlalchemy.dialects.postgresql import JSONB
+
+                    return cast(param, JSONB())
+                return param
         return bindparam(bind_name, type_=t.c[column].type)
 
     def _source(self, spec: TableSpec | None) -> Callable[[str], Any]:
@@ -120,13 +121,17 @@ class Statements:
         return self._memo(key, lambda: self._build(kind, spec, columns))
 
     def _insert_construct(self, t: Table) -> Any:
+        # The dialect's own insert construct (ON CONFLICT / ON DUPLICATE KEY), imported for the
+        # dialect in use only: a cold start does not load the other two.
         if self.family == "postgresql":
-            return pg_dialect.insert(t)
-        if self.family == "mysql":
-            return mysql_dialect.insert(t)
-        if self.family == "sqlite":
-            return sqlite_dialect.insert(t)
-        return insert(t)
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif self.family == "mysql":
+            from sqlalchemy.dialects.mysql import insert as dialect_insert
+        elif self.family == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            return insert(t)
+        return dialect_insert(t)
 
     def _build(self, kind: str, spec: TableSpec | None, columns: tuple[str, ...]) -> ClauseElement:
         src = self._source(spec)
