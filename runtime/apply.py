@@ -7,6 +7,9 @@ Fast path (a clean batch, a constant number of round trips):
      counts are exact and stale writes are not even sent;
   3. send every write plus the ledger rows in one round trip, as one transaction (see
      runtime.sql for how each driver sends a phase).
+On PostgreSQL a batch of new messages first tries a single round trip: step 3 alone, planned
+against no state, every write asserting its premise in the SQL; anything unexpected rolls
+that back and the batch takes steps 1-3 (see _fast).
 The SQL still carries the version guard and tombstone check, so the result stays right even
 if the plan's snapshot were outdated.
 
@@ -354,28 +357,71 @@ def _ledger_row(ch: Change, plan: _Plan) -> tuple[str, str, str, str] | None:
     return None
 
 
+def _plan_and_write(
+    session: FastSession,
+    changes: list[tuple[int, Change]],
+    stmts: Statements,
+    outcomes: list[Outcome],
+    state: _State,
+    *,
+    asserted: bool,
+) -> None:
+    """Plan every message in order against `state`, then send the writes and ledger rows."""
+    ops: list[Op] = []
+    ledger_rows: list[tuple[str, str, str, str]] = []
+    blocked: dict[str, tuple[str, str]] = {}
+    for idx, ch in changes:
+        plan = _plan_in_order(ch, outcomes[idx], state, stmts, blocked)
+        if plan is None:
+            continue
+        ops.extend(plan.ops)
+        if (row := _ledger_row(ch, plan)) is not None:
+            ledger_rows.append(row)
+        _commit_plan(ch, plan, state)
+    items = stmts.items(ops, asserted=asserted)
+    if ledger_rows:
+        items.append(_ledger_item(stmts, ledger_rows, multi_values=session.driver_level))
+    session.write_commit(items)
+
+
 def _fast(
-    conn: Connection, changes: list[tuple[int, Change]], stmts: Statements, outcomes: list[Outcome]
+    conn: Connection,
+    changes: list[tuple[int, Change]],
+    stmts: Statements,
+    outcomes: list[Outcome],
+    *,
+    optimistic: bool = False,
 ) -> int:
-    """The whole batch in one transaction: read, plan, write + commit. Returns round trips."""
+    """The whole batch in one transaction: read, plan, write + commit. Returns round trips.
+
+    Optimistic first, where the session can (PostgreSQL): plan as if every event were new and
+    every write applicable, and send the writes alone, each asserting in the SQL that it
+    changed its row (runtime.sql, Statements.asserted); the ledger insert itself fails on an
+    event already recorded. When every premise holds, that single round trip committed
+    exactly what the read-then-write path would have. When one does not (a duplicate, a
+    stale event, a missing row, any error), the server rolled the whole pipeline back and
+    the batch takes the read-then-write path below.
+    """
     session: FastSession = fast_session(conn, stmts.compiled)
+    if optimistic and session.optimistic:
+        try:
+            _plan_and_write(session, changes, stmts, outcomes, _State(), asserted=True)
+            stmts.optimism.succeeded()
+            return session.round_trips
+        except DBAPIError as exc:
+            session.abort()
+            if exc.connection_invalidated:
+                raise
+            stmts.optimism.failed()
+            for idx, _ in changes:
+                o = outcomes[idx]
+                o.status, o.kind, o.reason = "", "", ""
+        except BaseException:
+            session.abort()
+            raise
     try:
         state = read_state(session.read, stmts, [c for _, c in changes])
-        ops: list[Op] = []
-        ledger_rows: list[tuple[str, str, str, str]] = []
-        blocked: dict[str, tuple[str, str]] = {}
-        for idx, ch in changes:
-            plan = _plan_in_order(ch, outcomes[idx], state, stmts, blocked)
-            if plan is None:
-                continue
-            ops.extend(plan.ops)
-            if (row := _ledger_row(ch, plan)) is not None:
-                ledger_rows.append(row)
-            _commit_plan(ch, plan, state)
-        items = stmts.items(ops)
-        if ledger_rows:
-            items.append(_ledger_item(stmts, ledger_rows, multi_values=session.driver_level))
-        session.write_commit(items)
+        _plan_and_write(session, changes, stmts, outcomes, state, asserted=False)
     except BaseException:
         session.abort()
         raise
@@ -488,6 +534,9 @@ def apply_batch(
         changes.append((i, change))
 
     stmts = statements_for(registry, engine)
+    # A message SQS delivers again most likely reached the database before (a duplicate): such
+    # a batch reads first rather than guess (see _fast).
+    optimistic = stmts.optimism.should_try() and all(r.receive_count <= 1 for r in parsed)
 
     last: Classified | None = None
     for attempt in range(1, attempts + 1):
@@ -498,7 +547,7 @@ def apply_batch(
         try:
             with engine.connect() as conn:
                 try:
-                    result.round_trips += _fast(conn, changes, stmts, outcomes)
+                    result.round_trips += _fast(conn, changes, stmts, outcomes, optimistic=optimistic)
                     result.path = "fast"
                 except DBAPIError as exc:
                     c = classify(exc, foreign_key_transient=registry.foreign_key_transient)

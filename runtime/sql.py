@@ -30,6 +30,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -64,6 +65,32 @@ class Op:
     row: tuple[str, str]  # (table, row key): writes to one row keep their order
 
 
+class Optimism:
+    """Whether the next batch should try the single-round-trip path. After a miss (the batch
+    needed reading after all) the next batches read first, for a stretch that doubles with
+    every further miss (up to 32) and resets on a success, so a workload full of duplicates
+    or stale events does not pay a wasted round trip per batch."""
+
+    MAX_SKIP = 32
+
+    def __init__(self) -> None:
+        self.skip = 0
+        self.penalty = 1
+
+    def should_try(self) -> bool:
+        if self.skip:
+            self.skip -= 1
+            return False
+        return True
+
+    def succeeded(self) -> None:
+        self.penalty = 1
+
+    def failed(self) -> None:
+        self.skip = self.penalty
+        self.penalty = min(self.penalty * 2, self.MAX_SKIP)
+
+
 class Statements:
     """Builds each statement shape once per (kind, table, columns) and keeps it."""
 
@@ -75,6 +102,7 @@ class Statements:
         self.tombstones = self.metadata.tables[registry.tombstone_table]
         self._cache: dict[tuple[Any, ...], ClauseElement] = {}
         self.compiled: dict[Any, Any] = {}  # driver-level SQL text of the statements above
+        self.optimism = Optimism()
 
     def table(self, spec: TableSpec) -> Table:
         return self.metadata.tables[spec.qualified]
@@ -239,8 +267,31 @@ class Statements:
             where=tb.c.version < ins.excluded.version,
         )
 
-    def items(self, ops: Sequence[Op]) -> list[Item]:
+    def items(self, ops: Sequence[Op], *, asserted: bool = False) -> list[Item]:
+        if asserted:
+            return [
+                (
+                    self.asserted(op.kind, op.spec, op.columns)
+                    if op.kind != "tombstone"
+                    else self.statement(op.kind, None),
+                    op.params,
+                )
+                for op in ops
+            ]
         return [(self.statement(op.kind, op.spec, op.columns), op.params) for op in ops]
+
+    def asserted(self, kind: str, spec: TableSpec | None, columns: tuple[str, ...] = ()) -> ClauseElement:
+        """The write, failing unless it changed a row (PostgreSQL, for the optimistic path):
+        WITH w AS (<write> RETURNING 1) SELECT 1 / COUNT(*) FROM w. A write its guard refuses
+        (an older version, a tombstone, a missing row) returns no row, the division fails,
+        and the pipeline's transaction is rolled back with everything else it did."""
+
+        def build() -> ClauseElement:
+            write: Any = self.statement(kind, spec, columns)
+            changed = write.returning(literal_column("1")).cte("w")
+            return select(literal_column("1 / COUNT(*)")).select_from(changed)
+
+        return self._memo(("asserted", kind, spec.qualified if spec else None, columns), build)
 
     def ledger_insert_one(self) -> ClauseElement:
         return self._memo(("ledger_insert_one",), lambda: insert(self.ledger))
@@ -334,6 +385,7 @@ class FastSession:
     """
 
     driver_level = False
+    optimistic = False  # whether a failed write leaves nothing behind without an explicit transaction
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -509,6 +561,8 @@ class PsycopgPipelineSession(_DriverSession):
     fails the insert and sends the batch to the per-message path). psycopg's own
     transaction handling (autocommit off) never sends anything for the fast path.
     """
+
+    optimistic = True  # the implicit transaction takes a failed write's whole pipeline back
 
     def __init__(self, conn: Connection, compiled_cache: dict[int, Any]) -> None:
         super().__init__(conn, compiled_cache)

@@ -7,6 +7,7 @@ and the partial batch response Lambda reads.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -490,10 +491,13 @@ def test_postgresql_fast_path_finds_rows_by_key_on_young_tables(db: Db) -> None:
         "SELECT pg_stat_reset_single_table_counters(c.oid) FROM pg_class c "
         "WHERE c.relname IN ('orders', 'sync_ledger') AND c.relkind = 'r'"
     )
-    # WHEN batches fill them up, batch after batch
+    # WHEN batches fill them up, batch after batch, half of them on the read-then-write path
+    # (a message received a second time makes the runtime read first)
     for b in range(30):
         db.apply(_orders_batch(f"ORD-Y{b}", 10))
-        db.apply([order_record(f"ORD-Y{b}-{i}", "order.confirmed", status="confirmed") for i in range(10)])
+        confirmed = [order_record(f"ORD-Y{b}-{i}", "order.confirmed", status="confirmed") for i in range(10)]
+        r = db.apply([redelivered(rec) for rec in confirmed])
+        assert r.round_trips == 2 and r.counts()["applied"] == 10
     _runtime_backends_gone(db)
     deadline = time.monotonic() + 10
     while True:
@@ -509,3 +513,60 @@ def test_postgresql_fast_path_finds_rows_by_key_on_young_tables(db: Db) -> None:
     # THEN every read and write found its rows through an index, none scanned a table
     assert stats == {"orders": 0, "sync_ledger": 0}
     assert db.one("SELECT COUNT(*) FROM orders WHERE status = 'confirmed'") == 300
+
+
+# --- PostgreSQL: the single round trip of a batch of new messages ---------------------------
+
+
+def test_postgresql_new_messages_take_one_round_trip(db: Db) -> None:
+    if db.name != "postgresql":
+        pytest.skip("the optimistic single round trip is the PostgreSQL fast path's")
+    # GIVEN orders created in one batch
+    r1 = db.apply(_orders_batch("ORD-O", 4))
+    # WHEN the next batch confirms two, creates one, and confirms one twice in order
+    batch = [
+        order_record("ORD-O-0", "order.confirmed", status="confirmed", total="10"),
+        order_record("ORD-O-1", "order.confirmed", status="confirmed", total="11"),
+        order_record("ORD-O-9"),
+        order_record("ORD-O-2", "order.confirmed", status="confirmed", total="12"),
+        order_record("ORD-O-2", "order.shipped", status="shipped", total="12"),
+    ]
+    r2 = db.apply(batch)
+    # THEN each batch was written in one round trip, and the rows and ledger say what happened
+    assert (r1.round_trips, r2.round_trips) == (1, 1) and failed_ids(r2) == []
+    assert r2.counts()["applied"] == 5
+    assert db.rows("SELECT order_id, status FROM orders ORDER BY order_id") == [
+        ("ORD-O-0", "confirmed"),
+        ("ORD-O-1", "confirmed"),
+        ("ORD-O-2", "shipped"),
+        ("ORD-O-3", "pending"),
+        ("ORD-O-9", "pending"),
+    ]
+    assert db.one("SELECT COUNT(*) FROM sync_ledger WHERE outcome = 'applied'") == 9
+
+
+@pytest.mark.parametrize("surprise", ["stale", "duplicate", "missing row"])
+def test_postgresql_a_surprise_rolls_the_single_round_trip_back(db: Db, surprise: str) -> None:
+    if db.name != "postgresql":
+        pytest.skip("the optimistic single round trip is the PostgreSQL fast path's")
+    # GIVEN an order at a known version, and a batch of first deliveries with one message the
+    # single round trip cannot plan right without reading
+    created = order_record("ORD-X", seq="100")
+    db.apply([created])
+    fresh = order_record("ORD-Z")
+    odd = {
+        "stale": order_record("ORD-X", "order.confirmed", status="confirmed", seq="50"),
+        "duplicate": order_record("ORD-X", event_id=json.loads(created["body"])["eventID"]),
+        "missing row": order_record("ORD-NONE", "order.confirmed", status="confirmed"),
+    }[surprise]
+    # WHEN it is applied
+    r = db.apply([fresh, odd])
+    # THEN nothing of the first attempt stays: the batch was read and planned exactly
+    # (1 round trip tried, then 2), and the next batch reads first instead of guessing again
+    expected = {"stale": "stale", "duplicate": "duplicate", "missing row": "failed"}[surprise]
+    assert statuses(r) == ["applied", expected] and r.round_trips == 3
+    assert db.one("SELECT status FROM orders WHERE order_id = 'ORD-X'") == "pending"
+    assert db.one("SELECT COUNT(*) FROM orders") == 2
+    assert db.one("SELECT COUNT(*) FROM sync_ledger") == 2 + (expected == "stale")
+    assert db.apply([order_record("ORD-W")]).round_trips == 2
+    assert db.apply([order_record("ORD-V")]).round_trips == 1
