@@ -137,13 +137,25 @@ def _needs_row(w: Write, family: str) -> bool:
     return family == "mysql" and w.action == "upsert"
 
 
+_NAMES: dict[tuple[str, str], str] = {}
+
+
+def _name(prefix: str, column: str) -> str:
+    """A bind parameter's name, p_<column> / k_<column> (kept: built once per column)."""
+    name = _NAMES.get((prefix, column))
+    if name is None:
+        name = _NAMES[(prefix, column)] = f"{prefix}_{column}"
+    return name
+
+
 def _key_params(w: Write) -> dict[str, Any]:
-    return {f"k_{k}": v for k, v in zip(w.table.key, w.key, strict=True)}
+    return {_name("k", k): v for k, v in zip(w.table.key, w.key, strict=True)}
 
 
 def _upsert_params(w: Write) -> dict[str, Any]:
     spec = w.table
-    params = {f"p_{c}": w.values.get(c) for c in spec.columns}
+    values = w.values
+    params = {_name("p", c): values.get(c) for c in spec.columns}
     if spec.version:
         params["v"] = w.version
     if spec.tombstones:
@@ -211,7 +223,7 @@ def plan_change(change: Change, state: _State, stmts: Statements) -> _Plan:
             columns: tuple[str, ...] = ()
             if action == "update":
                 columns = tuple(c for c in w.values if c not in spec.key)
-                params.update({f"p_{c}": w.values[c] for c in columns})
+                params.update({_name("p", c): w.values[c] for c in columns})
             else:
                 assert spec.soft_delete is not None
                 params["sd"] = w.values.get(spec.soft_delete.column)

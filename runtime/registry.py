@@ -66,10 +66,11 @@ class TableSpec:
     version: VersionSpec | None
     soft_delete: SoftDeleteSpec | None
     tombstones: bool = False  # some rule hard-deletes from this versioned table
+    # schema.name (or name): the plan and the statement cache key rows and statements by it.
+    qualified: str = field(init=False, default="", compare=False)
 
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}" if self.schema else self.name
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "qualified", f"{self.schema}.{self.name}" if self.schema else self.name)
 
 
 @dataclass(frozen=True, slots=True)
