@@ -1,7 +1,6 @@
 """Benchmark of the sync runtime (runtime/) on PostgreSQL and MariaDB.
 
-    . /tmp/v1/bin/activate && cd /work/main
-    python benchmarks/runtime_bench.py [--events 20000] [--dialects postgresql,mysql]
+    .venv/bin/python benchmarks/runtime_bench.py [--events 20000] [--dialects postgresql,mysql]
                                        [--out benchmarks/results/runtime.md]
 
 What it measures (details in the report it writes):
@@ -138,7 +137,7 @@ def ensure_database(url: str) -> None:
             except Exception as exc:  # try the next maintenance database
                 last = exc
         raise RuntimeError(f"cannot create database {db}: {last}")
-    eng = create_engine(u.set(database=None), poolclass=NullPool)
+    eng = create_engine(u._replace(database=None), poolclass=NullPool)  # URL.set(database=None) keeps it
     with eng.begin() as c:
         c.execute(text(f"CREATE DATABASE IF NOT EXISTS `{db}`"))
     eng.dispose()
@@ -1174,7 +1173,7 @@ def render(args: argparse.Namespace, r: dict) -> str:
 
     # method
     add("## What was measured, and how\n")
-    add(f"Command: `{r['command']}` (repository root, venv `/tmp/v1`).\n")
+    add(f"Command: `{r['command']}` (repository root, interpreter `{Path(sys.executable)}`).\n")
     add("Machine and software:\n")
     for k, v in env.items():
         add(f"- {k}: {v}")
@@ -1493,8 +1492,9 @@ def render(args: argparse.Namespace, r: dict) -> str:
         add(
             "One extra run per cell with thin wrappers around the runtime's functions (so slightly slower than "
             "the throughput runs): wall ms per batch of 10. *reads* = `read_state` (building the read statements "
-            "and their round trip, BEGIN included); *driver send* = the fast-path session's `_send` (one psycopg "
-            "pipeline / one PyMySQL multi-statement round trip; the writes' round trip carries the COMMIT). "
+            "and their round trip; on PostgreSQL only for batches that miss the single round trip); *driver "
+            "send* = the fast-path session's `_send` (one libpq pipeline on PostgreSQL, committed at its Sync / "
+            "one PyMySQL multi-statement from START TRANSACTION to COMMIT: one round trip each). "
             "SQLAlchemy's own COMMIT / ROLLBACK (`dialect.do_commit/do_rollback`) are listed only when called "
             "(slow path, pool reset).\n"
         )

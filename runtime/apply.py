@@ -57,6 +57,9 @@ APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = (
     "blocked",
 )
 READ_CHUNK = 100
+# What a wrong premise of the single round trip looks like: a write its guard refused (the
+# assertion's division by zero) or an event already in the ledger (unique violation).
+PREMISE_MISSED = {"22012", "23505"}
 
 
 @dataclass(slots=True)
@@ -411,8 +414,9 @@ def _fast(
     changed its row (runtime.sql, Statements.asserted); the ledger insert itself fails on an
     event already recorded. When every premise holds, that single round trip committed
     exactly what the read-then-write path would have. When one does not (a duplicate, a
-    stale event, a missing row, any error), the server rolled the whole pipeline back and
-    the batch takes the read-then-write path below.
+    stale event, a missing row), the server rolled the whole pipeline back and the batch
+    takes the read-then-write path below. Any other error (a lock wait, a constraint) would
+    meet that path again, so it goes where a failed fast path goes: to the per-message path.
     """
     session: FastSession = fast_session(conn, stmts.compiled)
     if optimistic and session.optimistic:
@@ -422,8 +426,8 @@ def _fast(
             return session.round_trips
         except DBAPIError as exc:
             session.abort()
-            if exc.connection_invalidated:
-                raise
+            if exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) not in PREMISE_MISSED:
+                raise  # not the plan's premise: reading first would meet it again (a lock wait, say)
             stmts.optimism.failed()
             for idx, _ in changes:
                 o = outcomes[idx]
