@@ -511,14 +511,15 @@ class _DriverSession(FastSession):
 
 
 class _PositionalCompiled:
-    """A statement compiled with $1..$n placeholders (libpq's own), its parameter order and
-    SQLAlchemy's bind processors."""
+    """A statement compiled with positional placeholders ($1..$n for libpq, ? for sqlite3),
+    its parameter order and SQLAlchemy's bind processors."""
 
-    __slots__ = ("sql", "order", "processors")
+    __slots__ = ("text", "sql", "order", "processors")
 
     def __init__(self, stmt: ClauseElement, dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
-        self.sql = str(compiled).encode()
+        self.text = str(compiled)
+        self.sql = self.text.encode()
         self.order: tuple[str, ...] = tuple(compiled.positiontup or ())
         self.processors: dict[str, Callable[[Any], Any]] = {}
         for name, bp in compiled.binds.items():
@@ -731,6 +732,41 @@ class PyMySQLMultiSession(_DriverSession):
             return out
 
 
+class SQLiteSession(FastSession):
+    """SQLite, the local tools' database: no network, so no round trip to save, but
+    SQLAlchemy's work per execution (~0.1 ms here) was a third of a local replay. The reads
+    stay with SQLAlchemy (its result processing turns stored keys back into the decoded
+    types); the writes, compiled by SQLAlchemy once per statement shape and with its bind
+    processors applied, go straight to the sqlite3 cursor inside the same transaction."""
+
+    driver_level = True  # the ledger rows as one multi-row INSERT
+
+    def __init__(self, conn: Connection, compiled_cache: dict[Any, Any]) -> None:
+        super().__init__(conn)
+        self._cache = compiled_cache
+
+    def write_commit(self, items: Sequence[Item]) -> list[Result]:
+        cache, dialect = self._cache, self.conn.dialect
+        cursor = self.conn.connection.driver_connection.cursor()
+        try:
+            for stmt, params in items:
+                c = cache.get(("positional", id(stmt)))
+                if c is None:
+                    c = cache[("positional", id(stmt))] = _PositionalCompiled(stmt, dialect)
+                assert isinstance(params, dict)
+                try:
+                    cursor.execute(c.text, c.values(params))
+                except dialect.loaded_dbapi.Error as exc:
+                    raise DBAPIError.instance(
+                        c.text, params, exc, dialect.loaded_dbapi.Error, dialect=dialect
+                    ) from exc
+        finally:
+            cursor.close()
+        self.executor.round_trips += len(items) + 1  # in-process calls, counted as SQLAlchemy's would be
+        self._trans.commit()
+        return []
+
+
 def fast_session(conn: Connection, compiled_cache: dict[Any, Any]) -> FastSession:
     """The fastest transaction the connection's driver supports."""
     family = dialect_family(conn.dialect)
@@ -743,4 +779,6 @@ def fast_session(conn: Connection, compiled_cache: dict[Any, Any]) -> FastSessio
         raw = conn.connection.driver_connection
         if getattr(raw, "client_flag", 0) & CLIENT.MULTI_STATEMENTS:
             return PyMySQLMultiSession(conn, compiled_cache)
+    if family == "sqlite" and driver == "pysqlite":
+        return SQLiteSession(conn, compiled_cache)
     return FastSession(conn)
