@@ -45,7 +45,7 @@ from runtime.decode import (
 )
 from runtime.errors import PERMANENT, TRANSIENT, Classified, classify
 from runtime.registry import Registry, TableSpec
-from runtime.sql import Executor, FastSession, Item, Op, Result, Statements, fast_session
+from runtime.sql import Executor, FastSession, Item, Op, PremiseMissed, Result, Statements, fast_session
 
 APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = (
     "applied",
@@ -409,7 +409,7 @@ def _fast(
 ) -> int:
     """The whole batch in one transaction: read, plan, write + commit. Returns round trips.
 
-    Optimistic first, where the session can (PostgreSQL): plan as if every event were new and
+    Optimistic first, where the session can (PostgreSQL, SQLite): plan as if every event were new and
     every write applicable, and send the writes alone, each asserting in the SQL that it
     changed its row (runtime.sql, Statements.asserted); the ledger insert itself fails on an
     event already recorded. When every premise holds, that single round trip committed
@@ -424,9 +424,11 @@ def _fast(
             _plan_and_write(session, changes, stmts, outcomes, _State(), asserted=True)
             stmts.optimism.succeeded()
             return session.round_trips
-        except DBAPIError as exc:
+        except (DBAPIError, PremiseMissed) as exc:
             session.abort()
-            if exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) not in PREMISE_MISSED:
+            if isinstance(exc, DBAPIError) and (
+                exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) not in PREMISE_MISSED
+            ):
                 raise  # not the plan's premise: reading first would meet it again (a lock wait, say)
             stmts.optimism.failed()
             for idx, _ in changes:

@@ -65,6 +65,18 @@ class Op:
     row: tuple[str, str]  # (table, row key): writes to one row keep their order
 
 
+class PremiseMissed(Exception):
+    """The single-round-trip plan's premise did not hold (raised by SQLiteSession; on
+    PostgreSQL the server reports it as an error, runtime.apply.PREMISE_MISSED)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Asserted:
+    """A write that must change exactly one row (SQLite's form of Statements.asserted)."""
+
+    write: ClauseElement
+
+
 class Optimism:
     """Whether the next batch should try the single-round-trip path. After a miss (the batch
     needed reading after all) the next batches read first, for a stretch that doubles with
@@ -280,14 +292,17 @@ class Statements:
             ]
         return [(self.statement(op.kind, op.spec, op.columns), op.params) for op in ops]
 
-    def asserted(self, kind: str, spec: TableSpec | None, columns: tuple[str, ...] = ()) -> ClauseElement:
-        """The write, failing unless it changed a row (PostgreSQL, for the optimistic path):
+    def asserted(self, kind: str, spec: TableSpec | None, columns: tuple[str, ...] = ()) -> Any:
+        """The write, failing unless it changed a row (for the optimistic path). PostgreSQL:
         WITH w AS (<write> RETURNING 1) SELECT 1 / COUNT(*) FROM w. A write its guard refuses
         (an older version, a tombstone, a missing row) returns no row, the division fails,
-        and the pipeline's transaction is rolled back with everything else it did."""
+        and the pipeline's transaction is rolled back with everything else it did. SQLite
+        (in-process, no SQL needed): the write marked for SQLiteSession to check its row count."""
 
-        def build() -> ClauseElement:
+        def build() -> Any:
             write: Any = self.statement(kind, spec, columns)
+            if self.family == "sqlite":
+                return Asserted(write)
             changed = write.returning(literal_column("1")).cte("w")
             return select(literal_column("1 / COUNT(*)")).select_from(changed)
 
@@ -740,6 +755,9 @@ class SQLiteSession(FastSession):
     processors applied, go straight to the sqlite3 cursor inside the same transaction."""
 
     driver_level = True  # the ledger rows as one multi-row INSERT
+    # Writes without reads first: each asserted write's row count is checked here, and an
+    # event already in the ledger fails its insert; either rolls the transaction back.
+    optimistic = True
 
     def __init__(self, conn: Connection, compiled_cache: dict[Any, Any]) -> None:
         super().__init__(conn)
@@ -747,19 +765,32 @@ class SQLiteSession(FastSession):
 
     def write_commit(self, items: Sequence[Item]) -> list[Result]:
         cache, dialect = self._cache, self.conn.dialect
+        unread = self._trans is None  # the optimistic attempt: nothing was read first
+        if unread:
+            self._trans = self.conn.begin()
         cursor = self.conn.connection.driver_connection.cursor()
         try:
             for stmt, params in items:
-                c = cache.get(("positional", id(stmt)))
+                expect_one = isinstance(stmt, Asserted)
+                write: Any = stmt.write if expect_one else stmt  # type: ignore[attr-defined]
+                c = cache.get(("positional", id(write)))
                 if c is None:
-                    c = cache[("positional", id(stmt))] = _PositionalCompiled(stmt, dialect)
+                    c = cache[("positional", id(write))] = _PositionalCompiled(write, dialect)
                 assert isinstance(params, dict)
                 try:
                     cursor.execute(c.text, c.values(params))
+                except dialect.loaded_dbapi.IntegrityError as exc:
+                    if unread:  # the ledger already holds an event, or a row was there after all
+                        raise PremiseMissed(str(exc)) from exc
+                    raise DBAPIError.instance(
+                        c.text, params, exc, dialect.loaded_dbapi.Error, dialect=dialect
+                    ) from exc
                 except dialect.loaded_dbapi.Error as exc:
                     raise DBAPIError.instance(
                         c.text, params, exc, dialect.loaded_dbapi.Error, dialect=dialect
                     ) from exc
+                if expect_one and cursor.rowcount != 1:
+                    raise PremiseMissed(f"{c.text[:60]}... changed {cursor.rowcount} rows")
         finally:
             cursor.close()
         self.executor.round_trips += len(items) + 1  # in-process calls, counted as SQLAlchemy's would be
