@@ -57,9 +57,6 @@ APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = (
     "blocked",
 )
 READ_CHUNK = 100
-# What a wrong premise of the single round trip looks like: a write its guard refused (the
-# assertion's division by zero) or an event already in the ledger (unique violation).
-PREMISE_MISSED = {"22012", "23505"}
 
 
 @dataclass(slots=True)
@@ -424,12 +421,8 @@ def _fast(
             _plan_and_write(session, changes, stmts, outcomes, _State(), asserted=True)
             stmts.optimism.succeeded()
             return session.round_trips
-        except (DBAPIError, PremiseMissed) as exc:
+        except PremiseMissed:
             session.abort()
-            if isinstance(exc, DBAPIError) and (
-                exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) not in PREMISE_MISSED
-            ):
-                raise  # not the plan's premise: reading first would meet it again (a lock wait, say)
             stmts.optimism.failed()
             for idx, _ in changes:
                 o = outcomes[idx]

@@ -66,8 +66,13 @@ class Op:
 
 
 class PremiseMissed(Exception):
-    """The single-round-trip plan's premise did not hold (raised by SQLiteSession; on
-    PostgreSQL the server reports it as an error, runtime.apply.PREMISE_MISSED)."""
+    """The optimistic attempt's premise did not hold: a write its guard refused, or an event
+    the ledger already holds. Raised by the sessions that try it (PostgreSQL, SQLite)."""
+
+
+# How PostgreSQL reports a wrong premise: the assertion's division by zero (a refused write)
+# or a unique violation (an event already in the ledger).
+PREMISE_MISSED = {"22012", "23505"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,6 +554,14 @@ class _PositionalCompiled:
         return [procs[n](params[n]) if n in procs else params[n] for n in self.order]
 
 
+def _positional(cache: dict[Any, Any], stmt: ClauseElement, dialect: Dialect) -> _PositionalCompiled:
+    """The statement compiled for `dialect` once, kept in the Statements' compiled cache."""
+    c = cache.get(("positional", id(stmt)))
+    if c is None:
+        c = cache[("positional", id(stmt))] = _PositionalCompiled(stmt, dialect)
+    return c
+
+
 # Named statements this runtime prepared on each connection: (SQL, parameter types) -> name.
 # Weak keys: a replaced connection takes its names with it.
 _PREPARED: weakref.WeakKeyDictionary[Any, dict[tuple[bytes, tuple[int, ...]], bytes]] = (
@@ -591,22 +604,18 @@ class PsycopgPipelineSession(_DriverSession):
         if names is None:
             names = _PREPARED[self.raw] = {}
         self.names = names
+        self._read = False  # writes sent before any read are the optimistic attempt
 
     def _prepare(self, items: Sequence[Item]) -> list[tuple[Any, dict[str, Any] | None]]:
-        out: list[tuple[Any, dict[str, Any] | None]] = []
         cache = self._cache
-        for stmt, params in items:
-            c = cache.get(("positional", id(stmt)))
-            if c is None:
-                d = cache.get("positional dialect")
-                if d is None:  # the connection's dialect, placeholders as $1..$n
-                    d = cache["positional dialect"] = copy.copy(self.dialect)
-                    d.paramstyle, d.positional = "numeric_dollar", True
-                c = cache[("positional", id(stmt))] = _PositionalCompiled(stmt, d)
-            out.append((c, params))
-        return out
+        dollar = cache.get("positional dialect")
+        if dollar is None:  # the connection's dialect, placeholders as $1..$n
+            dollar = cache["positional dialect"] = copy.copy(self.dialect)
+            dollar.paramstyle, dollar.positional = "numeric_dollar", True
+        return [(_positional(cache, stmt, dollar), params) for stmt, params in items]
 
     def read(self, items: Sequence[Item]) -> list[Result]:
+        self._read = True
         return self._run(self._prepare(items), results=True)
 
     def write_commit(self, items: Sequence[Item]) -> list[Result]:
@@ -621,6 +630,8 @@ class PsycopgPipelineSession(_DriverSession):
         try:
             return self._send(statements, results)
         except dbapi_error as exc:
+            if not self._read and getattr(exc, "sqlstate", None) in PREMISE_MISSED:
+                raise PremiseMissed(str(exc)) from exc
             raise self._wrap(exc, statements[-1][0].sql.decode() if statements else "") from exc
 
     def _send(self, statements: list[Any], results: bool) -> list[Result]:
@@ -773,9 +784,7 @@ class SQLiteSession(FastSession):
             for stmt, params in items:
                 expect_one = isinstance(stmt, Asserted)
                 write: Any = stmt.write if expect_one else stmt  # type: ignore[attr-defined]
-                c = cache.get(("positional", id(write)))
-                if c is None:
-                    c = cache[("positional", id(write))] = _PositionalCompiled(write, dialect)
+                c = _positional(cache, write, dialect)
                 assert isinstance(params, dict)
                 try:
                     cursor.execute(c.text, c.values(params))

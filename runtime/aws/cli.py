@@ -468,6 +468,19 @@ class _DlqContext:
     registry: Any
     log: Callable[[str], None]
 
+    def unpack(self) -> tuple[Any, ...]:
+        return (
+            self.args,
+            self.aws,
+            self.sqs,
+            self.entity,
+            self.url,
+            self.name,
+            self.build,
+            self.registry,
+            self.log,
+        )
+
 
 def dlq_main(args: argparse.Namespace) -> int:
     build = Path(args.build)
@@ -501,17 +514,7 @@ def _pipe_for(aws: Aws, entity: Any, build: Path, registry: Any) -> tuple[Any, s
 
 
 def _dlq_look(ctx: _DlqContext) -> int:
-    args, aws, sqs, entity, url, name, build, registry, log = (
-        ctx.args,
-        ctx.aws,
-        ctx.sqs,
-        ctx.entity,
-        ctx.url,
-        ctx.name,
-        ctx.build,
-        ctx.registry,
-        ctx.log,
-    )
+    args, aws, sqs, entity, url, name, build, registry, log = ctx.unpack()
     from runtime.aws import dlq
 
     show = args.dlq_command == "show"
@@ -607,17 +610,7 @@ def _pretty(text: str) -> str:
 
 
 def _dlq_redrive(ctx: _DlqContext) -> int:
-    args, aws, sqs, entity, url, name, build, registry, log = (
-        ctx.args,
-        ctx.aws,
-        ctx.sqs,
-        ctx.entity,
-        ctx.url,
-        ctx.name,
-        ctx.build,
-        ctx.registry,
-        ctx.log,
-    )
+    args, aws, sqs, entity, url, name, build, registry, log = ctx.unpack()
     from runtime.aws import dlq
     from runtime.aws.pipe import Sender
 
