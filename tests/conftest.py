@@ -41,6 +41,27 @@ def reachable_url(env_var: str, default: str) -> str:
     return url
 
 
+def scratch_url(server_url: str, name: str) -> str:
+    """A database of its own on the server of `server_url`, created when missing, so tests never
+    touch what else lives in `test`. SYNC_TEST_DB_SUFFIX is appended to `name`, so that two
+    checkouts testing at once on one machine never share a scratch database."""
+    url = sa.make_url(server_url)
+    name += os.environ.get("SYNC_TEST_DB_SUFFIX", "")
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            if url.get_backend_name() == "postgresql":
+                if not conn.execute(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+                ).first():
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            else:
+                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"))
+    finally:
+        admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     return reachable_url("SYNC_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)

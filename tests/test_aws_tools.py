@@ -43,6 +43,7 @@ from runtime.aws.pump import Pump  # noqa: E402
 from runtime.aws.session import ToolError  # noqa: E402
 from runtime.aws.streams import Shard, ready_shards, shard_order  # noqa: E402
 from runtime.local.transform import SqsEntry  # noqa: E402
+from tests.conftest import scratch_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
@@ -530,18 +531,12 @@ class Db:
 @pytest.fixture
 def db(postgres_url: str) -> Iterator[Db]:
     """A scratch PostgreSQL database, tables made by runtime.schema.build_metadata."""
-    from sqlalchemy import create_engine, make_url
+    from sqlalchemy import create_engine
 
     from runtime.registry import parse_registry
     from runtime.schema import build_metadata
 
-    url = make_url(postgres_url)
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = 'aws_e2e'")).first():
-            conn.execute(text("CREATE DATABASE aws_e2e"))
-    admin.dispose()
-    scratch = url.set(database="aws_e2e").render_as_string(hide_password=False)
+    scratch = scratch_url(postgres_url, "aws_e2e")
     engine = create_engine(scratch)
     metadata = build_metadata(parse_registry(REGISTRY))
     metadata.drop_all(engine)

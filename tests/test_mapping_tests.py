@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
 
 from generator.cli import main
+from tests.conftest import scratch_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,18 +79,7 @@ def test_a_test_of_an_unknown_entity_is_refused(project: Path, capsys: pytest.Ca
 def test_mapping_tests_on_a_server(
     server: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = make_url(request.getfixturevalue(server))
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if url.get_backend_name() == "postgresql":
-            if not conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = 'sync_mapping_tests'")
-            ).first():
-                conn.execute(text("CREATE DATABASE sync_mapping_tests"))
-        else:
-            conn.execute(text("CREATE DATABASE IF NOT EXISTS sync_mapping_tests"))
-    admin.dispose()
-    scratch = url.set(database="sync_mapping_tests").render_as_string(hide_password=False)
+    scratch = scratch_url(request.getfixturevalue(server), "sync_mapping_tests")
     code = main(["test", "--root", str(ROOT), "--db", scratch])
     err = capsys.readouterr().err
     assert code == 0, err

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.conftest import scratch_url
+
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_CODES = {"active": 1, "suspended": 2, "closed": 9}
 CUSTOMER_TYPES = {"customer.registered", "customer.updated", "customer.status_changed"}
@@ -316,21 +318,12 @@ def check_customers(result: dict[str, Any], count: int) -> None:
 )
 def test_replay_into_a_server_database(request: pytest.FixtureRequest, tmp_path: Path, server: str) -> None:
     """--db with a PostgreSQL or MariaDB URL (skipped when the server is not reachable)."""
-    from sqlalchemy.engine import make_url
-
     from runtime.registry import load_registry
     from runtime.schema import build_metadata
 
-    url = make_url(request.getfixturevalue("postgres_url" if server == "postgresql" else "mysql_url"))
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if server == "postgresql":
-            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = 'local_replay'")).first():
-                conn.execute(text("CREATE DATABASE local_replay"))
-        else:
-            conn.execute(text("CREATE DATABASE IF NOT EXISTS local_replay CHARACTER SET utf8mb4"))
-    admin.dispose()
-    scratch = url.set(database="local_replay").render_as_string(hide_password=False)
+    scratch = scratch_url(
+        request.getfixturevalue("postgres_url" if server == "postgresql" else "mysql_url"), "local_replay"
+    )
     engine = create_engine(scratch)
     build_metadata(load_registry(ROOT / "build" / "registry.json")).drop_all(engine)  # a fresh start
     engine.dispose()

@@ -8,6 +8,7 @@ and the partial batch response Lambda reads.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,16 +19,18 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from runtime.apply import apply_batch, statements_for
 from runtime.config import make_engine
 from runtime.registry import Registry, load_registry
 from runtime.schema import build_metadata
+from tests.conftest import scratch_url
 from tests.factories import customer_record, item_record, order_record, redelivered
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRATCH_DB = "sync_rt"
+SCRATCH_DB_BASE = "sync_rt"
+SCRATCH_DB = SCRATCH_DB_BASE + os.environ.get("SYNC_TEST_DB_SUFFIX", "")
 
 
 @pytest.fixture(scope="session")
@@ -36,19 +39,7 @@ def registry() -> Registry:
 
 
 def _scratch_url(server_url: str) -> str:
-    """A database of its own, so tests never touch what else lives in `test`."""
-    url = make_url(server_url)
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if url.get_backend_name() == "postgresql":
-            if not conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": SCRATCH_DB}
-            ).first():
-                conn.execute(text(f"CREATE DATABASE {SCRATCH_DB}"))
-        else:
-            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS {SCRATCH_DB} CHARACTER SET utf8mb4"))
-    admin.dispose()
-    return url.set(database=SCRATCH_DB).render_as_string(hide_password=False)
+    return scratch_url(server_url, SCRATCH_DB_BASE)
 
 
 @dataclass
