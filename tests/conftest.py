@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 import pytest
 import sqlalchemy as sa
 
+pytest_plugins = ["tests.runtime_db"]  # the `db` and `registry` fixtures of the runtime tests
+
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 

@@ -8,87 +8,19 @@ and the partial batch response Lambda reads.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import text
 
 from runtime.apply import apply_batch, statements_for
 from runtime.config import make_engine
-from runtime.registry import Registry, load_registry
-from runtime.schema import build_metadata
-from tests.conftest import scratch_url
+from runtime.registry import Registry
 from tests.factories import customer_record, item_record, order_record, redelivered
-
-ROOT = Path(__file__).resolve().parent.parent
-SCRATCH_DB_BASE = "sync_rt"
-SCRATCH_DB = SCRATCH_DB_BASE + os.environ.get("SYNC_TEST_DB_SUFFIX", "")
-
-
-@pytest.fixture(scope="session")
-def registry() -> Registry:
-    return load_registry(ROOT / "build" / "registry.json")
-
-
-def _scratch_url(server_url: str) -> str:
-    return scratch_url(server_url, SCRATCH_DB_BASE)
-
-
-@dataclass
-class Db:
-    name: str
-    url: str
-    engine: Engine  # the runtime's own (one pooled connection, as in the Lambda)
-    registry: Registry
-    observer: Engine  # the test's, so looking never waits for the runtime's connection
-
-    def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-        with self.observer.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql), params)]
-
-    def one(self, sql: str, **params: Any) -> Any:
-        rows = self.rows(sql, **params)
-        return rows[0][0] if rows else None
-
-    def apply(self, records: list[dict[str, Any]], **kw: Any) -> Any:
-        return apply_batch(records, self.engine, self.registry, **kw)
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
-def db(request: pytest.FixtureRequest, registry: Registry, tmp_path: Path) -> Iterator[Db]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'sync.db'}"
-    elif request.param == "postgresql":
-        url = _scratch_url(request.getfixturevalue("postgres_url"))
-    else:
-        url = _scratch_url(request.getfixturevalue("mysql_url"))
-    engine = make_engine(url, lock_timeout_ms=1000)
-    metadata = build_metadata(registry)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
-    observer = create_engine(url)
-    optimism = statements_for(registry, engine).optimism  # kept with the registry: start each test afresh
-    optimism.skip, optimism.penalty = 0, 1
-    yield Db(request.param, url, engine, registry, observer)
-    engine.dispose()
-    observer.dispose()
-
-
-def failed_ids(result: Any) -> list[str]:
-    return [f["itemIdentifier"] for f in result.response()["batchItemFailures"]]
-
-
-def statuses(result: Any) -> list[str]:
-    return [o.status for o in result.outcomes]
-
+from tests.runtime_db import SCRATCH_DB, Db, blocker_session, failed_ids, kill, statuses, wait_for_lock_waiter
 
 # --- duplicates and redelivery ---------------------------------------------------------
 
@@ -296,43 +228,6 @@ def test_several_table_writes_share_one_transaction(db: Db) -> None:
 # --- connections and locks ------------------------------------------------------------------
 
 
-def _blocker_session(db: Db, sql: str) -> tuple[Any, Any]:
-    engine = create_engine(db.url)
-    conn = engine.connect()
-    trans = conn.begin()
-    conn.execute(text(sql))
-    return engine, (conn, trans)
-
-
-def _wait_for_lock_waiter(db: Db, timeout: float = 5.0) -> Any:
-    """The server-side id of the connection waiting on a row lock."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if db.name == "postgresql":
-            pid = db.one(
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = :d",
-                d=SCRATCH_DB,
-            )
-        else:
-            pid = db.one(
-                "SELECT trx_mysql_thread_id FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
-            )
-        if pid:
-            return pid
-        time.sleep(0.02)
-    raise AssertionError("the runtime never waited on the lock")
-
-
-def _kill(db: Db, server_id: Any) -> None:
-    admin = create_engine(db.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if db.name == "postgresql":
-            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": server_id})
-        else:
-            conn.execute(text(f"KILL {int(server_id)}"))
-    admin.dispose()
-
-
 @pytest.mark.parametrize("attempts", [1, 2])
 def test_connection_killed_in_the_middle_of_a_batch(db: Db, attempts: int) -> None:
     if db.name == "sqlite":
@@ -344,12 +239,12 @@ def test_connection_killed_in_the_middle_of_a_batch(db: Db, attempts: int) -> No
         order_record("ORD-K", "order.confirmed", status="confirmed", seq="2"),
         order_record("ORD-M"),
     ]
-    engine, (conn, trans) = _blocker_session(db, "SELECT * FROM orders WHERE order_id = 'ORD-K' FOR UPDATE")
+    engine, (conn, trans) = blocker_session(db, "SELECT * FROM orders WHERE order_id = 'ORD-K' FOR UPDATE")
     results: list[Any] = []
     worker = threading.Thread(target=lambda: results.append(db.apply(batch, attempts=attempts)))
     worker.start()
     # WHEN the runtime's connection is killed while its transaction waits half-way through the batch
-    _kill(db, _wait_for_lock_waiter(db))
+    kill(db, wait_for_lock_waiter(db))
     trans.rollback()
     conn.close()
     engine.dispose()
@@ -377,7 +272,7 @@ def test_lock_timeout_is_transient_and_isolated(db: Db) -> None:
         pytest.skip("SQLite locks the whole file; row locks are a server feature")
     # GIVEN a row held locked by another session longer than the runtime's lock timeout
     db.apply([order_record("ORD-L", seq="1")])
-    engine, (conn, trans) = _blocker_session(db, "SELECT * FROM orders WHERE order_id = 'ORD-L' FOR UPDATE")
+    engine, (conn, trans) = blocker_session(db, "SELECT * FROM orders WHERE order_id = 'ORD-L' FOR UPDATE")
     try:
         locked = order_record("ORD-L", "order.confirmed", status="confirmed", seq="2")
         behind = order_record("ORD-L", "order.shipped", status="shipped", seq="3")
