@@ -14,15 +14,24 @@ The SQL still carries the version guard and tombstone check, so the result stays
 if the plan's snapshot were outdated.
 
 Slow path (the fast path hit an error): the same plan, one SAVEPOINT per message, to isolate
-the culprit; its group stops there and every other group goes on (facts 6.4).
+the culprit; its group stops there and every other group goes on (facts 6.4). Each message
+inserts its ledger row first: a row another invocation recorded meanwhile (its visibility
+timeout ran out while this one worked) makes the message a duplicate, not a failure.
 
 A connection lost, or a transaction the database rolled back by itself (MySQL deadlock),
 retries the whole batch once on a fresh connection: safe, because the ledger absorbs what
 may already have committed. After that the whole batch is reported failed.
+
+Failure model: whatever concerns one message (its body, its values, a constraint it breaks,
+an exception while binding it) fails that message alone, permanently, and holds back the
+rest of its group; only what concerns the whole batch (no connection, a refused login, the
+deadline) fails every message, transiently. A connection that saw an exception nobody
+expected is closed, never reused. apply_batch never raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,10 +41,13 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from runtime.config import connect_floor_s, limits_of
+from runtime.deadline import CURRENT, WATCHDOG, Deadline, interrupter
 from runtime.decode import (
     SEQUENCE_WIDTH,
     Change,
     DecodeError,
+    RefusedValue,
     SqsRecord,
     Write,
     decode,
@@ -43,9 +55,23 @@ from runtime.decode import (
     parse_sqs_record,
     row_key,
 )
-from runtime.errors import PERMANENT, TRANSIENT, Classified, classify
+from runtime.errors import PERMANENT, TRANSIENT, Classified, classify, unexpected
+from runtime.redact import cut
+from runtime.redact import reason as short_reason
 from runtime.registry import Registry, TableSpec
-from runtime.sql import Executor, FastSession, Item, Op, PremiseMissed, Result, Statements, fast_session
+from runtime.schema import EVENT_ID_TEXT
+from runtime.sql import (
+    BindError,
+    Executor,
+    FastSession,
+    Item,
+    Op,
+    PremiseMissed,
+    Result,
+    Statements,
+    fast_session,
+    statement_index,
+)
 
 APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = (
     "applied",
@@ -57,6 +83,16 @@ APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = (
     "blocked",
 )
 READ_CHUNK = 100
+# The least time worth starting an attempt with (a pooled connection; a new one needs the
+# driver's least connect timeout on top), and what a message of the per-message path may take
+# beyond one lock wait.
+MIN_ATTEMPT_S = 0.3
+PER_MESSAGE_SLACK_S = 0.2
+NOT_STARTED = "not started: the invocation's time ran out (deadline); SQS delivers it again"
+CUT_AT_DEADLINE = (
+    "not confirmed by the database before the invocation's deadline (the connection was cut); "
+    "SQS delivers it again and the ledger absorbs a repeat"
+)
 
 
 @dataclass(slots=True)
@@ -75,6 +111,12 @@ class Outcome:
     def reported_failed(self) -> bool:
         return self.status in (FAILED, BLOCKED)
 
+    def fail(self, kind: str, why: str, status: str = FAILED) -> None:
+        self.status, self.kind, self.reason = status, kind, short_reason(why)
+
+    def reset(self) -> None:
+        self.status = self.kind = self.reason = ""
+
 
 @dataclass
 class BatchResult:
@@ -83,12 +125,16 @@ class BatchResult:
     attempts: int = 0
     round_trips: int = 0
     duration_ms: float = 0.0
+    failure: Classified | None = None  # why the batch as a whole was not applied
+    committed: bool = False
 
     def response(self) -> dict[str, list[dict[str, str]]]:
-        """The partial batch response Lambda reads (facts 6.4, 6.5)."""
+        """The partial batch response Lambda reads (facts 6.4, 6.5). A record without a
+        message id (Lambda never sends one) cannot be named, and naming "" would make Lambda
+        retry every message of the batch."""
         return {
             "batchItemFailures": [
-                {"itemIdentifier": o.message_id} for o in self.outcomes if o.reported_failed
+                {"itemIdentifier": o.message_id} for o in self.outcomes if o.reported_failed and o.message_id
             ]
         }
 
@@ -101,9 +147,21 @@ class BatchResult:
 
 
 class _TransactionLost(Exception):
+    """The batch's transaction is gone (or its outcome unknown): nothing of it stands."""
+
     def __init__(self, classified: Classified) -> None:
         super().__init__(classified.reason)
         self.classified = classified
+
+
+class _FastFailed(Exception):
+    """The fast path failed and left the connection clean; `known`: messages whose failure
+    is already certain (a lock wait that would only be waited for again, a value the driver
+    cannot send), by index in the batch."""
+
+    def __init__(self, known: dict[int, Classified]) -> None:
+        super().__init__("fast path failed")
+        self.known = known
 
 
 ABSENT = (False, None)
@@ -204,6 +262,20 @@ def plan_change(change: Change, state: _State, stmts: Statements) -> _Plan:
                     stale += 1
                     continue
                 if w.if_missing == "ignore":
+                    if action == "soft_delete" and v is not None and spec.tombstones:
+                        # Nothing to mark deleted, but the delete's version is kept, so an
+                        # older write applied later (a redrive, a late copy) cannot bring
+                        # the row back.
+                        plan.ops.append(
+                            Op(
+                                "tombstone",
+                                None,
+                                (),
+                                {"tn": spec.qualified, "rk": w.row_key, "tv": _vtext(v)},
+                                k,
+                            )
+                        )
+                        plan.tombs[k] = max(_vtext(v), tomb or "")
                     continue
                 return _Plan(
                     FAILED,
@@ -378,8 +450,11 @@ def _plan_and_write(
     *,
     asserted: bool,
 ) -> None:
-    """Plan every message in order against `state`, then send the writes and ledger rows."""
+    """Plan every message in order against `state`, then send the writes and ledger rows.
+    An exception from the session names the message its failing statement came from
+    (`sync_owner`, an index in the batch; None for the shared ledger insert)."""
     ops: list[Op] = []
+    owners: list[int | None] = []
     ledger_rows: list[tuple[str, str, str, str]] = []
     blocked: dict[str, tuple[str, str]] = {}
     for idx, ch in changes:
@@ -387,13 +462,25 @@ def _plan_and_write(
         if plan is None:
             continue
         ops.extend(plan.ops)
+        owners.extend([idx] * len(plan.ops))
         if (row := _ledger_row(ch, plan)) is not None:
             ledger_rows.append(row)
         _commit_plan(ch, plan, state)
     items = stmts.items(ops, asserted=asserted)
     if ledger_rows:
         items.append(_ledger_item(stmts, ledger_rows, multi_values=session.driver_level))
-    session.write_commit(items)
+        owners.append(None)
+    try:
+        session.write_commit(items)
+    except BaseException as exc:
+        i = exc.index if isinstance(exc, BindError) else statement_index(exc)
+        exc.sync_owner = owners[i] if i is not None and 0 <= i < len(owners) else None  # type: ignore[attr-defined]
+        raise
+
+
+def _reset(changes: list[tuple[int, Change]], outcomes: list[Outcome]) -> None:
+    for idx, _ in changes:
+        outcomes[idx].reset()
 
 
 def _fast(
@@ -401,6 +488,7 @@ def _fast(
     changes: list[tuple[int, Change]],
     stmts: Statements,
     outcomes: list[Outcome],
+    registry: Registry,
     *,
     optimistic: bool = False,
 ) -> int:
@@ -413,30 +501,58 @@ def _fast(
     exactly what the read-then-write path would have. When one does not (a duplicate, a
     stale event, a missing row), the server rolled the whole pipeline back and the batch
     takes the read-then-write path below. Any other error (a lock wait, a constraint) would
-    meet that path again, so it goes where a failed fast path goes: to the per-message path.
+    meet that path again, so it goes where a failed fast path goes: to the per-message path
+    (_FastFailed), or, when the connection is not clean, to a retry (_TransactionLost).
     """
     session: FastSession = fast_session(conn, stmts.compiled)
-    if optimistic and session.optimistic:
-        try:
-            _plan_and_write(session, changes, stmts, outcomes, _State(), asserted=True)
-            stmts.optimism.succeeded()
-            return session.round_trips
-        except PremiseMissed:
-            session.abort()
-            stmts.optimism.failed()
-            for idx, _ in changes:
-                o = outcomes[idx]
-                o.status, o.kind, o.reason = "", "", ""
-        except BaseException:
-            session.abort()
-            raise
     try:
+        if optimistic and session.optimistic:
+            try:
+                _plan_and_write(session, changes, stmts, outcomes, _State(), asserted=True)
+                stmts.optimism.succeeded()
+                return session.round_trips
+            except PremiseMissed:
+                session.abort()
+                stmts.optimism.failed()
+                _reset(changes, outcomes)
         state = read_state(session.read, stmts, [c for _, c in changes])
         _plan_and_write(session, changes, stmts, outcomes, state, asserted=False)
-    except BaseException:
+        return session.round_trips
+    except BindError as exc:
         session.abort()
+        owner = getattr(exc, "sync_owner", None)
+        why = Classified(PERMANENT, unexpected(exc.cause, "the driver cannot send its values"))
+        raise _FastFailed({owner: why} if owner is not None else {}) from exc
+    except DBAPIError as exc:
+        session.abort()
+        c = classify(exc, foreign_key_transient=registry.foreign_key_transient)
+        if c.whole_transaction or conn.invalidated:
+            raise _TransactionLost(c) from exc
+        owner = getattr(exc, "sync_owner", None)
+        raise _FastFailed({owner: c} if owner is not None and c.lock else {}) from exc
+    except Exception as exc:  # a driver's surprise or a defect: the connection's state is unknown
+        _drop(conn, exc)
+        raise _TransactionLost(
+            Classified(TRANSIENT, unexpected(exc, "connection dropped after an unexpected error"), True)
+        ) from exc
+    except BaseException as exc:
+        _drop(conn, exc)
         raise
-    return session.round_trips
+
+
+def _drop(conn: Connection, exc: BaseException | None = None) -> None:
+    """Close the connection (never returned to the pool): the server rolls back whatever it
+    held uncommitted."""
+    if not conn.invalidated:
+        with contextlib.suppress(Exception):  # closing a dead socket
+            conn.invalidate(exc if isinstance(exc, Exception) else None)
+
+
+def _rollback_to(savepoint: Any, c: Classified, exc: BaseException) -> None:
+    try:
+        savepoint.rollback()
+    except Exception as lost:  # the transaction is gone with the savepoint
+        raise _TransactionLost(c if c.whole_transaction else Classified(TRANSIENT, c.reason, True)) from lost
 
 
 def _slow(
@@ -445,36 +561,61 @@ def _slow(
     stmts: Statements,
     registry: Registry,
     outcomes: list[Outcome],
+    budget: Deadline,
+    known: dict[int, Classified],
 ) -> int:
     """One transaction, one SAVEPOINT per message: a failing message is rolled back alone and
-    stops its group; every other group goes on (facts 6.4)."""
+    stops its group; every other group goes on (facts 6.4). A message is started only while
+    its statements can still finish before the deadline (each may wait out one lock)."""
     executor = Executor(conn)
     blocked: dict[str, tuple[str, str]] = {}
+    per_message_s = limits_of(conn.engine).lock_timeout_ms / 1000 + PER_MESSAGE_SLACK_S
+    fk_transient = registry.foreign_key_transient
     with conn.begin():
         state = read_state(executor.run, stmts, [c for _, c in changes])
         for idx, ch in changes:
             out = outcomes[idx]
+            group, message = ch.record.group_id, ch.record.message_id
+            if group not in blocked:
+                settled = known.get(idx)
+                if settled is None and not budget.allows(per_message_s):
+                    settled = Classified(TRANSIENT, NOT_STARTED)
+                if settled is not None:
+                    out.fail(settled.kind, settled.reason)
+                    blocked[group] = (message, settled.kind)
+                    continue
             plan = _plan_in_order(ch, out, state, stmts, blocked)
             if plan is None:
                 continue
-            items = stmts.items(plan.ops)
-            if (row := _ledger_row(ch, plan)) is not None:
-                items.append(_ledger_item(stmts, [row], multi_values=False))
+            ledger = _ledger_row(ch, plan)
+            # The ledger row first: one recorded meanwhile by another invocation fails here,
+            # before any write, and makes the message a duplicate.
+            items = [_ledger_item(stmts, [ledger], multi_values=False)] if ledger else []
+            items += stmts.items(plan.ops)
+            if not items:
+                _commit_plan(ch, plan, state)
+                continue
             savepoint = conn.begin_nested()
             try:
                 executor.run(items)
-                savepoint.commit()
             except DBAPIError as exc:
-                c = classify(exc, foreign_key_transient=registry.foreign_key_transient)
-                try:
-                    savepoint.rollback()
-                except DBAPIError:
-                    raise _TransactionLost(c) from exc
+                c = classify(exc, foreign_key_transient=fk_transient)
+                _rollback_to(savepoint, c, exc)
                 if c.whole_transaction:
                     raise _TransactionLost(c) from exc
-                out.status, out.kind, out.reason = FAILED, c.kind, c.reason
-                blocked[ch.record.group_id] = (ch.record.message_id, c.kind)
+                if c.unique and ledger and statement_index(exc) == 0:
+                    out.reset()
+                    out.status = DUPLICATE
+                    continue
+                out.fail(c.kind, c.reason)
+                blocked[group] = (message, c.kind)
                 continue
+            except Exception as exc:  # the driver could not send a value of this message
+                _rollback_to(savepoint, Classified(TRANSIENT, unexpected(exc, "savepoint lost")), exc)
+                out.fail(PERMANENT, unexpected(exc, "the driver cannot send its values"))
+                blocked[group] = (message, PERMANENT)
+                continue
+            savepoint.commit()
             _commit_plan(ch, plan, state)
     return executor.round_trips + 1  # + COMMIT
 
@@ -488,11 +629,11 @@ def _event_id_of(record: SqsRecord, entity: Any) -> str:
         return ""
     try:
         node: Any = json.loads(record.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     for part in spec.path:
         node = node.get(part) if isinstance(node, dict) else None
-    return node if isinstance(node, str) else ""
+    return cut(node, EVENT_ID_TEXT) if isinstance(node, str) else ""
 
 
 def statements_for(registry: Registry, engine: Engine) -> Statements:
@@ -504,6 +645,146 @@ def statements_for(registry: Registry, engine: Engine) -> Statements:
     return stmts
 
 
+def _decode_all(
+    parsed: list[SqsRecord],
+    outcomes: list[Outcome],
+    registry: Registry,
+    stmts: Statements,
+    clock: Callable[[], float],
+) -> list[tuple[int, Change]]:
+    """Decode every message; one that cannot be decoded fails alone (permanently) and holds
+    back the rest of its group."""
+    changes: list[tuple[int, Change]] = []
+    failed_groups: dict[str, str] = {}
+    nul_ok = stmts.text_holds_nul
+    for i, rec in enumerate(parsed):
+        out = outcomes[i]
+        entity = registry.entity_for_queue(rec.queue)
+        out.entity = entity.name if entity else ""
+        if rec.group_id in failed_groups:
+            out.fail(
+                PERMANENT,
+                f"held back behind message {failed_groups[rec.group_id]} of group {rec.group_id}",
+                status=BLOCKED,
+            )
+            continue
+        try:
+            entity = entity_for(rec, registry)
+            out.entity = entity.name
+            change = decode(rec, entity, nul_ok=nul_ok)
+        except Exception as exc:
+            if isinstance(exc, RefusedValue):
+                why = f"value refused: {exc}"
+            elif isinstance(exc, DecodeError):
+                why = f"undecodable message: {exc}"
+            else:
+                why = unexpected(exc, "undecodable message")
+            out.fail(PERMANENT, why)
+            out.event_id = _event_id_of(rec, entity)
+            failed_groups[rec.group_id] = rec.message_id
+            continue
+        out.event_id, out.event_type = change.event_id, cut(change.event_type, 128)
+        if change.created_at is not None:
+            out.lag_seconds = round(max(0.0, clock() - float(change.created_at)), 3)
+        changes.append((i, change))
+    return changes
+
+
+def _attempt(
+    engine: Engine,
+    changes: list[tuple[int, Change]],
+    stmts: Statements,
+    registry: Registry,
+    result: BatchResult,
+    budget: Deadline,
+    *,
+    optimistic: bool,
+) -> None:
+    """One attempt on one connection, the watchdog armed for the deadline."""
+    outcomes = result.outcomes
+    with engine.connect() as conn:
+        cut_connection = interrupter(conn.connection.driver_connection) if budget.at is not None else None
+        with WATCHDOG.guard(budget.at, cut_connection) as guard:
+            try:
+                try:
+                    result.round_trips += _fast(
+                        conn, changes, stmts, outcomes, registry, optimistic=optimistic
+                    )
+                    result.path = "fast"
+                except _FastFailed as failed:
+                    _reset(changes, outcomes)
+                    result.round_trips += _slow(
+                        conn, changes, stmts, registry, outcomes, budget, failed.known
+                    )
+                    result.path = "slow"
+            except BaseException as exc:
+                if guard.fired:
+                    _drop(conn)
+                    raise _TransactionLost(Classified(TRANSIENT, CUT_AT_DEADLINE, True)) from exc
+                if not isinstance(exc, (_TransactionLost, DBAPIError)):
+                    _drop(conn, exc)
+                    if isinstance(exc, Exception):
+                        raise _TransactionLost(
+                            Classified(TRANSIENT, unexpected(exc, "internal error, connection dropped"), True)
+                        ) from exc
+                raise
+        if guard.fired:  # cut after the work ended: the result stands, the connection goes
+            _drop(conn)
+
+
+def _apply(
+    parsed: list[SqsRecord],
+    result: BatchResult,
+    engine: Engine,
+    registry: Registry,
+    attempts: int,
+    clock: Callable[[], float],
+    budget: Deadline,
+) -> None:
+    outcomes = result.outcomes
+    stmts = statements_for(registry, engine)
+    changes = _decode_all(parsed, outcomes, registry, stmts, clock)
+    if not changes:
+        result.committed = True
+        return
+    # A message SQS delivers again most likely reached the database before (a duplicate): such
+    # a batch reads first rather than guess (see _fast).
+    optimistic = stmts.optimism.should_try() and all(r.receive_count <= 1 for r in parsed)
+    floor = connect_floor_s(engine)
+    last: Classified | None = None
+    token = CURRENT.set(budget.at)
+    try:
+        for attempt in range(1, attempts + 1):
+            pooled = getattr(engine.pool, "checkedin", lambda: 0)()
+            if not budget.allows(MIN_ATTEMPT_S + (0 if pooled else floor)):
+                last = last or Classified(TRANSIENT, NOT_STARTED, True)
+                break
+            result.attempts = attempt
+            _reset(changes, outcomes)
+            try:
+                _attempt(engine, changes, stmts, registry, result, budget, optimistic=optimistic)
+                last = None
+                result.committed = True
+                break
+            except _TransactionLost as exc:
+                last = exc.classified
+            except DBAPIError as exc:
+                last = classify(exc, foreign_key_transient=registry.foreign_key_transient)
+            if last.auth or budget.passed:
+                break
+    finally:
+        CURRENT.reset(token)
+    if last is not None:
+        result.failure = last
+        why = (
+            last.reason
+            if last.reason in (NOT_STARTED, CUT_AT_DEADLINE)
+            else f"batch not applied: {last.reason}"
+        )
+        for idx, _ in changes:
+            outcomes[idx].fail(TRANSIENT, why)
+
+
 def apply_batch(
     records: Sequence[dict[str, Any]],
     engine: Engine,
@@ -511,77 +792,24 @@ def apply_batch(
     *,
     attempts: int = 2,
     clock: Callable[[], float] = time.time,
+    deadline: float | None = None,
 ) -> BatchResult:
-    """Apply one SQS batch (the `Records` of a Lambda event); never raises for a bad message."""
+    """Apply one SQS batch (the `Records` of a Lambda event). Never raises, whatever the
+    records hold. `deadline` (a time.monotonic() value): answer by then, reporting what could
+    not be finished as transient failures."""
     started = time.perf_counter()
-    parsed: list[SqsRecord] = [parse_sqs_record(r) for r in records]
-    outcomes = [Outcome(r.message_id, r.group_id) for r in parsed]
-    result = BatchResult(outcomes)
-    changes: list[tuple[int, Change]] = []
-    failed_groups: dict[str, str] = {}
-    for i, rec in enumerate(parsed):
-        out = outcomes[i]
-        entity = registry.entity_for_queue(rec.queue)
-        out.entity = entity.name if entity else ""
-        if rec.group_id in failed_groups:
-            out.status, out.kind, out.reason = (
-                BLOCKED,
-                PERMANENT,
-                f"held back behind message {failed_groups[rec.group_id]} of group {rec.group_id}",
-            )
-            continue
-        try:
-            entity = entity_for(rec, registry)
-            out.entity = entity.name
-            change = decode(rec, entity)
-        except DecodeError as exc:
-            out.status, out.kind, out.reason = FAILED, PERMANENT, f"undecodable message: {exc}"
-            out.event_id = _event_id_of(rec, entity)
-            failed_groups[rec.group_id] = rec.message_id
-            continue
-        out.event_id, out.event_type = change.event_id, change.event_type
-        if change.created_at is not None:
-            out.lag_seconds = round(max(0.0, clock() - float(change.created_at)), 3)
-        changes.append((i, change))
-
-    stmts = statements_for(registry, engine)
-    # A message SQS delivers again most likely reached the database before (a duplicate): such
-    # a batch reads first rather than guess (see _fast).
-    optimistic = stmts.optimism.should_try() and all(r.receive_count <= 1 for r in parsed)
-
-    last: Classified | None = None
-    for attempt in range(1, attempts + 1):
-        result.attempts = attempt
-        for idx, _ in changes:
-            o = outcomes[idx]
-            o.status, o.kind, o.reason = "", "", ""
-        try:
-            with engine.connect() as conn:
-                try:
-                    result.round_trips += _fast(conn, changes, stmts, outcomes, optimistic=optimistic)
-                    result.path = "fast"
-                except DBAPIError as exc:
-                    c = classify(exc, foreign_key_transient=registry.foreign_key_transient)
-                    if c.whole_transaction:
-                        raise _TransactionLost(c) from exc
-                    for idx, _ in changes:
-                        o = outcomes[idx]
-                        o.status, o.kind, o.reason = "", "", ""
-                    result.round_trips += _slow(conn, changes, stmts, registry, outcomes)
-                    result.path = "slow"
-            last = None
-            break
-        except _TransactionLost as exc:
-            last = exc.classified
-        except DBAPIError as exc:
-            last = classify(exc, foreign_key_transient=registry.foreign_key_transient)
-    if last is not None:
-        for idx, _ in changes:
-            o = outcomes[idx]
-            o.status, o.kind, o.reason = FAILED, TRANSIENT, f"batch not applied: {last.reason}"
-    for o in outcomes:
+    parsed = [parse_sqs_record(r) for r in (records if isinstance(records, (list, tuple)) else [])]
+    result = BatchResult([Outcome(r.message_id, r.group_id) for r in parsed])
+    try:
+        _apply(parsed, result, engine, registry, attempts, clock, Deadline(deadline))
+    except Exception as exc:  # a defect of this runtime: Lambda must still get an answer
+        why = unexpected(exc, "internal error")
+        for o in result.outcomes:
+            if o.status == "" or (not result.committed and o.status not in (FAILED, BLOCKED)):
+                o.fail(TRANSIENT, why)
+    for o in result.outcomes:
         if o.status == "":  # a message after an unapplied one cannot be left unreported
-            o.status, o.kind, o.reason = FAILED, TRANSIENT, "not applied"
+            o.fail(TRANSIENT, "not applied")
         if o.status != APPLIED:
             o.lag_seconds = None
     result.duration_ms = round((time.perf_counter() - started) * 1000, 3)

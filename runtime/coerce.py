@@ -1,8 +1,9 @@
 """Column coercions: a decoded message value -> the Python value bound for one SQL column.
 
-Every refusal raises CoercionError with a message naming the column and the value; the
-batch logic turns it into a permanent failure for that message (never a silent truncation
-or rounding).
+Every refusal raises CoercionError with a message naming the column, the limit, and the
+value's kind and size (runtime.redact: never the value itself unless asked for); the batch
+logic turns it into a permanent failure of that message (never a silent truncation or
+rounding). Numbers are exact: no arithmetic here rounds to a decimal context's precision.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
+from runtime.ddbjson import AttributeValueError, number
+from runtime.redact import SAMPLE_MAX, cut, show_values, shown
 from runtime.registry import ColumnSpec
 
 
@@ -30,6 +33,16 @@ INT_RANGES = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
 TRUE_WORDS = {"true", "1", "yes", "y", "t"}
 FALSE_WORDS = {"false", "0", "no", "n", "f"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A decimal column without precision or scale is NUMERIC(38, 10) (runtime.schema.column_type
+# uses decimal_limits too): the limits are checked here, so the database never rounds.
+DEFAULT_PRECISION, DEFAULT_SCALE = 38, 10
+
+
+def decimal_limits(col: ColumnSpec) -> tuple[int, int]:
+    """(precision, scale) of a decimal column, defaults filled in."""
+    precision = col.precision if col.precision is not None else DEFAULT_PRECISION
+    scale = col.scale if col.scale is not None else min(DEFAULT_SCALE, precision)
+    return precision, scale
 
 
 class CoercionError(ValueError):
@@ -37,13 +50,23 @@ class CoercionError(ValueError):
 
 
 def canonical_text(value: Any) -> str:
-    """Stable text of a scalar: map lookups and tombstone keys use it."""
+    """Stable text of a scalar: map lookups, tombstone keys and string columns use it.
+    Decimals keep every digit (no context precision applies): 1E+30 is 1 and 30 zeros,
+    1.50 is 1.5."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        if value == value.to_integral_value():
-            return str(value.quantize(Decimal(1)))
-        return format(value.normalize(), "f")
+        sign, digits, exponent = value.as_tuple()
+        if not any(digits):
+            return "0"
+        if isinstance(exponent, int) and exponent < 0:  # drop the fraction's trailing zeros
+            n = len(digits)
+            k = 0
+            while k < -exponent and digits[n - 1 - k] == 0:
+                k += 1
+            if k:
+                value = Decimal((sign, digits[: n - k], exponent + k))
+        return format(value, "f")
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, date):
@@ -82,22 +105,40 @@ def json_text(value: Any) -> str:
     raise CoercionError(f"cannot write {type(value).__name__} as JSON")
 
 
+def _text_check(col: ColumnSpec, text: str, *, nul_ok: bool) -> str:
+    """Text every driver can send: valid Unicode (no lone surrogate, which no UTF-8 encoder
+    accepts), and no U+0000 where the database cannot store it (PostgreSQL text and jsonb)."""
+    if not nul_ok and "\x00" in text:
+        raise CoercionError(
+            f"column {col.name}: the text contains U+0000, which PostgreSQL cannot store in a {col.type} column"
+        )
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CoercionError(
+                f"column {col.name}: the text is not valid Unicode (a lone surrogate U+{ord(text[exc.start]):04X} "
+                f"at character {exc.start:,})"
+            ) from None
+    return text
+
+
 def _decimal(value: Any, col: ColumnSpec) -> Decimal:
     if isinstance(value, bool):
         raise CoercionError(f"column {col.name}: a boolean is not a number")
     if isinstance(value, Decimal):
         return value
-    if isinstance(value, (int, float)):
-        return Decimal(str(value))
-    if isinstance(value, str):
+    if isinstance(value, (int, float, str)):
         try:
-            d = Decimal(value.strip())
-        except InvalidOperation:
-            raise CoercionError(f"column {col.name}: {value!r} is not a number") from None
-        if not d.is_finite():
-            raise CoercionError(f"column {col.name}: {value!r} is not a finite number")
-        return d
-    raise CoercionError(f"column {col.name}: {type(value).__name__} is not a number")
+            return number(value.strip() if isinstance(value, str) else value)
+        except AttributeValueError as exc:
+            raise CoercionError(f"column {col.name}: {exc}") from None
+    raise CoercionError(f"column {col.name}: {shown(value)} is not a number")
+
+
+def _number_shown(d: Decimal) -> str:
+    """A number as a reason names it: 'a number', or its exact text under SYNC_LOG_VALUES=1."""
+    return f"the number {cut(canonical_text(d), SAMPLE_MAX)}" if show_values() else "a number"
 
 
 def _integer(value: Any, col: ColumnSpec) -> int:
@@ -105,12 +146,16 @@ def _integer(value: Any, col: ColumnSpec) -> int:
         return int(value)
     d = _decimal(value, col)
     if d != d.to_integral_value():
-        raise CoercionError(f"column {col.name}: {canonical_text(d)} is not a whole number")
-    n = int(d)
+        raise CoercionError(
+            f"column {col.name}: {_number_shown(d)} with decimal places is not a whole number"
+        )
     limit = INT_RANGES[col.type]
-    if not -limit <= n < limit:
-        raise CoercionError(f"column {col.name}: {n} is out of range for {col.type}")
-    return n
+    if d.adjusted() >= 19 or not -limit <= int(d) < limit:
+        raise CoercionError(
+            f"column {col.name}: {_number_shown(d)} of {d.adjusted() + 1} digits is out of range for "
+            f"{col.type} ({-limit}..{limit - 1})"
+        )
+    return int(d)
 
 
 def _timestamp(value: Any, col: ColumnSpec) -> datetime:
@@ -119,117 +164,151 @@ def _timestamp(value: Any, col: ColumnSpec) -> datetime:
         fmt = "iso8601" if isinstance(value, str) else "epoch_seconds"
     if fmt == "iso8601":
         if not isinstance(value, str):
-            raise CoercionError(f"column {col.name}: expected ISO 8601 text, got {canonical_text(value)!r}")
+            raise CoercionError(f"column {col.name}: expected ISO 8601 text, got {shown(value)}")
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise CoercionError(f"column {col.name}: {value!r} is not an ISO 8601 timestamp") from None
+            raise CoercionError(f"column {col.name}: {shown(value)} is not an ISO 8601 timestamp") from None
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     d = _decimal(value, col)
-    if fmt == "epoch_millis":
-        d = d / 1000
-    try:
-        return (
-            EPOCH + timedelta(seconds=float(d))
-            if d != d.to_integral_value()
-            else EPOCH + timedelta(seconds=int(d))
-        )
-    except OverflowError:
+    return epoch_timestamp(d, fmt == "epoch_millis", f"column {col.name}")
+
+
+# What datetime (and so every column the runtime writes) can hold: years 1 to 9999.
+_MIN_SECONDS = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH).total_seconds()
+_MAX_SECONDS = (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) - EPOCH).total_seconds()
+
+
+def epoch_timestamp(d: Decimal, millis: bool, where: str) -> datetime:
+    """Epoch seconds (or milliseconds) -> an aware UTC datetime; refused outside years 1..9999."""
+    seconds = d.scaleb(-3) if millis else d
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        unit = "milliseconds" if millis else "seconds"
         raise CoercionError(
-            f"column {col.name}: {canonical_text(d)} is out of range for a timestamp"
-        ) from None
+            f"{where}: {_number_shown(d)} of epoch {unit} is out of range for a timestamp (years 1 to 9999)"
+        )
+    if seconds == seconds.to_integral_value():
+        return EPOCH + timedelta(seconds=int(seconds))
+    return EPOCH + timedelta(seconds=float(seconds))
 
 
 def _decimal_column(value: Any, col: ColumnSpec) -> Decimal:
     d = _decimal(value, col)
-    exponent = d.as_tuple().exponent
-    scale = max(0, -exponent) if isinstance(exponent, int) else 0
-    if col.scale is not None and scale > col.scale and d != d.quantize(Decimal(1).scaleb(-col.scale)):
+    if not d:
+        return d
+    _, digits, exponent = d.as_tuple()
+    assert isinstance(exponent, int)  # _decimal admits finite numbers only
+    trailing = 0  # a fraction's trailing zeros do not count as places
+    while trailing < -exponent and digits[len(digits) - 1 - trailing] == 0:
+        trailing += 1
+    places = max(0, -exponent - trailing)
+    precision, scale = decimal_limits(col)
+    if places > scale:
         raise CoercionError(
-            f"column {col.name}: {canonical_text(d)} has more than {col.scale} decimal places (not rounded)"
+            f"column {col.name}: {_number_shown(d)} with {places} decimal places does not fit "
+            f"decimal({precision},{scale}), which keeps {scale} (values are never rounded)"
         )
-    if col.precision is not None:
-        whole_digits = len(str(abs(int(d)))) if abs(d) >= 1 else 0
-        if whole_digits > col.precision - (col.scale or 0):
-            raise CoercionError(
-                f"column {col.name}: {canonical_text(d)} does not fit decimal({col.precision},{col.scale or 0})"
-            )
+    whole = d.adjusted() + 1 if d.adjusted() >= 0 else 0
+    if whole > precision - scale:
+        raise CoercionError(
+            f"column {col.name}: {_number_shown(d)} with {whole} digits before the decimal point does not "
+            f"fit decimal({precision},{scale}), which keeps {precision - scale}"
+        )
     return d
 
 
-def _convert(value: Any, col: ColumnSpec) -> Any:
-    t = col.type
-    if t in ("string", "text"):
-        if isinstance(value, (dict, list, bytes)):
-            raise CoercionError(
-                f"column {col.name}: a {type(value).__name__} cannot go into a {t} column (use type: json)"
-            )
-        text = value if isinstance(value, str) else canonical_text(value)
-        if col.length is not None and len(text) > col.length:
-            raise CoercionError(
-                f"column {col.name}: value of {len(text)} characters exceeds length {col.length}"
-            )
-        return text
-    if t in INT_RANGES:
-        return _integer(value, col)
-    if t == "decimal":
-        return _decimal_column(value, col)
-    if t == "float":
-        return float(_decimal(value, col))
-    if t == "boolean":
-        if isinstance(value, bool):
-            return value
-        word = canonical_text(value).strip().lower() if isinstance(value, (str, Decimal, int)) else None
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-        raise CoercionError(f"column {col.name}: {value!r} is not a boolean")
-    if t == "timestamp":
-        return _timestamp(value, col)
-    if t == "date":
-        if isinstance(value, str) and len(value.strip()) == 10:
-            try:
-                return date.fromisoformat(value.strip())
-            except ValueError:
-                raise CoercionError(f"column {col.name}: {value!r} is not an ISO 8601 date") from None
-        return _timestamp(value, col).date()
-    if t == "json":
-        return json_text(value)
-    raise CoercionError(f"column {col.name}: unknown column type {t!r}")
-
-
-def _string_converter(col: ColumnSpec) -> Callable[[Any], Any]:
-    length, t, name = col.length, col.type, col.name
-
-    def convert(value: Any) -> Any:
-        if type(value) is str:
-            text = value
-        elif isinstance(value, (dict, list, bytes)):
-            raise CoercionError(
-                f"column {name}: a {type(value).__name__} cannot go into a {t} column (use type: json)"
-            )
-        else:
-            text = value if isinstance(value, str) else canonical_text(value)
-        if length is not None and len(text) > length:
-            raise CoercionError(f"column {name}: value of {len(text)} characters exceeds length {length}")
-        return text
-
-    return convert
-
-
-def converter(col: ColumnSpec) -> Callable[[Any], Any]:
-    """`coerce(col, value)` as a function of the value, its choices made once per column
-    (decode runs it for every column of every message); same results, same errors."""
-    if col.has_const or col.value_map is not None:
-        return lambda value: coerce(col, value)
-    t = col.type
-    if t in ("string", "text"):
-        convert = _string_converter(col)
+def _string(value: Any, col: ColumnSpec, *, nul_ok: bool = True) -> str:
+    if type(value) is str:
+        text = value
+    elif isinstance(value, (dict, list, bytes)):
+        raise CoercionError(
+            f"column {col.name}: {shown(value)} cannot go into a {col.type} column (use type: json)"
+        )
     else:
-        typed = {"decimal": _decimal_column, "timestamp": _timestamp, **dict.fromkeys(INT_RANGES, _integer)}
-        by_type = typed.get(t, _convert)
-        convert = lambda value: by_type(value, col)  # noqa: E731
+        text = canonical_text(value)
+    if col.length is not None and len(text) > col.length:
+        sample = (
+            f"{shown(text)} of {len(text):,} characters"
+            if show_values()
+            else f"a value of {len(text):,} characters"
+        )
+        raise CoercionError(f"column {col.name}: {sample} exceeds length {col.length}")
+    return _text_check(col, text, nul_ok=nul_ok)
+
+
+def _json(value: Any, col: ColumnSpec, *, nul_ok: bool = True) -> str:
+    if not nul_ok and _holds_nul(value):
+        raise CoercionError(
+            f"column {col.name}: the value holds U+0000 in a string, which PostgreSQL cannot store in a json column"
+        )
+    return _text_check(col, json_text(value), nul_ok=True)
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in str(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+def _boolean(value: Any, col: ColumnSpec) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = canonical_text(value).strip().lower() if isinstance(value, (str, Decimal, int)) else None
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise CoercionError(f"column {col.name}: {shown(value)} is not a boolean (true/false, yes/no, 1/0)")
+
+
+def _date(value: Any, col: ColumnSpec) -> date:
+    if isinstance(value, str) and len(value.strip()) == 10:
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise CoercionError(f"column {col.name}: {shown(value)} is not an ISO 8601 date") from None
+    return _timestamp(value, col).date()
+
+
+def _converter_for(col: ColumnSpec, nul_ok: bool) -> Callable[[Any], Any]:
+    """The type conversion of one column as a function of the value (no default or map)."""
+    t = col.type
+    if t in ("string", "text"):
+        if col.length is None and nul_ok:
+            return lambda value: _string(value, col)
+        return lambda value: _string(value, col, nul_ok=nul_ok)
+    if t in INT_RANGES:
+        return lambda value: _integer(value, col)
+    if t == "decimal":
+        return lambda value: _decimal_column(value, col)
+    if t == "float":
+        return lambda value: float(_decimal(value, col))
+    if t == "boolean":
+        return lambda value: _boolean(value, col)
+    if t == "timestamp":
+        return lambda value: _timestamp(value, col)
+    if t == "date":
+        return lambda value: _date(value, col)
+    if t == "json":
+        return lambda value: _json(value, col, nul_ok=nul_ok)
+
+    def unknown(value: Any) -> Any:
+        raise CoercionError(f"column {col.name}: unknown column type {t!r}")
+
+    return unknown
+
+
+def converter(col: ColumnSpec, *, nul_ok: bool = True) -> Callable[[Any], Any]:
+    """`coerce(col, value)` as a function of the value, its choices made once per column
+    (decode runs it for every column of every message); same results, same errors.
+    `nul_ok=False` refuses U+0000 in text (PostgreSQL)."""
+    if col.has_const or col.value_map is not None:
+        return lambda value: coerce(col, value, nul_ok=nul_ok)
+    convert = _converter_for(col, nul_ok)
     has_default, default, nullable = col.has_default, col.default, col.nullable
     missing = f"column {col.name}: no value (field {' / '.join(col.fields) or '-'} is missing) and the column is NOT NULL"
 
@@ -246,7 +325,7 @@ def converter(col: ColumnSpec) -> Callable[[Any], Any]:
     return run
 
 
-def coerce(col: ColumnSpec, value: Any) -> Any:
+def coerce(col: ColumnSpec, value: Any, *, nul_ok: bool = True) -> Any:
     """Apply default, value map and type coercion for one column."""
     if col.has_const:
         value = col.const
@@ -267,9 +346,9 @@ def coerce(col: ColumnSpec, value: Any) -> Any:
                 return None
         elif col.on_unmapped == "fail":
             known = ", ".join(sorted(col.value_map))
-            raise CoercionError(f"column {col.name}: {key!r} is not in its value map (known: {known})")
+            raise CoercionError(f"column {col.name}: {shown(value)} is not in its value map (known: {known})")
         elif col.on_unmapped == "null":
             return None
         elif col.on_unmapped == "default":
             value = col.default
-    return _convert(value, col)
+    return _converter_for(col, nul_ok)(value)

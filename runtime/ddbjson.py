@@ -11,27 +11,77 @@ import base64
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from runtime.redact import name, shown
+
 
 class AttributeValueError(ValueError):
     pass
 
 
+# DynamoDB's number limits: at most 38 significant digits, magnitudes from 1E-130 to
+# 9.9999999999999999999999999999999999999E+125 (Amazon DynamoDB Developer Guide, "Supported
+# data types and naming rules", Number). A value beyond them cannot come from DynamoDB; it is
+# refused here, before any arithmetic on it could cost time (1e999999 written out is a million
+# digits).
+MAX_DIGITS = 38
+MAX_EXPONENT = 125  # Decimal.adjusted() of the largest magnitude
+MIN_EXPONENT = -130
+# The longest text of a number within those limits: sign, "0.", 129 zeros, 38 digits.
+MAX_NUMBER_TEXT = 170
+LIMITS = "DynamoDB numbers have at most 38 significant digits and magnitudes from 1E-130 to 1E+125"
+
+
 def number(text: Any) -> Decimal:
-    if isinstance(text, bool) or not isinstance(text, (str, int, float, Decimal)):
-        raise AttributeValueError(f"expected a number string, got {type(text).__name__}")
-    try:
-        value = Decimal(str(text))
-    except InvalidOperation:
-        raise AttributeValueError(f"{text!r} is not a number") from None
+    """A DynamoDB number (its text, or a number a JSON body carried) as an exact Decimal,
+    refused with a short reason when it is not one DynamoDB could hold."""
+    if isinstance(text, Decimal):
+        value = text
+    elif isinstance(text, str):
+        if "_" in text:  # Python's Decimal reads 1_000 as 1000; DynamoDB has no such number
+            raise AttributeValueError(f"{shown(text)} is not a number")
+        if len(text) > MAX_NUMBER_TEXT:
+            raise AttributeValueError(f"a number of {len(text):,} characters is beyond its limits ({LIMITS})")
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            raise AttributeValueError(f"{shown(text)} is not a number") from None
+    elif isinstance(text, int) and not isinstance(text, bool):
+        value = Decimal(text)
+    elif isinstance(text, float):
+        value = Decimal(repr(text))
+    else:
+        raise AttributeValueError(f"expected a number, got {shown(text)}")
     if not value.is_finite():
-        raise AttributeValueError(f"{text!r} is not a finite number")
+        raise AttributeValueError(f"{shown(text)} is not a finite number")
+    if value:
+        exponent = value.adjusted()
+        if exponent > MAX_EXPONENT or exponent < MIN_EXPONENT:
+            raise AttributeValueError(
+                f"a number of magnitude 1E{exponent:+d} is beyond its limits ({LIMITS})"
+            )
+        digits = value.as_tuple().digits
+        if len(digits) > MAX_DIGITS:
+            significant = len(digits)
+            while digits[significant - 1] == 0:
+                significant -= 1
+            if significant > MAX_DIGITS:
+                raise AttributeValueError(
+                    f"a number of {significant} significant digits is beyond its limits ({LIMITS})"
+                )
     return value
 
 
-def unmarshal(av: Any) -> Any:
+# DynamoDB nests maps and lists at most 32 levels deep (Developer Guide, "Service, account,
+# and table quotas", Nested attribute depth): deeper input is refused, never recursed into.
+MAX_DEPTH = 32
+
+
+def unmarshal(av: Any, depth: int = 0) -> Any:
     """One attribute value such as {"N": "3"} -> Decimal("3")."""
+    if depth > MAX_DEPTH:
+        raise AttributeValueError(f"maps and lists nested deeper than DynamoDB's {MAX_DEPTH} levels")
     if not isinstance(av, dict) or len(av) != 1:
-        raise AttributeValueError(f'expected one DynamoDB attribute value like {{"S": "x"}}, got {av!r:.80}')
+        raise AttributeValueError(f'expected one DynamoDB attribute value like {{"S": "x"}}, got {shown(av)}')
     ((kind, value),) = av.items()
     if kind == "S":
         if not isinstance(value, str):
@@ -46,11 +96,11 @@ def unmarshal(av: Any) -> Any:
     if kind == "NULL":
         return None
     if kind == "M":
-        return unmarshal_map(value)
+        return unmarshal_map(value, depth + 1)
     if kind == "L":
         if not isinstance(value, list):
             raise AttributeValueError("L value is not a list")
-        return [unmarshal(v) for v in value]
+        return [unmarshal(v, depth + 1) for v in value]
     if kind == "SS":
         return sorted(_strings(value, "SS"))
     if kind == "NS":
@@ -59,13 +109,13 @@ def unmarshal(av: Any) -> Any:
         return _binary(value)
     if kind == "BS":
         return sorted(_binary(v) for v in _strings(value, "BS"))
-    raise AttributeValueError(f"unknown DynamoDB type {kind!r}")
+    raise AttributeValueError(f"unknown DynamoDB type {name(kind)}")
 
 
-def unmarshal_map(value: Any) -> dict[str, Any]:
+def unmarshal_map(value: Any, depth: int = 0) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise AttributeValueError("M value is not a mapping")
-    return {k: unmarshal(v) for k, v in value.items()}
+    return {k: unmarshal(v, depth) for k, v in value.items()}
 
 
 def _strings(value: Any, kind: str) -> list[str]:

@@ -9,13 +9,14 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from runtime.coerce import EPOCH, MISSING, CoercionError, canonical_text, converter
-from runtime.ddbjson import AttributeValueError, number, unmarshal, unmarshal_map
+from runtime.coerce import MISSING, CoercionError, canonical_text, converter, epoch_timestamp
+from runtime.ddbjson import MAX_NUMBER_TEXT, AttributeValueError, number, unmarshal, unmarshal_map
+from runtime.redact import cut, name, shown
 from runtime.registry import ActionSpec, EntitySpec, FieldSpec, Registry, TableSpec
+from runtime.schema import EVENT_ID_TEXT
 
 SEQUENCE_WIDTH = 40  # DynamoDB sequence numbers are 21..40 digits; padded, they compare as text
 ROW_KEY_MAX = 512
@@ -23,6 +24,10 @@ ROW_KEY_MAX = 512
 
 class DecodeError(Exception):
     """A message that can never be applied as it is (permanent)."""
+
+
+class RefusedValue(DecodeError):
+    """A message whose body decodes, holding a value its column refuses (permanent)."""
 
 
 @dataclass(slots=True)
@@ -35,10 +40,15 @@ class SqsRecord:
     raw: dict[str, Any] = field(repr=False)
 
 
-def parse_sqs_record(raw: dict[str, Any]) -> SqsRecord:
-    """The fields Lambda delivers for an SQS FIFO record (facts 6.2)."""
-    attrs = raw.get("attributes") or {}
-    arn = raw.get("eventSourceARN") or ""
+def parse_sqs_record(raw: Any) -> SqsRecord:
+    """The fields Lambda delivers for an SQS FIFO record (facts 6.2); a record of any other
+    shape gives empty fields (and so fails to decode), never an exception."""
+    if not isinstance(raw, dict):
+        return SqsRecord("", "", "", 1, "", {})
+    attrs = raw.get("attributes")
+    attrs = attrs if isinstance(attrs, dict) else {}
+    arn = raw.get("eventSourceARN")
+    arn = arn if isinstance(arn, str) else ""
     try:
         receive_count = int(attrs.get("ApproximateReceiveCount", 1))
     except (TypeError, ValueError):
@@ -100,7 +110,7 @@ def _converter(spec: FieldSpec) -> Callable[[Any], Any]:
 
         def string(raw: Any) -> Any:
             if not isinstance(raw, str):
-                raise DecodeError(f"field {spec.name}: expected a string, got {type(raw).__name__}")
+                raise DecodeError(f"field {spec.name}: expected a string, got {shown(raw)}")
             return raw
 
         return string
@@ -110,7 +120,7 @@ def _converter(spec: FieldSpec) -> Callable[[Any], Any]:
 
         def convert(raw: Any) -> Any:
             if not isinstance(raw, bool):
-                raise DecodeError(f"field {spec.name}: expected true/false, got {raw!r:.40}")
+                raise DecodeError(f"field {spec.name}: expected true/false, got {shown(raw)}")
             return raw
 
     elif t == "NULL":
@@ -214,13 +224,13 @@ class _Program:
     rules: dict[str, list[_ActionProgram]]
 
 
-def _build_program(entity: EntitySpec) -> _Program:
+def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
     converters: dict[tuple[str, str], Callable[[Any], Any]] = {}
 
     def conv(table: TableSpec, column: str) -> Callable[[Any], Any]:
         k = (table.name, column)
         if k not in converters:
-            converters[k] = converter(table.columns[column])
+            converters[k] = converter(table.columns[column], nul_ok=nul_ok)
         return converters[k]
 
     rules: dict[str, list[_ActionProgram]] = {}
@@ -246,15 +256,15 @@ def _build_program(entity: EntitySpec) -> _Program:
     return _Program(entity, {n: _reader(f) for n, f in entity.fields.items()}, rules)
 
 
-_PROGRAMS: dict[int, _Program] = {}
+_PROGRAMS: dict[tuple[int, bool], _Program] = {}
 
 
-def _program(entity: EntitySpec) -> _Program:
-    prog = _PROGRAMS.get(id(entity))
+def _program(entity: EntitySpec, nul_ok: bool) -> _Program:
+    prog = _PROGRAMS.get((id(entity), nul_ok))
     if prog is None or prog.entity is not entity:
         if len(_PROGRAMS) > 256:  # registries reloaded many times in one process (tests, tools)
             _PROGRAMS.clear()
-        prog = _PROGRAMS[id(entity)] = _build_program(entity)
+        prog = _PROGRAMS[(id(entity), nul_ok)] = _build_program(entity, nul_ok)
     return prog
 
 
@@ -269,21 +279,36 @@ def _version(table: TableSpec, values: _Values) -> Any:
         text = canonical_text(raw)
         if not text.isdigit() or len(text) > SEQUENCE_WIDTH:
             raise DecodeError(
-                f"table {table.name}: sequence number {text!r:.60} is not 1..{SEQUENCE_WIDTH} digits"
+                f"table {table.name}: sequence number {cut(text, 60)!r} is not 1..{SEQUENCE_WIDTH} digits"
             )
         return text.zfill(SEQUENCE_WIDTH)
     try:
         d = number(raw) if not isinstance(raw, Decimal) else raw
     except ValueError:
-        raise DecodeError(f"table {table.name}: version {raw!r:.40} is not a number") from None
+        raise DecodeError(f"table {table.name}: version {shown(raw)} is not a number") from None
     if d != d.to_integral_value() or d < 0 or d >= 2**63:
-        raise DecodeError(f"table {table.name}: version {canonical_text(d)} is not a whole number in 0..2^63")
+        raise DecodeError(f"table {table.name}: version {shown(d)} is not a whole number in 0..2^63")
     return int(d)
 
 
 _KEY_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class _NumberTooLong(ValueError):
+    pass
+
+
+def _json_number(text: str) -> Decimal:
+    """Every JSON number of a body as an exact Decimal, refused before conversion when its text
+    is longer than any DynamoDB number (Python's int() would refuse 4,300 digits only after
+    reading them, and work on 1e999999 would take seconds)."""
+    if len(text) > MAX_NUMBER_TEXT:
+        raise _NumberTooLong(f"a number of {len(text):,} characters, beyond DynamoDB's limits")
+    return Decimal(text)
+
+
 # Built once: json.loads(..., parse_float=) builds a decoder on every call.
-_BODY = json.JSONDecoder(parse_float=Decimal).decode
+_BODY = json.JSONDecoder(parse_float=_json_number, parse_int=_json_number).decode
 
 
 _NEEDS_ESCAPE = re.compile(r'[\x00-\x1f\\"]').search  # what JSON escapes with ensure_ascii off
@@ -300,18 +325,23 @@ def row_key(table: TableSpec, key: tuple[Any, ...]) -> str:
     return text
 
 
-def decode(record: SqsRecord, entity: EntitySpec) -> Change:
+def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Change:
+    """The message as a typed change. `nul_ok=False` (PostgreSQL) refuses U+0000 in text."""
     if not record.body:
         raise DecodeError("empty message body")
     try:
         body = _BODY(record.body)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"body is not JSON ({exc.msg} at char {exc.pos})") from None
+    except _NumberTooLong as exc:
+        raise DecodeError(f"body holds {exc}") from None
+    except RecursionError:
+        raise DecodeError("body is JSON nested too deeply to be a stream record") from None
     if not isinstance(body, dict):
         raise DecodeError(
             f"body is a JSON {type(body).__name__}, not an object (check the Pipe's input template)"
         )
-    prog = _program(entity)
+    prog = _program(entity, nul_ok)
     values = _Values(body, prog.readers)
 
     event_id = ""
@@ -323,10 +353,15 @@ def decode(record: SqsRecord, entity: EntitySpec) -> Change:
         if entity.ledger:
             raise DecodeError(f"event id field {entity.event_id_field!r} is missing or empty")
         event_id = record.message_id
+    if len(event_id) > EVENT_ID_TEXT:
+        raise DecodeError(
+            f"event id of {len(event_id):,} characters is longer than the ledger's {EVENT_ID_TEXT} "
+            f"(field {entity.event_id_field!r}: a DynamoDB stream eventID has 32)"
+        )
 
     event_type = ""
-    for name in entity.type_from:
-        v = values.get(name)
+    for field_name in entity.type_from:
+        v = values.get(field_name)
         if isinstance(v, str) and v:
             event_type = v
             break
@@ -341,7 +376,7 @@ def decode(record: SqsRecord, entity: EntitySpec) -> Change:
         if entity.unknown == "ignore":
             return Change(record, entity, event_id, event_type, [], created_at)
         known = ", ".join(sorted(entity.rules))
-        raise DecodeError(f"unknown event type {event_type!r} and no rule for it (rules: {known})")
+        raise DecodeError(f"unknown event type {name(event_type)} and no rule for it (rules: {known})")
 
     writes = []
     first = values.first
@@ -358,7 +393,11 @@ def decode(record: SqsRecord, entity: EntitySpec) -> Change:
                 sd = table.soft_delete
                 if sd.kind == "timestamp":
                     ts = values.get(sd.field) if sd.field else MISSING
-                    row[sd.column] = EPOCH + timedelta(seconds=float(ts)) if isinstance(ts, Decimal) else None
+                    row[sd.column] = (
+                        epoch_timestamp(ts, False, f"table {table.name}: soft_delete column {sd.column}")
+                        if isinstance(ts, Decimal)
+                        else None
+                    )
                 else:
                     row[sd.column] = True
             writes.append(
@@ -367,7 +406,7 @@ def decode(record: SqsRecord, entity: EntitySpec) -> Change:
                 )
             )
     except CoercionError as exc:
-        raise DecodeError(str(exc)) from None
+        raise RefusedValue(str(exc)) from None
     return Change(record, entity, event_id, event_type, writes, created_at)
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from runtime.coerce import decimal_limits
 from runtime.registry import ColumnSpec, Registry, TableSpec
 
 SEQUENCE_TEXT = 40  # zero-padded stream sequence numbers (runtime.decode.SEQUENCE_WIDTH)
@@ -81,7 +82,7 @@ def column_type(col: ColumnSpec) -> TypeEngine:
     if t == "smallint":
         return SmallInteger()
     if t == "decimal":
-        return Numeric(col.precision or 38, col.scale if col.scale is not None else 10, asdecimal=True)
+        return Numeric(*decimal_limits(col), asdecimal=True)
     if t == "float":
         return Float(precision=53)
     if t == "boolean":

@@ -65,6 +65,27 @@ class Op:
     row: tuple[str, str]  # (table, row key): writes to one row keep their order
 
 
+class BindError(Exception):
+    """A value the driver could not send (adapt or encode), raised before anything of the
+    phase reached the server: the connection is untouched. `index`: the statement."""
+
+    def __init__(self, index: int, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.index = index
+        self.cause = cause
+
+
+def statement_index(exc: BaseException) -> int | None:
+    """Which statement of the items a session was given failed (None: not one of them)."""
+    index = getattr(exc, "sync_statement", None)
+    return index if isinstance(index, int) else None
+
+
+def _at(exc: BaseException, index: int | None) -> BaseException:
+    exc.sync_statement = index  # type: ignore[attr-defined]
+    return exc
+
+
 class PremiseMissed(Exception):
     """The optimistic attempt's premise did not hold: a write its guard refused, or an event
     the ledger already holds. Raised by the sessions that try it (PostgreSQL, SQLite)."""
@@ -120,6 +141,11 @@ class Statements:
         self._cache: dict[tuple[Any, ...], ClauseElement] = {}
         self.compiled: dict[Any, Any] = {}  # driver-level SQL text of the statements above
         self.optimism = Optimism()
+
+    @property
+    def text_holds_nul(self) -> bool:
+        """Whether text columns can store U+0000 (PostgreSQL's text and jsonb cannot)."""
+        return self.family != "postgresql"
 
     def table(self, spec: TableSpec) -> Table:
         return self.metadata.tables[spec.qualified]
@@ -390,10 +416,14 @@ class Executor:
 
     def run(self, items: Sequence[Item]) -> list[Result]:
         out: list[Result] = []
-        for stmt, params in items:
+        for i, (stmt, params) in enumerate(items):
             self.round_trips += 1
-            result = self.conn.execute(stmt, params)
-            out.append([tuple(r) for r in result.fetchall()] if result.returns_rows else result.rowcount)
+            try:
+                result = self.conn.execute(stmt, params)
+                out.append([tuple(r) for r in result.fetchall()] if result.returns_rows else result.rowcount)
+            except Exception as exc:
+                _at(exc, i)
+                raise
         return out
 
 
@@ -501,19 +531,60 @@ class _DriverSession(FastSession):
             self.conn.invalidate(exc)
         return wrapped
 
-    def _run(self, statements: list[tuple[str, dict[str, Any] | None]], *, results: bool) -> list[Result]:
+    def _dropped(self, exc: BaseException, sql: str) -> DBAPIError:
+        """The connection after an exception nothing expected while a phase was on the wire:
+        its state is unknown, so it is closed (the server rolls back whatever it held
+        uncommitted) and never reused; reported as a lost connection."""
+        self.broken = True
+        if not self.conn.invalidated:
+            self.conn.invalidate(exc)
+        dbapi = self.dialect.loaded_dbapi
+        lost = dbapi.OperationalError(f"connection dropped after {type(exc).__name__}: {exc}")
+        return DBAPIError.instance(
+            sql, None, lost, dbapi.Error, connection_invalidated=True, dialect=self.dialect
+        )
+
+    def _run(
+        self,
+        statements: list[tuple[Any, dict[str, Any] | None]],
+        *,
+        results: bool,
+        offset: int = 0,
+        items: int = 0,
+    ) -> list[Result]:
+        """Send one phase. Errors name the failing statement among the caller's `items`
+        (those after `offset` leading statements of the session's own, such as BEGIN)."""
+        if not statements:
+            return []
         self._trips += 1
         try:
             return self._send(statements, results)
+        except BindError as exc:
+            exc.index -= offset
+            raise
         except self.dialect.loaded_dbapi.Error as exc:
-            raise self._wrap(exc, statements[-1][0] if statements else "") from exc
+            i = statement_index(exc)
+            index = i - offset if i is not None and 0 <= i - offset < items else None
+            raise _at(self._wrap(exc, self._sql_of(statements, i)), index) from exc
+        except Exception as exc:
+            raise self._dropped(exc, self._sql_of(statements, None)) from exc
+        except BaseException as exc:
+            self._dropped(exc, "")
+            raise
+
+    @staticmethod
+    def _sql_of(statements: list[tuple[Any, dict[str, Any] | None]], index: int | None) -> str:
+        sql = statements[index if index is not None and 0 <= index < len(statements) else -1][0]
+        return sql if isinstance(sql, str) else getattr(sql, "text", "")
 
     def read(self, items: Sequence[Item]) -> list[Result]:
         self._open = True
-        return self._run([(self.BEGIN, None), *self._prepare(items)], results=True)[1:]
+        return self._run(
+            [(self.BEGIN, None), *self._prepare(items)], results=True, offset=1, items=len(items)
+        )[1:]
 
     def write_commit(self, items: Sequence[Item]) -> list[Result]:
-        self._run([*self._prepare(items), ("COMMIT", None)], results=False)
+        self._run([*self._prepare(items), ("COMMIT", None)], results=False, items=len(items))
         self._open = False
         return []
 
@@ -526,7 +597,7 @@ class _DriverSession(FastSession):
         except Exception as exc:  # a connection that cannot roll back is not reused
             self.conn.invalidate(exc)
 
-    def _send(self, statements: list[tuple[str, dict[str, Any] | None]], results: bool) -> list[Result]:
+    def _send(self, statements: list[tuple[Any, dict[str, Any] | None]], results: bool) -> list[Result]:
         raise NotImplementedError
 
 
@@ -616,96 +687,100 @@ class PsycopgPipelineSession(_DriverSession):
 
     def read(self, items: Sequence[Item]) -> list[Result]:
         self._read = True
-        return self._run(self._prepare(items), results=True)
+        return self._run(self._prepare(items), results=True, items=len(items))
 
     def write_commit(self, items: Sequence[Item]) -> list[Result]:
-        self._run(self._prepare(items), results=False)
+        try:
+            self._run(self._prepare(items), results=False, items=len(items))
+        except DBAPIError as exc:
+            missed = getattr(exc.orig, "sqlstate", None) in PREMISE_MISSED
+            if missed and not self._read and not exc.connection_invalidated:
+                raise PremiseMissed(str(exc.orig)) from exc
+            raise
         return []
 
-    def _run(self, statements: list[Any], *, results: bool) -> list[Result]:
-        if not statements:  # no transaction to open or close: nothing to send
-            return []
-        self._trips += 1
-        dbapi_error = self.dialect.loaded_dbapi.Error
-        try:
-            return self._send(statements, results)
-        except dbapi_error as exc:
-            if not self._read and getattr(exc, "sqlstate", None) in PREMISE_MISSED:
-                raise PremiseMissed(str(exc)) from exc
-            raise self._wrap(exc, statements[-1][0].sql.decode() if statements else "") from exc
+    def abort(self) -> None:
+        """Nothing to roll back: a pipeline's implicit transaction ends at its Sync, and a
+        session that could not read up to the Sync has dropped the connection."""
 
     def _send(self, statements: list[Any], results: bool) -> list[Result]:
         from psycopg import errors
         from psycopg.pq import ExecStatus
 
-        pg, tx, names = self.pg, self.tx, self.names
-        queue: list[tuple[int, bytes | None]] = []  # (index of the statement or -1 for PREPARE, new name)
-        pg.enter_pipeline_mode()
-        try:
-            for i, (c, params) in enumerate(statements):
+        tx, auto = self.tx, self._auto
+        # Bind first: every value is adapted before anything is queued, so a value psycopg
+        # cannot send fails with the connection untouched (BindError).
+        bound: list[tuple[Any, list[Any], tuple[int, ...], Any]] = []
+        for i, (c, params) in enumerate(statements):
+            try:
                 values = c.values(params)
-                dumped = tx.dump_sequence(values, [self._auto] * len(values))
-                types = tx.types or ()
-                key = (c.sql, types)
-                name = names.get(key)
-                if name is None and len(names) < MAX_PREPARED:
-                    name = b"dss_%d" % len(names)
-                    pg.send_prepare(name, c.sql, param_types=types)
-                    queue.append((-1, name))
-                    names[key] = name  # taken back below if the PREPARE does not succeed
-                if name is None:
-                    pg.send_query_params(c.sql, dumped, param_types=types, param_formats=tx.formats)
-                else:
-                    pg.send_query_prepared(name, dumped, param_formats=tx.formats)
-                queue.append((i, None))
-            pg.pipeline_sync()
-            self._flush()
-            out: list[Result] = [0] * len(statements)
-            error: Exception | None = None
-            encoding = self.raw.info.encoding
-            for i, new_name in queue:
-                while True:
-                    res = self._result()
-                    if res is None:
-                        break
-                    status = res.status
-                    if status == ExecStatus.TUPLES_OK:
-                        if results and i >= 0:
-                            tx.set_pgresult(res)
-                            out[i] = tx.load_rows(0, res.ntuples, tuple)
-                    elif status == ExecStatus.COMMAND_OK:
-                        if results and i >= 0:
-                            out[i] = res.command_tuples or 0
-                    else:
-                        if new_name is not None:  # never prepared: forget the name
-                            self._forget(new_name)
-                        if status == ExecStatus.FATAL_ERROR and error is None:
-                            error = errors.error_from_result(res, encoding=encoding)
-                            if getattr(error, "sqlstate", None) in _STALE_PREPARED:
-                                names.clear()
-            sync = self._result()
-            if sync is None or sync.status != ExecStatus.PIPELINE_SYNC:  # pragma: no cover - protocol
-                raise errors.OperationalError("pipeline out of step: no Sync result")
-        finally:
-            self._leave_pipeline()
-        if error is not None:
+                dumped = tx.dump_sequence(values, [auto] * len(values))
+            except Exception as exc:
+                raise BindError(i, exc) from exc
+            bound.append((c, dumped, tx.types or (), tx.formats))
+        # From the first statement queued to the Sync's result, an exception of any kind
+        # leaves the connection in a state nobody knows (a queued write that the next Sync
+        # would commit): the session is then broken, and the connection dropped (_run).
+        try:
+            out, error = self._exchange(bound, results, errors, ExecStatus)
+        except BaseException:
+            self.broken = True
+            raise
+        if error is not None:  # the server's own error: every result was read, the connection is idle
             raise error
         return out
 
-    def _leave_pipeline(self) -> None:
-        """Back to the state psycopg expects; a connection that cannot get there is dropped."""
-        import psycopg
-        from psycopg import pq
-
-        if self.pg.pipeline_status == pq.PipelineStatus.OFF:
-            return
-        if self.pg.status == pq.ConnStatus.OK:
-            try:
-                self.pg.exit_pipeline_mode()
-                return
-            except psycopg.Error:  # results left unread: the connection is out of step
-                pass
-        self.broken = True  # _wrap reports it as a disconnect and invalidates the connection
+    def _exchange(
+        self, bound: list[Any], results: bool, errors: Any, status_of: Any
+    ) -> tuple[list[Result], Exception | None]:
+        pg, names = self.pg, self.names
+        # (index of the statement, the name a PREPARE queued for it; None for its execution)
+        queue: list[tuple[int, bytes | None]] = []
+        pg.enter_pipeline_mode()
+        for i, (c, dumped, types, formats) in enumerate(bound):
+            key = (c.sql, types)
+            name = names.get(key)
+            if name is None and len(names) < MAX_PREPARED:
+                name = b"dss_%d" % len(names)
+                pg.send_prepare(name, c.sql, param_types=types)
+                queue.append((i, name))
+                names[key] = name  # taken back below if the PREPARE does not succeed
+            if name is None:
+                pg.send_query_params(c.sql, dumped, param_types=types, param_formats=formats)
+            else:
+                pg.send_query_prepared(name, dumped, param_formats=formats)
+            queue.append((i, None))
+        pg.pipeline_sync()
+        self._flush()
+        out: list[Result] = [0] * len(bound)
+        error: Exception | None = None
+        encoding = self.raw.info.encoding
+        tx = self.tx
+        for i, new_name in queue:
+            while True:
+                res = self._result()
+                if res is None:
+                    break
+                status = res.status
+                if status == status_of.TUPLES_OK:
+                    if results and new_name is None:
+                        tx.set_pgresult(res)
+                        out[i] = tx.load_rows(0, res.ntuples, tuple)
+                elif status == status_of.COMMAND_OK:
+                    if results and new_name is None:
+                        out[i] = res.command_tuples or 0
+                else:
+                    if new_name is not None:  # never prepared: forget the name
+                        self._forget(new_name)
+                    if status == status_of.FATAL_ERROR and error is None:
+                        error = _at(errors.error_from_result(res, encoding=encoding), i)
+                        if getattr(error, "sqlstate", None) in _STALE_PREPARED:
+                            names.clear()
+        sync = self._result()
+        if sync is None or sync.status != status_of.PIPELINE_SYNC:  # pragma: no cover - protocol
+            raise errors.OperationalError("pipeline out of step: no Sync result")
+        pg.exit_pipeline_mode()  # every result read: the connection is idle again
+        return out, error
 
     def _forget(self, name: bytes) -> None:
         for k, v in list(self.names.items()):
@@ -746,16 +821,29 @@ class PyMySQLMultiSession(_DriverSession):
 
     def _send(self, statements: list[tuple[str, dict[str, Any] | None]], results: bool) -> list[Result]:
         with self.raw.cursor() as cur:
-            text = ";\n".join(
-                sql if params is None else cur.mogrify(sql, params) for sql, params in statements
-            )
-            cur.execute(text)
+            # Bind first: every statement rendered and checked to be valid UTF-8 before
+            # anything is sent (PyMySQL would encode a lone surrogate with surrogateescape).
+            texts = []
+            for i, (sql, params) in enumerate(statements):
+                try:
+                    text = sql if params is None else cur.mogrify(sql, params)
+                    text.encode("utf-8")
+                except Exception as exc:
+                    raise BindError(i, exc) from exc
+                texts.append(text)
             out: list[Result] = []
-            for i in range(len(statements)):
-                out.append([tuple(r) for r in cur.fetchall()] if cur.description else cur.rowcount)
-                if i < len(statements) - 1:
+            i = 0  # the statement whose result is read next: a server error names it
+            try:
+                cur.execute(";\n".join(texts))
+                while True:
+                    out.append([tuple(r) for r in cur.fetchall()] if cur.description else cur.rowcount)
+                    if i == len(texts) - 1:
+                        return out
+                    i += 1
                     cur.nextset()
-            return out
+            except self.dialect.loaded_dbapi.Error as exc:
+                _at(exc, i)
+                raise
 
 
 class SQLiteSession(FastSession):
@@ -780,24 +868,31 @@ class SQLiteSession(FastSession):
         if unread:
             self._trans = self.conn.begin()
         cursor = self.conn.connection.driver_connection.cursor()
+        dbapi = dialect.loaded_dbapi
         try:
-            for stmt, params in items:
+            for i, (stmt, params) in enumerate(items):
                 expect_one = isinstance(stmt, Asserted)
                 write: Any = stmt.write if expect_one else stmt  # type: ignore[attr-defined]
                 c = _positional(cache, write, dialect)
                 assert isinstance(params, dict)
                 try:
-                    cursor.execute(c.text, c.values(params))
-                except dialect.loaded_dbapi.IntegrityError as exc:
+                    values = c.values(params)
+                except Exception as exc:
+                    raise BindError(i, exc) from exc
+                try:
+                    cursor.execute(c.text, values)
+                except dbapi.IntegrityError as exc:
                     if unread:  # the ledger already holds an event, or a row was there after all
                         raise PremiseMissed(str(exc)) from exc
-                    raise DBAPIError.instance(
-                        c.text, params, exc, dialect.loaded_dbapi.Error, dialect=dialect
+                    raise _at(
+                        DBAPIError.instance(c.text, None, exc, dbapi.Error, dialect=dialect), i
                     ) from exc
-                except dialect.loaded_dbapi.Error as exc:
-                    raise DBAPIError.instance(
-                        c.text, params, exc, dialect.loaded_dbapi.Error, dialect=dialect
+                except dbapi.Error as exc:
+                    raise _at(
+                        DBAPIError.instance(c.text, None, exc, dbapi.Error, dialect=dialect), i
                     ) from exc
+                except Exception as exc:  # sqlite3 could not bind a value (a lone surrogate): nothing ran
+                    raise BindError(i, exc) from exc
                 if expect_one and cursor.rowcount != 1:
                     raise PremiseMissed(f"{c.text[:60]}... changed {cursor.rowcount} rows")
         finally:

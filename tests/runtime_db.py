@@ -83,12 +83,22 @@ def statuses(result: Any) -> list[str]:
     return [o.status for o in result.outcomes]
 
 
-def blocker_session(db: Db, sql: str) -> tuple[Any, Any]:
+def blocker_session(db: Db, *sql: str) -> tuple[Any, Any]:
+    """Another session holding the locks its statements take, in an open transaction."""
     engine = create_engine(db.url)
     conn = engine.connect()
     trans = conn.begin()
-    conn.execute(text(sql))
+    for statement in sql:
+        conn.execute(text(statement))
     return engine, (conn, trans)
+
+
+def lock_orders(db: Db, order_ids: list[str]) -> tuple[Any, Any]:
+    """Another session holding these orders' rows locked: one key lookup each, so InnoDB
+    locks the rows alone (a range or a scan would also lock the gaps between them)."""
+    return blocker_session(
+        db, *[f"SELECT * FROM orders WHERE order_id = '{order_id}' FOR UPDATE" for order_id in order_ids]
+    )
 
 
 def wait_for_lock_waiter(db: Db, timeout: float = 5.0) -> Any:

@@ -451,7 +451,9 @@ def test_replay_exit_codes_and_dlq_reasons(tmp_path: Path) -> None:
     poisoned = [
         d for d in dlq if d["kind"] == "consumer" and json.loads(d["body"])["eventID"] == first["eventID"]
     ]
-    assert poisoned and "'banned' is not in its value map" in poisoned[0]["reason"]
+    assert (
+        poisoned and "status_code: a string of 6 characters is not in its value map" in poisoned[0]["reason"]
+    )
     assert poisoned[0]["attributes"]["MessageDeduplicationId"] == poisoned[0]["messageId"]
     bad = subprocess.run([*cmd, "--entity", "nope"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "not in the registry" in bad.stderr

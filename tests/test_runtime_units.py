@@ -186,7 +186,11 @@ def test_coercions(column: ColumnSpec, value: Any, expected: Any) -> None:
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [
-        (col("decimal", precision=12, scale=2), Decimal("12.345"), "more than 2 decimal places"),
+        (
+            col("decimal", precision=12, scale=2),
+            Decimal("12.345"),
+            r"3 decimal places does not fit decimal\(12,2\)",
+        ),
         (col("decimal", precision=4, scale=2), Decimal("123.4"), r"does not fit decimal\(4,2\)"),
         (col("smallint"), Decimal("40000"), "out of range for smallint"),
         (col("integer"), Decimal("1.5"), "not a whole number"),

@@ -38,7 +38,8 @@ def _column(c: Column) -> dict[str, Any]:
 
 def _table(t: Table, deleted: set[str]) -> dict[str, Any]:
     return {
-        # Tombstones are kept (and checked) only where some rule hard-deletes from the table.
+        # Tombstones are kept (and checked) only where some rule deletes from the table: a hard
+        # delete, or a soft delete, which leaves one when the row it deletes is not there.
         "tombstones": t.version is not None and t.qualified in deleted,
         "schema": t.schema,
         "surrogate_key": t.surrogate_key,
@@ -137,7 +138,7 @@ def registry(model: Model) -> dict[str, Any]:
         for e in model.entities
         for rule in e.events.rules
         for a in rule.actions
-        if a.kind == "delete" and (table := e.table(a.table)) is not None
+        if a.kind in ("delete", "soft_delete") and (table := e.table(a.table)) is not None
     }
     return {
         "registry_version": REGISTRY_VERSION,

@@ -1,0 +1,142 @@
+"""The time budget of one batch: the moment by which apply_batch must have answered (the
+Lambda's deadline less a margin for logging and returning), and a watchdog that cuts the
+database connection if a wait on it is still going at that moment.
+
+Client-side timeouts (runtime.config.Limits) bound each wait; the watchdog bounds their sum,
+and covers what no timeout sees: a network path that freezes with its sockets open (TCP
+keepalives only notice after their own delay), a server that accepts and never answers.
+Cutting the connection makes the blocked driver call fail as a lost connection; the runtime
+then drops that connection (nothing uncommitted survives a closed connection) and reports
+every message not yet committed as a transient failure, so SQS delivers it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+# The deadline of the batch this thread is applying (time.monotonic()), for what runs inside
+# SQLAlchemy where no argument reaches (runtime.config clamps a new connection's connect
+# timeout to it).
+CURRENT: ContextVar[float | None] = ContextVar("sync_deadline", default=None)
+
+
+# The watchdog cuts this long before the deadline, so that the failure is handled, the
+# connection dropped and the answer returned by the deadline itself.
+CUT_LEAD_S = 0.1
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """`at`: a time.monotonic() value, or None for no deadline (local tools, tests)."""
+
+    at: float | None = None
+
+    def remaining(self) -> float:
+        return float("inf") if self.at is None else self.at - time.monotonic()
+
+    def allows(self, seconds: float) -> bool:
+        """Whether work that may take `seconds` can still end before the deadline."""
+        return self.at is None or time.monotonic() + seconds < self.at
+
+    @property
+    def passed(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
+@dataclass
+class Guard:
+    """One armed deadline; `fired` once the watchdog cut the connection."""
+
+    at: float
+    interrupt: Callable[[], None]
+    fired: bool = False
+    done: bool = field(default=False, repr=False)
+
+
+class Watchdog:
+    """One daemon thread per process; idle (waiting on a condition) unless a guard is armed.
+    Arming and disarming take a lock and a notify: microseconds per batch."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._guards: list[Guard] = []
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, at: float | None, interrupt: Callable[[], None] | None) -> Iterator[Guard]:
+        """Arm the watchdog for the `with` block: CUT_LEAD_S before `at`, `interrupt()` is
+        called once (from the watchdog's thread)."""
+        if at is None or interrupt is None:
+            yield Guard(float("inf"), lambda: None)
+            return
+        g = Guard(at - CUT_LEAD_S, interrupt)
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="sync-deadline", daemon=True)
+                self._thread.start()
+            self._guards.append(g)
+            self._cond.notify()
+        try:
+            yield g
+        finally:
+            with self._cond:
+                g.done = True
+                if g in self._guards:
+                    self._guards.remove(g)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._guards:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                due = [g for g in self._guards if g.at <= now]
+                for g in due:
+                    self._guards.remove(g)
+                    g.fired = True
+                    with contextlib.suppress(Exception):  # a connection already gone is cut enough
+                        g.interrupt()
+                if self._guards:
+                    self._cond.wait(max(0.0, min(g.at for g in self._guards) - time.monotonic()))
+
+
+WATCHDOG = Watchdog()
+
+
+def _shutdown(fd: int) -> None:
+    """Shut a socket down in both directions: a thread blocked reading or writing it returns
+    at once, and the peer sees the connection end. The descriptor itself stays with its
+    owner (a duplicate is shut down, which acts on the shared socket)."""
+    dup = os.dup(fd)
+    try:
+        s = socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        raise
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    finally:
+        s.close()
+
+
+def interrupter(driver_connection: Any) -> Callable[[], None] | None:
+    """How to cut this driver connection from another thread (None: not known)."""
+    pgconn = getattr(driver_connection, "pgconn", None)  # psycopg 3
+    if pgconn is not None:
+        return lambda: _shutdown(pgconn.socket)
+    sock = getattr(driver_connection, "_sock", None)  # PyMySQL
+    if sock is not None:
+        return lambda: sock.shutdown(socket.SHUT_RDWR)
+    interrupt = getattr(driver_connection, "interrupt", None)  # sqlite3: aborts the running statement
+    if callable(interrupt):
+        return interrupt
+    return None
