@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from generator.diagnostics import Diagnostic, Severity
+from generator.diagnostics import Diagnostic, Severity, format_path
 from generator.schema import validate as validate_doc
 from generator.yamlload import LoadError, Located, load_file
 
@@ -379,8 +379,12 @@ def run_tests(
                     )
                 )
                 continue
-            for case in data["tests"]:
+            for index, case in enumerate(data["tests"]):
                 if select and select not in case["name"]:
+                    continue
+                bad = given_problems(doc, display, index, case)
+                if bad:
+                    diagnostics.extend(bad)  # not run: the local pipeline cannot take the record
                     continue
                 results.append(
                     CaseResult(
@@ -388,6 +392,36 @@ def run_tests(
                     )
                 )
     return results, diagnostics
+
+
+def given_problems(doc: Located, display: str, index: int, case: dict[str, Any]) -> list[Diagnostic]:
+    """Given records the local pipeline cannot take, located: a raw `record:` that `replay` would
+    refuse (runtime.local.records.record_problem, at the key that is wrong), and text that is
+    not Unicode (a lone surrogate escape such as "\\udc80", which YAML allows but UTF-8 cannot
+    encode)."""
+    from runtime.local.records import record_problem
+
+    out = []
+    for i, spec in enumerate(case["given"]):
+        problem = record_problem(spec["record"]) if "record" in spec else None
+        if problem is not None:
+            path: tuple[str | int, ...] = ("tests", index, "given", i, "record", *problem.path)
+            what, fix = problem.what, problem.fix
+        else:
+            try:
+                json.dumps(spec, ensure_ascii=False, default=str).encode("utf-8")
+                continue
+            except UnicodeEncodeError as exc:
+                path = ("tests", index, "given", i)
+                what = f"holds \\u{ord(exc.object[exc.start]):04X}, a lone UTF-16 surrogate, which is not a character"
+                fix = "write the character itself, or a surrogate pair for one beyond U+FFFF"
+        loc = doc.loc(path, key=path[-1] != "record" and isinstance(path[-1], str))
+        out.append(
+            Diagnostic(
+                display, loc.line, loc.col, Severity.ERROR, format_path(path), what, fix, "test-record"
+            )
+        )
+    return out
 
 
 def render_results(results: list[CaseResult]) -> str:

@@ -83,3 +83,48 @@ def test_mapping_tests_on_a_server(
     code = main(["test", "--root", str(ROOT), "--db", scratch])
     err = capsys.readouterr().err
     assert code == 0, err
+
+
+def test_a_malformed_raw_record_is_reported_at_its_place(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN mapping tests giving records DynamoDB Streams could not have written: a raw record
+    # whose "dynamodb" is a list (delivered twice), one without "dynamodb", and an item holding
+    # a lone surrogate escape (YAML allows it; UTF-8 cannot encode it)
+    (project / "mappings" / "tests" / "raw.yaml").write_text(
+        "entity: orders\n"
+        "tests:\n"
+        "  - name: malformed dynamodb\n"
+        "    given:\n"
+        "      - record: {eventName: INSERT, dynamodb: [1, 2]}\n"
+        "        deliver: 2\n"
+        "    expect: {}\n"
+        "  - name: malformed record\n"
+        "    given:\n"
+        "      - record: {eventName: INSERT}\n"
+        "    expect: {}\n"
+        "  - name: malformed text\n"
+        "    given:\n"
+        '      - insert: {order_id: "O-\\udc80", customer_id: 1}\n'
+        "    expect: {}\n"
+    )
+    # WHEN the tests run
+    code = main(["test", "--root", str(project), "-k", "malformed"])
+    err = capsys.readouterr().err
+    # THEN each is an error at its place saying what is wrong and how to fix it, not a traceback
+    assert code == 1
+    lines = err.splitlines()
+    assert (
+        'mappings/tests/raw.yaml:5:37: error: tests[0].given[0].record.dynamodb: "dynamodb" is a JSON array, '
+        'not an object - add the "dynamodb" object DynamoDB Streams sends: {"Keys": {...}, "NewImage": {...}, '
+        '"SequenceNumber": "..."} (docs/local-tools.md#input)'
+    ) in lines
+    assert (
+        'mappings/tests/raw.yaml:10:17: error: tests[1].given[0].record: the record has no "dynamodb" object - '
+        'add the "dynamodb" object DynamoDB Streams sends: {"Keys": {...}, "NewImage": {...}, '
+        '"SequenceNumber": "..."} (docs/local-tools.md#input)'
+    ) in lines
+    assert (
+        "mappings/tests/raw.yaml:14:9: error: tests[2].given[0]: holds \\uDC80, a lone UTF-16 surrogate, which "
+        "is not a character - write the character itself, or a surrogate pair for one beyond U+FFFF"
+    ) in lines

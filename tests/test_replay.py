@@ -72,13 +72,17 @@ def run_pipeline(
         assert sample.wait(60) == 0
         code = replay.wait(120)
     stderr = (tmp / "replay.err").read_text()
-    assert code == 0, stderr
+    in_dlq = [json.loads(line) for line in dlq.read_text().splitlines()]
+    # 0 when every message is accounted for and none is in a DLQ; 3 when some ended in a DLQ
+    # (faults can use up a message's receives), which the summary still accounts for.
+    assert code == (3 if in_dlq else 0), stderr
     assert "accounted for: yes" in stderr, stderr
+    assert ("message(s) ended in a DLQ" in stderr) == bool(in_dlq), stderr
     summary = json.loads((tmp / "replay.out").read_text())
     return {
         "summary": summary,
         "records": [json.loads(line) for line in records.read_text().splitlines()],
-        "dlq": [json.loads(line) for line in dlq.read_text().splitlines()],
+        "dlq": in_dlq,
         "db": db_url,
     }
 
@@ -426,7 +430,8 @@ def test_replay_reads_a_getrecords_document_and_honours_entity(tmp_path: Path) -
 
 def test_replay_exit_codes_and_dlq_reasons(tmp_path: Path) -> None:
     """Exit 1 when input is unreadable; a poison change lands in the DLQ file with the reason
-    the runtime logged; exit 2 for a bad entity."""
+    the runtime logged, and without unreadable input the run exits 3 (accounted for, but
+    messages in a DLQ); exit 2 for a bad entity."""
     from runtime.local.sample import Sampler
 
     registry = json.loads((ROOT / "build" / "registry.json").read_text())
@@ -455,5 +460,18 @@ def test_replay_exit_codes_and_dlq_reasons(tmp_path: Path) -> None:
         poisoned and "status_code: a string of 6 characters is not in its value map" in poisoned[0]["reason"]
     )
     assert poisoned[0]["attributes"]["MessageDeduplicationId"] == poisoned[0]["messageId"]
+    # Without the broken line: everything accounted for, two messages in DLQs: exit 3.
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    (tmp_path / "r.db").unlink()
+    done = subprocess.run([*cmd, "--json"], cwd=ROOT, capture_output=True, text=True)
+    summary = json.loads(done.stdout)
+    assert done.returncode == 3, done.stderr
+    assert summary["accounted"] and summary["unreadable"] == 0 and "accounted for: yes" in done.stderr
+    n_dlq = summary["total"]["dlq"] + summary["total"]["pipe_dlq"]
+    assert n_dlq == len((tmp_path / "dlq.jsonl").read_text().splitlines()) >= 2
+    assert (
+        f"replay: {n_dlq} message(s) ended in a DLQ ({summary['total']['dlq']} in a FIFO DLQ, 1 in the "
+        f"Pipe's DLQ), listed in {tmp_path / 'dlq.jsonl'}; exit status 3"
+    ) in done.stderr.splitlines()
     bad = subprocess.run([*cmd, "--entity", "nope"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "not in the registry" in bad.stderr

@@ -2,26 +2,30 @@
 `pump`, `consume` and `dlq` (defined in runtime/aws/cli.py, docs/aws-tools.md).
 
 Exit codes of replay and sample: 0 success (replay: every delivered message is accounted
-for); 1 replay finished but something is not accounted for (unreadable input, a message left
-in a queue); 2 bad command line, unreadable build artifacts or registry, or an input document
-that cannot be parsed.
+for and none ended in a DLQ); 1 replay finished but something is not accounted for
+(unreadable input, invalid records, a message left in a queue); 2 bad command line,
+unreadable build artifacts or registry, or a database that cannot be used; 3 (replay only)
+everything accounted for, but messages ended in a DLQ.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from runtime.local.argtypes import positive, probability
 
 EPILOG_REPLAY = """\
-exit codes: 0 every delivered message ended applied/duplicate/stale/ignored/skipped or in
-the DLQ; 1 something is not accounted for; 2 bad arguments, build artifacts or input.
+exit codes: 0 every delivered message ended applied/duplicate/stale/ignored/skipped, none in
+a DLQ; 1 something is not accounted for (unreadable input, invalid records, messages left in
+a queue); 2 bad arguments, build artifacts or database; 3 everything accounted for, but
+messages ended in a DLQ (listed in --dlq-out).
 """
+
+EXIT_OK, EXIT_UNACCOUNTED, EXIT_USAGE, EXIT_DLQ = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_REPLAY,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    r.add_argument("records", help='JSON lines or a GetRecords document ({"Records": [...]}); - for stdin')
+    r.add_argument(
+        "records",
+        help='UTF-8 JSON lines, GetRecords documents ({"Records": [...]}) or a JSON array; - for stdin',
+    )
     r.add_argument(
         "--db", default="sqlite:///replay.db", help="SQLAlchemy URL (default: sqlite:///replay.db)"
     )
@@ -111,18 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _fail(message: str) -> int:
     sys.stderr.write(f"error: {message}\n")
-    return 2
+    return EXIT_USAGE
 
 
-def _open_input(path: str) -> io.TextIOBase:
+def _open_input(path: str) -> BinaryIO:
+    # Bytes: the reader decodes UTF-8 itself, so that a byte that is not UTF-8 is reported
+    # with its offset and costs one record, not the run.
     if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the caller
+        return sys.stdin.buffer
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
 def replay_main(args: argparse.Namespace) -> int:
     from runtime.config import make_engine
-    from runtime.local.records import InputError, RecordReader
+    from runtime.local.records import RecordReader
     from runtime.local.replay import Faults, Replay, ReplayError, stderr_progress
     from runtime.local.sqlite import tune_sqlite
     from runtime.registry import RegistryError, load_registry
@@ -146,7 +155,7 @@ def replay_main(args: argparse.Namespace) -> int:
             f"cannot create the tables in {engine.url.render_as_string()}: {type(exc).__name__}: {exc}"
         )
 
-    def unreadable(message: str) -> None:
+    def problem(message: str) -> None:
         sys.stderr.write(f"replay: {message}\n")
 
     try:
@@ -155,7 +164,12 @@ def replay_main(args: argparse.Namespace) -> int:
         return _fail(f"cannot read {args.records}: {exc}")
     try:
         with fh, open(args.dlq_out, "w", encoding="utf-8") as dlq:
-            reader = RecordReader(fh, on_error=unreadable)
+            reader = RecordReader(
+                fh,
+                name="<stdin>" if args.records == "-" else args.records,
+                on_error=problem,
+                require_source_arn=args.entity is None,  # routing by table needs it
+            )
             replay = Replay(
                 registry,
                 engine,
@@ -169,16 +183,24 @@ def replay_main(args: argparse.Namespace) -> int:
             )
             summary = replay.run(reader)
             summary.unreadable = reader.errors
+            summary.invalid = reader.invalid
     except ReplayError as exc:
         return _fail(str(exc))
-    except InputError as exc:
-        return _fail(f"{args.records}: {exc}")
     finally:
         engine.dispose()
     sys.stderr.write(summary.render() + "\n")
     if args.json:
         sys.stdout.write(json.dumps(summary.as_dict(), sort_keys=True) + "\n")
-    return 0 if summary.accounted else 1
+    if not summary.accounted:
+        return EXIT_UNACCOUNTED
+    if summary.dlq:
+        t = summary.total
+        sys.stderr.write(
+            f"replay: {summary.dlq:,} message(s) ended in a DLQ ({t.dlq:,} in a FIFO DLQ, "
+            f"{t.pipe_dlq:,} in the Pipe's DLQ), listed in {args.dlq_out}; exit status {EXIT_DLQ}\n"
+        )
+        return EXIT_DLQ
+    return EXIT_OK
 
 
 def sample_main(args: argparse.Namespace) -> int:

@@ -398,7 +398,8 @@ def _dlq_entry(dlq: FifoQueue, msg: Message, entity: str) -> dict[str, Any]:
 @dataclass
 class Summary:
     records: int = 0
-    unreadable: int = 0
+    unreadable: int = 0  # input that is not UTF-8 or not JSON (told by the reader)
+    invalid: int = 0  # JSON values that are not stream records (told by the reader)
     unrouted: int = 0
     entities: dict[str, Counts] = field(default_factory=dict)
     remaining: int = 0
@@ -418,10 +419,17 @@ class Summary:
         return sum(t.final.values()) + t.dlq
 
     @property
+    def dlq(self) -> int:
+        """Messages in a FIFO DLQ plus records refused into the Pipe's DLQ."""
+        t = self.total
+        return t.dlq + t.pipe_dlq
+
+    @property
     def accounted(self) -> bool:
         t = self.total
         return (
             self.unreadable == 0
+            and self.invalid == 0
             and self.remaining == 0
             and t.delivered == self.ended
             and t.passed == t.sent + t.pipe_dlq
@@ -439,6 +447,7 @@ class Summary:
         return {
             "records": self.records,
             "unreadable": self.unreadable,
+            "invalid": self.invalid,
             "unrouted": self.unrouted,
             "remaining": self.remaining,
             "accounted": self.accounted,
@@ -456,7 +465,11 @@ class Summary:
             f"  records read        {self.records:>10,}",
         ]
         if self.unreadable:
-            lines.append(f"  unreadable          {self.unreadable:>10,}   (skipped input lines)")
+            lines.append(f"  unreadable          {self.unreadable:>10,}   (not UTF-8 or not JSON; skipped)")
+        if self.invalid:
+            lines.append(
+                f"  invalid records     {self.invalid:>10,}   (JSON values that are not stream records; skipped)"
+            )
         if self.unrouted:
             lines.append(
                 f"  for no entity       {self.unrouted:>10,}   (table in eventSourceARN not in the registry)"
@@ -495,6 +508,7 @@ class Summary:
             f"accounted for: {verdict} ({self.ended:,} of {t.delivered:,} delivered messages ended "
             "applied/duplicate/stale/ignored/skipped or in the DLQ"
             + (f"; {self.unreadable:,} unreadable input values" if self.unreadable else "")
+            + (f"; {self.invalid:,} invalid records" if self.invalid else "")
             + (f"; {self.remaining:,} still queued" if self.remaining else "")
             + ")"
         )
