@@ -12,7 +12,9 @@ import threading
 
 class FreezableProxy:
     """Forwards 127.0.0.1:<port> to `target` until `freeze()`; afterwards it reads nothing
-    and sends nothing, so the client waits on a connection that is open and silent."""
+    and sends nothing, so the client waits on a connection that is open and silent.
+    `cut()` closes every connection open at that moment, both ways (as a NAT or a load
+    balancer dropping them would); new connections are forwarded as before."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -20,6 +22,7 @@ class FreezableProxy:
         self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
         self.frozen = threading.Event()
+        self._cut = threading.Event()
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._loop, name="freezable-proxy", daemon=True)
@@ -38,6 +41,9 @@ class FreezableProxy:
     def freeze(self) -> None:
         self.frozen.set()
 
+    def cut(self) -> None:
+        self._cut.set()
+
     def _loop(self) -> None:
         sel = selectors.DefaultSelector()
         sel.register(self.listener, selectors.EVENT_READ, None)
@@ -45,6 +51,14 @@ class FreezableProxy:
             if self.frozen.is_set():  # hold everything open, move nothing
                 self._stop.wait(0.05)
                 continue
+            if self._cut.is_set():
+                self._cut.clear()
+                for s in self._sockets:
+                    with contextlib.suppress(KeyError, ValueError):
+                        sel.unregister(s)
+                    with contextlib.suppress(OSError):
+                        s.close()
+                self._sockets.clear()
             for key, _ in sel.select(0.05):
                 if key.data is None:
                     client, _ = self.listener.accept()
@@ -63,7 +77,14 @@ class FreezableProxy:
                     with contextlib.suppress(KeyError, ValueError):
                         sel.unregister(key.data)
                     continue
-                key.data.sendall(data)
+                try:
+                    key.data.sendall(data)
+                except OSError:  # the other side is gone: so is this connection
+                    for end in (src, key.data):
+                        with contextlib.suppress(KeyError, ValueError):
+                            sel.unregister(end)
+                        with contextlib.suppress(OSError):
+                            end.close()
 
 
 class SilentServer:
