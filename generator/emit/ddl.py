@@ -33,7 +33,7 @@ def ddl_files(registry_data: dict[str, Any]) -> dict[str, str]:
     files = {}
     for name, dialect in DIALECTS.items():
         files[f"sql/{name}/ledger.sql"] = (
-            HEADER + "-- The processed-event ledger and the tombstones of hard-deleted rows.\n"
+            HEADER + "-- The processed-event ledger and the tombstones of deleted rows.\n"
             "-- Apply once to the legacy database before the first sync.\n\n" + _statements(internal, dialect)
         )
         files[f"sql/{name}/tables.sql"] = (
