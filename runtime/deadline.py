@@ -62,12 +62,14 @@ class Guard:
 
 
 class Watchdog:
-    """One daemon thread per process; idle (waiting on a condition) unless a guard is armed.
-    Arming and disarming take a lock and a notify: microseconds per batch."""
+    """One daemon thread per process, asleep until the earliest armed deadline. Arming takes
+    a lock and wakes the thread only when the new deadline is earlier than the one it sleeps
+    towards (in a Lambda, about once per timeout, not once per batch); disarming never wakes it."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._guards: list[Guard] = []
+        self._wake_at = float("inf")  # when the thread's current wait ends
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
@@ -81,9 +83,12 @@ class Watchdog:
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="sync-deadline", daemon=True)
+                self._wake_at = float("inf")
                 self._thread.start()
             self._guards.append(g)
-            self._cond.notify()
+            if g.at < self._wake_at:
+                self._wake_at = g.at
+                self._cond.notify()
         try:
             yield g
         finally:
@@ -95,18 +100,14 @@ class Watchdog:
     def _run(self) -> None:
         with self._cond:
             while True:
-                if not self._guards:
-                    self._cond.wait()
-                    continue
                 now = time.monotonic()
-                due = [g for g in self._guards if g.at <= now]
-                for g in due:
+                for g in [g for g in self._guards if g.at <= now]:
                     self._guards.remove(g)
                     g.fired = True
                     with contextlib.suppress(Exception):  # a connection already gone is cut enough
                         g.interrupt()
-                if self._guards:
-                    self._cond.wait(max(0.0, min(g.at for g in self._guards) - time.monotonic()))
+                self._wake_at = min((g.at for g in self._guards), default=float("inf"))
+                self._cond.wait(None if self._wake_at == float("inf") else max(0.0, self._wake_at - now))
 
 
 WATCHDOG = Watchdog()
