@@ -174,9 +174,10 @@ def _timestamp(value: Any, col: ColumnSpec) -> datetime:
     return epoch_timestamp(d, fmt == "epoch_millis", f"column {col.name}")
 
 
-# What datetime (and so every column the runtime writes) can hold: years 1 to 9999.
-_MIN_SECONDS = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH).total_seconds()
-_MAX_SECONDS = (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) - EPOCH).total_seconds()
+# What datetime (and so every column the runtime writes) can hold: years 1 to 9999 (as
+# Decimals: a comparison of a Decimal with a float converts the float every time).
+_MIN_SECONDS = Decimal(int((datetime(1, 1, 1, tzinfo=UTC) - EPOCH).total_seconds()))
+_MAX_SECONDS = Decimal(int((datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) - EPOCH).total_seconds()))
 
 
 def epoch_timestamp(d: Decimal, millis: bool, where: str) -> datetime:
@@ -196,19 +197,20 @@ def _decimal_column(value: Any, col: ColumnSpec) -> Decimal:
     d = _decimal(value, col)
     if not d:
         return d
+    precision, scale = decimal_limits(col)
     _, digits, exponent = d.as_tuple()
     assert isinstance(exponent, int)  # _decimal admits finite numbers only
-    trailing = 0  # a fraction's trailing zeros do not count as places
-    while trailing < -exponent and digits[len(digits) - 1 - trailing] == 0:
-        trailing += 1
-    places = max(0, -exponent - trailing)
-    precision, scale = decimal_limits(col)
-    if places > scale:
-        raise CoercionError(
-            f"column {col.name}: {_number_shown(d)} with {places} decimal places does not fit "
-            f"decimal({precision},{scale}), which keeps {scale} (values are never rounded)"
-        )
-    whole = d.adjusted() + 1 if d.adjusted() >= 0 else 0
+    if exponent < -scale:  # more places than the scale, unless the extra ones are zeros
+        trailing = 0
+        while trailing < -exponent and digits[len(digits) - 1 - trailing] == 0:
+            trailing += 1
+        places = -exponent - trailing
+        if places > scale:
+            raise CoercionError(
+                f"column {col.name}: {_number_shown(d)} with {places} decimal places does not fit "
+                f"decimal({precision},{scale}), which keeps {scale} (values are never rounded)"
+            )
+    whole = d.adjusted() + 1
     if whole > precision - scale:
         raise CoercionError(
             f"column {col.name}: {_number_shown(d)} with {whole} digits before the decimal point does not "
@@ -234,6 +236,22 @@ def _string(value: Any, col: ColumnSpec, *, nul_ok: bool = True) -> str:
         )
         raise CoercionError(f"column {col.name}: {sample} exceeds length {col.length}")
     return _text_check(col, text, nul_ok=nul_ok)
+
+
+def _string_converter(col: ColumnSpec, nul_ok: bool) -> Callable[[Any], str]:
+    """_string as a closure over the column (decode runs it for every string of every message)."""
+    length = col.length
+
+    def convert(value: Any) -> str:
+        if type(value) is not str:
+            return _string(value, col, nul_ok=nul_ok)
+        if length is not None and len(value) > length:
+            return _string(value, col, nul_ok=nul_ok)  # refused there, with its reason
+        if value.isascii() and (nul_ok or "\x00" not in value):
+            return value
+        return _text_check(col, value, nul_ok=nul_ok)
+
+    return convert
 
 
 def _json(value: Any, col: ColumnSpec, *, nul_ok: bool = True) -> str:
@@ -278,9 +296,7 @@ def _converter_for(col: ColumnSpec, nul_ok: bool) -> Callable[[Any], Any]:
     """The type conversion of one column as a function of the value (no default or map)."""
     t = col.type
     if t in ("string", "text"):
-        if col.length is None and nul_ok:
-            return lambda value: _string(value, col)
-        return lambda value: _string(value, col, nul_ok=nul_ok)
+        return _string_converter(col, nul_ok)
     if t in INT_RANGES:
         return lambda value: _integer(value, col)
     if t == "decimal":

@@ -34,6 +34,7 @@ LIMITS = "DynamoDB numbers have at most 38 significant digits and magnitudes fro
 def number(text: Any) -> Decimal:
     """A DynamoDB number (its text, or a number a JSON body carried) as an exact Decimal,
     refused with a short reason when it is not one DynamoDB could hold."""
+    length = MAX_NUMBER_TEXT  # unknown: check the digits
     if isinstance(text, Decimal):
         value = text
     elif isinstance(text, str):
@@ -45,6 +46,7 @@ def number(text: Any) -> Decimal:
             value = Decimal(text)
         except InvalidOperation:
             raise AttributeValueError(f"{shown(text)} is not a number") from None
+        length = len(text)
     elif isinstance(text, int) and not isinstance(text, bool):
         value = Decimal(text)
     elif isinstance(text, float):
@@ -53,21 +55,34 @@ def number(text: Any) -> Decimal:
         raise AttributeValueError(f"expected a number, got {shown(text)}")
     if not value.is_finite():
         raise AttributeValueError(f"{shown(text)} is not a finite number")
+    check_magnitude(value)
+    if length > MAX_DIGITS:  # a shorter text cannot hold more digits
+        check_digits(value)
+    return value
+
+
+def check_magnitude(value: Decimal) -> Decimal:
+    """`value`, refused when its magnitude is outside DynamoDB's (cheap: no digit is read)."""
     if value:
         exponent = value.adjusted()
         if exponent > MAX_EXPONENT or exponent < MIN_EXPONENT:
             raise AttributeValueError(
                 f"a number of magnitude 1E{exponent:+d} is beyond its limits ({LIMITS})"
             )
-        digits = value.as_tuple().digits
-        if len(digits) > MAX_DIGITS:
-            significant = len(digits)
-            while digits[significant - 1] == 0:
-                significant -= 1
-            if significant > MAX_DIGITS:
-                raise AttributeValueError(
-                    f"a number of {significant} significant digits is beyond its limits ({LIMITS})"
-                )
+    return value
+
+
+def check_digits(value: Decimal) -> Decimal:
+    """`value`, refused when it has more significant digits than DynamoDB keeps."""
+    digits = value.as_tuple().digits
+    if len(digits) > MAX_DIGITS:
+        significant = len(digits)
+        while digits[significant - 1] == 0:
+            significant -= 1
+        if significant > MAX_DIGITS:
+            raise AttributeValueError(
+                f"a number of {significant} significant digits is beyond its limits ({LIMITS})"
+            )
     return value
 
 

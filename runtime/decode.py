@@ -13,7 +13,16 @@ from decimal import Decimal
 from typing import Any
 
 from runtime.coerce import MISSING, CoercionError, canonical_text, converter, epoch_timestamp
-from runtime.ddbjson import MAX_NUMBER_TEXT, AttributeValueError, number, unmarshal, unmarshal_map
+from runtime.ddbjson import (
+    MAX_DIGITS,
+    MAX_NUMBER_TEXT,
+    AttributeValueError,
+    check_digits,
+    check_magnitude,
+    number,
+    unmarshal,
+    unmarshal_map,
+)
 from runtime.redact import cut, name, shown
 from runtime.registry import ActionSpec, EntitySpec, FieldSpec, Registry, TableSpec
 from runtime.schema import EVENT_ID_TEXT
@@ -115,7 +124,7 @@ def _converter(spec: FieldSpec) -> Callable[[Any], Any]:
 
         return string
     if t in ("N", "number"):
-        convert: Callable[[Any], Any] = number
+        convert: Callable[[Any], Any] = _body_number
     elif t == "BOOL":
 
         def convert(raw: Any) -> Any:
@@ -294,17 +303,31 @@ def _version(table: TableSpec, values: _Values) -> Any:
 _KEY_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-class _NumberTooLong(ValueError):
+class _NumberRefused(ValueError):
     pass
 
 
 def _json_number(text: str) -> Decimal:
     """Every JSON number of a body as an exact Decimal, refused before conversion when its text
     is longer than any DynamoDB number (Python's int() would refuse 4,300 digits only after
-    reading them, and work on 1e999999 would take seconds)."""
+    reading them, and work on 1e999999 would take seconds), and checked for DynamoDB's digit
+    limit here, where its text shows whether that needs a look; the readers check magnitudes
+    (_body_number)."""
     if len(text) > MAX_NUMBER_TEXT:
-        raise _NumberTooLong(f"a number of {len(text):,} characters, beyond DynamoDB's limits")
-    return Decimal(text)
+        raise _NumberRefused(f"a number of {len(text):,} characters, beyond DynamoDB's limits")
+    value = Decimal(text)
+    if len(text) > MAX_DIGITS:
+        try:
+            check_digits(value)
+        except AttributeValueError as exc:
+            raise _NumberRefused(str(exc)) from None
+    return value
+
+
+def _body_number(raw: Any) -> Decimal:
+    """A number field: a JSON number of the body (its digits checked as it was parsed), or
+    the text of an N value."""
+    return check_magnitude(raw) if type(raw) is Decimal else number(raw)
 
 
 # Built once: json.loads(..., parse_float=) builds a decoder on every call.
@@ -333,7 +356,7 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
         body = _BODY(record.body)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"body is not JSON ({exc.msg} at char {exc.pos})") from None
-    except _NumberTooLong as exc:
+    except _NumberRefused as exc:
         raise DecodeError(f"body holds {exc}") from None
     except RecursionError:
         raise DecodeError("body is JSON nested too deeply to be a stream record") from None
