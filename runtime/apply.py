@@ -683,7 +683,11 @@ def _decode_all(
             out.event_id = _event_id_of(rec, entity)
             failed_groups[rec.group_id] = rec.message_id
             continue
-        out.event_id, out.event_type = change.event_id, cut(change.event_type, 128)
+        event_type = change.event_type
+        out.event_id, out.event_type = (
+            change.event_id,
+            event_type if len(event_type) <= 128 else cut(event_type, 128),
+        )
         if change.created_at is not None:
             out.lag_seconds = round(max(0.0, clock() - float(change.created_at)), 3)
         changes.append((i, change))
@@ -700,36 +704,44 @@ def _attempt(
     *,
     optimistic: bool,
 ) -> None:
-    """One attempt on one connection, the watchdog armed for the deadline."""
+    """One attempt on one connection, the watchdog armed for the deadline (if any)."""
     outcomes = result.outcomes
     with engine.connect() as conn:
-        cut_connection = interrupter(conn.connection.driver_connection) if budget.at is not None else None
-        with WATCHDOG.guard(budget.at, cut_connection) as guard:
+        guard = None
+        if budget.at is not None:
+            cut_connection = interrupter(conn.connection.driver_connection)
+            if cut_connection is not None:
+                guard = WATCHDOG.arm(budget.at, cut_connection)
+        try:
             try:
-                try:
-                    result.round_trips += _fast(
-                        conn, changes, stmts, outcomes, registry, optimistic=optimistic
-                    )
-                    result.path = "fast"
-                except _FastFailed as failed:
-                    _reset(changes, outcomes)
-                    result.round_trips += _slow(
-                        conn, changes, stmts, registry, outcomes, budget, failed.known
-                    )
-                    result.path = "slow"
-            except BaseException as exc:
+                result.round_trips += _fast(conn, changes, stmts, outcomes, registry, optimistic=optimistic)
+                result.path = "fast"
+            except _FastFailed as failed:
+                _reset(changes, outcomes)
+                result.round_trips += _slow(conn, changes, stmts, registry, outcomes, budget, failed.known)
+                result.path = "slow"
+        except BaseException as exc:
+            if guard is not None:
+                WATCHDOG.disarm(guard)
                 if guard.fired:
                     _drop(conn)
                     raise _TransactionLost(Classified(TRANSIENT, CUT_AT_DEADLINE, True)) from exc
-                if not isinstance(exc, (_TransactionLost, DBAPIError)):
-                    _drop(conn, exc)
-                    if isinstance(exc, Exception):
-                        raise _TransactionLost(
-                            Classified(TRANSIENT, unexpected(exc, "internal error, connection dropped"), True)
-                        ) from exc
-                raise
-        if guard.fired:  # cut after the work ended: the result stands, the connection goes
-            _drop(conn)
+            if not isinstance(exc, (_TransactionLost, DBAPIError)):
+                _drop(conn, exc)
+                if isinstance(exc, Exception):
+                    raise _TransactionLost(
+                        Classified(TRANSIENT, unexpected(exc, "internal error, connection dropped"), True)
+                    ) from exc
+            raise
+        if guard is not None:
+            WATCHDOG.disarm(guard)
+            if guard.fired:  # cut after the work ended: the result stands, the connection goes
+                _drop(conn)
+
+
+def _connect_time(engine: Engine) -> float:
+    """The least time an attempt needs to get its connection: none when the pool holds one."""
+    return 0.0 if getattr(engine.pool, "checkedin", lambda: 0)() else connect_floor_s(engine)
 
 
 def _apply(
@@ -750,13 +762,11 @@ def _apply(
     # A message SQS delivers again most likely reached the database before (a duplicate): such
     # a batch reads first rather than guess (see _fast).
     optimistic = stmts.optimism.should_try() and all(r.receive_count <= 1 for r in parsed)
-    floor = connect_floor_s(engine)
     last: Classified | None = None
     token = CURRENT.set(budget.at)
     try:
         for attempt in range(1, attempts + 1):
-            pooled = getattr(engine.pool, "checkedin", lambda: 0)()
-            if not budget.allows(MIN_ATTEMPT_S + (0 if pooled else floor)):
+            if budget.at is not None and not budget.allows(MIN_ATTEMPT_S + _connect_time(engine)):
                 last = last or Classified(TRANSIENT, NOT_STARTED, True)
                 break
             result.attempts = attempt

@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,13 +72,9 @@ class Watchdog:
         self._wake_at = float("inf")  # when the thread's current wait ends
         self._thread: threading.Thread | None = None
 
-    @contextlib.contextmanager
-    def guard(self, at: float | None, interrupt: Callable[[], None] | None) -> Iterator[Guard]:
-        """Arm the watchdog for the `with` block: CUT_LEAD_S before `at`, `interrupt()` is
-        called once (from the watchdog's thread)."""
-        if at is None or interrupt is None:
-            yield Guard(float("inf"), lambda: None)
-            return
+    def arm(self, at: float, interrupt: Callable[[], None]) -> Guard:
+        """Until disarm(), CUT_LEAD_S before `at`, `interrupt()` is called once (from the
+        watchdog's thread) and the guard marked fired."""
         g = Guard(at - CUT_LEAD_S, interrupt)
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
@@ -89,13 +85,13 @@ class Watchdog:
             if g.at < self._wake_at:
                 self._wake_at = g.at
                 self._cond.notify()
-        try:
-            yield g
-        finally:
-            with self._cond:
-                g.done = True
-                if g in self._guards:
-                    self._guards.remove(g)
+        return g
+
+    def disarm(self, g: Guard) -> None:
+        with self._cond:
+            g.done = True
+            if g in self._guards:
+                self._guards.remove(g)
 
     def _run(self) -> None:
         with self._cond:
