@@ -419,3 +419,54 @@ def test_a_poison_message_is_logged_with_its_event_id(tmp_path: Path) -> None:
     # THEN the failure names the event, so operators can find it
     assert (outcome.status, outcome.kind, outcome.event_id) == ("failed", "permanent", "ev-poison")
     assert "exceeds length 32" in outcome.reason
+
+
+def test_a_secret_is_kept_for_its_ttl_and_fetched_again_after_a_refused_login() -> None:
+    from runtime.config import DatabaseSource
+
+    # GIVEN a secret that rotates, fetched through a counting fake, and a clock the test moves
+    passwords = iter(["one", "two", "two", "three"])
+    fetched: list[str] = []
+    now = [1000.0]
+
+    def fetch(arn: str) -> dict[str, Any]:
+        fetched.append(arn)
+        return {
+            "engine": "postgres",
+            "host": "db",
+            "username": "u",
+            "password": next(passwords),
+            "dbname": "d",
+        }
+
+    env = {"SYNC_DB_SECRET_ARN": "arn:secret", "SYNC_SECRET_TTL_SECONDS": "300"}
+    source = DatabaseSource(env, fetch=fetch, clock=lambda: now[0])
+    assert source.url.password == "one" and not source.stale
+    # WHEN a login is refused THEN the secret is fetched again at once, and the change is seen
+    assert source.refetch() is True and source.url.password == "two"
+    # AND a second refusal within MIN_REFETCH_S does not call Secrets Manager again
+    now[0] += 1
+    assert source.refetch() is False and len(fetched) == 2
+    # WHEN the TTL runs out THEN it is stale, and a forced fetch says whether anything changed
+    now[0] += 300
+    assert source.stale and source.refetch(force=True) is False and not source.stale
+    now[0] += 301
+    assert source.refetch(force=True) is True and source.url.password == "three"
+    # AND a URL from the environment is never fetched
+    fixed = DatabaseSource({"SYNC_DATABASE_URL": "sqlite://"}, fetch=fetch)
+    assert not fixed.stale and fixed.refetch(force=True) is False and len(fetched) == 4
+
+
+def test_limits_derive_from_the_lambda_timeout_and_the_environment() -> None:
+    from runtime.config import ConfigError, Limits
+
+    # GIVEN the default 30 s timeout and a 900 s one
+    thirty, long = Limits.for_timeout(30, {}), Limits.for_timeout(900, {})
+    # THEN every wait fits well inside the invocation, within sane bounds
+    assert (thirty.connect_timeout_s, thirty.lock_timeout_ms, thirty.statement_timeout_ms) == (5, 3000, 10000)
+    assert thirty.network_timeout_s > thirty.statement_timeout_ms / 1000 and thirty.margin_ms == 1500
+    assert long.lock_timeout_ms == 10_000 and long.connect_timeout_s == 10 and long.margin_ms == 5000
+    # AND each is set by its variable; a bad value says which and what it wants
+    assert Limits.for_timeout(30, {"SYNC_LOCK_TIMEOUT_MS": "750"}).lock_timeout_ms == 750
+    with pytest.raises(ConfigError, match=r"SYNC_CONNECT_TIMEOUT_S='soon': expected a positive number"):
+        Limits.for_timeout(30, {"SYNC_CONNECT_TIMEOUT_S": "soon"})
