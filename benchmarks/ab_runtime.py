@@ -126,6 +126,7 @@ def loadavg() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", help="git ref of the runtime to compare against")
+    ap.add_argument("--head", help="git ref of the runtime to measure (default: this working tree)")
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--dialects", default="postgresql")
@@ -145,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         ["git", "rev-parse", "--short", args.base], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
     head_rev = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "rev-parse", "--short", args.head or "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     dirty = bool(
         subprocess.run(
@@ -155,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="ab-runtime-") as tmp:
         base_dir = Path(tmp) / "base"
+        head_dir = ROOT
+        if args.head:
+            head_dir = Path(tmp) / "head"
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(head_dir), args.head],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
         subprocess.run(
             ["git", "worktree", "add", "--detach", str(base_dir), args.base],
             cwd=ROOT,
@@ -162,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True,
         )
         try:
-            variants = {"base": (base_dir, False), "head": (ROOT, False), "head+deadline": (ROOT, True)}
+            variants = {
+                "base": (base_dir, False),
+                "head": (head_dir, False),
+                "head+deadline": (head_dir, True),
+            }
             for dialect in args.dialects.split(","):
                 url = os.environ.get(f"BENCH_{dialect.upper()}_URL", DEFAULT_URLS[dialect])
                 ensure_database(url)
@@ -181,13 +199,14 @@ def main(argv: list[str] | None = None) -> int:
                         )
                 results[dialect] = runs
         finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(base_dir)],
-                cwd=ROOT,
-                check=False,
-                capture_output=True,
-            )
-    report = render(args, results, base_rev, head_rev + ("+uncommitted" if dirty else ""))
+            for tree in {base_dir, head_dir} - {ROOT}:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(tree)],
+                    cwd=ROOT,
+                    check=False,
+                    capture_output=True,
+                )
+    report = render(args, results, base_rev, head_rev + ("+uncommitted" if dirty and not args.head else ""))
     Path(args.out).write_text(report)
     print(report)
     return 0 if all(r["ok"] for runs in results.values() for rs in runs.values() for r in rs) else 1
