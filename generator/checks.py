@@ -525,7 +525,7 @@ def _check_column(entity: Entity, t: Table, c: Any) -> Iterator[Problem]:
                 "field-missing",
             )
             continue
-        if c.value_map is None and f.type not in COLUMN_ACCEPTS[c.type] and f.carry != "typed":
+        if c.value_map is None and f.type not in COLUMN_ACCEPTS[c.type]:
             yield Problem(
                 c.where + ("type",),
                 f"column type {c.type} cannot take field '{name}' of DynamoDB type {f.type}",
@@ -687,10 +687,10 @@ def check_events(entity: Entity, project: Project) -> Iterator[Problem]:
                 _missing_field_hint(entity, name, "add it under message.fields"),
                 "field-missing",
             )
-        elif f.type not in {"S"} or f.carry == "typed":
+        elif f.type != "S":
             yield Problem(
                 ("events", "type_from", i),
-                f"field '{name}' is not a plain string (type {f.type}, carry {f.carry})",
+                f"field '{name}' is not a string (type {f.type})",
                 "dispatch on a string field",
                 "events-type-from",
             )
@@ -1038,10 +1038,10 @@ def check_idempotency(entity: Entity, project: Project) -> Iterator[Problem]:
             "add it, or add a field with meta: eventID",
             "field-missing",
         )
-    elif f.type != "S" or f.carry == "typed":
+    elif f.type != "S":
         yield Problem(
             ("idempotency", "event_id_field"),
-            f"event id field '{f.name}' must be a plain string",
+            f"event id field '{f.name}' must be a string",
             "use meta: eventID",
             "idempotency-event-id",
         )

@@ -191,7 +191,7 @@ class _Resolver:
         out = []
         for name, spec in raw.items():
             where: PathT = ("message", "fields", name)
-            carry = spec.get("carry", "value")
+            carry = spec.get("carry", "value")  # a key is always there: its bare value says everything
             desc = spec.get("description", "")
             if "meta" in spec:
                 out.append(
@@ -229,7 +229,7 @@ class _Resolver:
                         spec["type"],
                         attribute=path,
                         image=spec.get("image", "new"),
-                        carry=carry,
+                        carry=spec.get("carry", default_carry(spec["type"])),
                         description=desc,
                         where=where,
                     )
@@ -387,3 +387,12 @@ def _with_version_kinds(entity: Entity) -> Entity:
             t = replace(t, version=replace(t.version, kind=kind))
         tables.append(t)
     return replace(entity, tables=tuple(tables))
+
+
+def default_carry(dynamodb_type: str) -> str:
+    """How an attribute field travels unless its mapping says: a string attribute as its whole
+    DynamoDB attribute value ({"S": "x"}), so that a missing attribute (rendered "") and an
+    empty string ({"S": ""}) stay apart and missing means NULL; every other type as its bare
+    value, which renders "" only when the attribute is missing (docs/mapping-reference.md,
+    "Missing attributes")."""
+    return "typed" if dynamodb_type == "S" else "value"

@@ -110,10 +110,22 @@ def _converter(spec: FieldSpec) -> Callable[[Any], Any]:
     """The conversion of one field's raw JSON value, chosen once from its carry and type.
 
     A placeholder whose path is absent from the stream record renders as "" (facts 1.3,
-    validated on EventBridge); for every type but S that empty string means missing.
+    validated on EventBridge): missing, so NULL. A field carried typed (every string
+    attribute, unless its mapping says otherwise) is a whole attribute value: {"S": ""} is an
+    empty string, {"NULL": true} is NULL. A bare string, number or boolean in a typed field is
+    taken as the value itself: a message rendered by the template of an earlier build (one
+    still in the queue while a new Lambda is deployed) carries string attributes bare.
     """
     if spec.carry == "typed":
-        return lambda raw: MISSING if raw == "" or raw is None else unmarshal(raw)
+
+        def typed(raw: Any) -> Any:
+            if raw == "" or raw is None:
+                return MISSING
+            if isinstance(raw, (str, bool, Decimal)):
+                return raw
+            return unmarshal(raw)
+
+        return typed
     t = spec.type
     if t == "S":
 

@@ -300,7 +300,7 @@ def test_records_are_normalised_as_pipes_delivers_them(tmp_path: Path) -> None:
     make_pump(one_shard([order_stream_record("o1", 10)]), sqs, tmp_path / "c.json").run_once()
     body = json.loads(sqs.queue[0]["MessageBody"])
     assert body["changedAt"] == int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())  # epoch seconds
-    assert body["sequenceNumber"] == "10" and body["eventType"] == "order.created"
+    assert body["sequenceNumber"] == "10" and body["eventType"] == {"S": "order.created"}
     assert sqs.queue[0]["MessageGroupId"] == "o1"
 
 

@@ -56,7 +56,7 @@ def test_columns_are_traced_to_the_attribute_and_json_path(model: Model) -> None
     assert table[("orders", "status")] == [
         "string",
         "`orderDetails.status`",
-        "new image attribute `order_details.status` (`$.dynamodb.NewImage.order_details.M.status.S`)",
+        "new image attribute `order_details.status` (`$.dynamodb.NewImage.order_details.M.status`)",
     ]
     assert table[("orders", "order_id")][2] == "key attribute `order_id` (`$.dynamodb.Keys.order_id.S`)"
     assert table[("orders", "sync_version")][:2] == ["version (sequence)", "`sequenceNumber`"]

@@ -46,15 +46,17 @@ def test_each_queue_maps_to_its_entity(reg: dict[str, Any]) -> None:
 
 def test_fields_say_where_pipes_reads_them_and_how_they_nest(reg: dict[str, Any]) -> None:
     # GIVEN orders and customers fields  WHEN registered  THEN path, type, carry and source
+    # (a string attribute travels as its attribute value, so that missing and "" stay apart)
     fields = reg["entities"]["orders"]["fields"]
     assert fields["orderDetails.status"] == {
         "path": ["orderDetails", "status"],
         "type": "S",
-        "carry": "value",
+        "carry": "typed",
         "kind": "attribute",
         "image": "new",
-        "source": "$.dynamodb.NewImage.order_details.M.status.S",
+        "source": "$.dynamodb.NewImage.order_details.M.status",
     }
+    assert fields["orderDetails.totalAmount"]["carry"] == "value"
     assert fields["orderID"]["source"] == "$.dynamodb.Keys.order_id.S"
     assert fields["changedAt"]["type"] == "number"  # a JSON number in delivered events (facts 1.8)
     profile = reg["entities"]["customers"]["fields"]["profile"]
