@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from generator.diagnostics import Diagnostic, PathT, Severity, format_path
 from generator.emit import pipes
-from generator.model import PIPES_JSON_PATH, Entity, Model, Project, Table
+from generator.emit.registry import registry_column
+from generator.model import PIPES_JSON_PATH, Column, Entity, Field, Model, Project, Table
 from generator.yamlload import Located
 
 
@@ -404,26 +405,16 @@ def check_routing(entity: Entity, project: Project) -> Iterator[Problem]:
 # --- target --------------------------------------------------------------------------------
 
 
-def _coercible(value: Any, col_type: str) -> bool:
-    if col_type in {"integer", "bigint", "smallint"}:
-        if isinstance(value, bool):
-            return True
-        try:
-            d = Decimal(str(value))
-        except InvalidOperation:
-            return False
-        return d == d.to_integral_value()
-    if col_type in {"decimal", "float"}:
-        if isinstance(value, bool):
-            return False
-        try:
-            Decimal(str(value))
-        except InvalidOperation:
-            return False
-        return True
-    if col_type == "boolean":
-        return isinstance(value, bool) or str(value).lower() in {"true", "false", "1", "0"}
-    return True
+def _refusal(c: Column, value: Any, nul_ok: bool) -> str | None:
+    """Why the runtime would refuse `value` for column `c` (its own coercion, run here on a
+    value of the mapping file, shown in full), or None."""
+    from runtime.coerce import refusal
+    from runtime.redact import showing_values
+    from runtime.registry import column_spec
+
+    spec = column_spec({**registry_column(c), "map": None, "const": None})
+    with showing_values():
+        return refusal(spec, value, nul_ok=nul_ok)
 
 
 def check_tables(entity: Entity, project: Project) -> Iterator[Problem]:
@@ -451,10 +442,10 @@ def check_tables(entity: Entity, project: Project) -> Iterator[Problem]:
                     "use the exact lower-case name unless the legacy table really was created quoted",
                     "sql-case",
                 )
-        yield from _check_table(entity, t)
+        yield from _check_table(entity, t, project)
 
 
-def _check_table(entity: Entity, t: Table) -> Iterator[Problem]:
+def _check_table(entity: Entity, t: Table, project: Project) -> Iterator[Problem]:
     col_names = [c.name for c in t.columns]
     for i, k in enumerate(t.key):
         col = t.column(k)
@@ -492,10 +483,12 @@ def _check_table(entity: Entity, t: Table) -> Iterator[Problem]:
             "use two columns",
             "column-managed",
         )
+    nul_ok = project.database.dialect != "postgresql"
     for c in t.columns:
-        yield from _check_column(entity, t, c)
+        yield from _check_column(entity, t, c, nul_ok)
     if t.version:
         yield from _check_version(entity, t)
+    yield from _check_sort_key(entity, t)
     if t.soft_delete and t.soft_delete.field:
         f = entity.field(t.soft_delete.field)
         if f is None:
@@ -505,16 +498,39 @@ def _check_table(entity: Entity, t: Table) -> Iterator[Problem]:
                 _missing_field_hint(entity, t.soft_delete.field, "add it under message.fields"),
                 "field-missing",
             )
-        elif f.type not in {"number", "N"}:
-            yield Problem(
-                t.soft_delete.where + ("field",),
-                f"soft-delete field '{f.name}' must be an epoch-seconds number (meta ApproximateCreationDateTime or an N attribute)",
-                "point at a numeric timestamp field",
-                "soft-delete-field",
-            )
+        else:
+            yield from _check_soft_delete_field(t, f)
 
 
-def _check_column(entity: Entity, t: Table, c: Any) -> Iterator[Problem]:
+def _check_soft_delete_field(t: Table, f: Field) -> Iterator[Problem]:
+    sd = t.soft_delete
+    assert sd is not None
+    where = sd.where + ("field",)
+    if f.type not in {"number", "N", "S"}:
+        yield Problem(
+            where,
+            f"soft-delete field '{f.name}' is {f.type}; a time is a number (epoch) or a string (ISO 8601)",
+            "point at a timestamp field (meta: ApproximateCreationDateTime, an N or an S attribute)",
+            "soft-delete-field",
+        )
+    elif sd.format == "iso8601" and f.type != "S":
+        yield Problem(
+            sd.where + ("format",),
+            f"format iso8601 needs a string field; '{f.name}' is {f.type}",
+            "use epoch_seconds or epoch_millis",
+            "soft-delete-field",
+        )
+    elif sd.format is None and f.type == "N":
+        yield warn(
+            where,
+            f"soft-delete field '{f.name}' is a number read as epoch seconds; a time in milliseconds would "
+            "be refused for every delete (beyond year 9999)",
+            "say which: format: epoch_seconds or format: epoch_millis",
+            "soft-delete-format",
+        )
+
+
+def _check_column(entity: Entity, t: Table, c: Column, nul_ok: bool) -> Iterator[Problem]:
     for name in c.fields:
         f = entity.field(name)
         if f is None:
@@ -583,36 +599,25 @@ def _check_column(entity: Entity, t: Table, c: Any) -> Iterator[Problem]:
             "add default:",
             "column-option",
         )
-    if c.value_map is not None:
-        for k, v in c.value_map:
-            if v is not None and not _coercible(v, c.type):
-                yield Problem(
-                    c.where + ("map", k),
-                    f"map value {v!r} is not a valid {c.type}",
-                    f"write a {c.type} value",
-                    "column-map",
-                )
-    if c.has_default and not _coercible(c.default, c.type):
-        yield Problem(
-            c.where + ("default",),
-            f"default {c.default!r} is not a valid {c.type}",
-            f"write a {c.type} value",
-            "column-default",
-        )
-    if c.has_const and not _coercible(c.const, c.type):
-        yield Problem(
-            c.where + ("const",),
-            f"constant {c.const!r} is not a valid {c.type}",
-            f"write a {c.type} value",
-            "column-const",
-        )
-    if c.has_const and c.type == "string" and c.length is not None and len(str(c.const)) > c.length:
-        yield Problem(
-            c.where + ("const",),
-            f"constant {c.const!r} is longer than length {c.length}",
-            "raise length",
-            "column-const",
-        )
+    # A value of the mapping itself that the runtime would refuse fails every event that uses it.
+    for k, v in c.value_map or ():
+        why = _refusal(c, v, nul_ok) if v is not None else None
+        if why:
+            yield Problem(
+                c.where + ("map", k),
+                f"map value {v!r} for {k!r} is refused by column '{c.name}': {why}",
+                f"write a value column '{c.name}' ({c.type}) takes",
+                "column-map",
+            )
+    for key, present, value in (("default", c.has_default, c.default), ("const", c.has_const, c.const)):
+        why = _refusal(c, value, nul_ok) if present and value is not None else None
+        if why:
+            yield Problem(
+                c.where + (key,),
+                f"{'default' if key == 'default' else 'constant'} {value!r} is refused by column '{c.name}': {why}",
+                f"write a value column '{c.name}' ({c.type}) takes",
+                f"column-{key}",
+            )
     if c.references:
         parent, _, _ = c.references.partition(".")
         if parent == t.name:
@@ -664,6 +669,50 @@ def _check_version(entity: Entity, t: Table) -> Iterator[Problem]:
             "use one kind of version",
             "version-mixed",
         )
+    sources = [entity.field(n) for n in v.fields]
+    old_only = sources and all(f is not None and f.kind == "attribute" and f.image == "old" for f in sources)
+    if old_only and _written_on(entity, t, "INSERT"):
+        yield Problem(
+            v.where + ("field",),
+            f"INSERT records have no old image, so version field {' / '.join(v.fields)} is missing on every "
+            "INSERT and each one fails",
+            "list a new-image field first (field: [rev, oldRev]) or use meta: SequenceNumber",
+            "version-old-image",
+        )
+
+
+def _check_sort_key(entity: Entity, t: Table) -> Iterator[Problem]:
+    sk = entity.source.sort_key
+    if sk is None or not t.key:
+        return
+    for k in t.key:
+        col = t.column(k)
+        for name in col.fields if col is not None else ():
+            f = entity.field(name)
+            if f is not None and (
+                f.key == sk.name or (f.attribute is not None and f.attribute.text == sk.name)
+            ):
+                return
+    yield warn(
+        t.where + ("key",),
+        f"the conflict key [{', '.join(t.key)}] leaves out the sort key '{sk.name}': every item of one "
+        f"partition ('{entity.source.partition_key.name}') writes the same row",
+        f"add a column fed by key: {sk.name} to key, unless the table keeps one row per partition on purpose",
+        "key-sort-key",
+    )
+
+
+def _written_on(entity: Entity, t: Table, event_name: str) -> bool:
+    """Whether records with this stream event name can reach a rule that writes table t: the
+    filter lets them through, and the rule is on that name or on outbox event types."""
+    if event_name not in _passing_event_names(entity)[1]:
+        return False
+    for rule in entity.events.rules:
+        if any(a.table == t.name for a in rule.actions) and (
+            event_name in rule.on or any(n not in STREAM_EVENT_NAMES for n in rule.on)
+        ):
+            return True
+    return False
 
 
 # --- events --------------------------------------------------------------------------------
@@ -731,15 +780,65 @@ def check_events(entity: Entity, project: Project) -> Iterator[Problem]:
                 f"add {name} to filter.event_names",
                 "events-dead",
             )
-    if entity.filter.event_types and ev.unknown == "fail":
-        for t in entity.filter.event_types:
-            if t not in seen:
-                yield warn(
-                    ("filter", "event_types"),
-                    f"event type '{t}' passes the filter but no rule handles it",
-                    "add a rule (do: ignore if nothing should happen)",
-                    "events-unhandled",
-                )
+    yield from _check_event_types_against_filter(entity, seen)
+    removes = "REMOVE" in possible or "REMOVE" in seen
+    fields = [f for f in (entity.field(n) for n in ev.type_from) if f is not None]
+    if removes and fields and all(f.kind == "attribute" and f.image == "new" for f in fields):
+        yield Problem(
+            ("events", "type_from"),
+            f"REMOVE records have no new image, so {', '.join(f.name for f in fields)} is missing on every "
+            "REMOVE and each one fails as having no event type",
+            "add a field with meta: eventName to type_from (and a rule on REMOVE, or do: ignore), "
+            "or drop REMOVE from filter.event_names",
+            "events-type-from-remove",
+        )
+
+
+def _check_event_types_against_filter(entity: Entity, seen: dict[str, PathT]) -> Iterator[Problem]:
+    import difflib
+    import unicodedata
+
+    for name, where in seen.items():
+        odd = [ch for ch in name if ord(ch) > 127 and unicodedata.category(ch).startswith("L")]
+        if odd:
+            yield warn(
+                where,
+                f"event type {name!r} holds {unicodedata.name(odd[0], 'a non-ASCII letter')} (U+{ord(odd[0]):04X}), "
+                "which looks like an ASCII letter but never matches one",
+                "retype the event type in ASCII if the service writes it so",
+                "events-look-alike",
+            )
+    allowed = entity.filter.event_types
+    if not allowed:
+        return
+    for name, where in seen.items():
+        if name not in STREAM_EVENT_NAMES and name not in allowed:
+            close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.8)
+            yield Problem(
+                where,
+                f"event type {name!r} can never arrive: filter.event_types passes only {', '.join(allowed)}",
+                (f"did you mean '{close[0]}'? " if close else "")
+                + "add it to filter.event_types, or remove the rule",
+                "events-dead",
+            )
+    for t in allowed:
+        if t in seen:
+            continue
+        if entity.events.unknown == "fail":
+            yield Problem(
+                ("filter", "event_types"),
+                f"event type '{t}' passes the filter but no rule handles it: with unknown: fail, every one fails",
+                "add a rule for it (do: ignore if nothing should happen), or remove it from filter.event_types",
+                "events-unhandled",
+            )
+        else:
+            yield warn(
+                ("filter", "event_types"),
+                f"event type '{t}' passes the filter but no rule handles it: with unknown: ignore, every one is "
+                "acknowledged without being applied",
+                "add a rule for it (do: ignore says so on purpose), or remove it from filter.event_types",
+                "events-unhandled",
+            )
 
 
 STREAM_EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
@@ -1271,6 +1370,27 @@ def check_project(project: Project) -> Iterator[Problem]:
             "ledger and tombstone tables share a name",
             "use two names",
             "database-tables",
+        )
+    if not project.alarm_topic_arns:
+        yield warn(
+            ("alarms",),
+            "the generated CloudWatch alarms (DLQ depth, oldest message age) notify nobody: "
+            "alarms.sns_topic_arns is empty",
+            "add alarms: {sns_topic_arns: [arn:aws:sns:REGION:ACCOUNT:TOPIC]}; ignore this only if another "
+            "system watches the alarms' states",
+            "alarms-no-actions",
+        )
+    package = project.lambda_.package
+    if (
+        PurePosixPath(package).is_absolute()
+        or PureWindowsPath(package).is_absolute()
+        or ".." in PurePosixPath(package.replace("\\", "/")).parts
+    ):
+        yield Problem(
+            ("lambda", "package"),
+            f"the package path {package!r} leaves build/ (it is relative to build/, where the zip is written)",
+            "give a path inside build/, such as lambda.zip",
+            "lambda-package",
         )
     if not project.database.secret_arn:
         yield warn(

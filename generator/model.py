@@ -230,6 +230,7 @@ class SoftDelete:
     field: str | None
     kind: str  # timestamp | boolean
     where: PathT = ()
+    format: str | None = None  # iso8601 | epoch_seconds | epoch_millis; None: by the field's type
 
 
 @dataclass(frozen=True)

@@ -274,6 +274,7 @@ class _Resolver:
                 s.get("field"),
                 "timestamp" if s.get("field") else "boolean",
                 where + ("soft_delete",),
+                s.get("format"),
             )
         return Table(
             raw["table"],

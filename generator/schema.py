@@ -93,6 +93,56 @@ _TYPE_WORDS = {
 }
 
 
+# Each pattern of the shipped schemas in words, for the message that refuses a value
+# (tests/test_schema.py checks that every pattern has its words here).
+PATTERN_WORDS = {
+    r"^[.\-_A-Za-z0-9]+$": "letters, digits, '.', '-' and '_'",
+    r"^[A-Za-z0-9_-]+(\[[0-9]+\])*(\.[A-Za-z0-9_-]+(\[[0-9]+\])*)*$": (
+        "names of letters, digits, '_' and '-' joined by '.', each optionally followed by list indexes such as [0]"
+    ),
+    r"^[A-Za-z0-9_-]{0,20}$": "at most 20 letters, digits, '_' or '-'",
+    r"^[A-Za-z0-9_-]{1,255}$": "1 to 255 letters, digits, '_' or '-'",
+    r"^[A-Za-z0-9_-]{1,64}$": "1 to 64 letters, digits, '_' or '-'",
+    r"^[A-Za-z0-9_.-]+$": "letters, digits, '_', '.' and '-'",
+    r"^[A-Za-z0-9_.-]{3,255}$": "3 to 255 letters, digits, '_', '.' or '-'",
+    r"^[A-Za-z_][A-Za-z0-9_]*$": "a letter or '_', then letters, digits or '_'",
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$": (
+        "identifiers (a letter or '_', then letters, digits or '_') joined by '.'"
+    ),
+    r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$": "table.column: two identifiers joined by '.'",
+    r"^[A-Za-z_][A-Za-z0-9_]{0,62}$": "a letter or '_', then up to 62 letters, digits or '_'",
+    r"^[a-z][a-z0-9-]{0,39}$": "a lower-case letter, then up to 39 lower-case letters, digits or '-'",
+    r"^[a-z][a-z0-9_]{0,39}$": "a lower-case letter, then up to 39 lower-case letters, digits or '_'",
+    r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$": "an AWS region name such as ap-northeast-1",
+    r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$": (
+        "a Secrets Manager secret ARN: arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
+    ),
+    r"^arn:aws[a-z-]*:sns:": "an SNS topic ARN: arn:aws:sns:REGION:ACCOUNT:NAME",
+    r"^sg-[0-9a-f]{8,17}$": "a security group id: sg- and 8 or 17 hexadecimal digits",
+    r"^subnet-[0-9a-f]{8,17}$": "a subnet id: subnet- and 8 or 17 hexadecimal digits",
+}
+
+
+def _forms(schema: dict[str, Any]) -> list[str]:
+    """The forms a oneOf admits, in words."""
+    out = []
+    for branch in schema.get("oneOf", []):
+        if not isinstance(branch, dict):
+            continue
+        if "const" in branch:
+            out.append(json.dumps(branch["const"]))
+        elif branch.get("type") == "array":
+            items = branch.get("items", {})
+            ref = items.get("$ref", "") if isinstance(items, dict) else ""
+            noun = ref.rsplit("/", 1)[-1] + "s" if ref else _expected(items.get("type", "value")) + " values"
+            out.append(f"a list of {noun}")
+        elif "type" in branch:
+            out.append(_expected(branch["type"]))
+        elif "$ref" in branch:
+            out.append(f"a {branch['$ref'].rsplit('/', 1)[-1]}")
+    return out
+
+
 def _expected(types: object) -> str:
     if isinstance(types, list):
         return " or ".join(_TYPE_WORDS.get(t, t) for t in types)
@@ -189,6 +239,11 @@ def _convert(error: ValidationError, doc: Located) -> list[Diagnostic]:
                 Severity.ERROR,
                 format_path(path + (inst,)),
                 f"key {inst!r} does not have the required form"
+                + (
+                    f" ({PATTERN_WORDS[error.validator_value]})"
+                    if error.validator_value in PATTERN_WORDS
+                    else ""
+                )
                 if v != "maxLength"
                 else f"key {inst!r} is {len(inst)} characters, longer than the {error.validator_value} allowed",
                 desc.rstrip(".")
@@ -243,9 +298,10 @@ def _convert(error: ValidationError, doc: Located) -> list[Diagnostic]:
         message = f"{_describe(inst)} is not allowed"
         hint = f"use {json.dumps(error.validator_value)}"
     elif v == "pattern":
-        message = f"{_describe(inst)} does not have the required form"
+        form = PATTERN_WORDS.get(error.validator_value, f"the pattern {error.validator_value}")
+        message = f"{_describe(inst)} does not have the required form ({form})"
         desc = error.schema.get("description", "")
-        hint = desc.rstrip(".") if desc else f"it must match {error.validator_value}"
+        hint = desc.rstrip(".") if desc else f"write {form}"
         if error.schema.get("examples"):
             hint += f" (e.g. {error.schema['examples'][0]})"
     elif v in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
@@ -273,7 +329,16 @@ def _convert(error: ValidationError, doc: Located) -> list[Diagnostic]:
         fitting = _fitting_branch(error)
         if fitting is not None:
             return [d for sub in fitting for d in _convert(sub, doc)]
-        message, hint = _one_of_message(error)
+        forms = _forms(error.schema) if isinstance(error.schema, dict) else []
+        if forms and not isinstance(inst, (dict, list)):
+            # A scalar fitting none of the forms (`do: upsert`): say which forms there are.
+            message = f"{_describe(inst)} is not allowed"
+            hint = f"write {' or '.join(forms)}"
+            examples = [e for e in error.schema.get("examples", []) if isinstance(e, (dict, list))]
+            if examples:
+                hint += f", e.g. {json.dumps(examples[0])}"
+        else:
+            message, hint = _one_of_message(error)
     elif v == "not":
         message = "combines keys that exclude each other"
         hint = (

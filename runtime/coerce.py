@@ -159,19 +159,32 @@ def _integer(value: Any, col: ColumnSpec) -> int:
 
 
 def _timestamp(value: Any, col: ColumnSpec) -> datetime:
-    fmt = col.format
+    return timestamp_value(value, col.format, f"column {col.name}", col)
+
+
+def timestamp_value(value: Any, fmt: str | None, where: str, col: ColumnSpec | None = None) -> datetime:
+    """A time as an aware UTC datetime: ISO 8601 text, or epoch seconds or milliseconds
+    (`fmt`; None: ISO 8601 for text, epoch seconds for numbers)."""
     if fmt is None:
         fmt = "iso8601" if isinstance(value, str) else "epoch_seconds"
     if fmt == "iso8601":
         if not isinstance(value, str):
-            raise CoercionError(f"column {col.name}: expected ISO 8601 text, got {shown(value)}")
+            raise CoercionError(f"{where}: expected ISO 8601 text, got {shown(value)}")
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise CoercionError(f"column {col.name}: {shown(value)} is not an ISO 8601 timestamp") from None
+            raise CoercionError(f"{where}: {shown(value)} is not an ISO 8601 timestamp") from None
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    d = _decimal(value, col)
-    return epoch_timestamp(d, fmt == "epoch_millis", f"column {col.name}")
+    if isinstance(value, Decimal):
+        d = value
+    elif col is not None:
+        d = _decimal(value, col)
+    else:
+        try:
+            d = number(value.strip() if isinstance(value, str) else value)
+        except AttributeValueError as exc:
+            raise CoercionError(f"{where}: {exc}") from None
+    return epoch_timestamp(d, fmt == "epoch_millis", where)
 
 
 # What datetime (and so every column the runtime writes) can hold: years 1 to 9999 (as
@@ -339,6 +352,17 @@ def converter(col: ColumnSpec, *, nul_ok: bool = True) -> Callable[[Any], Any]:
         return convert(value)
 
     return run
+
+
+def refusal(col: ColumnSpec, value: Any, *, nul_ok: bool = True) -> str | None:
+    """Why the column refuses `value` (the reason after "column NAME: "), or None when it takes
+    it: the very check the runtime makes, for the validator to run on a mapping's own values
+    (map values, defaults, constants)."""
+    try:
+        _converter_for(col, nul_ok)(value)
+    except CoercionError as exc:
+        return str(exc).removeprefix(f"column {col.name}: ")
+    return None
 
 
 def coerce(col: ColumnSpec, value: Any, *, nul_ok: bool = True) -> Any:

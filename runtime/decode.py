@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from runtime.coerce import MISSING, CoercionError, canonical_text, converter, epoch_timestamp
+from runtime.coerce import MISSING, CoercionError, canonical_text, converter, timestamp_value
 from runtime.ddbjson import (
     MAX_DIGITS,
     MAX_NUMBER_TEXT,
@@ -429,9 +429,11 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
                 if sd.kind == "timestamp":
                     ts = values.get(sd.field) if sd.field else MISSING
                     row[sd.column] = (
-                        epoch_timestamp(ts, False, f"table {table.name}: soft_delete column {sd.column}")
-                        if isinstance(ts, Decimal)
-                        else None
+                        None
+                        if ts is MISSING or ts is None
+                        else timestamp_value(
+                            ts, sd.format, f"table {table.name}: soft_delete column {sd.column}"
+                        )
                     )
                 else:
                     row[sd.column] = True

@@ -8,7 +8,10 @@ CloudWatch Logs' 256 KB event limit whatever a message holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,10 +21,24 @@ SAMPLE_MAX = 60  # characters of a value shown under SYNC_LOG_VALUES=1
 NAME_MAX = 80  # characters of a name taken from a message (an event type, an attribute type)
 
 
+_SHOWING: ContextVar[bool] = ContextVar("sync_showing_values", default=False)
+
+
 def show_values() -> bool:
     """Whether reasons may show samples of values (read on each refusal, so a test or an
     operator can switch it without a restart; refusals are rare)."""
-    return os.environ.get("SYNC_LOG_VALUES", "") in ("1", "true", "yes")
+    return _SHOWING.get() or os.environ.get("SYNC_LOG_VALUES", "") in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def showing_values() -> Iterator[None]:
+    """Reasons show values inside the block: for values of a mapping file (a default, a map
+    value), which are configuration, not data."""
+    token = _SHOWING.set(True)
+    try:
+        yield
+    finally:
+        _SHOWING.reset(token)
 
 
 def cut(text: str, limit: int) -> str:

@@ -54,6 +54,7 @@ class SoftDeleteSpec:
     column: str
     field: str | None
     kind: str  # timestamp | boolean
+    format: str | None = None  # iso8601 | epoch_seconds | epoch_millis; None: by the value's type
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,8 @@ class Registry:
         return self.entities.get(name) if name else None
 
 
-def _column(raw: dict[str, Any]) -> ColumnSpec:
+def column_spec(raw: dict[str, Any]) -> ColumnSpec:
+    """A column of the registry file (generator.emit.registry writes them) as a ColumnSpec."""
     return ColumnSpec(
         name=raw["name"],
         type=raw["type"],
@@ -150,9 +152,9 @@ def _table(name: str, raw: dict[str, Any]) -> TableSpec:
         schema=raw.get("schema"),
         surrogate_key=raw.get("surrogate_key"),
         key=tuple(raw["key"]),
-        columns={c["name"]: _column(c) for c in raw["columns"]},
+        columns={c["name"]: column_spec(c) for c in raw["columns"]},
         version=VersionSpec(v["column"], tuple(v["fields"]), v["kind"]) if v else None,
-        soft_delete=SoftDeleteSpec(s["column"], s.get("field"), s["kind"]) if s else None,
+        soft_delete=SoftDeleteSpec(s["column"], s.get("field"), s["kind"], s.get("format")) if s else None,
         tombstones=bool(raw.get("tombstones", v is not None)),
     )
 

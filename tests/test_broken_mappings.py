@@ -136,8 +136,9 @@ def test_broken_case_is_refused_with_the_stated_diagnostics(
     broken.stage(tmp_path)
     expected = broken.expectations()
 
-    # WHEN the real CLI validates it
-    code, _, err = run_validate(tmp_path, capsys)
+    # WHEN the real CLI validates it (with --strict when the case expects warnings only)
+    strict = ("--strict",) if all(e.severity == "warning" for e in expected) else ()
+    code, _, err = run_validate(tmp_path, capsys, *strict)
 
     # THEN it exits 1, prints every expected diagnostic exactly (location, severity, path,
     # message), and no error the case does not expect.

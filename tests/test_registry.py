@@ -102,7 +102,12 @@ def test_tables_carry_key_columns_version_and_soft_delete(reg: dict[str, Any]) -
         "fields": ["sequenceNumber"],
         "kind": "sequence",
     }
-    assert customers["soft_delete"] == {"column": "deleted_at", "field": "changedAt", "kind": "timestamp"}
+    assert customers["soft_delete"] == {
+        "column": "deleted_at",
+        "field": "changedAt",
+        "kind": "timestamp",
+        "format": None,
+    }
     status = next(c for c in customers["columns"] if c["name"] == "status_code")
     assert status["map"] == {"active": 1, "suspended": 2, "closed": 9}
     source = next(c for c in customers["columns"] if c["name"] == "source_system")

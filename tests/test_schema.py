@@ -134,7 +134,12 @@ def test_a_trailing_newline_does_not_pass_an_anchored_pattern() -> None:
 
     # THEN the identifier pattern refuses it, as an ECMA-262 pattern does
     assert summary(diags) == [
-        (12, 14, "target.tables[0].table", "string 'orders\\n' does not have the required form")
+        (
+            12,
+            14,
+            "target.tables[0].table",
+            "string 'orders\\n' does not have the required form (a letter or '_', then letters, digits or '_')",
+        )
     ]
 
 
@@ -148,7 +153,10 @@ def test_column_names_are_plain_identifiers_reported_at_the_key(name: str) -> No
 
     # THEN the diagnostic names the key itself, at the key
     assert (diag.line, diag.col, diag.path) == (16, 9, f"target.tables[0].columns.{name}")
-    assert diag.message == f"key {name!r} does not have the required form"
+    assert (
+        diag.message
+        == f"key {name!r} does not have the required form (a letter or '_', then letters, digits or '_')"
+    )
     assert diag.code == "schema-key-name"
 
 
@@ -169,7 +177,10 @@ def test_attribute_paths_are_checked_by_the_schema(path: str) -> None:
     # THEN the schema refuses it at the value, with the form in the hint (and nothing else
     # is reported, so the field's users do not cascade into "not in the message")
     assert (diag.line, diag.path) == (9, "message.fields.status.attribute")
-    assert diag.message == f"string {path!r} does not have the required form"
+    assert (
+        diag.message
+        == f"string {path!r} does not have the required form (names of letters, digits, '_' and '-' joined by '.', each optionally followed by list indexes such as [0])"
+    )
     assert "facts 1.2" in diag.hint
 
 
@@ -242,7 +253,12 @@ def test_project_problems_use_the_project_schema() -> None:
     diags = problems("name: Legacy Sync\nregion: ap-northeast-1\nlambda: {memory_mb: 64}\n", "project")
     assert summary(diags) == [
         (3, 21, "lambda.memory_mb", "64 is below the minimum 128"),
-        (1, 7, "name", "string 'Legacy Sync' does not have the required form"),
+        (
+            1,
+            7,
+            "name",
+            "string 'Legacy Sync' does not have the required form (a lower-case letter, then up to 39 lower-case letters, digits or '-')",
+        ),
     ]
 
 
@@ -360,3 +376,20 @@ def test_a_valid_document_never_reaches_jsonschema(monkeypatch: pytest.MonkeyPat
 
     # WHEN a valid mapping is validated  THEN the compiled check alone accepts it
     assert problems(VALID) == []
+
+
+def test_every_pattern_of_the_schemas_is_explained_in_words() -> None:
+    # GIVEN every `pattern` of the shipped schemas
+    from generator.schema import PATTERN_WORDS, load_schema
+
+    def patterns(node: object) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+            return own + [p for v in node.values() for p in patterns(v)]
+        if isinstance(node, list):
+            return [p for v in node for p in patterns(v)]
+        return []
+
+    found = {p for kind in ("mapping", "project", "mapping-test") for p in patterns(load_schema(kind))}
+    # THEN a refusal can say the required form in words, not as a regular expression
+    assert found - PATTERN_WORDS.keys() == set()

@@ -231,8 +231,9 @@ def test_alarms_watch_both_dlqs_the_queue_age_and_the_pipe(files: dict[str, dict
     assert alarms["orders_pipe_failures"]["namespace"] == "AWS/EventBridge/Pipes"
     assert alarms["orders_pipe_failures"]["dimensions"] == {"PipeName": "${aws_pipes_pipe.orders.name}"}
     assert all(a["treat_missing_data"] == "notBreaching" for a in alarms.values())
-    # AND with no topics configured there are no actions
-    assert all("alarm_actions" not in a for a in alarms.values())
+    # AND every alarm notifies the project's topics, when it fires and when it clears
+    topics = ["arn:aws:sns:ap-northeast-1:123456789012:legacy-sync-oncall"]
+    assert all(a["alarm_actions"] == a["ok_actions"] == topics for a in alarms.values())
 
 
 def test_iam_policies_list_explicit_actions_on_specific_resources(files: dict[str, dict[str, Any]]) -> None:

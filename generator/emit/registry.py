@@ -15,7 +15,8 @@ from generator.model import Column, Entity, Model, Table
 REGISTRY_VERSION = 1
 
 
-def _column(c: Column) -> dict[str, Any]:
+def registry_column(c: Column) -> dict[str, Any]:
+    """One column as the registry file holds it."""
     out: dict[str, Any] = {
         "name": c.name,
         "type": c.type,
@@ -44,7 +45,7 @@ def _table(t: Table, deleted: set[str]) -> dict[str, Any]:
         "schema": t.schema,
         "surrogate_key": t.surrogate_key,
         "key": list(t.key),
-        "columns": [_column(c) for c in t.columns],
+        "columns": [registry_column(c) for c in t.columns],
         "version": {"column": t.version.column, "fields": list(t.version.fields), "kind": t.version.kind}
         if t.version
         else None,
@@ -52,6 +53,7 @@ def _table(t: Table, deleted: set[str]) -> dict[str, Any]:
             "column": t.soft_delete.column,
             "field": t.soft_delete.field,
             "kind": t.soft_delete.kind,
+            "format": t.soft_delete.format,
         }
         if t.soft_delete
         else None,
