@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from generator import __version__, output
 from generator.diagnostics import Diagnostics
-from generator.load import load
+from generator.load import Loaded, load
 from generator.model import Model
 from generator.override import DEFAULT_NAME as DEFAULT_OVERRIDE
 from generator.override import MOTO_UNSUPPORTED, endpoint_url
@@ -189,32 +189,73 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _test(args: argparse.Namespace, root: Path, files: dict[str, str]) -> int:
+def _test(args: argparse.Namespace, root: Path, loaded: Loaded) -> int:
+    """`test`: check the test files, then run each test, a line of progress per test on stderr.
+    With --format json, stdout holds exactly one document, whatever happens."""
     import json
+    import time
 
-    from generator.mapping_tests import render_results, run_tests
+    from generator import mapping_tests as mt
 
+    diags = Diagnostics()
+    diags.extend(loaded.diagnostics.items)
+    results: list[mt.CaseResult] = []
+
+    def finish(code: int, summary: str) -> int:
+        if args.format == "json":
+            doc = diags.payload()
+            doc["tests"] = [r.as_dict() for r in results]
+            doc["passed"] = sum(r.passed for r in results)
+            doc["failed"] = sum(not r.passed for r in results)
+            doc["summary"] = summary
+            doc["exit_code"] = code
+            print(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+        else:
+            print(f"test: {summary}", file=sys.stderr)
+        return code
+
+    def counts() -> str:
+        return f"{len(diags.errors)} error(s), {len(diags.warnings)} warning(s)"
+
+    if diags.errors or loaded.model is None or (args.strict and diags.warnings):
+        if args.format == "text":
+            _report(diags, "text")
+        strict = " (--strict: warnings count)" if args.strict and not diags.errors else ""
+        return finish(EXIT_PROBLEMS, f"the mappings have {counts()}{strict}; no test run")
+    files = output.render(loaded.model)
     registry = json.loads(files["registry.json"])
-    mappings = args.mappings or root / "mappings"
-    results, problems = run_tests(mappings, root, registry, files, args.db, args.select)
-    test_diags = Diagnostics()
-    test_diags.extend(problems)
-    _report(test_diags, args.format)
-    if args.format == "json":
-        print(
-            json.dumps(
-                [
-                    {"file": r.file, "name": r.name, "passed": r.passed, "problems": r.problems}
-                    for r in results
-                ],
-                indent=2,
-            )
+    mappings: Path = args.mappings or root / "mappings"
+    cases, problems = mt.collect(mappings, root, registry, args.select)
+    diags.extend(problems)
+    if args.format == "text":
+        _report(diags, "text")
+    if diags.errors:
+        return finish(EXIT_PROBLEMS, f"{counts()} in the mappings and test files; no test run")
+    if not cases:
+        where = mappings / mt.TESTS_DIR
+        what = (
+            f"no test name under {where} contains {args.select!r}"
+            if args.select
+            else f"no tests under {where}"
         )
-    else:
-        print(render_results(results), file=sys.stderr)
-    if not results and not problems:
-        print(f"test: no tests under {mappings / 'tests'}", file=sys.stderr)
-    return EXIT_OK if results and all(r.passed for r in results) and not test_diags.errors else EXIT_PROBLEMS
+        return finish(EXIT_PROBLEMS, what)
+    if args.db:
+        problem = mt.database_problem(args.db)
+        if problem is not None:
+            return finish(EXIT_USAGE, f"{problem}; no test run")
+
+    def progress(result: mt.CaseResult) -> None:
+        print(mt.progress_line(result, len(results) + 1, len(cases)), file=sys.stderr, flush=True)
+        results.append(result)
+
+    started = time.perf_counter()
+    mt.run_cases(cases, registry, files, args.db, progress)
+    if args.format == "text":
+        failures = mt.render_failures(results)
+        if failures:
+            print("\n" + failures.rstrip(), file=sys.stderr)
+    summary = mt.summary_line(results, time.perf_counter() - started)
+    return finish(EXIT_OK if all(r.passed for r in results) else EXIT_PROBLEMS, summary)
 
 
 def _package(args: argparse.Namespace, model: Model, files: dict[str, str], build: Path) -> int:
@@ -412,6 +453,8 @@ def _run(argv: list[str] | None) -> int:
         return _override(args)
     root: Path = args.root
     loaded = load(root, args.project, args.mappings)
+    if args.command == "test":
+        return _test(args, root, loaded)
     diags = loaded.diagnostics
     _report(diags, args.format)
     failed = bool(diags.errors) or (args.strict and bool(diags.warnings))
@@ -426,8 +469,6 @@ def _run(argv: list[str] | None) -> int:
         return EXIT_PROBLEMS
     files = output.render(loaded.model)
     build = args.build_dir or root / "build"
-    if args.command == "test":
-        return _test(args, root, files)
     if args.command == "validate":
         if args.format == "text":
             print(f"validate: {len(loaded.model.entities)} mapping(s) valid; {summary}", file=sys.stderr)
