@@ -40,7 +40,6 @@ SEQUENCE_BASE = 100_000_000_000_000_000_000
 SEQUENCE_DIGITS = 40  # DynamoDB sequence numbers are 21..40 digits (runtime.decode.SEQUENCE_WIDTH)
 EPOCH_BASE = 1_700_000_000
 REGION, ACCOUNT = "ap-northeast-1", "123456789012"
-REFERENCE = "docs/mapping-reference.md#mapping-tests-mappingstestsyaml"
 
 
 @dataclass(frozen=True)
