@@ -37,7 +37,6 @@ from generator.yamlload import LoadError, Located, load_file
 TESTS_DIR = "tests"
 DEDUP_WINDOW = 300  # seconds: a redelivery after this is a new SQS message (facts 5)
 SEQUENCE_BASE = 100_000_000_000_000_000_000
-SEQUENCE_DIGITS = 40  # DynamoDB sequence numbers are 21..40 digits (runtime.decode.SEQUENCE_WIDTH)
 EPOCH_BASE = 1_700_000_000
 REGION, ACCOUNT = "ap-northeast-1", "123456789012"
 
@@ -588,6 +587,7 @@ def given_problems(
     Unicode (a lone surrogate escape such as "\\udc80", which YAML allows but UTF-8 cannot
     encode), an item without the table's key attributes or with a key of the wrong type, a
     value no DynamoDB type holds, and a sequence number that is not one."""
+    from runtime.decode import SEQUENCE_WIDTH  # the digits the runtime accepts
     from runtime.local.records import record_problem
 
     out = []
@@ -669,14 +669,14 @@ def given_problems(
                 )
         if "seq" in spec:
             text = str(spec["seq"])
-            if not text.isdigit() or len(text) > SEQUENCE_DIGITS:
+            if not text.isdigit() or len(text) > SEQUENCE_WIDTH:
                 out.append(
                     _diag(
                         doc,
                         display,
                         (*here, "seq"),
                         f"{text!r} is not a stream sequence number",
-                        f"write 1..{SEQUENCE_DIGITS} digits",
+                        f"write 1..{SEQUENCE_WIDTH} digits",
                         "test-seq",
                         key=False,
                     )
