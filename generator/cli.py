@@ -17,10 +17,11 @@ from typing import NoReturn
 
 from generator import __version__, output
 from generator.diagnostics import Diagnostics
-from generator.load import load
+from generator.load import Loaded, load
 from generator.model import Model
 from generator.override import DEFAULT_NAME as DEFAULT_OVERRIDE
 from generator.override import MOTO_UNSUPPORTED, endpoint_url
+from runtime.local.argtypes import PRODUCT, HelpFormatter, exit_codes
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_TOOL, EXIT_IO = 0, 1, 2, 3, 4
 
@@ -32,72 +33,155 @@ def _endpoint(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_USAGE = "bad command line"
+_MAPPING_ERRORS = "the mappings have errors (or warnings under --strict); nothing written"
+EXIT_BUILD = exit_codes(
+    {
+        EXIT_OK: "build/ written (warnings allowed unless --strict)",
+        EXIT_PROBLEMS: _MAPPING_ERRORS,
+        EXIT_USAGE: _USAGE,
+        EXIT_IO: "build/ could not be written (it is left as it was)",
+    }
+)
+EXIT_VALIDATE = exit_codes(
+    {
+        EXIT_OK: "the mappings are valid (warnings allowed unless --strict)",
+        EXIT_PROBLEMS: "the mappings have errors (or warnings under --strict)",
+        EXIT_USAGE: _USAGE,
+    }
+)
+EXIT_CHECK = exit_codes(
+    {
+        EXIT_OK: "build/ is what build would write",
+        EXIT_PROBLEMS: "the mappings have errors (or warnings under --strict), or build/ is out of date",
+        EXIT_USAGE: _USAGE,
+    }
+)
+EXIT_TEST = exit_codes(
+    {
+        EXIT_OK: "every mapping test passed",
+        EXIT_PROBLEMS: "the mappings or the test files have errors (or warnings under --strict), a test "
+        "failed, or no test ran",
+        EXIT_USAGE: _USAGE + ", or a --db that cannot be used",
+    }
+)
+EXIT_PACKAGE = exit_codes(
+    {
+        EXIT_OK: "the zip written (or, with --dry-run, described)",
+        EXIT_PROBLEMS: "the mappings have errors, build/ is out of date, or lambda.package is not a .zip "
+        "name build leaves free; nothing written",
+        EXIT_USAGE: _USAGE,
+        EXIT_TOOL: "pip failed (the message says when the package index could not be reached)",
+        EXIT_IO: "the zip could not be written (it is left as it was)",
+    }
+)
+EXIT_OVERRIDE = exit_codes(
+    {
+        EXIT_OK: "the override file written (or, with --dry-run, printed)",
+        EXIT_PROBLEMS: "it cannot be written for this build/ (no generated Terraform, or --omit of a "
+        "resource something refers to)",
+        EXIT_USAGE: _USAGE + ", or an --out name not ending in _override.tf.json",
+        EXIT_IO: "the file could not be written",
+    }
+)
+EXIT_REFERENCE = exit_codes({EXIT_OK: "the reference printed", EXIT_USAGE: _USAGE})
+EXIT_ALL = exit_codes(
+    {
+        EXIT_OK: "success (warnings allowed unless --strict)",
+        EXIT_PROBLEMS: "the mappings have errors (or warnings under --strict), check or package found "
+        "build/ out of date, a mapping test failed, or override cannot be written for this build/",
+        EXIT_USAGE: _USAGE,
+        EXIT_TOOL: "a tool the command runs failed (pip, for package)",
+        EXIT_IO: "build/, the zip or the override file could not be written",
+    }
+)
+
+
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--root",
         type=Path,
         default=Path("."),
-        help="project root holding project.yaml and mappings/ (default: .)",
+        metavar="DIR",
+        help="project root holding project.yaml and mappings/",
     )
-    p.add_argument("--project", type=Path, help="project file (default: ROOT/project.yaml)")
-    p.add_argument("--mappings", type=Path, help="mappings directory (default: ROOT/mappings)")
-    p.add_argument("--build-dir", type=Path, help="output directory (default: ROOT/build)")
+    p.add_argument("--project", type=Path, metavar="FILE", help="project file (default: ROOT/project.yaml)")
+    p.add_argument("--mappings", type=Path, metavar="DIR", help="mappings directory (default: ROOT/mappings)")
+    p.add_argument("--build-dir", type=Path, metavar="DIR", help="output directory (default: ROOT/build)")
     p.add_argument(
-        "--format", choices=("text", "json"), default="text", help="diagnostics format (default: text)"
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: diagnostics on stderr; json: one JSON document on stdout",
     )
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     return p
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m generator") -> argparse.ArgumentParser:
     common = _common()
+    fmt = HelpFormatter
     p = argparse.ArgumentParser(
-        prog="python -m generator",
-        description="Validate entity mappings and generate the Pipes, Terraform, registry, DDL and docs in build/.",
-        epilog=(
-            "Exit codes: 0 ok; 1 mapping errors (or warnings with --strict) or stale build/; 2 usage; "
-            "4 write failure; 3 a tool failed (pip, for package)."
-        ),
+        prog=prog,
+        description="Validate entity mappings and generate the Pipes, Terraform, registry, DDL and docs in "
+        "build/. Each command's --help lists its options and exit codes.",
+        epilog=EXIT_ALL,
+        formatter_class=fmt,
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--version", action="version", version=f"{PRODUCT} {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser(
         "build",
         parents=[common],
+        formatter_class=fmt,
         help="validate, then write every artifact into build/",
         description="Validate the mappings, then replace build/ atomically with freshly generated files.",
+        epilog=EXIT_BUILD,
     )
     sub.add_parser(
         "validate",
         parents=[common],
+        formatter_class=fmt,
         help="validate only; write nothing",
         description="Check project.yaml and mappings/*.yaml (schema and semantic checks); write nothing.",
+        epilog=EXIT_VALIDATE,
     )
     sub.add_parser(
         "check",
         parents=[common],
+        formatter_class=fmt,
         help="exit 1 when build/ is not what build would write (for CI)",
         description="Validate, render in memory, and compare with build/; exit 1 with a summary when they differ.",
+        epilog=EXIT_CHECK,
     )
     test = sub.add_parser(
         "test",
         parents=[common],
+        formatter_class=fmt,
         help="run the mapping tests under mappings/tests/ through the local pipeline and the runtime",
         description=(
-            "Validate, render the artifacts in memory, and run every test of mappings/tests/*.yaml: the given "
-            "stream records go through the Pipe's filter and template, a local SQS FIFO queue and the sync "
-            "runtime into a fresh database; messages, rows, outcomes and the DLQ are compared with the expected."
+            "Validate, render the artifacts in memory, check every test file of mappings/tests/ against the "
+            "mappings, then run each test: the given stream records go through the Pipe's filter and "
+            "template, a local SQS FIFO queue and the sync runtime into a fresh database; messages, rows, "
+            "outcomes and the DLQ are compared with the expected. One line per test on stderr as it "
+            "finishes; failures at the end, expected and actual side by side."
         ),
+        epilog=EXIT_TEST,
     )
     test.add_argument(
         "--db",
-        help="a scratch database URL (its registry tables are dropped and re-created for every test); default: SQLite in a temp dir",
+        metavar="URL",
+        help="a scratch database URL (its registry tables are dropped and re-created for every test) "
+        "(default: SQLite in a temporary directory)",
     )
-    test.add_argument("-k", dest="select", metavar="TEXT", help="run only the tests whose name contains TEXT")
+    test.add_argument(
+        "-k", dest="select", metavar="TEXT", help="run only the tests whose name contains TEXT (default: all)"
+    )
     package = sub.add_parser(
         "package",
         parents=[common],
+        formatter_class=fmt,
         help="build the sync Lambda's deployment zip (build/lambda.zip) from runtime/ and build/registry.json",
         description=(
             "Build the sync Lambda's deployment zip at BUILD/<lambda.package> (default build/lambda.zip): the "
@@ -106,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
             "the database driver installed by pip for the Lambda platform. Refuses a build/ that `check` "
             "would call out of date. The zip is deterministic and replaced atomically."
         ),
-        epilog="Exit codes: 0 written; 1 mapping errors or stale build/; 2 usage; 3 pip failed; 4 write failure.",
+        epilog=EXIT_PACKAGE,
     )
     deps = package.add_mutually_exclusive_group()
     deps.add_argument(
@@ -114,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
         dest="deps",
         action="store_true",
         default=True,
-        help="install SQLAlchemy and the driver of database.dialect into the zip (default)",
+        help="install SQLAlchemy and the driver of database.dialect into the zip (the default)",
     )
     deps.add_argument(
         "--no-deps", dest="deps", action="store_false", help="package runtime/ and registry.json only"
@@ -123,13 +207,14 @@ def parser() -> argparse.ArgumentParser:
         "--platform",
         choices=("lambda", "local"),
         default="lambda",
-        help="install dependencies for the Lambda runtime and architecture of project.yaml (default), "
+        help="install dependencies for the Lambda runtime and architecture of project.yaml, "
         "or for this interpreter (local tests)",
     )
     package.add_argument("--dry-run", action="store_true", help="print what would be packaged; write nothing")
 
     override = sub.add_parser(
         "override",
+        formatter_class=fmt,
         help="write a Terraform override file pointing the generated Terraform at a local AWS (moto, LocalStack)",
         description=(
             "Write BUILD/terraform/local_endpoint_override.tf.json: every AWS service the generated Terraform "
@@ -137,16 +222,17 @@ def parser() -> argparse.ArgumentParser:
             "files; this one is not generated by build, not in manifest.json, and check ignores it. Delete "
             "it to deploy to AWS."
         ),
-        epilog="Exit codes: 0 written; 1 cannot be written for this build; 2 usage; 4 write failure.",
+        epilog=EXIT_OVERRIDE,
     )
     override.add_argument(
         "--root",
         type=Path,
         default=Path("."),
-        help="project root holding build/ (default: .)",
+        metavar="DIR",
+        help="project root holding build/",
     )
     override.add_argument(
-        "--build-dir", type=Path, help="the generated build directory (default: ROOT/build)"
+        "--build-dir", type=Path, metavar="DIR", help="the generated build directory (default: ROOT/build)"
     )
     override.add_argument(
         "--endpoint",
@@ -158,9 +244,12 @@ def parser() -> argparse.ArgumentParser:
     override.add_argument(
         "--out",
         type=Path,
+        metavar="FILE",
         help=f"the file to write; its name must end in _override.tf.json (default: BUILD/terraform/{DEFAULT_OVERRIDE})",
     )
-    override.add_argument("--region", help="override the provider region of project.yaml")
+    override.add_argument(
+        "--region", metavar="R", help="override the provider region (default: the region of project.yaml)"
+    )
     override.add_argument(
         "--fake-credentials",
         action="store_true",
@@ -169,9 +258,9 @@ def parser() -> argparse.ArgumentParser:
     override.add_argument(
         "--omit",
         action="append",
-        default=[],
         metavar="TYPE",
-        help="leave out every resource of TYPE (count = 0), for an emulator that cannot hold it; repeatable",
+        help="leave out every resource of TYPE (count = 0), for an emulator that cannot hold it; repeatable "
+        "(default: none)",
     )
     override.add_argument(
         "--moto",
@@ -183,38 +272,82 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_parser(
         "reference",
+        formatter_class=fmt,
         help="print the mapping-language reference rendered from the JSON Schemas",
-        description="Print docs/mapping-reference.md: every key of mappings and project.yaml, from the schemas.",
+        description="Print docs/mapping-reference.md: every key of mappings, project.yaml and the mapping "
+        "tests, from the schemas.",
+        epilog=EXIT_REFERENCE,
     )
     return p
 
 
-def _test(args: argparse.Namespace, root: Path, files: dict[str, str]) -> int:
+def _test(args: argparse.Namespace, root: Path, loaded: Loaded) -> int:
+    """`test`: check the test files, then run each test, a line of progress per test on stderr.
+    With --format json, stdout holds exactly one document, whatever happens."""
     import json
+    import time
 
-    from generator.mapping_tests import render_results, run_tests
+    from generator import mapping_tests as mt
 
+    diags = Diagnostics()
+    diags.extend(loaded.diagnostics.items)
+    results: list[mt.CaseResult] = []
+
+    def finish(code: int, summary: str) -> int:
+        if args.format == "json":
+            doc = diags.payload()
+            doc["tests"] = [r.as_dict() for r in results]
+            doc["passed"] = sum(r.passed for r in results)
+            doc["failed"] = sum(not r.passed for r in results)
+            doc["summary"] = summary
+            doc["exit_code"] = code
+            print(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+        else:
+            print(f"test: {summary}", file=sys.stderr)
+        return code
+
+    def counts() -> str:
+        return f"{len(diags.errors)} error(s), {len(diags.warnings)} warning(s)"
+
+    if diags.errors or loaded.model is None or (args.strict and diags.warnings):
+        if args.format == "text":
+            _report(diags, "text")
+        strict = " (--strict: warnings count)" if args.strict and not diags.errors else ""
+        return finish(EXIT_PROBLEMS, f"the mappings have {counts()}{strict}; no test run")
+    files = output.render(loaded.model)
     registry = json.loads(files["registry.json"])
-    mappings = args.mappings or root / "mappings"
-    results, problems = run_tests(mappings, root, registry, files, args.db, args.select)
-    test_diags = Diagnostics()
-    test_diags.extend(problems)
-    _report(test_diags, args.format)
-    if args.format == "json":
-        print(
-            json.dumps(
-                [
-                    {"file": r.file, "name": r.name, "passed": r.passed, "problems": r.problems}
-                    for r in results
-                ],
-                indent=2,
-            )
+    mappings: Path = args.mappings or root / "mappings"
+    cases, problems = mt.collect(mappings, root, registry, args.select)
+    diags.extend(problems)
+    if args.format == "text":
+        _report(diags, "text")
+    if diags.errors:
+        return finish(EXIT_PROBLEMS, f"{counts()} in the mappings and test files; no test run")
+    if not cases:
+        where = mappings / mt.TESTS_DIR
+        what = (
+            f"no test name under {where} contains {args.select!r}"
+            if args.select
+            else f"no tests under {where}"
         )
-    else:
-        print(render_results(results), file=sys.stderr)
-    if not results and not problems:
-        print(f"test: no tests under {mappings / 'tests'}", file=sys.stderr)
-    return EXIT_OK if results and all(r.passed for r in results) and not test_diags.errors else EXIT_PROBLEMS
+        return finish(EXIT_PROBLEMS, what)
+    if args.db:
+        problem = mt.database_problem(args.db)
+        if problem is not None:
+            return finish(EXIT_USAGE, f"{problem}; no test run")
+
+    def progress(result: mt.CaseResult) -> None:
+        print(mt.progress_line(result, len(results) + 1, len(cases)), file=sys.stderr, flush=True)
+        results.append(result)
+
+    started = time.perf_counter()
+    mt.run_cases(cases, registry, files, args.db, progress)
+    if args.format == "text":
+        failures = mt.render_failures(results)
+        if failures:
+            print("\n" + failures.rstrip(), file=sys.stderr)
+    summary = mt.summary_line(results, time.perf_counter() - started)
+    return finish(EXIT_OK if all(r.passed for r in results) else EXIT_PROBLEMS, summary)
 
 
 def _package(args: argparse.Namespace, model: Model, files: dict[str, str], build: Path) -> int:
@@ -326,7 +459,7 @@ def _override(args: argparse.Namespace) -> int:
     try:
         docs = ov.generated_documents(terraform_dir)
         services = ov.services(docs)
-        kinds = set(args.omit)
+        kinds = set(args.omit or ())
         reasons = {}
         if args.moto:
             present = {kind for doc in docs.values() for kind in doc.get("resource", {})}
@@ -376,7 +509,7 @@ def _report(diags: Diagnostics, fmt: str) -> None:
         print(diags.render_text(), file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m generator") -> int:
     # A run is short and what it builds (located documents, the model, the rendered files)
     # lives until it ends, so the cyclic collector's full passes re-walk all of it and find
     # little to free: 11-15 of them cost 2.5-3 s of a 1,000-mapping build. Reference counting
@@ -385,15 +518,17 @@ def main(argv: list[str] | None = None) -> int:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run(argv)
+        return _run(argv, prog)
     finally:
         if enabled:
             gc.enable()
 
 
 def run() -> NoReturn:
-    """The process entry point (`python -m generator`, the ddb-sql-sync script)."""
-    code = main()
+    """The process entry point (`python -m generator`, the ddb-sql-sync script): usage lines name
+    the command as it was typed."""
+    name = Path(sys.argv[0]).name
+    code = main(prog="python -m generator" if name in ("__main__.py", "-c", "") else name)
     # What the run leaves behind (SQLAlchemy's cyclic table objects, caches) dies with the
     # process; frozen, it is skipped by the collections the interpreter runs on exit, which
     # would otherwise walk all of it: 0.3 s after a 1,000-mapping build.
@@ -401,8 +536,8 @@ def run() -> NoReturn:
     sys.exit(code)
 
 
-def _run(argv: list[str] | None) -> int:
-    args = parser().parse_args(argv)
+def _run(argv: list[str] | None, prog: str = "python -m generator") -> int:
+    args = parser(prog).parse_args(argv)
     if args.command == "reference":
         from generator.reference import render_reference
 
@@ -412,6 +547,8 @@ def _run(argv: list[str] | None) -> int:
         return _override(args)
     root: Path = args.root
     loaded = load(root, args.project, args.mappings)
+    if args.command == "test":
+        return _test(args, root, loaded)
     diags = loaded.diagnostics
     _report(diags, args.format)
     failed = bool(diags.errors) or (args.strict and bool(diags.warnings))
@@ -426,8 +563,6 @@ def _run(argv: list[str] | None) -> int:
         return EXIT_PROBLEMS
     files = output.render(loaded.model)
     build = args.build_dir or root / "build"
-    if args.command == "test":
-        return _test(args, root, files)
     if args.command == "validate":
         if args.format == "text":
             print(f"validate: {len(loaded.model.entities)} mapping(s) valid; {summary}", file=sys.stderr)

@@ -87,10 +87,13 @@ class Diagnostics:
     def render_text(self) -> str:
         return "\n".join(d.render() for d in self.sorted())
 
-    def render_json(self) -> str:
-        payload = {
+    def payload(self) -> dict[str, object]:
+        """The JSON document of --format json; commands may add keys of their own."""
+        return {
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "diagnostics": [d.as_dict() for d in self.sorted()],
         }
-        return json.dumps(payload, indent=2, sort_keys=True)
+
+    def render_json(self) -> str:
+        return json.dumps(self.payload(), indent=2, sort_keys=True)

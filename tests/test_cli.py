@@ -1,4 +1,7 @@
-"""`python -m generator {build,validate,check}`: help, exit codes and what each command writes.
+"""The command lines: `python -m generator {build,validate,check}` (help, exit codes and what
+each command writes), and for every entry point and command (`python -m generator`,
+`python -m runtime`, `ddb-sql-sync`): --version, help and defaults for every argument, and the
+same exit-code epilogue.
 
 Exit codes (generator/cli.py): 0 ok (warnings allowed unless --strict); 1 mapping errors, or
 warnings under --strict, or a stale build/; 2 bad command line; 4 build/ could not be written.
@@ -6,15 +9,24 @@ warnings under --strict, or a stale build/; 2 bad command line; 4 build/ could n
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from generator import __version__, cli
+from runtime import __version__ as runtime_version
+from runtime.local import cli as runtime_cli
+from runtime.local.argtypes import HelpFormatter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,23 +71,101 @@ def test_help_works_for_every_command(command: str, capsys: pytest.CaptureFixtur
 
 
 def test_top_level_help_lists_the_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
-    # GIVEN no command  WHEN --help  THEN the commands and the exit codes
+    # GIVEN no command  WHEN --help  THEN the commands, and the exit codes as every command gives them
     code, out, _ = exit_code(capsys, "--help")
     assert code == 0
-    for word in (
-        "build",
-        "validate",
-        "check",
-        "Exit codes: 0 ok; 1 mapping errors",
-        "2 usage; 4 write failure",
-    ):
-        assert word in out
+    for word in ("build", "validate", "check", "test", "package", "override", "reference"):
+        assert f"\n    {word}" in out
+    assert out.rstrip().endswith(cli.EXIT_ALL)
+    assert "\nexit codes:\n  0  success (warnings allowed unless --strict)\n" in out
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    # GIVEN --version  WHEN run  THEN exit 0 and the generator version
+    # GIVEN --version  WHEN run  THEN exit 0 and the product's name and version
     code, out, _ = exit_code(capsys, "--version")
-    assert (code, out.strip()) == (0, f"python -m generator {__version__}")
+    assert (code, out.strip()) == (0, f"ddb-sql-sync {__version__}")
+
+
+def _script() -> Path:
+    script = Path(sys.executable).parent / "ddb-sql-sync"
+    if not script.exists():
+        pytest.skip(f"the ddb-sql-sync script is not installed beside {sys.executable} (pip install -e .)")
+    return script
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "generator"], ["-m", "runtime"], ["script"]],
+    ids=["python -m generator", "python -m runtime", "ddb-sql-sync"],
+)
+def test_every_entry_point_prints_the_product_and_its_version(command: list[str]) -> None:
+    # GIVEN an entry point  WHEN run with --version
+    argv = [str(_script())] if command == ["script"] else [sys.executable, *command]
+    done = subprocess.run([*argv, "--version"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    # THEN the product's name and the version the package was installed with
+    installed = metadata.version("ddb-sql-sync")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"ddb-sql-sync {installed}\n", "")
+    assert __version__ == runtime_version == installed
+
+
+def test_the_script_names_itself_in_its_usage() -> None:
+    done = subprocess.run([str(_script()), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("usage: ddb-sql-sync [-h] [--version] COMMAND")
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """A parser and every subcommand's parser below it, by their command line."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+PARSERS = [
+    *_parsers(cli.parser(), "python -m generator"),
+    *_parsers(runtime_cli.build_parser(), "python -m runtime"),
+]
+
+
+@pytest.mark.parametrize(("name", "parser"), PARSERS, ids=[name for name, _ in PARSERS])
+def test_every_argument_has_help_and_shows_its_default(name: str, parser: argparse.ArgumentParser) -> None:
+    # GIVEN a command  THEN each argument has help text, and each option taking a value says
+    # what applies without it: argparse's "(default: X)", or in words where there is no value
+    missing = []
+    formatter = HelpFormatter(name)
+    # One of a required group (--entity E | --table T) is given, so neither has a default.
+    chosen = {id(a) for g in parser._mutually_exclusive_groups if g.required for a in g._group_actions}
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+            continue
+        shown = formatter._get_help_string(action) or ""
+        if not (action.help or "").strip():
+            missing.append(f"{action.dest}: no help")
+        elif (
+            action.option_strings
+            and action.nargs != 0
+            and not action.required
+            and id(action) not in chosen
+            and "default" not in shown
+        ):
+            missing.append(f"{'/'.join(action.option_strings)}: no default shown")
+    assert missing == []
+    # AND argparse never prints a default that means "not given"
+    text = parser.format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text and "(default: [])" not in text
+
+
+@pytest.mark.parametrize(("name", "parser"), PARSERS, ids=[name for name, _ in PARSERS])
+def test_every_command_help_ends_with_its_exit_codes(name: str, parser: argparse.ArgumentParser) -> None:
+    # GIVEN a command  WHEN --help is formatted
+    text = parser.format_help().rstrip()
+    # THEN it ends with the same epilogue form: "exit codes:", then one line per code it returns
+    assert parser.epilog and text.endswith(parser.epilog.rstrip()), name
+    epilogue = text[text.rindex("\nexit codes:\n") + 1 :].splitlines()
+    codes = [int(m.group(1)) for line in epilogue[1:] if (m := re.match(r" +(\d+)  \S", line))]
+    assert codes and codes == sorted(set(codes)) and 0 in codes and 2 in codes, name
+    assert all(re.match(r" +(\d+  )?\S", line) for line in epilogue[1:]), name
 
 
 @pytest.mark.parametrize("argv", [[], ["deploy"], ["validate", "--format", "xml"], ["check", "--nope"]])

@@ -1,14 +1,21 @@
-"""The generated entity documents: every column traced back to where Pipes reads it."""
+"""The documentation: the generated entity documents (every column traced back to where Pipes
+reads it), the mapping-language reference (every key of every schema, with a readable type),
+and every link of README.md and docs/*.md resolving to a file and heading that exist."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from generator.emit import docs, pipes
 from generator.model import Entity, Model
+from generator.reference import Anchors, github_anchor, render_reference
+from generator.schema import SCHEMA_FILES, load_schema
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,3 +117,191 @@ def test_documents_are_deterministic(model: Model) -> None:
     # GIVEN one entity  WHEN documented twice  THEN the same text
     e = entity(model, "customers")
     assert docs.entity_doc(e) == docs.entity_doc(e)
+
+
+# --- the mapping-language reference ---------------------------------------------------------
+
+
+def reference_tables(text: str) -> dict[str, dict[str, list[str]]]:
+    """Rows of the reference by section heading, then key -> [type, required, default, description]."""
+    out: dict[str, dict[str, list[str]]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            section = line.lstrip("#").strip()
+            out.setdefault(section, {})
+        elif line.startswith("| `"):
+            # A cell never holds a pipe (the renderer writes alternatives in words).
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out[section][cells[0].strip("`")] = cells[1:]
+    return out
+
+
+def schema_keys(kind: str) -> Iterator[str]:
+    """Every property name of a schema, wherever it is defined."""
+
+    def walk(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, child in (node.get("properties") or {}).items():
+                yield key
+                yield from walk(child)
+            for key, child in node.items():
+                if key != "properties":
+                    yield from walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                yield from walk(child)
+
+    yield from walk(load_schema(kind))
+
+
+def test_every_key_of_every_schema_is_in_the_reference() -> None:
+    # GIVEN the reference  WHEN each schema's part is read
+    text = render_reference()
+    parts = re.split(r"^## ", text, flags=re.M)
+    titles = {"mapping": "Entity mapping", "project": "Project file", "mapping-test": "Mapping tests"}
+    assert set(titles) == set(SCHEMA_FILES)
+    for kind, title in titles.items():
+        (part,) = [p for p in parts if p.startswith(title)]
+        documented = {key for rows in reference_tables(part).values() for key in rows}
+        # THEN every key the schema defines is documented there
+        assert set(schema_keys(kind)) - documented == set(), kind
+
+
+def test_the_action_keys_have_their_own_section() -> None:
+    # GIVEN the reference  THEN the keys of events.rules[].do[] are listed with readable types
+    tables = reference_tables(render_reference())
+    actions = tables["`events.rules[].do[]`"]
+    assert list(actions) == ["action", "table", "columns", "if_missing"]
+    assert actions["action"][:2] == ["one of: insert, upsert, update, delete, soft_delete", "yes"]
+    assert actions["if_missing"][0] == "one of: fail, ignore, upsert"
+    assert actions["columns"][0] == "list of strings"
+    assert tables["`events.rules[]`"]["do"][0] == "`ignore` or list of [actions](#eventsrulesdo)"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "expected"),
+    [
+        ("`target.tables[]`", "columns", "map of column name to [column](#targettablescolumns)"),
+        ("`message`", "fields", "map of field name to [field](#messagefields)"),
+        ("`target.tables[].columns{}`", "map", "map of value to string, number, boolean or null"),
+        ("`target.tables[].columns{}`", "field", "string or list of strings"),
+        ("`pipeline.pipe`", "parallelization_factor", "integer 1..10"),
+        ("`filter`", "event_names", "list, each one of: INSERT, MODIFY, REMOVE"),
+        ("`target`", "tables", "list of [tables](#targettables)"),
+        ("Top level", "source", "[mapping](#source)"),
+        ("`tests[]`", "given", "list of [records](#testsgiven)"),
+        ("`tests[].expect`", "rows", "map of table name to list of mappings"),
+    ],
+)
+def test_types_read_as_words(section: str, key: str, expected: str) -> None:
+    # GIVEN the reference  THEN a type is words, alternatives joined with "or"
+    assert reference_tables(render_reference())[section][key][0] == expected
+
+
+def test_no_type_is_any_and_no_cell_escapes_a_pipe() -> None:
+    text = render_reference()
+    types = [row[0] for rows in reference_tables(text).values() for row in rows.values()]
+    assert types and not [t for t in types if re.search(r"\bany\b|\bobject\b", t)]
+    assert "\\|" not in text
+
+
+# --- links ------------------------------------------------------------------------------------
+
+DOCUMENTS = ["README.md", "docs/*.md", "benchmarks/**/*.md", "build/**/*.md"]
+
+
+def _outside_code(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of the lines outside fenced code blocks."""
+    fence = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        marker = re.match(r"\s*(`{3,}|~{3,})", line)
+        if marker and (not fence or marker.group(1).startswith(fence)):
+            fence = "" if fence else marker.group(1)[:3]
+            continue
+        if not fence:
+            yield number, line
+
+
+def heading_anchors(path: Path) -> set[str]:
+    anchors = Anchors()
+    found = set()
+    for _, line in _outside_code(path.read_text(encoding="utf-8")):
+        heading = re.match(r"#{1,6}\s+(.+?)\s*#*\s*$", line)
+        if heading:
+            found.add(anchors.add(heading.group(1)))
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links of a Markdown file whose file, or heading, does not exist."""
+    out = []
+    for number, line in _outside_code(path.read_text(encoding="utf-8")):
+        line = re.sub(r"`[^`]*`", "", line)  # [x](y) inside a code span is not a link
+        for match in re.finditer(r"\]\(<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\)", line):
+            link = match.group(1)
+            if re.match(r"[a-z][a-z0-9+.-]*:", link):
+                continue  # https:, mailto:: not checked offline
+            file, _, anchor = link.partition("#")
+            target = (path.parent / file).resolve() if file else path
+            if not target.exists():
+                out.append(f"{path}:{number}: {link}: no file {file}")
+            elif anchor and (target.suffix != ".md" or anchor not in heading_anchors(target)):
+                out.append(f"{path}:{number}: {link}: no heading #{anchor} in {target.name}")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("heading", "anchor"),
+    [
+        (
+            "Mapping tests (`mappings/tests/*.yaml`, run by `python -m generator test`)",
+            "mapping-tests-mappingstestsyaml-run-by-python--m-generator-test",
+        ),
+        ("The summary (stderr, and `--json`)", "the-summary-stderr-and---json"),
+        (
+            "`python -m runtime dlq list | show | redrive --entity E [--pipe]`",
+            "python--m-runtime-dlq-list--show--redrive---entity-e---pipe",
+        ),
+        ("`target.tables[].columns{}`", "targettablescolumns"),
+        ("Where the article is wrong for AWS", "where-the-article-is-wrong-for-aws"),
+        ("A [link](https://example.com) and *emphasis*", "a-link-and-emphasis"),
+    ],
+)
+def test_anchors_follow_github(heading: str, anchor: str) -> None:
+    assert github_anchor(heading) == anchor
+
+
+def test_repeated_headings_get_numbered_anchors() -> None:
+    anchors = Anchors()
+    assert [anchors.add(h) for h in ("Top level", "Top level", "Top level", "Top level 1")] == [
+        "top-level",
+        "top-level-1",
+        "top-level-2",
+        "top-level-1-1",
+    ]
+
+
+def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path: Path) -> None:
+    # GIVEN a document linking to a file and headings, some of which do not exist
+    (tmp_path / "other.md").write_text("# Other\n\n## Part two\n", encoding="utf-8")
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "# Doc\n\n[ok](other.md#part-two) [ok](#doc) [gone](missing.md) [bad](other.md#part-three)\n"
+        "[bad](#nowhere) [web](https://example.com/#x)\n\n```\n[in code](nowhere.md)\n```\n",
+        encoding="utf-8",
+    )
+    # WHEN checked  THEN exactly the broken ones are named with their line
+    assert broken_links(doc) == [
+        f"{doc}:3: missing.md: no file missing.md",
+        f"{doc}:3: other.md#part-three: no heading #part-three in other.md",
+        f"{doc}:4: #nowhere: no heading #nowhere in doc.md",
+    ]
+
+
+def test_every_link_of_the_documentation_resolves() -> None:
+    # GIVEN README.md, docs/*.md and the other committed Markdown files
+    files = sorted({p for pattern in DOCUMENTS for p in REPO_ROOT.glob(pattern)})
+    assert REPO_ROOT / "README.md" in files and REPO_ROOT / "docs" / "mapping-reference.md" in files
+    # THEN every relative link names a file that exists, and a heading of it that exists
+    assert [b for f in files for b in broken_links(f)] == []

@@ -11,6 +11,8 @@ writes). A change the replay reports in the DLQ is exempt only if it never reach
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -475,3 +477,35 @@ def test_replay_exit_codes_and_dlq_reasons(tmp_path: Path) -> None:
     ) in done.stderr.splitlines()
     bad = subprocess.run([*cmd, "--entity", "nope"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "not in the registry" in bad.stderr
+
+
+def test_replay_writes_its_default_outputs_into_a_git_ignored_folder(tmp_path: Path) -> None:
+    # GIVEN a few stream records and no --db nor --dlq-out, in a directory of its own
+    from runtime.local.sample import Sampler
+
+    registry = json.loads((ROOT / "build" / "registry.json").read_text())
+    records = tmp_path / "in.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in Sampler(registry, "orders", seed=1).records(20)))
+    # WHEN replayed there
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "replay", "in.jsonl", "--build", str(ROOT / "build"), "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    # THEN the database and the DLQ file are in .sync-local/, created for the run, and nothing
+    # else appeared beside the input
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sync-local", "in.jsonl"]
+    assert {p.name for p in (tmp_path / ".sync-local").iterdir()} >= {"replay.db", "replay-dlq.jsonl"}
+    # AND git ignores that folder in a checkout
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(
+        ["git", "check-ignore", ".sync-local/replay.db", ".sync-local/replay-dlq.jsonl"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert ignored.stdout.split() == [".sync-local/replay.db", ".sync-local/replay-dlq.jsonl"]

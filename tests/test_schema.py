@@ -181,7 +181,7 @@ def test_attribute_paths_are_checked_by_the_schema(path: str) -> None:
         diag.message
         == f"string {path!r} does not have the required form (names of letters, digits, '_' and '-' joined by '.', each optionally followed by list indexes such as [0])"
     )
-    assert "facts 1.2" in diag.hint
+    assert "what a JSON path of a Pipes input transformer can address" in diag.hint
 
 
 @pytest.mark.parametrize("path", ["a", "a_b-c", "items[0].sku", "a.b[2][3].c"])
@@ -245,7 +245,7 @@ def test_a_queue_name_over_80_characters_is_too_long() -> None:
     (diag,) = problems(VALID + f"pipeline:\n  queue:\n    name: {name}\n")
     assert diag.path == "pipeline.queue.name"
     assert diag.message == f"string '{name}' is 81 characters, longer than the 80 allowed"
-    assert "(facts 5)" in diag.hint
+    assert "(Amazon SQS queue name rules)" in diag.hint
 
 
 def test_project_problems_use_the_project_schema() -> None:

@@ -20,14 +20,58 @@ from pathlib import Path
 from typing import Any
 
 from runtime.aws.session import INCOMPLETE, USAGE, Aws, ToolError, describe_aws_error, error_code
-from runtime.local.argtypes import positive, seconds
+from runtime.local.argtypes import LOCAL_DIR, HelpFormatter, exit_codes, positive, seconds
 
 COMMANDS = ("pump", "consume", "dlq")
 
-EXIT_CODES = (
-    "exit codes: 0 done; 1 the command ran but could not finish its work (see docs/aws-tools.md); "
-    "2 bad command line or configuration: unknown entity, unreadable build/ or checkpoint, missing "
-    "table/stream/queue, no credentials or region, unreachable endpoint, no database; 130 interrupted."
+_CONFIG = (
+    "bad command line or configuration: unknown entity, table or queue name; unreadable build/ or "
+    "checkpoint; a missing table, stream or queue; no credentials or region; an unreachable endpoint"
+)
+_INTERRUPTED = "interrupted (Ctrl-C)"
+EXIT_PUMP = exit_codes(
+    {
+        0: "every shard caught up (or --max-records reached), the checkpoint written",
+        INCOMPLETE: "a record SQS did not take after every retry, records trimmed from the stream past "
+        "the checkpoint, or an unexpected AWS error",
+        USAGE: _CONFIG + "; the checkpoint locked by another pump",
+        130: _INTERRUPTED + " without --follow; with --follow, SIGINT and SIGTERM end the run after the "
+        "batch in progress, with the codes above",
+    }
+)
+EXIT_CONSUME = exit_codes(
+    {
+        0: "every message received was applied and deleted",
+        INCOMPLETE: "some messages failed (they went back to the queue, and on to the FIFO DLQ after "
+        "maxReceiveCount), a delete failed, or an unexpected AWS error",
+        USAGE: _CONFIG + "; no database configured",
+        130: _INTERRUPTED + " without --follow",
+    }
+)
+EXIT_DLQ_LOOK = exit_codes(
+    {
+        0: "the messages listed",
+        INCOMPLETE: "show --pipe: a stream position the stream no longer resolves; or an unexpected AWS error",
+        USAGE: _CONFIG,
+        130: _INTERRUPTED,
+    }
+)
+EXIT_DLQ_REDRIVE = exit_codes(
+    {
+        0: "every message moved",
+        INCOMPLETE: "a message still in flight in the DLQ after waiting, a move task that did not "
+        "complete, a Pipe DLQ pointer that could not be resolved or sent, or an unexpected AWS error",
+        USAGE: _CONFIG + "; --method move-task where the endpoint does not implement it",
+        130: _INTERRUPTED,
+    }
+)
+EXIT_DLQ = exit_codes(
+    {
+        0: "done",
+        INCOMPLETE: "see the subcommand's --help",
+        USAGE: _CONFIG,
+        130: _INTERRUPTED,
+    }
 )
 
 
@@ -47,10 +91,14 @@ def _whole_seconds(limit: int) -> Callable[[str], int]:
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("AWS and build")
-    g.add_argument("--build", default="build", help="the generator's build directory (default: build)")
-    g.add_argument("--endpoint-url", help="AWS endpoint (default: AWS_ENDPOINT_URL, else AWS itself)")
-    g.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile)")
-    g.add_argument("--profile", help="named profile of the shared config (default: AWS_PROFILE)")
+    g.add_argument("--build", default="build", metavar="DIR", help="the generator's build directory")
+    g.add_argument(
+        "--endpoint-url", metavar="URL", help="AWS endpoint (default: AWS_ENDPOINT_URL, else AWS itself)"
+    )
+    g.add_argument(
+        "--region", metavar="R", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile)"
+    )
+    g.add_argument("--profile", metavar="P", help="named profile of the shared config (default: AWS_PROFILE)")
     g.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
@@ -59,7 +107,7 @@ def _common() -> argparse.ArgumentParser:
 def add_commands(sub: Any) -> None:
     """Add pump, consume and dlq to the `python -m runtime` subparsers."""
     common = _common()
-    fmt = argparse.HelpFormatter
+    fmt = HelpFormatter
 
     p = sub.add_parser(
         "pump",
@@ -70,33 +118,32 @@ def add_commands(sub: Any) -> None:
         "the EventBridge Pipe does with the generated artifacts: filter, input template, message group "
         "and deduplication ids, SendMessageBatch. A checkpoint file makes a restart resume without "
         "skipping. For where Pipes does not run (moto, LocalStack).",
-        epilog=EXIT_CODES,
+        epilog=EXIT_PUMP,
     )
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--entity", help="an entity of registry.json")
-    who.add_argument("--table", help="every entity whose source is this DynamoDB table")
+    who.add_argument("--entity", metavar="E", help="an entity of registry.json")
+    who.add_argument("--table", metavar="T", help="every entity whose source is this DynamoDB table")
     p.add_argument(
         "--checkpoint",
-        default="pump-checkpoint.json",
-        help="where positions are kept (default: pump-checkpoint.json)",
+        default=f"{LOCAL_DIR}/pump-checkpoint.json",
+        metavar="FILE",
+        help="where positions are kept (FILE.lock keeps a second pump off it)",
     )
     p.add_argument(
         "--from",
         dest="start",
         choices=("TRIM_HORIZON", "LATEST"),
         default="TRIM_HORIZON",
-        help="where a shard without a checkpoint starts (default: TRIM_HORIZON)",
+        help="where a shard without a checkpoint starts",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="stop when every shard is caught up (default)")
     mode.add_argument("--follow", action="store_true", help="keep polling until interrupted")
-    p.add_argument("--max-records", type=positive, metavar="N", help="stop after N stream records")
     p.add_argument(
-        "--poll", type=seconds, default=1.0, metavar="S", help="--follow: seconds between polls (default 1)"
+        "--max-records", type=positive, metavar="N", help="stop after N stream records (default: no limit)"
     )
-    p.add_argument(
-        "--retries", type=int, default=4, metavar="N", help="retries of a failed batch entry (default 4)"
-    )
+    p.add_argument("--poll", type=seconds, default=1.0, metavar="S", help="--follow: seconds between polls")
+    p.add_argument("--retries", type=int, default=4, metavar="N", help="retries of a failed batch entry")
 
     c = sub.add_parser(
         "consume",
@@ -106,16 +153,20 @@ def add_commands(sub: Any) -> None:
         description="Poll the entity's FIFO queue as the Lambda event source mapping does, apply each "
         "batch with the sync runtime, delete what succeeded and leave the failures to come back (and "
         "reach the FIFO DLQ after maxReceiveCount).",
-        epilog=EXIT_CODES,
+        epilog=EXIT_CONSUME,
     )
     who = c.add_mutually_exclusive_group(required=True)
-    who.add_argument("--entity", help="an entity of registry.json")
-    who.add_argument("--queue", help="a queue name of registry.json")
-    c.add_argument("--db", help="SQLAlchemy URL (default: SYNC_DATABASE_URL or SYNC_DB_SECRET_ARN)")
+    who.add_argument("--entity", metavar="E", help="an entity of registry.json")
+    who.add_argument("--queue", metavar="NAME", help="a queue name of registry.json")
+    c.add_argument(
+        "--db", metavar="URL", help="SQLAlchemy URL (default: SYNC_DATABASE_URL, else SYNC_DB_SECRET_ARN)"
+    )
     mode = c.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="stop at the first empty receive (default)")
     mode.add_argument("--follow", action="store_true", help="keep polling until interrupted")
-    c.add_argument("--max-batches", type=positive, metavar="N", help="stop after N batches")
+    c.add_argument(
+        "--max-batches", type=positive, metavar="N", help="stop after N batches (default: no limit)"
+    )
     c.add_argument(
         "--wait",
         type=_whole_seconds(20),
@@ -126,10 +177,12 @@ def add_commands(sub: Any) -> None:
         "--failure-visibility",
         type=_whole_seconds(43200),
         metavar="S",
-        help="make failed messages visible again after S seconds instead of the queue's timeout",
+        help="make failed messages visible again after S seconds (default: the queue's visibility timeout)",
     )
     c.add_argument(
-        "--failures-out", metavar="FILE", help="append every failure as a JSON line (for dlq show)"
+        "--failures-out",
+        metavar="FILE",
+        help="append every failure as a JSON line, for dlq show (default: not recorded)",
     )
     c.add_argument("--log", action="store_true", help="print the runtime's batch log lines (JSON) on stdout")
     c.add_argument(
@@ -145,23 +198,27 @@ def add_commands(sub: Any) -> None:
         help="list, explain and redrive the FIFO DLQ or the Pipe's DLQ",
         description="Look at and redrive an entity's dead-letter queues: the FIFO DLQ of its queue, or "
         "with --pipe the Pipe's DLQ (stream positions).",
-        epilog=EXIT_CODES,
+        epilog=EXIT_DLQ,
     )
-    dsub = d.add_subparsers(dest="dlq_command", required=True)
+    dsub = d.add_subparsers(dest="dlq_command", required=True, metavar="SUBCOMMAND")
     for name, text in (
         ("list", "one line per message, without consuming any"),
         ("show", "every detail and the body of each message, without consuming any"),
     ):
         x = dsub.add_parser(
-            name, parents=[common], formatter_class=fmt, help=text, description=text, epilog=EXIT_CODES
+            name, parents=[common], formatter_class=fmt, help=text, description=text, epilog=EXIT_DLQ_LOOK
         )
         _dlq_common(x)
+        x.add_argument("--max", type=positive, default=100, metavar="N", help="at most N messages")
         x.add_argument(
-            "--max", type=positive, default=100, metavar="N", help="at most N messages (default 100)"
+            "--failures-from",
+            metavar="FILE",
+            help="consume's --failures-out file: the reasons (default: none; see also --log-group)",
         )
-        x.add_argument("--failures-from", metavar="FILE", help="consume's --failures-out file: the reasons")
         x.add_argument(
-            "--log-group", metavar="NAME", help="find reasons in CloudWatch Logs, e.g. /aws/lambda/<function>"
+            "--log-group",
+            metavar="NAME",
+            help="find reasons in CloudWatch Logs, e.g. /aws/lambda/<function> (default: not searched)",
         )
         x.add_argument("--json", action="store_true", help="JSON lines on stdout")
         x.add_argument(
@@ -169,7 +226,7 @@ def add_commands(sub: Any) -> None:
             type=_whole_seconds(43200),
             default=10,
             metavar="S",
-            help="how long messages are held while the rest is read (default 10)",
+            help="seconds messages are held while the rest is read",
         )
     r = dsub.add_parser(
         "redrive",
@@ -179,7 +236,7 @@ def add_commands(sub: Any) -> None:
         description="Move the DLQ's messages back to the entity's FIFO queue (StartMessageMoveTask where "
         "supported, else receive-send-delete one at a time). With --pipe, resolve the Pipe DLQ's "
         "stream positions and send those records through the filter and template.",
-        epilog=EXIT_CODES,
+        epilog=EXIT_DLQ_REDRIVE,
     )
     _dlq_common(r)
     r.add_argument("--max", type=positive, metavar="N", help="move at most N messages (default: all)")
@@ -195,7 +252,7 @@ def add_commands(sub: Any) -> None:
         type=_whole_seconds(43200),
         default=30,
         metavar="S",
-        help="how long a message being moved stays hidden in the DLQ (default 30)",
+        help="seconds a message being moved stays hidden in the DLQ",
     )
     r.add_argument(
         "--method",
@@ -207,7 +264,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _dlq_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--entity", required=True, help="an entity of registry.json")
+    p.add_argument("--entity", required=True, metavar="E", help="an entity of registry.json")
     p.add_argument(
         "--pipe", action="store_true", help="the Pipe's DLQ (stream positions) instead of the FIFO DLQ"
     )

@@ -1,9 +1,12 @@
-"""argparse value types shared by the `python -m runtime` commands."""
+"""argparse value types and help text shared by the command lines (`python -m runtime`,
+and `python -m generator` for the help form and exit-code epilogue)."""
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T", int, float)
@@ -35,3 +38,60 @@ def probability(text: str) -> float:
     if not 0.0 <= p <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not a probability in 0..1")
     return p
+
+
+# --- help text shared by every command line of the project ----------------------------------
+
+PRODUCT = "ddb-sql-sync"  # the name --version prints, on every entry point
+LOCAL_DIR = ".sync-local"  # default home of what local runs write (git-ignored)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's own "(default: X)" after each option's help; prose wrapped to the terminal, and
+    an indented block (the exit-code epilogue) kept as written, as RawDescriptionHelpFormatter
+    would. An option whose default is None or that is a flag gets no "(default: None)" /
+    "(default: False)": its help says in words what applies without it."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith(" ") for line in lines[1:]):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(out)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # Paths, URLs and option names hold hyphens: wrap between words only.
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def exit_codes(codes: dict[int, str]) -> str:
+    """The epilogue every command's --help ends with: one line per exit code it can return."""
+    width = max(len(str(code)) for code in codes)
+    lines = ["exit codes:"]
+    for code, meaning in codes.items():
+        lines.append(
+            textwrap.fill(
+                meaning,
+                width=79,
+                initial_indent=f"  {code:>{width}}  ",
+                subsequent_indent=" " * (width + 4),
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(lines)
+
+
+def local_output(path: str | Path) -> Path:
+    """`path`, with the git-ignored folder of local outputs created when `path` lies in it."""
+    path = Path(path)
+    if LOCAL_DIR in path.parent.parts:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path

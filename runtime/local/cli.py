@@ -16,46 +16,80 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runtime.local.argtypes import positive, probability
-
-EPILOG_REPLAY = """\
-exit codes: 0 every delivered message ended applied/duplicate/stale/ignored/skipped, none in
-a DLQ; 1 something is not accounted for (unreadable input, invalid records, messages left in
-a queue); 2 bad arguments, build artifacts or database; 3 everything accounted for, but
-messages ended in a DLQ (listed in --dlq-out).
-"""
+from runtime import __version__
+from runtime.local.argtypes import (
+    LOCAL_DIR,
+    PRODUCT,
+    HelpFormatter,
+    exit_codes,
+    local_output,
+    positive,
+    probability,
+)
 
 EXIT_OK, EXIT_UNACCOUNTED, EXIT_USAGE, EXIT_DLQ = 0, 1, 2, 3
+
+EXIT_REPLAY = exit_codes(
+    {
+        EXIT_OK: "every delivered message ended applied, duplicate, stale, ignored or skipped; none in a DLQ",
+        EXIT_UNACCOUNTED: "something is not accounted for: unreadable input, invalid records, messages left "
+        "in a queue (1 wins over 3)",
+        EXIT_USAGE: "bad command line, unreadable build artifacts or registry, or a database that cannot be used",
+        EXIT_DLQ: "everything accounted for, but messages ended in a DLQ (listed in --dlq-out)",
+    }
+)
+EXIT_SAMPLE = exit_codes(
+    {
+        EXIT_OK: "records written",
+        EXIT_USAGE: "bad command line, unknown entity, unreadable registry, or an attribute path the "
+        "generator cannot build",
+    }
+)
+EXIT_ALL = exit_codes(
+    {
+        0: "success",
+        1: "the command ran but could not finish its work, or replay found something not accounted for",
+        2: "bad command line or configuration",
+        3: "replay: everything accounted for, but messages ended in a DLQ",
+        130: "interrupted (pump, consume, dlq)",
+    }
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runtime",
         description="Tools for the DynamoDB -> SQL sync pipeline: local replay and sample (no AWS), "
-        "and pump, consume and dlq against AWS APIs (or moto / LocalStack).",
+        "and pump, consume and dlq against AWS APIs (or moto / LocalStack). Each command's --help "
+        "lists its options and exit codes; docs/local-tools.md and docs/aws-tools.md describe them.",
+        epilog=EXIT_ALL,
+        formatter_class=HelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"{PRODUCT} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser(
         "replay",
         help="run DynamoDB stream records through a local Pipe -> SQS FIFO -> sync Lambda -> database",
         description="Run DynamoDB stream records through the filter, the input template, an SQS FIFO "
-        "queue, the Lambda event source mapping and the sync runtime, into a database.",
-        epilog=EPILOG_REPLAY,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "queue, the Lambda event source mapping and the sync runtime, into a database. Outputs go to "
+        f"{LOCAL_DIR}/ by default (git-ignored, created when needed).",
+        epilog=EXIT_REPLAY,
+        formatter_class=HelpFormatter,
     )
     r.add_argument(
         "records",
         help='UTF-8 JSON lines, GetRecords documents ({"Records": [...]}) or a JSON array; - for stdin',
     )
+    r.add_argument("--db", default=f"sqlite:///{LOCAL_DIR}/replay.db", metavar="URL", help="SQLAlchemy URL")
+    r.add_argument("--build", default="build", metavar="DIR", help="the generator's build directory")
     r.add_argument(
-        "--db", default="sqlite:///replay.db", help="SQLAlchemy URL (default: sqlite:///replay.db)"
+        "--dlq-out",
+        default=f"{LOCAL_DIR}/replay-dlq.jsonl",
+        metavar="FILE",
+        help="where DLQ messages go (JSON lines; created or truncated)",
     )
-    r.add_argument("--build", default="build", help="the generator's build directory (default: build)")
-    r.add_argument(
-        "--dlq-out", default="replay-dlq.jsonl", help="where DLQ messages go (default: replay-dlq.jsonl)"
-    )
-    r.add_argument("--seed", type=int, default=0, help="seed of every injected fault (default: 0)")
+    r.add_argument("--seed", type=int, default=0, metavar="N", help="seed of every injected fault")
     r.add_argument(
         "--duplicates",
         type=probability,
@@ -77,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--delay-groups", type=probability, default=0.0, metavar="P", help="per group burst: held back"
     )
     r.add_argument(
-        "--entity", help="send every record to this entity (default: by the table in eventSourceARN)"
+        "--entity",
+        metavar="NAME",
+        help="send every record to this entity (default: by the table in eventSourceARN)",
     )
     r.add_argument("--quiet", action="store_true", help="no progress lines")
     r.add_argument("--json", action="store_true", help="also print the summary as JSON on stdout")
@@ -94,20 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--foreign-keys",
         action="store_true",
-        help="create missing tables with their foreign keys (default: without, so one entity replays alone)",
+        help="create missing tables with their foreign keys (without it: none, so one entity replays alone)",
     )
 
     s = sub.add_parser(
         "sample",
         help="write realistic DynamoDB stream records for an entity (JSON lines on stdout)",
         description="Write realistic DynamoDB stream records for one registry entity, as JSON lines.",
+        epilog=EXIT_SAMPLE,
+        formatter_class=HelpFormatter,
     )
-    s.add_argument("entity")
-    s.add_argument("--count", type=positive, required=True, help="number of stream records")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--build", default="build")
-    s.add_argument("--region", default="ap-northeast-1")
-    s.add_argument("--account", default="123456789012")
+    s.add_argument("entity", help="an entity of registry.json")
+    s.add_argument("--count", type=positive, required=True, metavar="N", help="number of stream records")
+    s.add_argument("--seed", type=int, default=0, metavar="N", help="the same seed gives the same records")
+    s.add_argument("--build", default="build", metavar="DIR", help="where registry.json is")
+    s.add_argument(
+        "--region", default="ap-northeast-1", metavar="R", help="region in eventSourceARN and awsRegion"
+    )
+    s.add_argument("--account", default="123456789012", metavar="A", help="account in eventSourceARN")
 
     # pump, consume and dlq talk to AWS (runtime/aws/); their modules load only when run.
     from runtime.aws.cli import add_commands
@@ -130,6 +170,8 @@ def _open_input(path: str) -> BinaryIO:
 
 
 def replay_main(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
     from runtime.config import make_engine
     from runtime.local.records import RecordReader
     from runtime.local.replay import Faults, Replay, ReplayError, stderr_progress
@@ -144,7 +186,10 @@ def replay_main(args: argparse.Namespace) -> int:
     except (RegistryError, ReplayError) as exc:
         return _fail(str(exc))
     try:
-        engine = make_engine(args.db)
+        url = make_url(args.db)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            local_output(url.database)  # the default lives in the git-ignored local folder
+        engine = make_engine(url)
     except Exception as exc:  # a bad URL or a missing driver
         return _fail(f"cannot use database {args.db!r}: {type(exc).__name__}: {exc}")
     tune_sqlite(engine)
@@ -161,9 +206,16 @@ def replay_main(args: argparse.Namespace) -> int:
     try:
         fh = _open_input(args.records)
     except OSError as exc:
+        engine.dispose()
         return _fail(f"cannot read {args.records}: {exc}")
     try:
-        with fh, open(args.dlq_out, "w", encoding="utf-8") as dlq:
+        dlq_file = open(local_output(args.dlq_out), "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        fh.close()
+        engine.dispose()
+        return _fail(f"cannot write --dlq-out {args.dlq_out}: {exc}")
+    try:
+        with fh, dlq_file as dlq:
             reader = RecordReader(
                 fh,
                 name="<stdin>" if args.records == "-" else args.records,
