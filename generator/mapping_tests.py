@@ -334,6 +334,14 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _bare(value: Any) -> Any:
+    """A string field as a message carries it: {"S": "x"} (the default for string
+    attributes) or bare."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("S"), str):
+        return value["S"]
+    return value
+
+
 def _lookup(body: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(body, dict) or part not in body:
@@ -782,11 +790,11 @@ def _dlq_summary(entry: dict[str, Any], entity: dict[str, Any]) -> dict[str, Any
         return out
     if isinstance(body, dict):
         if entity.get("event_id_field"):
-            found = _lookup(body, entity["event_id_field"])
+            found = _bare(_lookup(body, entity["event_id_field"]))
             if found is not _MISSING:
                 out["event_id"] = found
         for f in entity.get("type_from") or []:
-            found = _lookup(body, f)
+            found = _bare(_lookup(body, f))
             if found not in (_MISSING, "", None):
                 out["event_type"] = found
                 break

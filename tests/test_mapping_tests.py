@@ -54,7 +54,7 @@ def test_a_wrong_expectation_shows_expected_and_actual_side_by_side(
     assert code == 1
     assert (
         "FAIL  mappings/tests/orders.yaml:6:11: created then confirmed, the confirmation delivered twice\n"
-        "  mappings/tests/orders.yaml:24:9: tests[0].expect.rows.orders: 1 row(s) differ (expected 1, the table holds 1)\n"
+        "  mappings/tests/orders.yaml:26:9: tests[0].expect.rows.orders: 1 row(s) differ (expected 1, the table holds 1)\n"
         "      row            order_id  customer_id  status     total_amount\n"
         "      [0]  expected  ORD-1     999          shipped    3200\n"
         "           actual    ORD-1     999          confirmed  3200\n"
@@ -79,7 +79,7 @@ def test_a_failing_test_shows_the_dlq_messages_and_their_reasons(
     # THEN the missing reason is located, and every DLQ message is listed with its real reason
     assert code == 1
     assert (
-        "  mappings/tests/orders.yaml:112:21: tests[4].expect.dlq_reasons[0]: no DLQ message mentions 'no such reason'\n"
+        "  mappings/tests/orders.yaml:114:21: tests[4].expect.dlq_reasons[0]: no DLQ message mentions 'no such reason'\n"
         "  the DLQ holds 1 message(s):\n"
         "      [0] group ORD-7, event "
     ) in err
@@ -98,7 +98,7 @@ def test_wrong_counts_and_messages_are_shown_side_by_side(
         "outcomes: {applied: 2, duplicate: 1}", "outcomes: {applied: 3, duplicate: 1}"
     )
     text = text.replace(
-        'orderDetails: {totalAmount: "3200", status: confirmed}}', 'orderDetails: {totalAmount: "3300"}}'
+        'orderDetails: {totalAmount: "3200", status: {S: confirmed}}}', 'orderDetails: {totalAmount: "3300"}}'
     )
     path.write_text(text)
     # WHEN it runs
@@ -113,7 +113,7 @@ def test_wrong_counts_and_messages_are_shown_side_by_side(
         "                          ^\n"
     ) in err
     assert (
-        "      message            eventType        orderID  customerID  orderDetails.totalAmount  orderDetails.status\n"
+        "      message            eventType.S      orderID  customerID  orderDetails.totalAmount  orderDetails.status.S\n"
         "      [0]      both      order.created    ORD-1    '999'       '3000'                    pending\n"
         "      [1]      expected  order.confirmed  ORD-1                '3300'\n"
         "               actual    order.confirmed  ORD-1    '999'       '3200'                    confirmed\n"
