@@ -34,10 +34,27 @@ def mapping_files(mappings: Path) -> list[Path]:
 
 
 def load(root: Path, project_file: Path | None = None, mappings: Path | None = None) -> Loaded:
-    project_file = project_file or root / PROJECT_FILE
-    mappings = mappings or root / MAPPINGS_DIR
     diags = Diagnostics()
     docs: dict[str, Located] = {}
+    if (project_file is None or mappings is None) and not root.is_dir():
+        # One problem, said once: not a missing project.yaml and mappings/ "inside" it.
+        diags.add(
+            Diagnostic(
+                root.as_posix(),
+                1,
+                1,
+                Severity.ERROR,
+                "(root)",
+                "the project root is not a directory"
+                if root.exists()
+                else "the project root directory does not exist",
+                "pass --root the directory that holds project.yaml and mappings/ (default: the current directory)",
+                "root-missing",
+            )
+        )
+        return Loaded(None, diags, docs)
+    project_file = project_file or root / PROJECT_FILE
+    mappings = mappings or root / MAPPINGS_DIR
 
     project_doc: Located | None = None
     pdisplay = _display(project_file, root)

@@ -9,6 +9,11 @@ Files are parsed by libyaml (PyYAML's C parser) when it is installed. PyYAML's p
 parser, the reference for what a file means, takes over without it, for a file libyaml
 refuses (so syntax errors keep their wording) and for one holding something the two
 parsers read differently (see _compose).
+
+A file is text someone wrote, so what it may cost to load is bounded: collections nest at
+most MAX_DEPTH deep, and aliases may repeat at most MAX_ALIASED_VALUES values in all (a
+recursive alias is refused). Past either, the load stops with a located error at the node
+or alias that went over, before anything is expanded (see _Guard).
 """
 
 from __future__ import annotations
@@ -21,6 +26,19 @@ from typing import TypeVar
 import yaml
 
 from generator.diagnostics import Diagnostic, PathT, Severity
+
+# Collections nested deeper than this are refused. Mapping files nest under 10 levels; a
+# mapping test may write a DynamoDB item, whose documents nest at most 32 levels (AWS:
+# https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html), inside
+# about 8 levels of its own. The bound also keeps the recursive composer and _Builder far
+# from Python's recursion limit (5,000 levels raised RecursionError from PyYAML).
+MAX_DEPTH = 64
+
+# Values that aliases may repeat in one document, counted as expanded (an alias of an
+# anchor holding aliases repeats all they repeat). Reusing a record or a list a few dozen
+# times stays far below it; a "billion laughs" file of 1 KB, which expands to 10^9 values
+# (60 s and 4.6 GB before it was killed), is refused at its first alias past the bound.
+MAX_ALIASED_VALUES = 10_000
 
 
 @dataclass(frozen=True)
@@ -96,10 +114,85 @@ def _core_schema(cls: _LoaderT) -> _LoaderT:
     return cls
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML the loader will not take, with the mark where it is written."""
+
+    def __init__(self, mark: yaml.Mark, message: str, hint: str, code: str) -> None:
+        super().__init__(problem=message, problem_mark=mark)
+        self.hint = hint
+        self.code = code
+
+
+class _Guard(yaml.composer.Composer):
+    """Composer bounds, checked as each node is composed and before anything is expanded:
+    collections nest at most MAX_DEPTH deep; aliases repeat at most MAX_ALIASED_VALUES values
+    in all; an alias inside its own anchor (a recursive structure) is refused.
+
+    The composer shares an anchored node between its aliases, so composing costs what was
+    written; expanding happens later, in _Builder, and is what these bounds keep small."""
+
+    def compose_document(self) -> yaml.Node | None:
+        self._depth = 0
+        self._values = 0  # values composed so far, aliases counted as expanded
+        self._aliased = 0  # of which repeated by aliases
+        self._sizes: dict[str, int] = {}  # anchor -> values its node expands to
+        self._open: set[str] = set()  # anchors whose node is being composed
+        return super().compose_document()
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:
+                raise _Refused(
+                    event.start_mark,
+                    f"alias *{event.anchor} is inside the value anchored as &{event.anchor}: "
+                    "a recursive structure",
+                    "an alias can only repeat a finished value; write the inner part out",
+                    "yaml-alias-recursive",
+                )
+            size = self._sizes.get(event.anchor)  # None: undefined, PyYAML words that error
+            if size is not None:
+                self._values += size
+                self._aliased += size
+                if self._aliased > MAX_ALIASED_VALUES:
+                    raise _Refused(
+                        event.start_mark,
+                        f"alias *{event.anchor} repeats {size:,} values, which takes the aliases "
+                        f"of this file past {MAX_ALIASED_VALUES:,} repeated values",
+                        "write the repeated part out, or alias fewer or smaller values "
+                        "(an alias of a value that holds aliases repeats all of them)",
+                        "yaml-alias-size",
+                    )
+            return super().compose_node(parent, index)
+        collection = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
+        if collection:
+            if self._depth >= MAX_DEPTH:
+                raise _Refused(
+                    event.start_mark,
+                    f"values nested more than {MAX_DEPTH} levels deep",
+                    "flatten the structure: a mapping file needs fewer than 10 levels",
+                    "yaml-depth",
+                )
+            self._depth += 1
+        anchor = event.anchor
+        start = self._values
+        self._values += 1
+        if anchor is not None:
+            self._open.add(anchor)
+        node = super().compose_node(parent, index)
+        if anchor is not None:
+            self._open.discard(anchor)
+            self._sizes[anchor] = self._values - start
+        if collection:
+            self._depth -= 1
+        return node
+
+
 @_core_schema
-class _PureLoader(yaml.SafeLoader):
+class _PureLoader(_Guard, yaml.SafeLoader):
     """PyYAML's pure-Python parser: the reference for what is a syntax error, and the
-    source of the error messages (with their problem and context marks) users see."""
+    source of the error messages (with their problem and context marks) users see. It also
+    enforces the bounds (_Guard): a file that could exceed one takes this path."""
 
 
 def _fast_loader() -> type | None:
@@ -109,7 +202,10 @@ def _fast_loader() -> type | None:
     libyaml only scans, parses and composes: tags are still resolved by the Python resolver
     configured by _core_schema, so scalars, keys and node marks come out as with _PureLoader.
     Its error messages differ, so a file it rejects is parsed again by _PureLoader, which
-    decides and words the error (see load_yaml)."""
+    decides and words the error (see load_yaml). Its composer cannot be given _Guard's
+    bounds, so a tree that holds an alias or nests too deep is composed again by _PureLoader
+    too (see _needs_pure): libyaml shares aliased nodes and nests at most 1,000 levels, so
+    composing such a file costs no more than what was written."""
     if not yaml.__with_libyaml__:
         return None
 
@@ -133,17 +229,69 @@ _FAST_LOADER = _fast_loader()
 _PURE_ONLY = (re.compile(r"[\t?!\ufeff]"), re.compile(r"[|>][-+0-9]*#"))
 
 
+_CONTEXT_WIDTH = 100  # columns of a long line shown around the caret
+
+
 def _context(lines: list[str], line: int, col: int, radius: int = 2) -> str:
-    """Numbered source lines around `line` (1-based) with a caret under `col`."""
+    """Numbered source lines around `line` (1-based) with a caret under `col`. Lines longer
+    than _CONTEXT_WIDTH show the same window of columns around the caret, cut with '...'."""
     out = []
     lo, hi = max(1, line - radius), min(len(lines), line + radius)
     width = len(str(hi))
+    start = max(0, col - 1 - _CONTEXT_WIDTH // 2) if len(lines[line - 1]) > _CONTEXT_WIDTH else 0
     for n in range(lo, hi + 1):
         marker = ">" if n == line else " "
-        out.append(f"  {marker} {n:>{width}} | {lines[n - 1]}")
+        text = lines[n - 1]
+        if start or len(text) > _CONTEXT_WIDTH:
+            cut = text[start : start + _CONTEXT_WIDTH]
+            text = ("..." if start else "") + cut + ("..." if len(text) > start + _CONTEXT_WIDTH else "")
+        out.append(f"  {marker} {n:>{width}} | {text}")
         if n == line:
-            out.append(f"    {' ' * width} | {' ' * max(col - 1, 0)}^")
+            out.append(f"    {' ' * width} | {' ' * (max(col - 1 - start, 0) + (3 if start else 0))}^")
     return "\n".join(out)
+
+
+# Where PyYAML starts a new line (its marks count lines this way); "\r\n" is one break.
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of text[index], counted as PyYAML counts its marks (a byte
+    order mark takes no column)."""
+    head = text[:index]
+    line, start = 1, 0
+    for m in _LINE_BREAK.finditer(head):
+        line, start = line + 1, m.end()
+    return line, len(head) - start - head.count("\ufeff", start) + 1
+
+
+def _unprintable(file: str, text: str, index: int) -> Diagnostic:
+    """A character YAML does not allow in a file (YAML 1.2, 5.1: control characters other
+    than tab and line breaks, surrogates, U+FFFE/U+FFFF), at its line and column."""
+    char = text[index]
+    code = ord(char)
+    escape = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    line, col = _line_col(text, index)
+    lines = [_visible(t) for t in _LINE_BREAK.split(text.rstrip("\r\n"))]
+    return _diag(
+        file,
+        line,
+        col,
+        "(root)",
+        f"the character U+{code:04X} is not allowed in a YAML file",
+        f'delete it (editors often show it as nothing or a box); a value that needs it can write it as "{escape}" in double quotes',
+        "yaml-character",
+        _context(lines, line, col),
+    )
+
+
+def _visible(line: str) -> str:
+    """A source line for the context display: control characters as their one-column
+    Unicode pictures (U+2400..), so the terminal shows where they are."""
+    return line.translate(_PICTURES)
+
+
+_PICTURES = {c: 0x2400 + c for c in range(0x20) if c != 0x09} | {0x7F: 0x2421}
 
 
 def _diag(
@@ -162,32 +310,44 @@ def _compose(text: str) -> list[yaml.Node]:
         except yaml.YAMLError:
             pass
         else:
-            if not _placed_differently(nodes):
+            if not _needs_pure(nodes):
                 return nodes
     return list(yaml.compose_all(text, Loader=_PureLoader))
 
 
-def _placed_differently(documents: list[yaml.Node]) -> bool:
-    """Whether libyaml marks a node of these documents where PyYAML does not: an empty
-    document (a last `---` with nothing after it) or an empty value in a flow mapping
-    (`{type: }`). libyaml marks such a null at the next token ('}', or the end of the text,
-    which is past the last line when that has no line break), PyYAML just after the `---` or
-    ':'. A diagnostic about that node must point where it always did."""
+def _needs_pure(documents: list[yaml.Node]) -> bool:
+    """Whether libyaml's tree must be composed again by the pure-Python parser.
+
+    Either libyaml marks a node where PyYAML does not: an empty document (a last `---` with
+    nothing after it) or an empty value in a flow mapping (`{type: }`); libyaml marks such a
+    null at the next token ('}', or the end of the text, which is past the last line when
+    that has no line break), PyYAML just after the `---` or ':', and a diagnostic about that
+    node must point where it always did. Or the tree holds an alias (a node met twice) or
+    nests past MAX_DEPTH: _Guard decides those, and says where the alias is written (in the
+    tree an alias is its anchor's node, with the anchor's mark)."""
     if any(_is_empty(document) for document in documents):
         return True
-    stack, seen = list(documents), set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:  # an alias (or a recursive anchor) met again
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if node.flow_style and _is_empty(value):
+    seen: set[int] = set()
+    level, depth = list(documents), 0
+    while level:  # breadth-first: a collection met on level n is nested n deep
+        depth += 1
+        below: list[yaml.Node] = []
+        for node in level:
+            if id(node) in seen:  # an alias: its anchor's node met again
+                return True
+            seen.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                if depth > MAX_DEPTH:
                     return True
-                stack += (key, value)
-        elif isinstance(node, yaml.SequenceNode):
-            stack += node.value
+                for key, value in node.value:
+                    if node.flow_style and _is_empty(value):
+                        return True
+                    below += (key, value)
+            elif isinstance(node, yaml.SequenceNode):
+                if depth > MAX_DEPTH:
+                    return True
+                below += node.value
+        level = below
     return False
 
 
@@ -201,6 +361,22 @@ def load_yaml(text: str, file: str) -> Located:
     lines = text.splitlines() or [""]
     try:
         nodes = _compose(text)
+    except _Refused as exc:
+        line, col = exc.problem_mark.line + 1, exc.problem_mark.column + 1
+        raise LoadError(
+            [
+                _diag(
+                    file,
+                    line,
+                    col,
+                    "(root)",
+                    exc.problem,
+                    exc.hint,
+                    exc.code,
+                    _context(lines, line, col),
+                )
+            ]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -237,20 +413,8 @@ def load_yaml(text: str, file: str) -> Located:
                 )
             ]
         ) from None
-    except yaml.YAMLError as exc:  # reader errors: bad bytes, control characters
-        raise LoadError(
-            [
-                _diag(
-                    file,
-                    1,
-                    1,
-                    "(root)",
-                    f"YAML could not be read: {exc}",
-                    "save the file as UTF-8 text",
-                    "yaml-read",
-                )
-            ]
-        ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ESC, ...)
+        raise LoadError([_unprintable(file, text, exc.position)]) from None
 
     nodes = [n for n in nodes if n is not None]
     if not nodes:
@@ -401,9 +565,10 @@ def _tag_problem(file: str, node: yaml.Node, path: PathT) -> Diagnostic:
 
 
 def load_file(path: Path, display: str) -> Located:
+    """Read and parse one YAML file; raise LoadError (located) if it cannot be read or parsed."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise LoadError(
             [
                 _diag(
@@ -411,13 +576,33 @@ def load_file(path: Path, display: str) -> Located:
                     1,
                     1,
                     "(root)",
-                    f"the file is not UTF-8 ({exc.reason} at byte {exc.start})",
+                    f"the file could not be read: {exc.strerror or exc}",
+                    "check that the path is a readable file",
+                    "file-read",
+                )
+            ]
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Decoded whole (not in chunks, as read_text does) so exc.start is the file offset.
+        head = data[: exc.start].decode("utf-8")
+        line, col = _line_col(head, len(head))
+        raise LoadError(
+            [
+                _diag(
+                    display,
+                    line,
+                    col,
+                    "(root)",
+                    f"the file is not UTF-8 ({exc.reason}: byte 0x{data[exc.start]:02X} at offset {exc.start})",
                     "save it as UTF-8",
                     "yaml-encoding",
                 )
             ]
         ) from None
-    return load_yaml(text, display)
+    # Universal newlines, as read_text gave them: the parsers see the text they always saw.
+    return load_yaml(text.replace("\r\n", "\n").replace("\r", "\n"), display)
 
 
 def _fmt(path: PathT) -> str:

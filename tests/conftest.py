@@ -17,6 +17,16 @@ import sqlalchemy as sa
 
 pytest_plugins = ["tests.runtime_db"]  # the `db` and `registry` fixtures of the runtime tests
 
+# tests/test_conformance.py leaves its tally here; the terminal summary prints it.
+CONFORMANCE_TALLY = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    tally = config.stash.get(CONFORMANCE_TALLY, None)
+    if tally:
+        terminalreporter.write_line(tally)
+
+
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 

@@ -243,3 +243,24 @@ def test_every_problem_of_several_files_is_reported_in_one_run(
         assert any(e.found_in(line) for line in lines), f"{e.rendered} missing from:\n{err}"
     assert len(diagnostic_lines(err, "error")) == len(expected)
     assert f"validate: {len(expected)} error(s)" in err
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_a_root_that_is_not_a_directory_is_one_error_naming_it(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN --root naming a path that does not exist, or a file
+    root = tmp_path / "nowhere"
+    if kind == "a file":
+        root.write_text("x", encoding="utf-8")
+
+    # WHEN validated
+    code, _, err = run_validate(root, capsys)
+
+    # THEN one error about the root itself (not "mappings:1:1" and "project.yaml:1:1")
+    assert code == 1
+    what = "is not a directory" if kind == "a file" else "directory does not exist"
+    assert diagnostic_lines(err) == [
+        f"{root.as_posix()}:1:1: error: (root): the project root {what} - pass --root the directory "
+        "that holds project.yaml and mappings/ (default: the current directory)"
+    ]

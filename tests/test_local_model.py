@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from runtime.local.fifo import FifoQueue, QueueError, VirtualClock
-from runtime.local.patterns import FilterSet, PatternError, compile_pattern, load_filters, matches
+from runtime.local.patterns import (
+    FilterSet,
+    PatternError,
+    compile_pattern,
+    load_filters,
+    matches,
+    unsupported_operators,
+)
 from runtime.local.poller import Poller, read_response
 from runtime.local.records import RecordReader, table_of
 from runtime.local.sample import Sampler
@@ -87,7 +94,7 @@ def test_facts_2_1_pattern_over_4096_characters_is_refused() -> None:
 
 def test_facts_2_3_bare_scalar_is_refused() -> None:
     """facts 2.3: a pattern field's value must be an array (int_nolist_EXC, string_nolist_EXC)."""
-    with pytest.raises(PatternError, match=r"must be a list.*facts 2.3"):
+    with pytest.raises(PatternError, match=r"must be a list.*eb-event-patterns"):
         compile_pattern({"eventName": "INSERT"})
     with pytest.raises(PatternError, match="must be a list"):
         compile_pattern({"dynamodb": {"Keys": {"pk": {"N": 5}}}})
@@ -212,23 +219,90 @@ def test_facts_2_3_dotted_event_key_matches_a_nested_pattern() -> None:
     assert not matches({"state": {"status": ["on"]}}, {"state.status": "off"})
 
 
+def test_facts_2_3_dotted_pattern_key_matches_nested_fields() -> None:
+    """A pattern key "state.status" names the nested field state.status, as AWS joins pattern
+    keys with "." (dot_joining_pattern); it merges with the nested keys beside it."""
+    assert matches({"state.status": ["on"]}, {"state": {"status": "on"}})
+    assert not matches({"state.status": ["on"]}, {"state": {"status": "off"}})
+    assert matches({"state.status": ["on"]}, {"state.status": "on"})  # and the dotted record key
+    assert matches({"d.a.b": ["x"]}, {"d": {"a.b": "x"}})
+    both = {"state.status": ["on"], "state": {"mode": ["auto"]}}
+    assert matches(both, {"state": {"status": "on", "mode": "auto"}})
+    assert not matches(both, {"state": {"status": "on", "mode": "manual"}})
+    # crushed arrays: one element must hold both fields
+    assert matches(
+        {"items.k": ["a"], "items": {"v": [1]}}, {"items": [{"k": "b", "v": 1}, {"k": "a", "v": 1}]}
+    )
+    assert not matches({"items.k": ["a"], "items": {"v": [1]}}, {"items": [{"k": "a"}, {"v": 1}]})
+
+
+def test_a_field_named_twice_through_a_dotted_key_is_refused() -> None:
+    """{"a.b": [...], "a": {"b": [...]}} names a.b twice; AWS keeps one, so it is refused."""
+    pattern = {"a.b": ["x"], "a": {"b": ["y"]}}
+    with pytest.raises(PatternError, match=r"^a\.b: the pattern names this field twice"):
+        compile_pattern(pattern)
+    assert pattern == {"a.b": ["x"], "a": {"b": ["y"]}}  # the caller's pattern is not changed
+
+
 def test_facts_2_3_keys_and_values_are_case_sensitive() -> None:
     """facts 2.3: no normalisation of keys or values."""
     assert not matches({"eventName": ["insert"]}, {"eventName": "INSERT"})
     assert not matches({"EventName": ["INSERT"]}, {"eventName": "INSERT"})
 
 
-def test_facts_2_2_operators_pipes_does_not_support_are_refused() -> None:
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        (
+            {"k": [{"anything-but": {"prefix": "us-"}}]},
+            "k[0]: anything-but with prefix: EventBridge Pipes does not support it",
+        ),
+        (
+            {"d": {"k": [{"wildcard": "a*b"}]}},
+            "d.k[0]: wildcard: the local Pipes model does not implement it",
+        ),
+        ({"k": [{"cidr": "10.0.0.0/24"}]}, "k[0]: cidr: the local Pipes model does not implement it"),
+        ({"$or": [{"a": ["x"]}, {"b": ["y"]}]}, "$or: $or: the local Pipes model does not implement it"),
+    ],
+)
+def test_facts_2_2_operators_pipes_does_not_support_are_refused(
+    pattern: dict[str, Any], message: str
+) -> None:
     """facts 2.2: anything-but with prefix/suffix/equals-ignore-case, wildcard, cidr and $or
-    are not (confirmed) Pipes operators: refused as CreatePipe would."""
-    for bad in (
-        {"k": [{"anything-but": {"prefix": "us-"}}]},
-        {"k": [{"wildcard": "a*b"}]},
-        {"k": [{"cidr": "10.0.0.0/24"}]},
-        {"$or": [{"a": ["x"]}, {"b": ["y"]}]},
-    ):
-        with pytest.raises(PatternError, match="facts 2.2"):
-            compile_pattern(bad)
+    are not (confirmed) Pipes operators: refused, naming the operator, never matched approximately."""
+    with pytest.raises(PatternError) as exc:
+        compile_pattern(pattern)
+    assert str(exc.value).startswith(message)
+    assert "eb-create-pattern-operators" in str(exc.value) and "facts" not in str(exc.value)
+
+
+def test_unsupported_operators_lists_each_with_its_path_in_the_pattern() -> None:
+    # GIVEN a pattern with unsupported operators at several depths, beside supported ones
+    pattern = {
+        "eventName": ["INSERT", {"prefix": "MOD"}],
+        "dynamodb": {
+            "NewImage": {
+                "ip": {"S": [{"cidr": "10.0.0.0/8"}, {"anything-but": "x"}]},
+                "path.file": {"S": [{"anything-but": {"suffix": ".tmp"}}, {"wildcard": "*.png"}]},
+            }
+        },
+        "$or": [{"a": [{"wildcard": "x*"}]}, {"b": ["y"]}],
+    }
+
+    # WHEN listed  THEN each is named at the key that writes it, in order, with why
+    found = unsupported_operators(pattern)
+    assert [(u.path, u.operator) for u in found] == [
+        (("dynamodb", "NewImage", "ip", "S", 0, "cidr"), "cidr"),
+        (("dynamodb", "NewImage", "path.file", "S", 0, "anything-but", "suffix"), "anything-but with suffix"),
+        (("dynamodb", "NewImage", "path.file", "S", 1, "wildcard"), "wildcard"),
+        (("$or",), "$or"),
+        (("$or", 0, "a", 0, "wildcard"), "wildcard"),
+    ]
+    assert found[1].why.startswith("EventBridge Pipes does not support it")
+    assert found[0].why.startswith("the local Pipes model does not implement it")
+    # and a pattern of supported operators (or not a pattern at all) has none
+    assert unsupported_operators({"a": [{"anything-but": ["x", 1]}, {"numeric": [">", 1]}]}) == []
+    assert unsupported_operators(["not", "a", "pattern"]) == []
 
 
 def test_facts_0_7_the_type_key_is_required() -> None:

@@ -15,20 +15,27 @@ Semantics (facts 2.1-2.4):
   are "crushed" (each element is tried), fields are never combined across elements;
 - `numeric` matches JSON numbers only: DynamoDB N values are strings, so never (facts 2.4);
 - `anything-but` needs the field: it does not match a missing field but matches null;
-- a record key containing a dot (`"state.status"`) is matched by the nested pattern
-  `{"state": {"status": [...]}}` (facts 2.3, validated quirk).
+- AWS joins keys with "." into one field path, on both sides: a record key containing a dot
+  (`"state.status"`) is matched by the nested pattern `{"state": {"status": [...]}}` (facts
+  2.3, validated quirk), and a pattern key containing a dot by the nested record fields
+  (`dot_joining_pattern` in tests/conformance/).
 
-Operators the facts mark as not supported by Pipes (anything-but with prefix / suffix /
-equals-ignore-case / wildcard; wildcard; cidr; `$or`, facts 2.2) are refused at compile time
-with a PatternError, as CreatePipe would: a local model must not pass a pattern AWS rejects.
+Operators this model does not implement are refused at compile time with a PatternError that
+names them, never matched approximately: anything-but with prefix / suffix /
+equals-ignore-case / wildcard, which Pipes does not support (facts 2.2), so CreatePipe would
+refuse them too; and wildcard, cidr and `$or`, which are not confirmed Pipes operators (facts
+2.2). unsupported_operators() lists them, for a warning at validate.
+
+tests/test_conformance.py runs every vector of tests/conformance/eventbridge-patterns.json
+(recorded against AWS, or from aws/event-ruler) through this module.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 MAX_FILTERS = 5  # facts 2.1
 PATTERN_MAX_CHARS = 4096  # facts 2.1
@@ -37,14 +44,75 @@ Test = Callable[[Any], bool]
 Matcher = Callable[[Any], bool]
 
 _NUMERIC_OPS = {"<", "<=", "=", ">", ">="}
-_UNSUPPORTED = {
-    "wildcard": "wildcard is not a confirmed Pipes operator (facts 2.2)",
-    "cidr": "cidr is not a confirmed Pipes operator (facts 2.2)",
-}
 
 
 class PatternError(ValueError):
-    """A malformed pattern, or one that uses an operator Pipes does not support."""
+    """A malformed pattern, or one that uses an operator this model does not implement."""
+
+
+# The AWS operator table, with a "Pipe support" column.
+OPERATORS_DOC = "https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-create-pattern-operators.html"
+_NOT_IN_PIPES = f'EventBridge Pipes does not support it ("Pipe support: No" in {OPERATORS_DOC})'
+_NOT_MODELLED = (
+    "the local Pipes model does not implement it, so local runs (python -m generator test, "
+    f"the replay tools) refuse the pattern; AWS lists the operators Pipes supports in {OPERATORS_DOC}"
+)
+# anything-but takes one of these objects on the event bus; Pipes takes none (facts 2.2).
+_ANYTHING_BUT_FORMS = ("prefix", "suffix", "equals-ignore-case", "wildcard")
+# Operators EventBridge documents that this model does not implement, and why (facts 2.2).
+_UNSUPPORTED = {"wildcard": _NOT_MODELLED, "cidr": _NOT_MODELLED, "$or": _NOT_MODELLED} | {
+    f"anything-but with {form}": _NOT_IN_PIPES for form in _ANYTHING_BUT_FORMS
+}
+
+PatternPath = tuple[str | int, ...]
+
+# "the value to match is ... in a JSON array" (the AWS event patterns page).
+PATTERN_VALUES_DOC = "https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-event-patterns.html"
+
+
+class Unsupported(NamedTuple):
+    """An operator of a pattern that this model refuses: where it is written in the pattern
+    (keys and list indexes down to the operator's own key), its name, and why."""
+
+    path: PatternPath
+    operator: str
+    why: str
+
+
+def unsupported_operators(pattern: Any) -> list[Unsupported]:
+    """Every operator of `pattern` that compile_pattern refuses as unsupported (not as
+    malformed), in the order written. A pattern that is not an object has none."""
+    return list(_unsupported(pattern, ()))
+
+
+def _unsupported(pattern: Any, path: PatternPath) -> Iterator[Unsupported]:
+    if not isinstance(pattern, dict):
+        return
+    for key, sub in pattern.items():
+        here = path + (key,)
+        if key == "$or":
+            yield Unsupported(here, "$or", _UNSUPPORTED["$or"])
+            if isinstance(sub, list):
+                for i, branch in enumerate(sub):
+                    yield from _unsupported(branch, here + (i,))
+        elif isinstance(sub, dict):
+            yield from _unsupported(sub, here)
+        elif isinstance(sub, list):
+            for i, rule in enumerate(sub):
+                if not isinstance(rule, dict) or len(rule) != 1:
+                    continue
+                ((op, value),) = rule.items()
+                if op in ("wildcard", "cidr"):
+                    yield Unsupported(here + (i, op), op, _UNSUPPORTED[op])
+                elif op == "anything-but" and isinstance(value, dict):
+                    for form in value:
+                        if form in _ANYTHING_BUT_FORMS:
+                            name = f"anything-but with {form}"
+                            yield Unsupported(here + (i, op, form), name, _UNSUPPORTED[name])
+
+
+def _refuse(where: str, operator: str) -> PatternError:
+    return PatternError(f"{where}: {operator}: {_UNSUPPORTED[operator]}")
 
 
 def _is_number(v: Any) -> bool:
@@ -149,9 +217,11 @@ def _operator_test(rule: dict[str, Any], where: str) -> tuple[str, Any]:
         return "test", _numeric_test(value, where)
     if op == "anything-but":
         if isinstance(value, dict):
+            form = next((f for f in value if f in _ANYTHING_BUT_FORMS), None)
+            if form is not None:
+                raise _refuse(where, f"anything-but with {form}")
             raise PatternError(
-                f'{where}: "anything-but" with {sorted(value)} is not supported by Pipes (facts 2.2); '
-                "only a value or a list of values"
+                f'{where}: "anything-but" takes a string, a number, or a list of them, got {value!r:.60}'
             )
         excluded = value if isinstance(value, list) else [value]
         if not excluded or not all(isinstance(x, str) or _is_number(x) for x in excluded):
@@ -160,9 +230,9 @@ def _operator_test(rule: dict[str, Any], where: str) -> tuple[str, Any]:
         # Called only on values that are present: a missing field never matches; null does
         # (facts 2.3, validated on EventBridge).
         return "test", lambda v: not any(_same(x, v) for x in excluded)
-    if op in _UNSUPPORTED:
-        raise PatternError(f"{where}: {_UNSUPPORTED[op]}")
-    raise PatternError(f"{where}: unknown operator {op!r}")
+    if op in ("wildcard", "cidr"):
+        raise _refuse(where, op)
+    raise PatternError(f"{where}: unknown operator {op!r} (operator names are case-sensitive)")
 
 
 def _leaves(value: Any) -> list[Any]:
@@ -220,16 +290,46 @@ def _values_matcher(rules: list[Any], where: str) -> Callable[[Any], bool]:
     return match
 
 
+def _undotted(pattern: dict[str, Any], where: str) -> dict[str, Any]:
+    """The pattern with each key that holds a dot written as the nested objects it stands for:
+    AWS joins a pattern's keys with "." into one field path, so {"state.status": [...]} and
+    {"state": {"status": [...]}} name the same field (`dot_joining_pattern`). Merged with the
+    nested keys beside it; a field named twice is refused (AWS would keep one of the two)."""
+    if not any("." in key for key in pattern):
+        return pattern
+    out: dict[str, Any] = {}
+    for key, sub in pattern.items():
+        head, *rest = key.split(".")
+        for part in reversed(rest):
+            sub = {part: sub}
+        _merge_into(out, head, sub, f"{where}.{head}" if where else head)
+    return out
+
+
+def _merge_into(out: dict[str, Any], key: str, sub: Any, field: str) -> None:
+    """out[key] = sub, or both objects merged; `field` is the dotted path of out[key]."""
+    if key not in out:
+        out[key] = sub
+    elif isinstance(out[key], dict) and isinstance(sub, dict):
+        merged = dict(out[key])  # a copy: the caller's pattern is never changed
+        for k, v in sub.items():
+            _merge_into(merged, k, v, f"{field}.{k}")
+        out[key] = merged
+    else:
+        raise PatternError(
+            f"{field}: the pattern names this field twice (a key with dots stands for nested "
+            'objects: "a.b" is {"a": {"b": ...}}); write its values in one place'
+        )
+
+
 def _object_matcher(pattern: dict[str, Any], where: str) -> Matcher:
     if not isinstance(pattern, dict):
         raise PatternError(f"{where or 'pattern'}: a pattern is a JSON object, got {type(pattern).__name__}")
     fields: list[tuple[str, bool, Callable[[Any], bool]]] = []
-    for key, sub in pattern.items():
+    for key, sub in _undotted(pattern, where).items():
         here = f"{where}.{key}" if where else key
         if key == "$or":
-            raise PatternError(
-                f"{here}: $or is not supported by Pipes per the 2023 operator table (facts 2.2)"
-            )
+            raise _refuse(here, "$or")
         if isinstance(sub, dict):
             if not sub:
                 raise PatternError(f"{here}: an empty object matches nothing; give it fields")
@@ -239,7 +339,7 @@ def _object_matcher(pattern: dict[str, Any], where: str) -> Matcher:
         else:
             raise PatternError(
                 f"{here}: a pattern value must be a list, e.g. [{json.dumps(sub)}], not a bare "
-                f"{type(sub).__name__} (facts 2.3)"
+                f"{type(sub).__name__} (EventBridge refuses it: {PATTERN_VALUES_DOC})"
             )
 
     def match(event: Any) -> bool:
