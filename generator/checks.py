@@ -17,6 +17,7 @@ from generator.emit import pipes
 from generator.emit.registry import registry_column
 from generator.model import PIPES_JSON_PATH, Column, Entity, Field, Model, Project, Table
 from generator.yamlload import Located
+from runtime.local.patterns import unsupported_operators
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,18 @@ def check_filter(entity: Entity, project: Project) -> Iterator[Problem]:
                 f"numeric matching on {leaf} never matches: DynamoDB N values are strings (facts 2.4)",
                 "match exact strings, prefixes, or filter in the runtime instead",
                 "filter-numeric-n",
+            )
+        for op in unsupported_operators(pat or {}):
+            if op.operator == "$or":
+                continue  # _pattern_shape reports $or as an error already
+            yield Problem(
+                where + op.path,
+                f"{op.operator}: {op.why}",
+                "express the condition with operators Pipes supports and the local model implements: "
+                "exact values, prefix, suffix, equals-ignore-case, anything-but with values, numeric, exists",
+                "filter-operator-unsupported",
+                Severity.WARNING,
+                key=True,
             )
     try:
         patterns = pipes.filter_patterns(entity)
