@@ -17,6 +17,7 @@ from generator.emit import pipes
 from generator.emit.registry import registry_column
 from generator.model import PIPES_JSON_PATH, Column, Entity, Field, Model, Project, Table
 from generator.yamlload import Located
+from runtime import awsdocs
 from runtime.local.patterns import unsupported_operators
 
 
@@ -207,7 +208,7 @@ def check_template(entity: Entity, project: Project) -> Iterator[Problem]:
     if len(text) > pipes.TEMPLATE_MAX_CHARS:
         yield Problem(
             ("message", "fields"),
-            f"the input template is {len(text)} characters even compact; Pipes allows {pipes.TEMPLATE_MAX_CHARS} (facts 1.1)",
+            f"the input template is {len(text)} characters even compact; Pipes allows {pipes.TEMPLATE_MAX_CHARS} (see {awsdocs.PIPES_INPUT_TRANSFORM})",
             "carry fewer fields, or carry a whole map once with type: M instead of its members one by one",
             "limit-template",
         )
@@ -221,13 +222,13 @@ def _pattern_shape(pattern: Any, path: str) -> Iterator[str]:
     if isinstance(pattern, dict):
         for k, v in pattern.items():
             if k == "$or":
-                yield f"{path}.$or: $or is not documented as supported by Pipes (facts 2.2)"
+                yield f"{path}.$or: $or is not documented as supported by Pipes (see {awsdocs.PATTERN_OPERATORS})"
                 continue
             sub = f"{path}.{k}" if path else k
             if isinstance(v, dict):
                 yield from _pattern_shape(v, sub)
             elif not isinstance(v, list):
-                yield f'{sub}: a pattern value must be a list such as ["x"] (a bare value is an error: facts 2.3)'
+                yield f'{sub}: a pattern value must be a list such as ["x"] (a bare value is an error: see {awsdocs.EVENT_PATTERNS})'
             elif not v:
                 yield f"{sub}: an empty list matches nothing"
     else:
@@ -296,7 +297,7 @@ def check_filter(entity: Entity, project: Project) -> Iterator[Problem]:
         for leaf in _numeric_on_n(pat or {}):
             yield Problem(
                 where,
-                f"numeric matching on {leaf} never matches: DynamoDB N values are strings (facts 2.4)",
+                f"numeric matching on {leaf} never matches: DynamoDB N values are strings (see {awsdocs.PIPES_FILTERING})",
                 "match exact strings, prefixes, or filter in the runtime instead",
                 "filter-numeric-n",
             )
@@ -325,7 +326,7 @@ def check_filter(entity: Entity, project: Project) -> Iterator[Problem]:
     if len(patterns) > pipes.MAX_FILTERS:
         yield Problem(
             ("filter", "or_patterns") if flt.or_patterns else ("filter",),
-            f"the filter compiles to {len(patterns)} patterns; Pipes allows {pipes.MAX_FILTERS} (facts 2.1)",
+            f"the filter compiles to {len(patterns)} patterns; Pipes allows {pipes.MAX_FILTERS} (see {awsdocs.PIPES_FILTERING})",
             "merge or_patterns, or drop conditions that split event names",
             "limit-filters",
         )
@@ -339,7 +340,7 @@ def check_filter(entity: Entity, project: Project) -> Iterator[Problem]:
                 else ("filter", "event_types")
                 if flt.event_types
                 else ("filter",),
-                f"filter pattern {i + 1} is {len(text)} characters; Pipes allows {pipes.PATTERN_MAX_CHARS} (facts 2.1)",
+                f"filter pattern {i + 1} is {len(text)} characters; Pipes allows {pipes.PATTERN_MAX_CHARS} (see {awsdocs.PIPES_FILTERING})",
                 "shorten event_types or the escape-hatch patterns",
                 "limit-pattern",
             )
@@ -358,7 +359,7 @@ def check_routing(entity: Entity, project: Project) -> Iterator[Problem]:
             yield Problem(
                 path,
                 f"{value!r} is not a JSON path; Pipes would send it literally",
-                "the whole value must be one JSON path such as $.dynamodb.Keys.order_id.S (facts 4)",
+                f"the whole value must be one JSON path such as $.dynamodb.Keys.order_id.S (see {awsdocs.PIPES_SQS_TARGET})",
                 "routing-path",
             )
             continue
@@ -367,13 +368,13 @@ def check_routing(entity: Entity, project: Project) -> Iterator[Problem]:
                 path,
                 f"{value!r} is not one whole JSON path of the form Pipes accepts",
                 "write a single path of '.name' segments with optional [n], e.g. $.dynamodb.Keys.order_id.S; "
-                "prefixes, suffixes and concatenation are not evaluated (facts 4)",
+                f"prefixes, suffixes and concatenation are not evaluated (see {awsdocs.PIPES_SQS_TARGET})",
                 "routing-path",
             )
         if len(value) > 100:
             yield Problem(
                 path,
-                f"{key} is {len(value)} characters; the Pipes API allows 100 (facts 4)",
+                f"{key} is {len(value)} characters; the Pipes API allows 100 (see {awsdocs.PIPES_SQS_TARGET})",
                 "point at a shorter path",
                 "routing-length",
             )
@@ -392,7 +393,7 @@ def check_routing(entity: Entity, project: Project) -> Iterator[Problem]:
     if dedup not in ("$.eventID", "$.dynamodb.SequenceNumber"):
         yield warn(
             ("routing", "deduplication_id"),
-            f"{dedup} may repeat across distinct stream records; SQS drops a repeat within 5 minutes (facts 5)",
+            f"{dedup} may repeat across distinct stream records; SQS drops a repeat within 5 minutes (see {awsdocs.SQS_DEDUPLICATION})",
             "use $.eventID unless you mean to merge records",
             "routing-dedup",
         )
@@ -402,7 +403,7 @@ def check_routing(entity: Entity, project: Project) -> Iterator[Problem]:
         yield Problem(
             ("routing", "message_group_id"),
             f"{group} is not a key attribute of table '{entity.source.table}' with its type, so no record "
-            "has a value there; SQS refuses a FIFO message without a group id (facts 4)",
+            f"has a value there; SQS refuses a FIFO message without a group id (see {awsdocs.PIPES_SQS_TARGET})",
             f"use one of: {', '.join(sorted(key_paths))}",
             "routing-group-key",
         )
@@ -986,7 +987,7 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
     if p.pipe.batch_size > 10:
         yield Problem(
             base + ("pipe", "batch_size"),
-            f"batch_size {p.pipe.batch_size} exceeds 10, the most an SQS target takes (facts 1.7, 3)",
+            f"batch_size {p.pipe.batch_size} exceeds 10, the most an SQS target takes (see {awsdocs.PIPES_BATCHING})",
             "set batch_size to 10 or less",
             "limit-pipe-batch",
         )
@@ -994,28 +995,28 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
     if age != -1 and not 60 <= age <= 604800:
         yield Problem(
             base + ("pipe", "maximum_record_age_in_seconds"),
-            f"{age} is not -1 or 60..604800 (facts 3)",
+            f"{age} is not -1 or 60..604800 (see {awsdocs.PIPES_DYNAMODB_PARAMETERS})",
             "use -1 (no limit) or a value of at least 60",
             "pipe-record-age",
         )
     if age == -1 or age > 86400:
         yield warn(
             base + ("pipe", "maximum_record_age_in_seconds"),
-            "records are retried until the stream trims them (24 h), blocking the shard (facts 3)",
+            f"records are retried until the stream trims them (24 h), blocking the shard (see {awsdocs.PIPES_DYNAMODB_PARAMETERS})",
             "set a limit below 86400 so the Pipe DLQ can still resolve the record",
             "pipe-record-age",
         )
     if p.pipe.maximum_retry_attempts == -1:
         yield warn(
             base + ("pipe", "maximum_retry_attempts"),
-            "-1 retries a poison record until it expires, blocking its shard (facts 0.11)",
+            f"-1 retries a poison record until it expires, blocking its shard (see {awsdocs.PIPES_DYNAMODB_PARAMETERS})",
             "set a finite number such as 3",
             "pipe-retries",
         )
     if p.pipe.dlq_name.endswith(".fifo"):
         yield Problem(
             base + ("pipe", "dlq", "name"),
-            f"the Pipe DLQ '{p.pipe.dlq_name}' is a FIFO queue; a stream source's DLQ must be a standard queue (facts 3.3)",
+            f"the Pipe DLQ '{p.pipe.dlq_name}' is a FIFO queue; a stream source's DLQ must be a standard queue (see {awsdocs.PIPES_DYNAMODB})",
             "drop the .fifo suffix",
             "pipe-dlq-fifo",
         )
@@ -1023,14 +1024,14 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
     if not q.name.endswith(".fifo"):
         yield Problem(
             base + ("queue", "name"),
-            f"queue '{q.name}' must end in .fifo (facts 5)",
+            f"queue '{q.name}' must end in .fifo (see {awsdocs.SQS_FIFO})",
             f"name it {q.name}.fifo",
             "queue-name",
         )
     if not q.dlq_name.endswith(".fifo"):
         yield Problem(
             base + ("queue", "dlq", "name"),
-            f"the DLQ of a FIFO queue must itself be FIFO: '{q.dlq_name}' (facts 5)",
+            f"the DLQ of a FIFO queue must itself be FIFO: '{q.dlq_name}' (see {awsdocs.SQS_DEAD_LETTER_QUEUES})",
             f"name it {q.dlq_name}.fifo",
             "queue-dlq-fifo",
         )
@@ -1042,14 +1043,14 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
         if len(name) > 80:
             yield Problem(
                 base + where,
-                f"queue name '{name}' is {len(name)} characters; SQS allows 80 including .fifo (facts 5)",
+                f"queue name '{name}' is {len(name)} characters; SQS allows 80 including .fifo (see {awsdocs.SQS_FIFO_QUOTAS})",
                 "shorten the name or the project prefix",
                 "queue-name-length",
             )
     if len(p.pipe.name) > 64:
         yield Problem(
             base + ("pipe", "name"),
-            f"pipe name is {len(p.pipe.name)} characters; Pipes allows 64 (facts 7.1)",
+            f"pipe name is {len(p.pipe.name)} characters; Pipes allows 64 (see {awsdocs.PIPES_CREATE})",
             "shorten it",
             "pipe-name",
         )
@@ -1057,42 +1058,42 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
     if c.batch_size > 10:
         yield Problem(
             base + ("consumer", "batch_size"),
-            f"batch_size {c.batch_size} exceeds 10, the maximum for a FIFO queue's event source mapping (facts 6.1)",
+            f"batch_size {c.batch_size} exceeds 10, the maximum for a FIFO queue's event source mapping (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
             "set it to 10 or less",
             "limit-consumer-batch",
         )
     if c.maximum_batching_window_in_seconds:
         yield Problem(
             base + ("consumer", "maximum_batching_window_in_seconds"),
-            f"a batching window of {c.maximum_batching_window_in_seconds} s is refused by AWS on a FIFO queue's event source mapping (facts 6.1)",
+            f"a batching window of {c.maximum_batching_window_in_seconds} s is refused by AWS on a FIFO queue's event source mapping (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
             "remove the key (the seed article's maximum_batching_window_in_seconds = 5 fails at apply)",
             "consumer-batching-window",
         )
     if c.maximum_concurrency < 2:
         yield Problem(
             base + ("consumer", "maximum_concurrency"),
-            f"maximum_concurrency {c.maximum_concurrency} is below 2; AWS accepts 2..1000 (facts 6.1)",
+            f"maximum_concurrency {c.maximum_concurrency} is below 2; AWS accepts 2..1000 (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
             "set it to 2 or more",
             "consumer-concurrency",
         )
     if q.visibility_timeout_seconds < 6 * project.lambda_.timeout_seconds:
         yield warn(
             base + ("queue", "visibility_timeout_seconds"),
-            f"visibility timeout {q.visibility_timeout_seconds}s is under 6x the Lambda timeout ({project.lambda_.timeout_seconds}s); a slow batch can reappear while still running (facts 6.3)",
+            f"visibility timeout {q.visibility_timeout_seconds}s is under 6x the Lambda timeout ({project.lambda_.timeout_seconds}s); a slow batch can reappear while still running (see {awsdocs.LAMBDA_SQS_CONFIGURE})",
             f"set it to at least {6 * project.lambda_.timeout_seconds}",
             "queue-visibility",
         )
     if q.max_receive_count < 5:
         yield warn(
             base + ("queue", "max_receive_count"),
-            f"maxReceiveCount {q.max_receive_count} is under 5; messages held behind a failing one in their group use up receives too and reach the DLQ early (facts 6.3, 6.4)",
+            f"maxReceiveCount {q.max_receive_count} is under 5; messages held behind a failing one in their group use up receives too and reach the DLQ early (see {awsdocs.LAMBDA_SQS_ERRORS})",
             "set it to 5 or more",
             "queue-receive-count",
         )
     if q.dlq_retention_seconds <= q.message_retention_seconds:
         yield warn(
             base + ("queue", "dlq", "message_retention_seconds"),
-            "the DLQ keeps messages no longer than the queue; expiry counts from the original enqueue, so they can expire on arrival (facts 5)",
+            f"the DLQ keeps messages no longer than the queue; expiry counts from the original enqueue, so they can expire on arrival (see {awsdocs.SQS_DEAD_LETTER_QUEUES})",
             "give the DLQ a longer retention (default 14 days)",
             "queue-dlq-retention",
         )
@@ -1219,7 +1220,7 @@ def check_uniqueness(model: Model) -> Iterator[tuple[Entity, Problem]]:
                 e,
                 warn(
                     ("source", "table"),
-                    f"{readers[e.source.table]} Pipes read the stream of '{e.source.table}'; more than 2 readers per shard risks throttling (facts 1.8)",
+                    f"{readers[e.source.table]} Pipes read the stream of '{e.source.table}'; more than 2 readers per shard risks throttling (see {awsdocs.DYNAMODB_STREAMS})",
                     "merge entities on one table, or accept throttling",
                     "stream-readers",
                 ),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generator.diagnostics import PathT
+from runtime import awsdocs
 
 # Pipes dynamic JSON paths and template placeholders: dot-separated segments of
 # [A-Za-z0-9_/-], each optionally followed by [n] or [*] (facts 1.2: the Terraform provider's
@@ -66,7 +67,7 @@ class AttrPath:
             if not ATTRIBUTE_NAME.match(name):
                 raise PathSyntaxError(
                     f"attribute name {name!r} has characters a Pipes JSON path cannot address "
-                    "(only letters, digits, '_' and '-'; facts 1.2)"
+                    f"(only letters, digits, '_' and '-'; see {awsdocs.PIPES_INPUT_TRANSFORM})"
                 )
             idx = tuple(int(i) for i in re.findall(r"\[(\d+)\]", m.group("idx")))
             segments.append(Segment(name, idx))

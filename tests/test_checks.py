@@ -104,7 +104,10 @@ def test_a_group_id_read_from_the_keys_must_name_a_key_with_its_type(group: str,
     assert codes(diags) == expected
     if expected:
         assert diags[0].hint == "use one of: $.dynamodb.Keys.order_id.S"
-        assert "(facts 4)" in diags[0].message
+        assert (
+            "(see https://docs.aws.amazon.com/eventbridge/latest/pipes-reference/API_PipeTargetSqsQueueParameters.html)"
+            in diags[0].message
+        )
 
 
 def test_a_routing_path_with_a_trailing_newline_is_not_one_whole_path() -> None:
@@ -206,7 +209,7 @@ def test_a_bare_pattern_value_and_an_empty_list_are_refused() -> None:
     messages = [d.message for d in diagnose(text)]
     assert messages == [
         "invalid pattern fragment: dynamodb.NewImage.tenant.S: a pattern value must be a list such as "
-        '["x"] (a bare value is an error: facts 2.3)',
+        '["x"] (a bare value is an error: see https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-event-patterns.html)',
         "invalid pattern fragment: dynamodb.NewImage.region.S: an empty list matches nothing",
     ]
 
@@ -241,8 +244,8 @@ def test_a_batching_window_of_zero_is_accepted_and_any_other_refused() -> None:
     one = zero.replace("maximum_batching_window_in_seconds: 0", "maximum_batching_window_in_seconds: 1")
     (diag,) = diagnose(one)
     assert (
-        diag.message
-        == "a batching window of 1 s is refused by AWS on a FIFO queue's event source mapping (facts 6.1)"
+        diag.message == "a batching window of 1 s is refused by AWS on a FIFO queue's event source mapping "
+        "(see https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-parameters.html)"
     )
 
 

@@ -195,6 +195,7 @@ def test_coercions(column: ColumnSpec, value: Any, expected: Any) -> None:
         (col("smallint"), Decimal("40000"), "out of range for smallint"),
         (col("integer"), Decimal("1.5"), "not a whole number"),
         (col("integer"), "abc", "not a number"),
+        (col("integer"), "1_000", "not a number"),  # Python's Decimal reads it; DynamoDB has no such number
         (col("boolean"), "maybe", "not a boolean"),
         (col("string", length=3), "abcd", "exceeds length 3"),
         (col("string"), {"a": 1}, "use type: json"),
@@ -419,6 +420,7 @@ def test_a_poison_message_is_logged_with_its_event_id(tmp_path: Path) -> None:
     # THEN the failure names the event, so operators can find it
     assert (outcome.status, outcome.kind, outcome.event_id) == ("failed", "permanent", "ev-poison")
     assert "exceeds length 32" in outcome.reason
+    assert outcome.reason.startswith("value refused: column status: ")  # a value, not an undecodable body
 
 
 def test_a_secret_is_kept_for_its_ttl_and_fetched_again_after_a_refused_login() -> None:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runtime import awsdocs
 from runtime.aws.session import INCOMPLETE, ToolError, error_code
 from runtime.local.patterns import FilterSet, PatternError, load_filters
 from runtime.local.transform import (
@@ -100,7 +101,9 @@ def load_pipe(
     pipe = raw.get("pipe") or {}
     batch_size = int(pipe.get("batch_size", 10))
     if not 1 <= batch_size <= SQS_BATCH_MAX:
-        raise ToolError(f"{entity}: pipe batch_size {batch_size}; an SQS target takes at most 10 (facts 1.7)")
+        raise ToolError(
+            f"{entity}: pipe batch_size {batch_size}; an SQS target takes at most 10 (see {awsdocs.PIPES_BATCHING})"
+        )
     pipe_name = pipe.get("name") or f"{entity}-pipe"
     ctx = PipeContext(
         pipe_name=pipe_name,

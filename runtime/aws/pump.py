@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from runtime import awsdocs
 from runtime.aws.checkpoint import Checkpoint
 from runtime.aws.pipe import EntityPipe, Outgoing, Refused, Sender, SendError, pointer_body
 from runtime.aws.session import INCOMPLETE, ToolError, error_code
@@ -70,7 +71,10 @@ class Pump:
         stop: Callable[[], bool] = lambda: False,
     ) -> None:
         if start not in ("TRIM_HORIZON", "LATEST"):
-            raise ToolError(f"--from {start}: TRIM_HORIZON or LATEST (facts 3: no AT_TIMESTAMP for DynamoDB)")
+            raise ToolError(
+                f"--from {start}: TRIM_HORIZON or LATEST (a DynamoDB stream source has no AT_TIMESTAMP: "
+                f"see {awsdocs.PIPES_DYNAMODB_PARAMETERS})"
+            )
         self.streams = streams
         self.sender = sender
         self.pipe = pipe

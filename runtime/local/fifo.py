@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime import awsdocs
+
 DEDUP_WINDOW_SECONDS = 300.0  # facts 5
 MAX_RECEIVE_BATCH = 10  # ReceiveMessage returns at most 10 messages
 QUEUE_NAME_MAX = 80  # facts 5: the .fifo suffix counts
@@ -100,12 +102,12 @@ class FifoQueue:
     ) -> None:
         if not name.endswith(".fifo") or len(name) > QUEUE_NAME_MAX:
             raise QueueError(
-                f"FIFO queue name {name!r} must end in .fifo within {QUEUE_NAME_MAX} characters (facts 5)"
+                f"FIFO queue name {name!r} must end in .fifo within {QUEUE_NAME_MAX} characters (see {awsdocs.SQS_FIFO_QUOTAS})"
             )
         if (dlq is None) != (max_receive_count is None):
             raise QueueError("a redrive policy needs both a DLQ and maxReceiveCount")
         if dlq is not None and not isinstance(dlq, FifoQueue):
-            raise QueueError("the DLQ of a FIFO queue must be FIFO (facts 5)")
+            raise QueueError(f"the DLQ of a FIFO queue must be FIFO (see {awsdocs.SQS_DEAD_LETTER_QUEUES})")
         if max_receive_count is not None and max_receive_count < 1:
             raise QueueError("maxReceiveCount must be at least 1")
         self.name = name
@@ -148,9 +150,11 @@ class FifoQueue:
     def send(self, body: str, group_id: str, dedup_id: str, *, message_id: str | None = None) -> SendResult:
         """SendMessage (FIFO): both ids are required (facts 4)."""
         if not group_id:
-            raise QueueError("The request must contain the parameter MessageGroupId (facts 4)")
+            raise QueueError("The request must contain the parameter MessageGroupId")
         if not dedup_id:
-            raise QueueError("no MessageDeduplicationId and content-based deduplication is off (facts 5)")
+            raise QueueError(
+                f"no MessageDeduplicationId and content-based deduplication is off (see {awsdocs.SQS_DEDUPLICATION})"
+            )
         self._prune_dedup()
         seen = self._dedup.get(dedup_id)
         if seen is not None:

@@ -37,6 +37,8 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+from runtime import awsdocs
+
 MAX_FILTERS = 5  # facts 2.1
 PATTERN_MAX_CHARS = 4096  # facts 2.1
 
@@ -407,7 +409,9 @@ class FilterSet:
 
     def __init__(self, patterns: Sequence[dict[str, Any] | str]) -> None:
         if len(patterns) > MAX_FILTERS:
-            raise PatternError(f"{len(patterns)} filters; a Pipe takes at most {MAX_FILTERS} (facts 2.1)")
+            raise PatternError(
+                f"{len(patterns)} filters; a Pipe takes at most {MAX_FILTERS} (see {awsdocs.PIPES_FILTERING})"
+            )
         self.matchers = []
         for i, p in enumerate(patterns):
             try:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime import awsdocs
 from runtime.local.fifo import FifoQueue
 
 MAX_FIFO_BATCH = 10  # facts 6.1
@@ -116,7 +117,7 @@ class Poller:
     ) -> None:
         if not 1 <= batch_size <= MAX_FIFO_BATCH:
             raise ValueError(
-                f"batch_size {batch_size}: a FIFO queue's event source mapping takes 1..10 (facts 6.1)"
+                f"batch_size {batch_size}: a FIFO queue's event source mapping takes 1..10 (see {awsdocs.LAMBDA_SQS_PARAMETERS})"
             )
         self.queue = queue
         self.handler = handler

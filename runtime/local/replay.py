@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from sqlalchemy.engine import Engine
 
+from runtime import awsdocs
 from runtime.apply import APPLIED, BLOCKED, DUPLICATE, FAILED, IGNORED, SKIPPED, STALE, apply_batch
 from runtime.local.fifo import FifoQueue, Message, VirtualClock
 from runtime.local.patterns import FilterSet, load_filters
@@ -164,7 +165,7 @@ class EntityPipeline:
         self.batch_size = int(pipe.get("batch_size", 10))
         if not 1 <= self.batch_size <= 10:
             raise ReplayError(
-                f"{name}: pipe batch_size {self.batch_size}; an SQS target takes at most 10 (facts 1.7, 3)"
+                f"{name}: pipe batch_size {self.batch_size}; an SQS target takes at most 10 (see {awsdocs.PIPES_BATCHING})"
             )
         consumer = raw["consumer"]
         ids = faults.rng["ids"]
@@ -475,10 +476,10 @@ class Summary:
                 f"  for no entity       {self.unrouted:>10,}   (table in eventSourceARN not in the registry)"
             )
         lines += [
-            f"  filtered out        {t.filtered:>10,}   (matched no filter pattern; skipped for good, facts 2.6)",
+            f"  filtered out        {t.filtered:>10,}   (matched no filter pattern; skipped for good)",
             f"  passed the filter   {t.passed:>10,}",
             f"  messages sent       {t.sent + t.resent:>10,}   ({t.resent:,} injected duplicate sends)",
-            f"  dedup-dropped       {t.dedup_dropped:>10,}   (SQS FIFO 5-minute deduplication, facts 5)",
+            f"  dedup-dropped       {t.dedup_dropped:>10,}   (SQS FIFO 5-minute deduplication)",
             f"  delivered           {t.delivered:>10,}",
             f"  applied             {t.final[APPLIED]:>10,}",
             f"  duplicates          {t.final[DUPLICATE]:>10,}   (already in the ledger)",

@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring as _encode_string  # json.dumps(s, ensure_ascii=False)
 from typing import Any
 
+from runtime import awsdocs
+
 TEMPLATE_MAX_CHARS = 8192  # facts 1.1
 DYNAMIC_PARAM_MAX_CHARS = 100  # facts 4: the Pipes API caps the parameter
 SQS_ID_MAX_CHARS = 128  # facts 4: SQS's own limit on MessageGroupId / MessageDeduplicationId
@@ -97,7 +99,7 @@ def parse_path(path: str) -> tuple[Any, ...]:
     """`$.a.b[0][*]` -> ("a", "b", 0, WILDCARD). Raises TemplateError outside facts 1.2."""
     if not PATH_RE.match(path):
         raise TemplateError(
-            f"{path!r} is not a JSON path Pipes supports (facts 1.2: $ then .segment of "
+            f"{path!r} is not a JSON path Pipes supports (see {awsdocs.PIPES_INPUT_TRANSFORM}: $ then .segment of "
             "[A-Za-z0-9_/-], each optionally followed by [n] or [*])"
         )
     steps: list[Any] = []
@@ -241,7 +243,9 @@ class Template:
         for i, slot in enumerate(self.slots):
             after = self.literals[i + 1].lstrip()
             if not slot.quoted and after.startswith(":"):
-                raise TemplateError(f"{slot.text}: a placeholder cannot be a JSON object key (facts 1.3)")
+                raise TemplateError(
+                    f"{slot.text}: a placeholder cannot be a JSON object key (see {awsdocs.PIPES_INPUT_TRANSFORM})"
+                )
         self._render = self._compile()
 
     def _compile(self) -> Callable[[dict[str, Any], PipeContext | None], str]:
@@ -297,17 +301,19 @@ def _slot(text: str, inner: str, quoted: bool) -> _Slot:
     if inner in RESERVED:
         if inner == "aws.pipes.event.json" and quoted:
             raise TemplateError(
-                f"{text}: can only be used as a value for a JSON field, not inside quotes (facts 1.3)"
+                f"{text}: can only be used as a value for a JSON field, not inside quotes (see {awsdocs.PIPES_INPUT_TRANSFORM})"
             )
         return _Slot(text, None, inner, quoted)
     if inner.startswith("aws."):
-        raise TemplateError(f"{text}: unknown reserved variable (facts 1.4: {', '.join(RESERVED)})")
+        raise TemplateError(
+            f"{text}: unknown reserved variable ({', '.join(RESERVED)}; see {awsdocs.PIPES_INPUT_TRANSFORM})"
+        )
     try:
         return _Slot(text, parse_path(inner), None, quoted)
     except TemplateError:
         raise TemplateError(
-            f"{text}: not a JSON path Pipes supports (facts 1.2); '<' and '>' cannot be escaped in a "
-            "template (facts 1.3), so every <...> is a placeholder"
+            f"{text}: not a JSON path Pipes supports (see {awsdocs.PIPES_INPUT_TRANSFORM}); '<' and '>' cannot be escaped in a "
+            "template, so every <...> is a placeholder"
         ) from None
 
 
@@ -337,7 +343,7 @@ class DynamicParameter:
             raise TemplateError(f"{name}: empty")
         if len(value) > DYNAMIC_PARAM_MAX_CHARS:
             raise TemplateError(
-                f"{name}: {len(value)} characters; the Pipes API takes at most {DYNAMIC_PARAM_MAX_CHARS} (facts 4)"
+                f"{name}: {len(value)} characters; the Pipes API takes at most {DYNAMIC_PARAM_MAX_CHARS} (see {awsdocs.PIPES_SQS_TARGET})"
             )
         # "The entire value has to be a JSON path": a value starting with $ must be one whole
         # path; anything else is a literal, sent as written ("order-$.x" included).
@@ -359,7 +365,7 @@ class DynamicParameter:
                 raise TargetError(
                     f"{self.name} {self.value} resolves to "
                     f"{'nothing' if v is MISSING else type(v).__name__} on record "
-                    f"{record.get('eventID', '?')}; SQS FIFO requires it (facts 4)"
+                    f"{record.get('eventID', '?')}; SQS FIFO requires it (see {awsdocs.PIPES_SQS_TARGET})"
                 )
         if not text or len(text) > SQS_ID_MAX_CHARS or not _SQS_ID_RE.match(text):
             raise TargetError(
