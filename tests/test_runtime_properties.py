@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, example, given, note, settings, target
+from hypothesis import HealthCheck, Phase, event, example, given, note, settings, target
 from hypothesis import strategies as st
 from sqlalchemy import Text, cast, create_engine, select
 
@@ -77,6 +77,9 @@ STATUS_CODES = {"active": 1, "suspended": 2, "closed": 9}
 SEQ0 = 10**20  # stream sequence numbers are 21..40 digits
 
 SETTINGS = {
+    # No explain phase: on a failure it reruns the test with coverage for a minute per
+    # database; the minimal batch or delivery schedule printed says enough.
+    "phases": [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     "deadline": None,
     "derandomize": True,
     "database": None,
