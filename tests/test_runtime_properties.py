@@ -811,7 +811,7 @@ def sync_parents(db: Db, ref: Reference) -> set[tuple[str, str]]:
     return {("orders", f"ev-{o}") for o in PARENTS}
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(batch=batches)
 @explicit_examples([_explicit(p) for p in POISONS])
 def test_hostile_messages_fail_alone_and_leave_nothing_behind(db: Db, batch: list[Valid | Hostile]) -> None:
@@ -1486,7 +1486,7 @@ def run_delivery(db: Db, data: st.DataObject) -> Delivery:
     return run
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=150, **SETTINGS)
 @given(data=st.data())
 def test_delivery_converges_to_the_fold_of_each_items_events(db: Db, data: st.DataObject) -> None:
     # GIVEN empty tables, and items whose events the stream sends in order
