@@ -49,7 +49,7 @@ from runtime.registry import Registry, load_registry
 from runtime.schema import build_metadata
 from tests.conftest import scratch_url
 from tests.factories import customer_body, item_body, order_body, redelivered, sqs_record
-from tests.test_runtime_scenarios import Db
+from tests.runtime_db import Db
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH_DB_BASE = "sync_props"
