@@ -48,7 +48,9 @@ def child(args: argparse.Namespace) -> None:
     from runtime.schema import build_metadata
 
     registry = load_registry(Path(args.src) / "build" / "registry.json")
-    wl = generate(args.events).with_tag(args.tag)
+    # Bodies as this tree's own template renders them (string attributes typed or bare).
+    typed = registry.entities["orders"].fields["eventType"].carry == "typed"
+    wl = generate(args.events).with_tag(args.tag).with_strings(typed)
     batches = wl.materialize()
     admin = create_engine(args.url, poolclass=NullPool)
     metadata = build_metadata(registry)

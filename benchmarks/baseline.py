@@ -58,11 +58,11 @@ class BaselineHandler:
                 details = body["orderDetails"]
                 values = {
                     "total_amount": Decimal(details["totalAmount"]),
-                    "status": details["status"],
+                    "status": _bare(details["status"]),
                     "updated_at": datetime.fromtimestamp(int(body["changedAt"]), UTC),
                 }
                 with self.engine.begin() as conn:
-                    if body["eventType"] == "order.created":
+                    if _bare(body["eventType"]) == "order.created":
                         conn.execute(
                             self.upsert,
                             {"order_id": body["orderID"], "customer_id": int(body["customerID"]), **values},
@@ -72,3 +72,8 @@ class BaselineHandler:
             except Exception:
                 failures.append({"itemIdentifier": rec["messageId"]})
         return {"batchItemFailures": failures}
+
+
+def _bare(value: Any) -> Any:
+    """A string attribute as the template renders it, {"S": "x"}, or bare."""
+    return value["S"] if isinstance(value, dict) else value

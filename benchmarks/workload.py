@@ -54,13 +54,20 @@ class Workload:
     seed: int
     batch_size: int = 10
     run_tag: str = "r0"
+    # String attributes as the generated input template renders them: as attribute values
+    # ({"S": "x"}, the default since missing attributes arrive as NULL) or bare (an older build).
+    typed_strings: bool = True
 
     def order_id(self, order: int) -> str:
         return f"ORD-{order:06d}"
 
     def with_tag(self, tag: str) -> Workload:
         """The same events under fresh event ids / message ids (a new run on fresh tables)."""
-        return Workload(self.events, self.n_orders, self.seed, self.batch_size, tag)
+        return Workload(self.events, self.n_orders, self.seed, self.batch_size, tag, self.typed_strings)
+
+    def with_strings(self, typed: bool) -> Workload:
+        """The same events with string attributes rendered typed or bare."""
+        return Workload(self.events, self.n_orders, self.seed, self.batch_size, self.run_tag, typed)
 
     def record(self, i: int) -> dict:
         ev = self.events[i]
@@ -68,12 +75,13 @@ class Workload:
         event_id = (
             f"{self.run_tag}-{hashlib.blake2b(f'{self.seed}:{i}'.encode(), digest_size=16).hexdigest()}"
         )
+        typed = (lambda v: {"S": v}) if self.typed_strings else (lambda v: v)
         body = json.dumps(
             {
-                "eventType": ev.event_type,
+                "eventType": typed(ev.event_type),
                 "orderID": oid,
                 "customerID": str(ev.customer),
-                "orderDetails": {"totalAmount": ev.total, "status": ev.status},
+                "orderDetails": {"totalAmount": ev.total, "status": typed(ev.status)},
                 "eventID": event_id,
                 "eventName": "INSERT" if ev.event_type == "order.created" else "MODIFY",
                 "sequenceNumber": str(ev.seq),
