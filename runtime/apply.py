@@ -770,7 +770,8 @@ def _apply(
                 last = last or Classified(TRANSIENT, NOT_STARTED, True)
                 break
             result.attempts = attempt
-            _reset(changes, outcomes)
+            if attempt > 1:  # what the failed attempt planned did not happen
+                _reset(changes, outcomes)
             try:
                 _attempt(engine, changes, stmts, registry, result, budget, optimistic=optimistic)
                 last = None

@@ -206,11 +206,11 @@ def epoch_timestamp(d: Decimal, millis: bool, where: str) -> datetime:
     return EPOCH + timedelta(seconds=float(seconds))
 
 
-def _decimal_column(value: Any, col: ColumnSpec) -> Decimal:
+def _decimal_column(value: Any, col: ColumnSpec, limits: tuple[int, int] | None = None) -> Decimal:
     d = _decimal(value, col)
     if not d:
         return d
-    precision, scale = decimal_limits(col)
+    precision, scale = limits or decimal_limits(col)
     _, digits, exponent = d.as_tuple()
     assert isinstance(exponent, int)  # _decimal admits finite numbers only
     if exponent < -scale:  # more places than the scale, unless the extra ones are zeros
@@ -313,7 +313,8 @@ def _converter_for(col: ColumnSpec, nul_ok: bool) -> Callable[[Any], Any]:
     if t in INT_RANGES:
         return lambda value: _integer(value, col)
     if t == "decimal":
-        return lambda value: _decimal_column(value, col)
+        limits = decimal_limits(col)
+        return lambda value: _decimal_column(value, col, limits)
     if t == "float":
         return lambda value: float(_decimal(value, col))
     if t == "boolean":

@@ -14,8 +14,6 @@ from typing import Any
 
 from runtime.coerce import MISSING, CoercionError, canonical_text, converter, timestamp_value
 from runtime.ddbjson import (
-    MAX_DIGITS,
-    MAX_NUMBER_TEXT,
     AttributeValueError,
     check_digits,
     check_magnitude,
@@ -119,6 +117,11 @@ def _converter(spec: FieldSpec) -> Callable[[Any], Any]:
     if spec.carry == "typed":
 
         def typed(raw: Any) -> Any:
+            if type(raw) is dict and len(raw) == 1:  # the common case first: {"S": "x"}
+                text = raw.get("S")
+                if type(text) is str:
+                    return text
+                return unmarshal(raw)
             if raw == "" or raw is None:
                 return MISSING
             if isinstance(raw, (str, bool, Decimal)):
@@ -315,35 +318,17 @@ def _version(table: TableSpec, values: _Values) -> Any:
 _KEY_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-class _NumberRefused(ValueError):
-    pass
-
-
-def _json_number(text: str) -> Decimal:
-    """Every JSON number of a body as an exact Decimal, refused before conversion when its text
-    is longer than any DynamoDB number (Python's int() would refuse 4,300 digits only after
-    reading them, and work on 1e999999 would take seconds), and checked for DynamoDB's digit
-    limit here, where its text shows whether that needs a look; the readers check magnitudes
-    (_body_number)."""
-    if len(text) > MAX_NUMBER_TEXT:
-        raise _NumberRefused(f"a number of {len(text):,} characters, beyond DynamoDB's limits")
-    value = Decimal(text)
-    if len(text) > MAX_DIGITS:
-        try:
-            check_digits(value)
-        except AttributeValueError as exc:
-            raise _NumberRefused(str(exc)) from None
-    return value
-
-
 def _body_number(raw: Any) -> Decimal:
-    """A number field: a JSON number of the body (its digits checked as it was parsed), or
+    """A number field: a JSON number of the body (Decimal: DynamoDB's limits checked here), or
     the text of an N value."""
-    return check_magnitude(raw) if type(raw) is Decimal else number(raw)
+    return check_digits(check_magnitude(raw)) if type(raw) is Decimal else number(raw)
 
 
-# Built once: json.loads(..., parse_float=) builds a decoder on every call.
-_BODY = json.JSONDecoder(parse_float=_json_number, parse_int=_json_number).decode
+# Built once: json.loads(..., parse_float=) builds a decoder on every call. Every JSON number
+# becomes an exact Decimal: Decimal reads any length in linear time (int() refuses 4,300 digits
+# only after reading them), and a reader refuses what DynamoDB could not hold before any
+# arithmetic on it (_body_number).
+_BODY = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal).decode
 
 
 _NEEDS_ESCAPE = re.compile(r'[\x00-\x1f\\"]').search  # what JSON escapes with ensure_ascii off
@@ -368,8 +353,6 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
         body = _BODY(record.body)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"body is not JSON ({exc.msg} at char {exc.pos})") from None
-    except _NumberRefused as exc:
-        raise DecodeError(f"body holds {exc}") from None
     except RecursionError:
         raise DecodeError("body is JSON nested too deeply to be a stream record") from None
     if not isinstance(body, dict):
