@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+WARM = 20  # batches applied before instructions are counted
 ROOT = HERE.parent
 DEFAULT_URLS = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/bench_ab",
@@ -60,6 +61,17 @@ def child(args: argparse.Namespace) -> None:
     with engine.connect():
         pass  # a warm Lambda: the connection exists already
     kwargs: dict[str, Any] = {}
+    if args.count is not None:
+        # Instruction counting (run under callgrind): warm up on WARM batches (statements built
+        # and prepared), then apply `count` more; the caller subtracts a count-0 run.
+        for batch in batches[:WARM]:
+            apply_batch(batch, engine, registry)
+        for batch in batches[WARM : WARM + args.count]:
+            if args.deadline:
+                kwargs["deadline"] = time.monotonic() + 28.5
+            apply_batch(batch, engine, registry, **kwargs)
+        engine.dispose()
+        return
     failures = 0
     lat: list[float] = []
     t0 = time.perf_counter()
@@ -111,6 +123,23 @@ def ensure_database(url: str) -> None:
     eng.dispose()
 
 
+def instructions(src: Path, url: str, batches: int, deadline: bool) -> float:
+    """Client instructions per batch: callgrind's count of a run applying `batches` batches,
+    less that of a run applying none (imports, set-up and warm-up cancel out)."""
+    counts = []
+    for count in (0, batches):
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+        cmd += [str(Path(__file__).resolve()), "--child", "--src", str(src), "--url", url, "--events", "2000"]
+        cmd += ["--tag", "cg", "--count", str(count)] + (["--deadline"] if deadline else [])
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=src, check=False)
+        found = [line for line in out.stderr.splitlines() if "Collected :" in line]
+        if out.returncode != 0 or not found:
+            raise RuntimeError(f"callgrind run failed ({src}):\n{out.stderr[-3000:]}")
+        counts.append(int(found[-1].split(":")[-1]))
+    return (counts[1] - counts[0]) / batches
+
+
 def run_child(src: Path, url: str, events: int, tag: str, deadline: bool) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--src", str(src), "--url", url]
     cmd += ["--events", str(events), "--tag", tag] + (["--deadline"] if deadline else [])
@@ -141,6 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="r0", help=argparse.SUPPRESS)
     ap.add_argument("--deadline", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also count the instructions of N batches per variant with valgrind's callgrind "
+        "(repeatable whatever else the machine does; about a minute per variant)",
+    )
     args = ap.parse_args(argv)
     if args.child:
         child(args)
@@ -203,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
                             file=sys.stderr,
                         )
                 results[dialect] = runs
+                if args.instructions:
+                    for name, (src, deadline) in variants.items():
+                        count = instructions(src, url, args.instructions, deadline)
+                        for res in runs[name]:
+                            res["instructions"] = count
+                        print(f"{dialect} {name}: {count:,.0f} instructions per batch", file=sys.stderr)
         finally:
             for tree in {base_dir, head_dir} - {ROOT}:
                 subprocess.run(
@@ -250,6 +294,15 @@ def render(args: argparse.Namespace, results: dict[str, Any], base_rev: str, hea
                 f"{', '.join(format(r['ev_s'], ',.0f') for r in rs)} | "
                 f"{'yes' if all(r['ok'] for r in rs) else 'NO'} |"
             )
+        if all("instructions" in rs[0] for rs in runs.values()):
+            ins = {name: rs[0]["instructions"] for name, rs in runs.items()}
+            lines += [
+                "",
+                f"Client instructions per batch (callgrind, {args.instructions} batches after {WARM} to warm up, "
+                "less a run of none): "
+                + "; ".join(f"{name} {ins[name]:,.0f} ({ins[name] / ins['base']:.3f}x)" for name in ins)
+                + ".",
+            ]
         lines.append("")
     return "\n".join(lines) + "\n"
 
