@@ -18,6 +18,21 @@ from generator.emit.registry import registry_column
 from generator.model import PIPES_JSON_PATH, Column, Entity, Field, Model, Project, Table
 from generator.yamlload import Located
 from runtime import awsdocs
+from runtime.aws_limits import (
+    DYNAMODB_STREAM_READERS_PER_SHARD,
+    LAMBDA_CONCURRENCY_MAX,
+    LAMBDA_CONCURRENCY_MIN,
+    LAMBDA_FIFO_BATCH,
+    LAMBDA_MAX_RECEIVE_ADVICE,
+    LAMBDA_VISIBILITY_FACTOR,
+    PIPES_DYNAMIC_PARAMETER_CHARS,
+    PIPES_FILTERS,
+    PIPES_NAME_CHARS,
+    PIPES_PATTERN_CHARS,
+    PIPES_TEMPLATE_CHARS,
+    SQS_BATCH,
+    SQS_QUEUE_NAME_CHARS,
+)
 from runtime.local.patterns import unsupported_operators
 
 
@@ -205,10 +220,10 @@ def check_field_options(entity: Entity, project: Project) -> Iterator[Problem]:
 
 def check_template(entity: Entity, project: Project) -> Iterator[Problem]:
     text = pipes.input_template(entity)
-    if len(text) > pipes.TEMPLATE_MAX_CHARS:
+    if len(text) > PIPES_TEMPLATE_CHARS:
         yield Problem(
             ("message", "fields"),
-            f"the input template is {len(text)} characters even compact; Pipes allows {pipes.TEMPLATE_MAX_CHARS} (see {awsdocs.PIPES_INPUT_TRANSFORM})",
+            f"the input template is {len(text)} characters even compact; Pipes allows {PIPES_TEMPLATE_CHARS} (see {awsdocs.PIPES_INPUT_TRANSFORM})",
             "carry fewer fields, or carry a whole map once with type: M instead of its members one by one",
             "limit-template",
         )
@@ -323,24 +338,24 @@ def check_filter(entity: Entity, project: Project) -> Iterator[Problem]:
             "filter-conflict",
         )
         return
-    if len(patterns) > pipes.MAX_FILTERS:
+    if len(patterns) > PIPES_FILTERS:
         yield Problem(
             ("filter", "or_patterns") if flt.or_patterns else ("filter",),
-            f"the filter compiles to {len(patterns)} patterns; Pipes allows {pipes.MAX_FILTERS} (see {awsdocs.PIPES_FILTERING})",
+            f"the filter compiles to {len(patterns)} patterns; Pipes allows {PIPES_FILTERS} (see {awsdocs.PIPES_FILTERING})",
             "merge or_patterns, or drop conditions that split event names",
             "limit-filters",
         )
     generated = len(patterns) - len(flt.or_patterns)
     for i, pat in enumerate(patterns):
         text = pipes.pattern_text(pat)
-        if len(text) > pipes.PATTERN_MAX_CHARS:
+        if len(text) > PIPES_PATTERN_CHARS:
             yield Problem(
                 ("filter", "or_patterns", i - generated)
                 if i >= generated
                 else ("filter", "event_types")
                 if flt.event_types
                 else ("filter",),
-                f"filter pattern {i + 1} is {len(text)} characters; Pipes allows {pipes.PATTERN_MAX_CHARS} (see {awsdocs.PIPES_FILTERING})",
+                f"filter pattern {i + 1} is {len(text)} characters; Pipes allows {PIPES_PATTERN_CHARS} (see {awsdocs.PIPES_FILTERING})",
                 "shorten event_types or the escape-hatch patterns",
                 "limit-pattern",
             )
@@ -371,10 +386,10 @@ def check_routing(entity: Entity, project: Project) -> Iterator[Problem]:
                 f"prefixes, suffixes and concatenation are not evaluated (see {awsdocs.PIPES_SQS_TARGET})",
                 "routing-path",
             )
-        if len(value) > 100:
+        if len(value) > PIPES_DYNAMIC_PARAMETER_CHARS:
             yield Problem(
                 path,
-                f"{key} is {len(value)} characters; the Pipes API allows 100 (see {awsdocs.PIPES_SQS_TARGET})",
+                f"{key} is {len(value)} characters; the Pipes API allows {PIPES_DYNAMIC_PARAMETER_CHARS} (see {awsdocs.PIPES_SQS_TARGET})",
                 "point at a shorter path",
                 "routing-length",
             )
@@ -984,11 +999,11 @@ def _check_action(entity: Entity, rule: Any, act: Any) -> Iterator[Problem]:
 def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
     p = entity.pipeline
     base = ("pipeline",)
-    if p.pipe.batch_size > 10:
+    if p.pipe.batch_size > SQS_BATCH:
         yield Problem(
             base + ("pipe", "batch_size"),
-            f"batch_size {p.pipe.batch_size} exceeds 10, the most an SQS target takes (see {awsdocs.PIPES_BATCHING})",
-            "set batch_size to 10 or less",
+            f"batch_size {p.pipe.batch_size} exceeds {SQS_BATCH}, the most an SQS target takes (see {awsdocs.PIPES_BATCHING})",
+            f"set batch_size to {SQS_BATCH} or less",
             "limit-pipe-batch",
         )
     age = p.pipe.maximum_record_age_in_seconds
@@ -1040,26 +1055,26 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
         (("queue", "dlq", "name"), q.dlq_name),
         (("pipe", "dlq", "name"), p.pipe.dlq_name),
     ):
-        if len(name) > 80:
+        if len(name) > SQS_QUEUE_NAME_CHARS:
             yield Problem(
                 base + where,
-                f"queue name '{name}' is {len(name)} characters; SQS allows 80 including .fifo (see {awsdocs.SQS_FIFO_QUOTAS})",
+                f"queue name '{name}' is {len(name)} characters; SQS allows {SQS_QUEUE_NAME_CHARS} including .fifo (see {awsdocs.SQS_FIFO_QUOTAS})",
                 "shorten the name or the project prefix",
                 "queue-name-length",
             )
-    if len(p.pipe.name) > 64:
+    if len(p.pipe.name) > PIPES_NAME_CHARS:
         yield Problem(
             base + ("pipe", "name"),
-            f"pipe name is {len(p.pipe.name)} characters; Pipes allows 64 (see {awsdocs.PIPES_CREATE})",
+            f"pipe name is {len(p.pipe.name)} characters; Pipes allows {PIPES_NAME_CHARS} (see {awsdocs.PIPES_CREATE})",
             "shorten it",
             "pipe-name",
         )
     c = p.consumer
-    if c.batch_size > 10:
+    if c.batch_size > LAMBDA_FIFO_BATCH:
         yield Problem(
             base + ("consumer", "batch_size"),
-            f"batch_size {c.batch_size} exceeds 10, the maximum for a FIFO queue's event source mapping (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
-            "set it to 10 or less",
+            f"batch_size {c.batch_size} exceeds {LAMBDA_FIFO_BATCH}, the maximum for a FIFO queue's event source mapping (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
+            f"set it to {LAMBDA_FIFO_BATCH} or less",
             "limit-consumer-batch",
         )
     if c.maximum_batching_window_in_seconds:
@@ -1069,24 +1084,24 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
             "remove the key (the seed article's maximum_batching_window_in_seconds = 5 fails at apply)",
             "consumer-batching-window",
         )
-    if c.maximum_concurrency < 2:
+    if c.maximum_concurrency < LAMBDA_CONCURRENCY_MIN:
         yield Problem(
             base + ("consumer", "maximum_concurrency"),
-            f"maximum_concurrency {c.maximum_concurrency} is below 2; AWS accepts 2..1000 (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
-            "set it to 2 or more",
+            f"maximum_concurrency {c.maximum_concurrency} is below {LAMBDA_CONCURRENCY_MIN}; AWS accepts {LAMBDA_CONCURRENCY_MIN}..{LAMBDA_CONCURRENCY_MAX} (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
+            f"set it to {LAMBDA_CONCURRENCY_MIN} or more",
             "consumer-concurrency",
         )
-    if q.visibility_timeout_seconds < 6 * project.lambda_.timeout_seconds:
+    if q.visibility_timeout_seconds < LAMBDA_VISIBILITY_FACTOR * project.lambda_.timeout_seconds:
         yield warn(
             base + ("queue", "visibility_timeout_seconds"),
-            f"visibility timeout {q.visibility_timeout_seconds}s is under 6x the Lambda timeout ({project.lambda_.timeout_seconds}s); a slow batch can reappear while still running (see {awsdocs.LAMBDA_SQS_CONFIGURE})",
-            f"set it to at least {6 * project.lambda_.timeout_seconds}",
+            f"visibility timeout {q.visibility_timeout_seconds}s is under {LAMBDA_VISIBILITY_FACTOR}x the Lambda timeout ({project.lambda_.timeout_seconds}s); a slow batch can reappear while still running (see {awsdocs.LAMBDA_SQS_CONFIGURE})",
+            f"set it to at least {LAMBDA_VISIBILITY_FACTOR * project.lambda_.timeout_seconds}",
             "queue-visibility",
         )
-    if q.max_receive_count < 5:
+    if q.max_receive_count < LAMBDA_MAX_RECEIVE_ADVICE:
         yield warn(
             base + ("queue", "max_receive_count"),
-            f"maxReceiveCount {q.max_receive_count} is under 5; messages held behind a failing one in their group use up receives too and reach the DLQ early (see {awsdocs.LAMBDA_SQS_ERRORS})",
+            f"maxReceiveCount {q.max_receive_count} is under {LAMBDA_MAX_RECEIVE_ADVICE}; messages held behind a failing one in their group use up receives too and reach the DLQ early (see {awsdocs.LAMBDA_SQS_ERRORS})",
             "set it to 5 or more",
             "queue-receive-count",
         )
@@ -1215,12 +1230,12 @@ def check_uniqueness(model: Model) -> Iterator[tuple[Entity, Problem]]:
             )
     readers = Counter(e.source.table for e in model.entities)
     for e in model.entities:
-        if readers[e.source.table] > 2:
+        if readers[e.source.table] > DYNAMODB_STREAM_READERS_PER_SHARD:
             yield (
                 e,
                 warn(
                     ("source", "table"),
-                    f"{readers[e.source.table]} Pipes read the stream of '{e.source.table}'; more than 2 readers per shard risks throttling (see {awsdocs.DYNAMODB_STREAMS})",
+                    f"{readers[e.source.table]} Pipes read the stream of '{e.source.table}'; more than {DYNAMODB_STREAM_READERS_PER_SHARD} readers per shard risks throttling (see {awsdocs.DYNAMODB_STREAMS})",
                     "merge entities on one table, or accept throttling",
                     "stream-readers",
                 ),

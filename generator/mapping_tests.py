@@ -33,9 +33,9 @@ import yaml
 from generator.diagnostics import Diagnostic, PathT, Severity, format_path
 from generator.schema import validate as validate_doc
 from generator.yamlload import LoadError, Located, load_file
+from runtime.aws_limits import SQS_DEDUP_WINDOW_SECONDS
 
 TESTS_DIR = "tests"
-DEDUP_WINDOW = 300  # seconds: a redelivery after this is a new SQS message (facts 5)
 SEQUENCE_BASE = 100_000_000_000_000_000_000
 EPOCH_BASE = 1_700_000_000
 REGION, ACCOUNT = "ap-northeast-1", "123456789012"
@@ -194,7 +194,7 @@ def _records(entity: dict[str, Any], given: list[dict[str, Any]], salt: str) -> 
             again = json.loads(json.dumps(record))
             dyn = again.setdefault("dynamodb", {})
             if isinstance(dyn.get("ApproximateCreationDateTime"), int):
-                dyn["ApproximateCreationDateTime"] += (DEDUP_WINDOW + 1) * k
+                dyn["ApproximateCreationDateTime"] += (SQS_DEDUP_WINDOW_SECONDS + 1) * k
             yield again
 
 

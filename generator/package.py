@@ -29,6 +29,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.aws_limits import LAMBDA_UNZIPPED_BYTES, LAMBDA_ZIP_DIRECT_UPLOAD_BYTES
+
 REGISTRY = "registry.json"
 RUNTIME_PACKAGE = "runtime"
 HANDLER_MODULE = "runtime/handler.py"
@@ -51,8 +53,6 @@ _UNIX = 3  # ZipInfo.create_system: the mode bits in external_attr are Unix ones
 
 # Lambda quotas (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html):
 # a zip uploaded directly, as Terraform's `filename` does, up to 50 MB; unzipped 250 MB.
-DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
-UNZIPPED_LIMIT = 250 * 1024 * 1024
 
 # What never goes into the zip: byte-code caches anywhere; tests and hidden files in runtime/
 # (a dependency's files are kept as pip installed them: a wheel may rely on a dot-directory).
@@ -383,11 +383,11 @@ def build_package(
 
 def size_warnings(summary: Summary) -> list[str]:
     out = []
-    if summary.size > DIRECT_UPLOAD_LIMIT:
+    if summary.size > LAMBDA_ZIP_DIRECT_UPLOAD_BYTES:
         out.append(
             f"the zip is {summary.size:,} bytes, over Lambda's 50 MB limit for a direct upload "
             "(Terraform's `filename`): upload it to S3 and deploy from there"
         )
-    if summary.unzipped > UNZIPPED_LIMIT:
+    if summary.unzipped > LAMBDA_UNZIPPED_BYTES:
         out.append(f"the unzipped package is {summary.unzipped:,} bytes, over Lambda's 250 MB limit")
     return out

@@ -11,6 +11,12 @@ import base64
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from runtime.aws_limits import (
+    DYNAMODB_NESTING_DEPTH,
+    DYNAMODB_NUMBER_DIGITS,
+    DYNAMODB_NUMBER_MAX_EXPONENT,
+    DYNAMODB_NUMBER_MIN_EXPONENT,
+)
 from runtime.redact import name, shown
 
 
@@ -23,9 +29,6 @@ class AttributeValueError(ValueError):
 # data types and naming rules", Number). A value beyond them cannot come from DynamoDB; it is
 # refused here, before any arithmetic on it could cost time (1e999999 written out is a million
 # digits).
-MAX_DIGITS = 38
-MAX_EXPONENT = 125  # Decimal.adjusted() of the largest magnitude
-MIN_EXPONENT = -130
 # The longest text of a number within those limits: sign, "0.", 129 zeros, 38 digits.
 MAX_NUMBER_TEXT = 170
 LIMITS = "DynamoDB numbers have at most 38 significant digits and magnitudes from 1E-130 to 1E+125"
@@ -56,7 +59,7 @@ def number(text: Any) -> Decimal:
     if not value.is_finite():
         raise AttributeValueError(f"{shown(text)} is not a finite number")
     check_magnitude(value)
-    if length > MAX_DIGITS:  # a shorter text cannot hold more digits
+    if length > DYNAMODB_NUMBER_DIGITS:  # a shorter text cannot hold more digits
         check_digits(value)
     return value
 
@@ -65,7 +68,7 @@ def check_magnitude(value: Decimal) -> Decimal:
     """`value`, refused when its magnitude is outside DynamoDB's (cheap: no digit is read)."""
     if value:
         exponent = value.adjusted()
-        if exponent > MAX_EXPONENT or exponent < MIN_EXPONENT:
+        if exponent > DYNAMODB_NUMBER_MAX_EXPONENT or exponent < DYNAMODB_NUMBER_MIN_EXPONENT:
             raise AttributeValueError(
                 f"a number of magnitude 1E{exponent:+d} is beyond its limits ({LIMITS})"
             )
@@ -75,11 +78,11 @@ def check_magnitude(value: Decimal) -> Decimal:
 def check_digits(value: Decimal) -> Decimal:
     """`value`, refused when it has more significant digits than DynamoDB keeps."""
     digits = value.as_tuple().digits
-    if len(digits) > MAX_DIGITS:
+    if len(digits) > DYNAMODB_NUMBER_DIGITS:
         significant = len(digits)
         while digits[significant - 1] == 0:
             significant -= 1
-        if significant > MAX_DIGITS:
+        if significant > DYNAMODB_NUMBER_DIGITS:
             raise AttributeValueError(
                 f"a number of {significant} significant digits is beyond its limits ({LIMITS})"
             )
@@ -88,13 +91,14 @@ def check_digits(value: Decimal) -> Decimal:
 
 # DynamoDB nests maps and lists at most 32 levels deep (Developer Guide, "Service, account,
 # and table quotas", Nested attribute depth): deeper input is refused, never recursed into.
-MAX_DEPTH = 32
 
 
 def unmarshal(av: Any, depth: int = 0) -> Any:
     """One attribute value such as {"N": "3"} -> Decimal("3")."""
-    if depth > MAX_DEPTH:
-        raise AttributeValueError(f"maps and lists nested deeper than DynamoDB's {MAX_DEPTH} levels")
+    if depth > DYNAMODB_NESTING_DEPTH:
+        raise AttributeValueError(
+            f"maps and lists nested deeper than DynamoDB's {DYNAMODB_NESTING_DEPTH} levels"
+        )
     if not isinstance(av, dict) or len(av) != 1:
         raise AttributeValueError(f'expected one DynamoDB attribute value like {{"S": "x"}}, got {shown(av)}')
     ((kind, value),) = av.items()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from runtime.aws_limits import DYNAMODB_SEQUENCE_NUMBER_DIGITS
 from runtime.coerce import MISSING, CoercionError, canonical_text, converter, timestamp_value
 from runtime.ddbjson import (
     AttributeValueError,
@@ -25,7 +26,8 @@ from runtime.redact import cut, name, shown
 from runtime.registry import ActionSpec, EntitySpec, FieldSpec, Registry, TableSpec
 from runtime.schema import EVENT_ID_TEXT
 
-SEQUENCE_WIDTH = 40  # DynamoDB sequence numbers are 21..40 digits; padded, they compare as text
+# Sequence numbers zero-padded to their longest, so that they compare as text.
+SEQUENCE_WIDTH = DYNAMODB_SEQUENCE_NUMBER_DIGITS
 ROW_KEY_MAX = 512
 
 

@@ -32,10 +32,10 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from runtime.aws_limits import DYNAMODB_SEQUENCE_NUMBER_DIGITS
 from runtime.coerce import decimal_limits
 from runtime.registry import ColumnSpec, Registry, TableSpec
 
-SEQUENCE_TEXT = 40  # zero-padded stream sequence numbers (runtime.decode.SEQUENCE_WIDTH)
 ENTITY_TEXT = 64
 EVENT_ID_TEXT = 128
 ROW_KEY_TEXT = 512
@@ -97,7 +97,7 @@ def column_type(col: ColumnSpec) -> TypeEngine:
 
 
 def version_type(kind: str) -> TypeEngine:
-    return String(SEQUENCE_TEXT) if kind == "sequence" else BigInteger()
+    return String(DYNAMODB_SEQUENCE_NUMBER_DIGITS) if kind == "sequence" else BigInteger()
 
 
 def ledger_table(metadata: MetaData, name: str) -> Table:
@@ -121,7 +121,7 @@ def tombstone_table(metadata: MetaData, name: str) -> Table:
         metadata,
         Column("table_name", String(128), nullable=False),
         Column("row_key", String(ROW_KEY_TEXT), nullable=False),
-        Column("version", String(SEQUENCE_TEXT), nullable=False),
+        Column("version", String(DYNAMODB_SEQUENCE_NUMBER_DIGITS), nullable=False),
         Column("deleted_at", timestamp_type(), nullable=False, server_default=func.current_timestamp()),
         PrimaryKeyConstraint("row_key", "table_name", name=f"{name}_pkey"),
     )

@@ -11,6 +11,7 @@ import pytest
 
 from generator.emit import pipes
 from generator.model import AttrPath, Condition, Entity, Field, Model
+from runtime.aws_limits import PIPES_TEMPLATE_CHARS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = re.compile(r"<\$[^<>]*>")
@@ -103,7 +104,7 @@ def test_a_template_over_the_limit_pretty_falls_back_to_compact(model: Model) ->
     big = replace(base, fields=fields)
     tree = pipes.template_tree(fields)
     pretty, compact = pipes.render_template(tree), pipes.render_template(tree, indent=None)
-    assert len(pretty) > pipes.TEMPLATE_MAX_CHARS >= len(compact)
+    assert len(pretty) > PIPES_TEMPLATE_CHARS >= len(compact)
 
     # WHEN the template is chosen
     text = pipes.input_template(big)
@@ -117,7 +118,7 @@ def test_a_small_template_stays_pretty(model: Model) -> None:
     # GIVEN orders  WHEN its template is chosen  THEN the indented form, within the limit
     text = pipes.input_template(entity(model, "orders"))
     assert text.startswith("{\n  ")
-    assert len(text) <= pipes.TEMPLATE_MAX_CHARS
+    assert len(text) <= PIPES_TEMPLATE_CHARS
 
 
 # --- filters -------------------------------------------------------------------------------

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from generator.model import Entity, Field
-
-# Pipes limits (facts 1.1 and 2.1).
-TEMPLATE_MAX_CHARS = 8192
-PATTERN_MAX_CHARS = 4096
-MAX_FILTERS = 5
+from runtime.aws_limits import PIPES_TEMPLATE_CHARS
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,7 @@ def input_template(entity: Entity) -> str:
     """Pretty when it fits the 8192-character limit, compact otherwise (checks report overflow)."""
     tree = template_tree(entity.fields)
     pretty = render_template(tree)
-    if len(pretty) <= TEMPLATE_MAX_CHARS:
+    if len(pretty) <= PIPES_TEMPLATE_CHARS:
         return pretty
     return render_template(tree, indent=None)
 

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from runtime.apply import FAILED, TRANSIENT, BatchResult, Outcome, apply_batch
 from runtime.aws.bodies import summarize
+from runtime.aws_limits import LAMBDA_FIFO_BATCH
 from runtime.observe import batch_documents
 from runtime.registry import Registry
 
@@ -127,7 +128,7 @@ class Consumer:
         self.region = region
         self.registry = registry
         self.engine = engine
-        self.batch_size = max(1, min(int(batch_size), 10))  # FIFO event source mappings: <= 10
+        self.batch_size = max(1, min(int(batch_size), LAMBDA_FIFO_BATCH))
         self.wait_seconds = wait_seconds
         self.failure_visibility = failure_visibility
         self.failures_out = failures_out

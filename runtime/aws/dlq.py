@@ -34,6 +34,7 @@ from runtime.aws.bodies import summarize
 from runtime.aws.pipe import EntityPipe, Outgoing, Sender, batches
 from runtime.aws.session import INCOMPLETE, USAGE, Aws, ToolError, error_code, http_status
 from runtime.aws.streams import read_range, sequence_of
+from runtime.aws_limits import SQS_BATCH
 from runtime.local.transform import TargetError
 from runtime.registry import EntitySpec
 
@@ -79,7 +80,7 @@ def peek(sqs: Any, url: str, *, max_messages: int, visibility: int = 10) -> list
             got = (
                 sqs.receive_message(
                     QueueUrl=url,
-                    MaxNumberOfMessages=min(10, max_messages - len(seen)),
+                    MaxNumberOfMessages=min(SQS_BATCH, max_messages - len(seen)),
                     VisibilityTimeout=visibility,
                     WaitTimeSeconds=1,  # long polling asks every server: a short poll may miss messages
                     **RECEIVE_ALL,

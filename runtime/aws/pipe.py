@@ -28,6 +28,7 @@ from typing import Any
 
 from runtime import awsdocs
 from runtime.aws.session import INCOMPLETE, ToolError, error_code
+from runtime.aws_limits import SQS_BATCH, SQS_MESSAGE_BYTES
 from runtime.local.patterns import FilterSet, PatternError, load_filters
 from runtime.local.transform import (
     PipeContext,
@@ -37,9 +38,6 @@ from runtime.local.transform import (
     TemplateError,
     load_template,
 )
-
-SQS_MAX_MESSAGE_BYTES = 1_048_576  # facts 5 (262,144 before 2025; a queue may set less)
-SQS_BATCH_MAX = 10  # facts 1.7, 4
 
 
 @dataclass
@@ -72,8 +70,8 @@ class EntityPipe:
     def entry(self, record: dict[str, Any]) -> SqsEntry:
         """The SQS entry for a record that passed the filter; TargetError if SQS would refuse it."""
         entry = self.target.entry(record)
-        if len(entry.body.encode("utf-8")) > SQS_MAX_MESSAGE_BYTES:
-            raise TargetError(f"message body over {SQS_MAX_MESSAGE_BYTES} bytes")
+        if len(entry.body.encode("utf-8")) > SQS_MESSAGE_BYTES:
+            raise TargetError(f"message body over {SQS_MESSAGE_BYTES} bytes")
         return entry
 
 
@@ -100,9 +98,9 @@ def load_pipe(
         raise ToolError(f"the Pipe artifacts of {entity!r} are not usable: {exc}") from None
     pipe = raw.get("pipe") or {}
     batch_size = int(pipe.get("batch_size", 10))
-    if not 1 <= batch_size <= SQS_BATCH_MAX:
+    if not 1 <= batch_size <= SQS_BATCH:
         raise ToolError(
-            f"{entity}: pipe batch_size {batch_size}; an SQS target takes at most 10 (see {awsdocs.PIPES_BATCHING})"
+            f"{entity}: pipe batch_size {batch_size}; an SQS target takes at most {SQS_BATCH} (see {awsdocs.PIPES_BATCHING})"
         )
     pipe_name = pipe.get("name") or f"{entity}-pipe"
     ctx = PipeContext(

@@ -28,9 +28,9 @@ from runtime.aws.streams import (
     sequence_of,
     shard_iterator,
 )
+from runtime.aws_limits import DYNAMODB_GET_RECORDS_MAX
 from runtime.local.transform import TargetError
 
-GET_RECORDS_LIMIT = 1000  # the GetRecords maximum
 DESCRIBE_EVERY_SECONDS = 10.0  # --follow: how often new shards are looked for
 EMPTY_PAGE_PAUSE = 0.2  # between empty pages of a closed shard (a Pipe polls 4 times a second: facts 3)
 
@@ -180,7 +180,7 @@ class Pump:
             if self.stop() or self.limit_reached:
                 self.iterators[sid] = it
                 return False
-            limit = GET_RECORDS_LIMIT
+            limit = DYNAMODB_GET_RECORDS_MAX
             if self.max_records is not None:
                 limit = max(1, min(limit, self.max_records - self.stats.read))
             try:

@@ -27,10 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime import awsdocs
+from runtime.aws_limits import SQS_BATCH, SQS_DEDUP_WINDOW_SECONDS, SQS_QUEUE_NAME_CHARS
 
-DEDUP_WINDOW_SECONDS = 300.0  # facts 5
-MAX_RECEIVE_BATCH = 10  # ReceiveMessage returns at most 10 messages
-QUEUE_NAME_MAX = 80  # facts 5: the .fifo suffix counts
 SQS_SEQUENCE_BASE = 18_800_000_000_000_000_000  # 20 digits, like real FIFO sequence numbers
 
 
@@ -98,11 +96,11 @@ class FifoQueue:
         region: str = "us-east-1",
         account: str = "000000000000",
         rng: random.Random | None = None,
-        dedup_window: float = DEDUP_WINDOW_SECONDS,
+        dedup_window: float = SQS_DEDUP_WINDOW_SECONDS,
     ) -> None:
-        if not name.endswith(".fifo") or len(name) > QUEUE_NAME_MAX:
+        if not name.endswith(".fifo") or len(name) > SQS_QUEUE_NAME_CHARS:
             raise QueueError(
-                f"FIFO queue name {name!r} must end in .fifo within {QUEUE_NAME_MAX} characters (see {awsdocs.SQS_FIFO_QUOTAS})"
+                f"FIFO queue name {name!r} must end in .fifo within {SQS_QUEUE_NAME_CHARS} characters (see {awsdocs.SQS_FIFO_QUOTAS})"
             )
         if (dlq is None) != (max_receive_count is None):
             raise QueueError("a redrive policy needs both a DLQ and maxReceiveCount")
@@ -179,8 +177,8 @@ class FifoQueue:
     def send_batch(self, entries: Iterable[tuple[str, str, str]]) -> list[SendResult]:
         """SendMessageBatch: at most 10 entries, enqueued in the order sent (facts 4)."""
         entries = list(entries)
-        if not 1 <= len(entries) <= MAX_RECEIVE_BATCH:
-            raise QueueError(f"SendMessageBatch takes 1..{MAX_RECEIVE_BATCH} entries, got {len(entries)}")
+        if not 1 <= len(entries) <= SQS_BATCH:
+            raise QueueError(f"SendMessageBatch takes 1..{SQS_BATCH} entries, got {len(entries)}")
         return [self.send(body, group, dedup) for body, group, dedup in entries]
 
     def _enqueue(self, msg: Message) -> None:
@@ -227,13 +225,13 @@ class FifoQueue:
             else:
                 self._mark_ready(name, group)
 
-    def receive(self, max_messages: int = MAX_RECEIVE_BATCH) -> list[dict[str, Any]]:
+    def receive(self, max_messages: int = SQS_BATCH) -> list[dict[str, Any]]:
         """ReceiveMessage: up to `max_messages` records, in the Lambda SQS event record shape.
 
         Groups with a message in flight, or held back, are skipped (facts 5); a batch takes as
         many messages of one group as it can, then moves on to the next group."""
-        if not 1 <= max_messages <= MAX_RECEIVE_BATCH:
-            raise QueueError(f"MaxNumberOfMessages must be 1..{MAX_RECEIVE_BATCH}")
+        if not 1 <= max_messages <= SQS_BATCH:
+            raise QueueError(f"MaxNumberOfMessages must be 1..{SQS_BATCH}")
         self._fire_timers()
         now = self.clock.now
         out: list[Message] = []

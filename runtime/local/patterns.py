@@ -38,9 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from runtime import awsdocs
-
-MAX_FILTERS = 5  # facts 2.1
-PATTERN_MAX_CHARS = 4096  # facts 2.1
+from runtime.aws_limits import PIPES_FILTERS, PIPES_PATTERN_CHARS
 
 Test = Callable[[Any], bool]
 Matcher = Callable[[Any], bool]
@@ -391,8 +389,8 @@ def _nested(sub: Matcher, key: str, value: Any, event: dict[str, Any]) -> bool:
 def compile_pattern(pattern: dict[str, Any] | str) -> Matcher:
     """A matcher for one filter pattern (a dict, or its JSON text). Raises PatternError."""
     if isinstance(pattern, str):
-        if len(pattern) > PATTERN_MAX_CHARS:
-            raise PatternError(f"pattern is {len(pattern)} characters, over the {PATTERN_MAX_CHARS} limit")
+        if len(pattern) > PIPES_PATTERN_CHARS:
+            raise PatternError(f"pattern is {len(pattern)} characters, over the {PIPES_PATTERN_CHARS} limit")
         try:
             pattern = json.loads(pattern)
         except json.JSONDecodeError as exc:
@@ -408,9 +406,9 @@ class FilterSet:
     No patterns at all means no filtering: every record passes."""
 
     def __init__(self, patterns: Sequence[dict[str, Any] | str]) -> None:
-        if len(patterns) > MAX_FILTERS:
+        if len(patterns) > PIPES_FILTERS:
             raise PatternError(
-                f"{len(patterns)} filters; a Pipe takes at most {MAX_FILTERS} (see {awsdocs.PIPES_FILTERING})"
+                f"{len(patterns)} filters; a Pipe takes at most {PIPES_FILTERS} (see {awsdocs.PIPES_FILTERING})"
             )
         self.matchers = []
         for i, p in enumerate(patterns):

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime import awsdocs
+from runtime.aws_limits import LAMBDA_FIFO_BATCH
 from runtime.local.fifo import FifoQueue
-
-MAX_FIFO_BATCH = 10  # facts 6.1
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -110,14 +109,14 @@ class Poller:
         queue: FifoQueue,
         handler: Handler,
         *,
-        batch_size: int = 10,
+        batch_size: int = LAMBDA_FIFO_BATCH,
         function_name: str = "sync-local",
         lose_response: Callable[[list[dict[str, Any]]], bool] | None = None,
         lose_delete: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
-        if not 1 <= batch_size <= MAX_FIFO_BATCH:
+        if not 1 <= batch_size <= LAMBDA_FIFO_BATCH:
             raise ValueError(
-                f"batch_size {batch_size}: a FIFO queue's event source mapping takes 1..10 (see {awsdocs.LAMBDA_SQS_PARAMETERS})"
+                f"batch_size {batch_size}: a FIFO queue's event source mapping takes 1..{LAMBDA_FIFO_BATCH} (see {awsdocs.LAMBDA_SQS_PARAMETERS})"
             )
         self.queue = queue
         self.handler = handler

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 
 from runtime import awsdocs
 from runtime.apply import APPLIED, BLOCKED, DUPLICATE, FAILED, IGNORED, SKIPPED, STALE, apply_batch
+from runtime.aws_limits import SQS_BATCH, SQS_MESSAGE_BYTES
 from runtime.local.fifo import FifoQueue, Message, VirtualClock
 from runtime.local.patterns import FilterSet, load_filters
 from runtime.local.poller import Poller, PollResult
@@ -37,7 +38,6 @@ from runtime.local.transform import PipeContext, PipeTarget, SqsEntry, TargetErr
 from runtime.observe import batch_documents
 from runtime.registry import Registry
 
-SQS_MAX_MESSAGE_BYTES = 1_048_576  # facts 5 (the 2025 limit; 262,144 before)
 PIPE_BATCH_SECONDS = 0.01  # virtual time one Pipe batch takes
 POLL_INTERVAL = 0.25  # a Pipe polls each shard 4 times a second (facts 3)
 INVOCATION_SECONDS = 0.01  # virtual time one sync Lambda invocation takes
@@ -163,9 +163,9 @@ class EntityPipeline:
             ) from None
         pipe = raw.get("pipe") or {}
         self.batch_size = int(pipe.get("batch_size", 10))
-        if not 1 <= self.batch_size <= 10:
+        if not 1 <= self.batch_size <= SQS_BATCH:
             raise ReplayError(
-                f"{name}: pipe batch_size {self.batch_size}; an SQS target takes at most 10 (see {awsdocs.PIPES_BATCHING})"
+                f"{name}: pipe batch_size {self.batch_size}; an SQS target takes at most {SQS_BATCH} (see {awsdocs.PIPES_BATCHING})"
             )
         consumer = raw["consumer"]
         ids = faults.rng["ids"]
@@ -242,8 +242,8 @@ class EntityPipeline:
         for record in records:
             try:
                 entry = self.target.entry(record)
-                if len(entry.body.encode("utf-8")) > SQS_MAX_MESSAGE_BYTES:
-                    raise TargetError(f"message body over {SQS_MAX_MESSAGE_BYTES} bytes")
+                if len(entry.body.encode("utf-8")) > SQS_MESSAGE_BYTES:
+                    raise TargetError(f"message body over {SQS_MESSAGE_BYTES} bytes")
             except TargetError as exc:
                 # Every retry fails the same way; after maximum_retry_attempts the Pipe sends
                 # the batch's stream positions (never the record) to its DLQ (facts 3.3).

@@ -34,10 +34,7 @@ from json.encoder import encode_basestring as _encode_string  # json.dumps(s, en
 from typing import Any
 
 from runtime import awsdocs
-
-TEMPLATE_MAX_CHARS = 8192  # facts 1.1
-DYNAMIC_PARAM_MAX_CHARS = 100  # facts 4: the Pipes API caps the parameter
-SQS_ID_MAX_CHARS = 128  # facts 4: SQS's own limit on MessageGroupId / MessageDeduplicationId
+from runtime.aws_limits import PIPES_DYNAMIC_PARAMETER_CHARS, PIPES_TEMPLATE_CHARS, SQS_ID_CHARS
 
 # facts 1.2: Terraform's validation regex for dynamic paths (Go's \w is ASCII [0-9A-Za-z_]).
 PATH_RE = re.compile(r"^\$(\.[A-Za-z0-9_/-]+(\[(\d+|\*)\])*)*$")
@@ -222,8 +219,8 @@ class Template:
     """A parsed input template; `render(record)` gives the SQS message body."""
 
     def __init__(self, text: str, *, escape_strings: bool = True) -> None:
-        if len(text) > TEMPLATE_MAX_CHARS:
-            raise TemplateError(f"template is {len(text)} characters, over the {TEMPLATE_MAX_CHARS} limit")
+        if len(text) > PIPES_TEMPLATE_CHARS:
+            raise TemplateError(f"template is {len(text)} characters, over the {PIPES_TEMPLATE_CHARS} limit")
         self.text = text
         self.escape_strings = escape_strings
         self.literals: list[str] = []
@@ -341,9 +338,9 @@ class DynamicParameter:
         self.value = value
         if not value:
             raise TemplateError(f"{name}: empty")
-        if len(value) > DYNAMIC_PARAM_MAX_CHARS:
+        if len(value) > PIPES_DYNAMIC_PARAMETER_CHARS:
             raise TemplateError(
-                f"{name}: {len(value)} characters; the Pipes API takes at most {DYNAMIC_PARAM_MAX_CHARS} (see {awsdocs.PIPES_SQS_TARGET})"
+                f"{name}: {len(value)} characters; the Pipes API takes at most {PIPES_DYNAMIC_PARAMETER_CHARS} (see {awsdocs.PIPES_SQS_TARGET})"
             )
         # "The entire value has to be a JSON path": a value starting with $ must be one whole
         # path; anything else is a literal, sent as written ("order-$.x" included).
@@ -367,9 +364,9 @@ class DynamicParameter:
                     f"{'nothing' if v is MISSING else type(v).__name__} on record "
                     f"{record.get('eventID', '?')}; SQS FIFO requires it (see {awsdocs.PIPES_SQS_TARGET})"
                 )
-        if not text or len(text) > SQS_ID_MAX_CHARS or not _SQS_ID_RE.match(text):
+        if not text or len(text) > SQS_ID_CHARS or not _SQS_ID_RE.match(text):
             raise TargetError(
-                f"{self.name} {text[:40]!r} is not 1..{SQS_ID_MAX_CHARS} characters of alphanumerics and "
+                f"{self.name} {text[:40]!r} is not 1..{SQS_ID_CHARS} characters of alphanumerics and "
                 "punctuation; SQS refuses it"
             )
         return text

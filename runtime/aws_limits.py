@@ -1,0 +1,38 @@
+"""Every AWS limit this project relies on, each defined once: the runtime, the generator's
+checks, the local model of Pipes and SQS and the operator tools import them from here (and a
+test holds the JSON Schemas' bounds to them). Each names the AWS documentation page that
+states it (runtime.awsdocs)."""
+
+from __future__ import annotations
+
+# --- DynamoDB (awsdocs.DYNAMODB_STREAMS; the Developer Guide's data types and quotas pages) ----
+DYNAMODB_NUMBER_DIGITS = 38  # significant digits of a number
+DYNAMODB_NUMBER_MAX_EXPONENT = 125  # magnitudes up to 9.99...E+125 (Decimal.adjusted() <= 125)
+DYNAMODB_NUMBER_MIN_EXPONENT = -130  # and down to 1E-130
+DYNAMODB_NESTING_DEPTH = 32  # maps and lists nest at most this deep
+DYNAMODB_SEQUENCE_NUMBER_DIGITS = 40  # a stream record's SequenceNumber: 21 to 40 digits
+DYNAMODB_STREAM_READERS_PER_SHARD = 2  # more readers of one shard are throttled
+DYNAMODB_GET_RECORDS_MAX = 1000  # records one GetRecords call returns at most
+
+# --- EventBridge Pipes (awsdocs.PIPES_INPUT_TRANSFORM, PIPES_FILTERING, PIPES_SQS_TARGET) -------
+PIPES_TEMPLATE_CHARS = 8192  # an input template
+PIPES_PATTERN_CHARS = 4096  # one filter pattern
+PIPES_FILTERS = 5  # filter patterns of one Pipe
+PIPES_DYNAMIC_PARAMETER_CHARS = 100  # MessageGroupId / MessageDeduplicationId of an SQS target
+PIPES_NAME_CHARS = 64  # a Pipe's name
+PIPES_POLLS_PER_SECOND = 4  # a Pipe polls each stream shard this often
+
+# --- SQS (awsdocs.SQS_FIFO, SQS_FIFO_QUOTAS, SQS_DEDUPLICATION) --------------------------------
+SQS_BATCH = 10  # entries of SendMessageBatch, messages of one ReceiveMessage
+SQS_MESSAGE_BYTES = 1_048_576  # a message body (262,144 before August 2025; a queue may set less)
+SQS_ID_CHARS = 128  # MessageGroupId / MessageDeduplicationId
+SQS_QUEUE_NAME_CHARS = 80  # a queue's name, the .fifo suffix included
+SQS_DEDUP_WINDOW_SECONDS = 300  # a deduplication id is remembered this long
+
+# --- Lambda and its SQS event source mapping (awsdocs.LAMBDA_SQS_PARAMETERS, LAMBDA_SQS_CONFIGURE)
+LAMBDA_FIFO_BATCH = 10  # messages of one batch from a FIFO queue
+LAMBDA_CONCURRENCY_MIN, LAMBDA_CONCURRENCY_MAX = 2, 1000  # ScalingConfig.MaximumConcurrency
+LAMBDA_VISIBILITY_FACTOR = 6  # AWS's advice: visibility timeout >= 6x the function timeout
+LAMBDA_MAX_RECEIVE_ADVICE = 5  # AWS's advice: maxReceiveCount >= 5 with partial batch responses
+LAMBDA_ZIP_DIRECT_UPLOAD_BYTES = 50 * 1024 * 1024  # a zip uploaded directly (not through S3)
+LAMBDA_UNZIPPED_BYTES = 250 * 1024 * 1024  # a function's code, unzipped
