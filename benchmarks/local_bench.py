@@ -371,7 +371,7 @@ def main() -> int:
         f"- The sync runtime bounds the replay: {share:.0%} of an in-process run is inside `apply_batch`, "
         f"{split['apply'] / split['batches'] * 1000:.2f} ms per batch of 10. On SQLite its writes go "
         "straight to the sqlite3 cursor, each statement shape compiled by SQLAlchemy once "
-        "(`runtime.sql.SQLiteSession`), and a batch of first deliveries skips its reads.",
+        "(`runtime.dialects.sqlite.SQLiteSession`), and a batch of first deliveries skips its reads.",
         "- Optimisations in the local model (profiled with cProfile): placeholders whose path is only object "
         "keys render through a specialised try/except lookup and the C string encoder (template ~90k -> ~245k "
         "records/s); the runtime's logged failure reasons are extracted only when a batch has a failure; the "

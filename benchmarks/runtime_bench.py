@@ -822,7 +822,8 @@ class PhaseTimer:
 
 def phases(dialect: str, url: str, registry: Registry, wl: Workload, seeded: bool) -> dict:
     import runtime.apply as rapply
-    import runtime.sql as rsql
+    import runtime.dialects.mysql as rmysql
+    import runtime.dialects.postgresql as rpostgresql
 
     md = build_metadata(registry)
     prepare_tables(url, md, seeded, wl)
@@ -848,13 +849,8 @@ def phases(dialect: str, url: str, registry: Registry, wl: Workload, seeded: boo
     rapply.read_state = timed_read_state
     pt._undo.append(lambda: setattr(rapply, "read_state", read_state))
     label = lambda: "driver send: reads" if pt.in_read else "driver send: writes + COMMIT"  # noqa: E731
-    wrapped = 0
-    for cls in ("PsycopgPipelineSession", "PyMySQLMultiSession"):
-        if hasattr(rsql, cls):
-            pt.wrap(getattr(rsql, cls), "_send", label)
-            wrapped += 1
-    if not wrapped:
-        raise RuntimeError("runtime.sql has no PsycopgPipelineSession / PyMySQLMultiSession to time")
+    pt.wrap(rpostgresql.PsycopgPipelineSession, "_send", label)
+    pt.wrap(rmysql.PyMySQLMultiSession, "_send", label)
     # Not on the fast path any more (COMMIT travels with the writes, no pool reset); timed in
     # case a batch takes the slow path or the pool resets a connection.
     pt.wrap(engine.dialect, "do_commit", "COMMIT (SQLAlchemy)")

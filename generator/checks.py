@@ -17,7 +17,7 @@ from generator.emit import pipes
 from generator.emit.registry import registry_column
 from generator.model import PIPES_JSON_PATH, Column, Entity, Field, Model, Project, Table
 from generator.yamlload import Located
-from runtime import awsdocs
+from runtime import awsdocs, dialects
 from runtime.aws_limits import (
     DYNAMODB_STREAM_READERS_PER_SHARD,
     LAMBDA_CONCURRENCY_MAX,
@@ -512,7 +512,7 @@ def _check_table(entity: Entity, t: Table, project: Project) -> Iterator[Problem
             "use two columns",
             "column-managed",
         )
-    nul_ok = project.database.dialect != "postgresql"
+    nul_ok = dialects.for_name(project.database.dialect).text_holds_nul
     for c in t.columns:
         yield from _check_column(entity, t, c, nul_ok)
     if t.version:

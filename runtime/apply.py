@@ -5,8 +5,8 @@ Fast path (a clean batch, a constant number of round trips):
      of every row the batch touches, and their tombstones;
   2. plan every message in order against that state (duplicate / stale / applied), so the
      counts are exact and stale writes are not even sent;
-  3. send every write plus the ledger rows in one round trip, as one transaction (see
-     runtime.sql for how each driver sends a phase).
+  3. send every write plus the ledger rows in one round trip, as one transaction (each
+     database's session sends a phase its own way: runtime.dialects).
 On PostgreSQL a batch of new messages first tries a single round trip: step 3 alone, planned
 against no state, every write asserting its premise in the SQL; anything unexpected rolls
 that back and the batch takes steps 1-3 (see _fast).
@@ -14,7 +14,8 @@ The SQL still carries the version guard and tombstone check, so the result stays
 if the plan's snapshot were outdated.
 
 Slow path (the fast path hit an error): the same plan, one SAVEPOINT per message, to isolate
-the culprit; its group stops there and every other group goes on (facts 6.4). Each message
+the culprit; its group stops there and every other group goes on (an SQS FIFO event
+source's partial batch response: a group is retried from its first failed message). Each message
 inserts its ledger row first: a row another invocation recorded meanwhile (its visibility
 timeout ran out while this one worked) makes the message a duplicate, not a failure.
 
@@ -34,55 +35,38 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from runtime import dialects
 from runtime.config import connect_floor_s, limits_of
-from runtime.deadline import CURRENT, WATCHDOG, Deadline, interrupter
-from runtime.decode import (
-    SEQUENCE_WIDTH,
-    Change,
-    DecodeError,
-    RefusedValue,
-    SqsRecord,
-    Write,
-    decode,
-    entity_for,
-    parse_sqs_record,
-    row_key,
-)
-from runtime.errors import PERMANENT, TRANSIENT, Classified, classify, unexpected
+from runtime.deadline import CURRENT, WATCHDOG, Deadline
+from runtime.decode import Change, DecodeError, RefusedValue, SqsRecord, decode, entity_for, parse_sqs_record
+from runtime.dialects.base import BindError, Executor, FastSession, Item, PremiseMissed, statement_index
+from runtime.errors import Classified, unexpected
+from runtime.kinds import Kind, Status
+from runtime.plan import Op, Plan, State, plan_change, read_state
 from runtime.redact import cut
 from runtime.redact import reason as short_reason
-from runtime.registry import Registry, TableSpec
+from runtime.registry import Registry
 from runtime.schema import EVENT_ID_TEXT
-from runtime.sql import (
-    BindError,
-    Executor,
-    FastSession,
-    Item,
-    Op,
-    PremiseMissed,
-    Result,
-    Statements,
-    fast_session,
-    statement_index,
-)
+from runtime.statements import LEDGER_COLUMNS, Statements, ledger_params
+from runtime.wire import BatchResponse, SqsEventRecord
 
 APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = (
-    "applied",
-    "duplicate",
-    "stale",
-    "ignored",
-    "skipped",
-    "failed",
-    "blocked",
+    Status.APPLIED,
+    Status.DUPLICATE,
+    Status.STALE,
+    Status.IGNORED,
+    Status.SKIPPED,
+    Status.FAILED,
+    Status.BLOCKED,
 )
-READ_CHUNK = 100
+TRANSIENT, PERMANENT = Kind.TRANSIENT, Kind.PERMANENT
 # The least time worth starting an attempt with (a pooled connection; a new one needs the
 # driver's least connect timeout on top), and what a message of the per-message path may take
 # beyond one lock wait.
@@ -102,20 +86,33 @@ class Outcome:
     entity: str = ""
     event_id: str = ""
     event_type: str = ""
-    status: str = ""
-    kind: str = ""  # permanent | transient, for failed and blocked
+    status: Status | None = None  # None until the batch decides
+    kind: Kind | None = None  # for failed and blocked messages
     reason: str = ""
     lag_seconds: float | None = None
 
     @property
     def reported_failed(self) -> bool:
-        return self.status in (FAILED, BLOCKED)
+        return self.status is FAILED or self.status is BLOCKED
 
-    def fail(self, kind: str, why: str, status: str = FAILED) -> None:
+    def fail(self, kind: Kind, why: str, status: Status = FAILED) -> None:
         self.status, self.kind, self.reason = status, kind, short_reason(why)
 
     def reset(self) -> None:
-        self.status = self.kind = self.reason = ""
+        self.status = self.kind = None
+        self.reason = ""
+
+
+COUNTS = (
+    "applied",
+    "duplicate",
+    "stale",
+    "ignored",
+    "skipped",
+    "failed_permanent",
+    "failed_transient",
+    "blocked",
+)
 
 
 @dataclass
@@ -128,10 +125,11 @@ class BatchResult:
     failure: Classified | None = None  # why the batch as a whole was not applied
     committed: bool = False
 
-    def response(self) -> dict[str, list[dict[str, str]]]:
-        """The partial batch response Lambda reads (facts 6.4, 6.5). A record without a
-        message id (Lambda never sends one) cannot be named, and naming "" would make Lambda
-        retry every message of the batch."""
+    def response(self) -> BatchResponse:
+        """The partial batch response Lambda reads (AWS Lambda Developer Guide, "Handling
+        errors for an SQS event source"). A record without a message id (Lambda never sends
+        one) cannot be named, and naming "" would make Lambda retry every message of the
+        batch."""
         return {
             "batchItemFailures": [
                 {"itemIdentifier": o.message_id} for o in self.outcomes if o.reported_failed and o.message_id
@@ -139,10 +137,10 @@ class BatchResult:
         }
 
     def counts(self) -> dict[str, int]:
-        keys = (APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, "failed_permanent", "failed_transient", BLOCKED)
-        out = dict.fromkeys(keys, 0)
+        """Messages per outcome (COUNTS): failures split by kind."""
+        out = dict.fromkeys(COUNTS, 0)
         for o in self.outcomes:
-            out[f"failed_{o.kind}" if o.status == FAILED else o.status] += 1
+            out[f"failed_{o.kind}" if o.status is FAILED else str(o.status)] += 1
         return out
 
 
@@ -164,251 +162,21 @@ class _FastFailed(Exception):
         self.known = known
 
 
-ABSENT = (False, None)
-UNKNOWN = (None, None)
-
-
-def _vtext(version: Any) -> str:
-    return version if isinstance(version, str) else str(version).zfill(SEQUENCE_WIDTH)
-
-
-@dataclass
-class _State:
-    ledger: set[tuple[str, str]] = field(default_factory=set)
-    rows: dict[tuple[str, str], tuple[bool | None, Any]] = field(default_factory=dict)
-    tombs: dict[tuple[str, str], str] = field(default_factory=dict)
-
-
-@dataclass
-class _Plan:
-    status: str
-    ops: list[Op] = field(default_factory=list)
-    rows: dict[tuple[str, str], tuple[bool | None, Any]] = field(default_factory=dict)
-    tombs: dict[tuple[str, str], str] = field(default_factory=dict)
-    reason: str = ""
-
-
-def _needs_row(w: Write, family: str) -> bool:
-    """Whether planning needs to know the row's current version or existence."""
-    if w.table.version is not None or w.action in ("update", "soft_delete"):
-        return True
-    return family == "mysql" and w.action == "upsert"
-
-
-_NAMES: dict[tuple[str, str], str] = {}
-
-
-def _name(prefix: str, column: str) -> str:
-    """A bind parameter's name, p_<column> / k_<column> (kept: built once per column)."""
-    name = _NAMES.get((prefix, column))
-    if name is None:
-        name = _NAMES[(prefix, column)] = f"{prefix}_{column}"
-    return name
-
-
-def _key_params(w: Write) -> dict[str, Any]:
-    return {_name("k", k): v for k, v in zip(w.table.key, w.key, strict=True)}
-
-
-def _upsert_params(w: Write) -> dict[str, Any]:
-    spec = w.table
-    values = w.values
-    params = {_name("p", c): values.get(c) for c in spec.columns}
-    if spec.version:
-        params["v"] = w.version
-    if spec.tombstones:
-        params.update(tn=spec.qualified, rk=w.row_key, tv=_vtext(w.version))
-    if spec.soft_delete:
-        params["sd"] = None if spec.soft_delete.kind == "timestamp" else False
-    return params
-
-
-def plan_change(change: Change, state: _State, stmts: Statements) -> _Plan:
-    """What one message does given the current state; pure, the state is not modified."""
-    entity = change.entity
-    if entity.ledger and (entity.name, change.event_id) in state.ledger:
-        return _Plan(DUPLICATE)
-    if change.ignored:
-        return _Plan(IGNORED)
-    plan = _Plan(APPLIED)
-    applied = stale = 0
-    for w in change.writes:
-        spec = w.table
-        k = (spec.qualified, w.row_key)
-        exists, current = plan.rows.get(k, state.rows.get(k, UNKNOWN))
-        tomb = plan.tombs.get(k, state.tombs.get(k))
-        v = w.version
-        tomb_newer = v is not None and tomb is not None and tomb >= _vtext(v)
-        action = w.action
-        if action == "update" and exists is False and w.if_missing == "upsert" and not tomb_newer:
-            action = "upsert"
-        if action in ("insert", "upsert"):
-            if v is not None and (tomb_newer or (exists and current is not None and current >= v)):
-                stale += 1
-                continue
-            params = _upsert_params(w)
-            if action == "insert" or (stmts.family == "mysql" and not exists):
-                kind = "insert"
-            elif stmts.family == "mysql":
-                kind = "upsert_as_update"  # see Statements._on_conflict for why not ODKU
-                params.update(_key_params(w))
-            else:
-                kind = "upsert"
-            plan.ops.append(Op(kind, spec, (), params, k))
-            plan.rows[k] = (True, v if v is not None else current)
-        elif action in ("update", "soft_delete"):
-            if exists is False:
-                if tomb_newer:
-                    stale += 1
-                    continue
-                if w.if_missing == "ignore":
-                    if action == "soft_delete" and v is not None and spec.tombstones:
-                        # Nothing to mark deleted, but the delete's version is kept, so an
-                        # older write applied later (a redrive, a late copy) cannot bring
-                        # the row back.
-                        plan.ops.append(
-                            Op(
-                                "tombstone",
-                                None,
-                                (),
-                                {"tn": spec.qualified, "rk": w.row_key, "tv": _vtext(v)},
-                                k,
-                            )
-                        )
-                        plan.tombs[k] = max(_vtext(v), tomb or "")
-                    continue
-                return _Plan(
-                    FAILED,
-                    reason=f"table {spec.name}: no row with key {w.row_key} to {action.replace('_', ' ')} "
-                    "(if_missing: fail; set if_missing: ignore or upsert to accept this)",
-                )
-            # Deletes carry the version of the state they remove, so they apply on equality.
-            newer = (
-                current is not None
-                and v is not None
-                and (current > v if action == "soft_delete" else current >= v)
-            )
-            if newer:
-                stale += 1
-                continue
-            params = _key_params(w)
-            columns: tuple[str, ...] = ()
-            if action == "update":
-                columns = tuple(c for c in w.values if c not in spec.key)
-                params.update({_name("p", c): w.values[c] for c in columns})
-            else:
-                assert spec.soft_delete is not None
-                params["sd"] = w.values.get(spec.soft_delete.column)
-            if v is not None:
-                params["v"] = v
-            plan.ops.append(Op(action, spec, columns, params, k))
-            plan.rows[k] = (True, v if v is not None else current)
-        elif action == "delete":
-            if v is not None and (
-                (exists and current is not None and current > v) or (not exists and tomb_newer)
-            ):
-                stale += 1
-                continue
-            params = _key_params(w)
-            if v is not None:
-                params["v"] = v
-            plan.ops.append(Op("delete", spec, (), params, k))
-            if v is not None and spec.tombstones:
-                plan.ops.append(
-                    Op("tombstone", None, (), {"tn": spec.qualified, "rk": w.row_key, "tv": _vtext(v)}, k)
-                )
-                plan.tombs[k] = max(_vtext(v), tomb or "")
-            plan.rows[k] = ABSENT
-        else:  # pragma: no cover - the registry schema admits no other action
-            raise ValueError(f"unknown action {action!r}")
-        applied += 1
-    plan.status = APPLIED if applied else (STALE if stale else SKIPPED)
-    return plan
-
-
-def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
-
-
-def read_state(
-    run: Callable[[Sequence[Item]], list[Result]], stmts: Statements, changes: Sequence[Change]
-) -> _State:
-    """One round trip: ledger ids, current row versions and tombstones for the whole batch."""
-    items: list[Item] = []
-    readers: list[Callable[[Any], None]] = []
-    state = _State()
-
-    by_entity: dict[str, list[str]] = {}
-    for ch in changes:
-        if ch.entity.ledger:
-            ids = by_entity.setdefault(ch.entity.name, [])
-            if ch.event_id not in ids:
-                ids.append(ch.event_id)
-    for entity, ids in by_entity.items():
-        for chunk in _chunks(ids, READ_CHUNK):
-            params = {"e": entity, **{f"i{i}": eid for i, eid in enumerate(chunk)}}
-            items.append((stmts.ledger_read(len(chunk)), params))
-            readers.append(lambda rows, e=entity: state.ledger.update((e, r[0]) for r in rows))
-
-    keys: dict[str, tuple[TableSpec, dict[str, Write]]] = {}
-    tomb_keys: dict[tuple[str, str], None] = {}
-    for ch in changes:
-        for w in ch.writes:
-            if not _needs_row(w, stmts.family):
-                continue
-            spec_keys = keys.setdefault(w.table.qualified, (w.table, {}))[1]
-            spec_keys.setdefault(w.row_key, w)
-            if w.table.tombstones:
-                tomb_keys[(w.table.qualified, w.row_key)] = None
-    for qualified, (spec, wanted) in keys.items():
-        writes = list(wanted.values())
-        for w in writes:
-            state.rows[(qualified, w.row_key)] = ABSENT
-        for chunk in _chunks(writes, READ_CHUNK):
-            params = {
-                f"r{i}_{k}": v for i, w in enumerate(chunk) for k, v in zip(spec.key, w.key, strict=True)
-            }
-            items.append((stmts.rows_read(spec, len(chunk)), params))
-
-            def take(rows: Any, spec: TableSpec = spec) -> None:
-
-                n = len(spec.key)
-                for r in rows:
-                    version = r[n] if spec.version else None
-                    state.rows[(spec.qualified, row_key(spec, tuple(r[:n])))] = (True, version)
-
-            readers.append(take)
-    tkeys = list(tomb_keys)
-    for chunk in _chunks(tkeys, READ_CHUNK):
-        params = {}
-        for i, (tn, rk) in enumerate(chunk):
-            params[f"tn{i}"] = tn
-            params[f"rk{i}"] = rk
-        items.append((stmts.tombstones_read(len(chunk)), params))
-        readers.append(lambda rows: state.tombs.update(((r[0], r[1]), r[2]) for r in rows))
-
-    for reader, rows in zip(readers, run(items), strict=True):
-        reader(rows)
-    return state
-
-
 def _ledger_item(stmts: Statements, rows: list[tuple[str, str, str, str]], *, multi_values: bool) -> Item:
     """The ledger rows: one multi-row INSERT for the driver sessions (their own SQL cache),
     an executemany through SQLAlchemy otherwise (a multi-VALUES statement has no SQLAlchemy
     cache key, so it would be recompiled on every batch)."""
     if not multi_values:
-        keys = ("entity", "event_id", "message_id", "outcome")
-        return stmts.ledger_insert_one(), [dict(zip(keys, row, strict=True)) for row in rows]
-    params: dict[str, Any] = {}
-    for i, (entity, event_id, message_id, outcome) in enumerate(rows):
-        params.update({f"le{i}": entity, f"li{i}": event_id, f"lm{i}": message_id, f"lo{i}": outcome})
-    return stmts.ledger_insert(len(rows)), params
+        return stmts.ledger_insert_one(), [dict(zip(LEDGER_COLUMNS, row, strict=True)) for row in rows]
+    return stmts.ledger_insert(len(rows)), ledger_params(rows)
+
+
+Blocked = dict[str, tuple[str, Kind]]  # group -> (the message that failed, its failure's kind)
 
 
 def _plan_in_order(
-    ch: Change, out: Outcome, state: _State, stmts: Statements, blocked: dict[str, tuple[str, str]]
-) -> _Plan | None:
+    ch: Change, out: Outcome, state: State, stmts: Statements, blocked: Blocked
+) -> Plan | None:
     """Plan one message unless its group already failed in this batch (then it is held back)."""
     group = ch.record.group_id
     if group in blocked:
@@ -419,8 +187,8 @@ def _plan_in_order(
             f"held back behind message {culprit} of group {group}",
         )
         return None
-    plan = plan_change(ch, state, stmts)
-    if plan.status == FAILED:
+    plan = plan_change(ch, state, stmts.dialect)
+    if plan.status is FAILED:
         out.status, out.kind, out.reason = FAILED, PERMANENT, plan.reason
         blocked[group] = (ch.record.message_id, PERMANENT)
         return None
@@ -428,15 +196,15 @@ def _plan_in_order(
     return plan
 
 
-def _commit_plan(ch: Change, plan: _Plan, state: _State) -> None:
+def _commit_plan(ch: Change, plan: Plan, state: State) -> None:
     state.rows.update(plan.rows)
     state.tombs.update(plan.tombs)
-    if ch.entity.ledger and plan.status != DUPLICATE:
+    if ch.entity.ledger and plan.status is not DUPLICATE:
         state.ledger.add((ch.entity.name, ch.event_id))
 
 
-def _ledger_row(ch: Change, plan: _Plan) -> tuple[str, str, str, str] | None:
-    if ch.entity.ledger and plan.status != DUPLICATE:
+def _ledger_row(ch: Change, plan: Plan) -> tuple[str, str, str, str] | None:
+    if ch.entity.ledger and plan.status is not DUPLICATE:
         return (ch.entity.name, ch.event_id, ch.record.message_id, plan.status)
     return None
 
@@ -446,7 +214,7 @@ def _plan_and_write(
     changes: list[tuple[int, Change]],
     stmts: Statements,
     outcomes: list[Outcome],
-    state: _State,
+    state: State,
     *,
     asserted: bool,
 ) -> None:
@@ -456,7 +224,7 @@ def _plan_and_write(
     ops: list[Op] = []
     owners: list[int | None] = []
     ledger_rows: list[tuple[str, str, str, str]] = []
-    blocked: dict[str, tuple[str, str]] = {}
+    blocked: Blocked = {}
     for idx, ch in changes:
         plan = _plan_in_order(ch, outcomes[idx], state, stmts, blocked)
         if plan is None:
@@ -496,7 +264,7 @@ def _fast(
 
     Optimistic first, where the session can (PostgreSQL, SQLite): plan as if every event were new and
     every write applicable, and send the writes alone, each asserting in the SQL that it
-    changed its row (runtime.sql, Statements.asserted); the ledger insert itself fails on an
+    changed its row (Statements.asserted, in the dialect's form); the ledger insert itself fails on an
     event already recorded. When every premise holds, that single round trip committed
     exactly what the read-then-write path would have. When one does not (a duplicate, a
     stale event, a missing row), the server rolled the whole pipeline back and the batch
@@ -504,16 +272,17 @@ def _fast(
     meet that path again, so it goes where a failed fast path goes: to the per-message path
     (_FastFailed), or, when the connection is not clean, to a retry (_TransactionLost).
     """
-    session: FastSession = fast_session(conn, stmts.compiled)
+    session: FastSession = stmts.dialect.session(conn, stmts.compiled)
+    optimism = optimism_for(registry, conn.engine)
     try:
         if optimistic and session.optimistic:
             try:
-                _plan_and_write(session, changes, stmts, outcomes, _State(), asserted=True)
-                stmts.optimism.succeeded()
+                _plan_and_write(session, changes, stmts, outcomes, State(), asserted=True)
+                optimism.succeeded()
                 return session.round_trips
             except PremiseMissed:
                 session.abort()
-                stmts.optimism.failed()
+                optimism.failed()
                 _reset(changes, outcomes)
         state = read_state(session.read, stmts, [c for _, c in changes])
         _plan_and_write(session, changes, stmts, outcomes, state, asserted=False)
@@ -525,7 +294,7 @@ def _fast(
         raise _FastFailed({owner: why} if owner is not None else {}) from exc
     except DBAPIError as exc:
         session.abort()
-        c = classify(exc, foreign_key_transient=registry.foreign_key_transient)
+        c = stmts.dialect.classify(exc, foreign_key_transient=registry.foreign_key_transient)
         if c.whole_transaction or conn.invalidated:
             raise _TransactionLost(c) from exc
         owner = getattr(exc, "sync_owner", None)
@@ -568,7 +337,7 @@ def _slow(
     stops its group; every other group goes on (facts 6.4). A message is started only while
     its statements can still finish before the deadline (each may wait out one lock)."""
     executor = Executor(conn)
-    blocked: dict[str, tuple[str, str]] = {}
+    blocked: Blocked = {}
     per_message_s = limits_of(conn.engine).lock_timeout_ms / 1000 + PER_MESSAGE_SLACK_S
     fk_transient = registry.foreign_key_transient
     with conn.begin():
@@ -599,7 +368,7 @@ def _slow(
             try:
                 executor.run(items)
             except DBAPIError as exc:
-                c = classify(exc, foreign_key_transient=fk_transient)
+                c = stmts.dialect.classify(exc, foreign_key_transient=fk_transient)
                 _rollback_to(savepoint, c, exc)
                 if c.whole_transaction:
                     raise _TransactionLost(c) from exc
@@ -637,12 +406,49 @@ def _event_id_of(record: SqsRecord, entity: Any) -> str:
 
 
 def statements_for(registry: Registry, engine: Engine) -> Statements:
-    """Statements are built once per registry and dialect and kept with the registry."""
+    """Statements are built once per registry and SQLAlchemy dialect and kept with the
+    registry (warm invocations reuse them, and their compiled text)."""
     key = f"statements:{engine.dialect.name}"
-    stmts = registry.cache.get(key)
+    stmts: Statements | None = registry.cache.get(key)
     if stmts is None:
-        stmts = registry.cache[key] = Statements(registry, engine.dialect)
+        stmts = registry.cache[key] = Statements(registry, dialects.of(engine))
     return stmts
+
+
+class Optimism:
+    """Whether the next batch should try the single-round-trip path. After a miss (the batch
+    needed reading after all) the next batches read first, for a stretch that doubles with
+    every further miss (up to 32) and resets on a success, so a workload full of duplicates
+    or stale events does not pay a wasted round trip per batch."""
+
+    MAX_SKIP = 32
+
+    def __init__(self) -> None:
+        self.skip = 0
+        self.penalty = 1
+
+    def should_try(self) -> bool:
+        if self.skip:
+            self.skip -= 1
+            return False
+        return True
+
+    def succeeded(self) -> None:
+        self.penalty = 1
+
+    def failed(self) -> None:
+        self.skip = self.penalty
+        self.penalty = min(self.penalty * 2, self.MAX_SKIP)
+
+
+def optimism_for(registry: Registry, engine: Engine) -> Optimism:
+    """The optimism of the batches this registry applies through `engine`'s dialect (kept
+    with the registry, beside its statements)."""
+    key = f"optimism:{engine.dialect.name}"
+    optimism: Optimism | None = registry.cache.get(key)
+    if optimism is None:
+        optimism = registry.cache[key] = Optimism()
+    return optimism
 
 
 def _decode_all(
@@ -656,7 +462,7 @@ def _decode_all(
     back the rest of its group."""
     changes: list[tuple[int, Change]] = []
     failed_groups: dict[str, str] = {}
-    nul_ok = stmts.text_holds_nul
+    nul_ok = stmts.dialect.text_holds_nul
     for i, rec in enumerate(parsed):
         out = outcomes[i]
         entity = registry.entity_for_queue(rec.queue)
@@ -709,7 +515,7 @@ def _attempt(
     with engine.connect() as conn:
         guard = None
         if budget.at is not None:
-            cut_connection = interrupter(conn.connection.driver_connection)
+            cut_connection = stmts.dialect.interrupter(conn.connection.driver_connection)
             if cut_connection is not None:
                 guard = WATCHDOG.arm(budget.at, cut_connection)
         try:
@@ -761,7 +567,7 @@ def _apply(
         return
     # A message SQS delivers again most likely reached the database before (a duplicate): such
     # a batch reads first rather than guess (see _fast).
-    optimistic = stmts.optimism.should_try() and all(r.receive_count <= 1 for r in parsed)
+    optimistic = optimism_for(registry, engine).should_try() and all(r.receive_count <= 1 for r in parsed)
     last: Classified | None = None
     token = CURRENT.set(budget.at)
     try:
@@ -780,7 +586,7 @@ def _apply(
             except _TransactionLost as exc:
                 last = exc.classified
             except DBAPIError as exc:
-                last = classify(exc, foreign_key_transient=registry.foreign_key_transient)
+                last = stmts.dialect.classify(exc, foreign_key_transient=registry.foreign_key_transient)
             if last.auth or budget.passed:
                 break
     finally:
@@ -797,7 +603,7 @@ def _apply(
 
 
 def apply_batch(
-    records: Sequence[dict[str, Any]],
+    records: Sequence[SqsEventRecord],
     engine: Engine,
     registry: Registry,
     *,
@@ -816,12 +622,12 @@ def apply_batch(
     except Exception as exc:  # a defect of this runtime: Lambda must still get an answer
         why = unexpected(exc, "internal error")
         for o in result.outcomes:
-            if o.status == "" or (not result.committed and o.status not in (FAILED, BLOCKED)):
+            if o.status is None or (not result.committed and not o.reported_failed):
                 o.fail(TRANSIENT, why)
     for o in result.outcomes:
-        if o.status == "":  # a message after an unapplied one cannot be left unreported
+        if o.status is None:  # a message after an unapplied one cannot be left unreported
             o.fail(TRANSIENT, "not applied")
-        if o.status != APPLIED:
+        if o.status is not APPLIED:
             o.lag_seconds = None
     result.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     return result

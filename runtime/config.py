@@ -8,7 +8,6 @@ boto3 is imported only in that case, to keep the cold start light.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import weakref
@@ -16,34 +15,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine, make_url
 
-from runtime.deadline import CURRENT
+from runtime import dialects
 
 
 class ConfigError(Exception):
     pass
 
 
-DRIVERS = {
-    "postgres": "postgresql+psycopg",
-    "postgresql": "postgresql+psycopg",
-    "aurora-postgresql": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mysql+pymysql",
-    "aurora-mysql": "mysql+pymysql",
-    "aurora": "mysql+pymysql",
-}
-
-
 def url_from_secret(secret: dict[str, Any]) -> URL:
     """The standard RDS secret JSON -> a SQLAlchemy URL (the password never enters a string)."""
     try:
-        engine = str(secret.get("engine", "postgres")).lower()
-        driver = DRIVERS[engine]
+        dialect = dialects.for_secret_engine(str(secret.get("engine", "postgres")))
+    except dialects.UnknownDialect as exc:
+        raise ConfigError(str(exc)) from None
+    try:
         return URL.create(
-            driver,
+            dialect.url_scheme,
             username=secret["username"],
             password=secret["password"],
             host=secret["host"],
@@ -72,9 +62,12 @@ def fetch_secret(arn: str, *, client: Any = None) -> dict[str, Any]:
     if not text:
         raise ConfigError(f"secret {arn} has no SecretString")
     try:
-        return json.loads(text)
+        secret = json.loads(text)
     except json.JSONDecodeError:
         raise ConfigError(f"secret {arn} is not JSON (expected the RDS secret shape)") from None
+    if not isinstance(secret, dict):
+        raise ConfigError(f"secret {arn} is not a JSON object (expected the RDS secret shape)")
+    return secret
 
 
 def database_url(env: Mapping[str, str] | None = None) -> URL:
@@ -211,8 +204,6 @@ class Limits:
 
 # The limits each engine was made with (apply_batch plans its per-message waits with them).
 _LIMITS: weakref.WeakKeyDictionary[Engine, Limits] = weakref.WeakKeyDictionary()
-# The shortest connect timeout each driver honours (libpq treats anything below 2 s as 2 s).
-MIN_CONNECT_S = {"postgresql": 2.0, "mysql": 0.5, "mariadb": 0.5}
 
 
 def limits_of(engine: Engine) -> Limits:
@@ -221,7 +212,7 @@ def limits_of(engine: Engine) -> Limits:
 
 def connect_floor_s(engine: Engine) -> float:
     """The least time a new connection may take to fail on this engine's driver."""
-    return MIN_CONNECT_S.get(engine.url.get_backend_name(), 0.0)
+    return dialects.of(engine).min_connect_seconds
 
 
 def make_engine(
@@ -232,109 +223,18 @@ def make_engine(
     statement_timeout_ms: int | None = None,
 ) -> Engine:
     """An engine suited to a Lambda: one pooled connection kept across warm invocations,
-    recycled before typical idle cutoffs, every wait bounded by `limits` (by default
-    Limits.for_timeout(None): a 30 s Lambda, or the environment's settings), and
-    multi-statement enabled on MySQL so a batch's writes go out in one round trip."""
+    every wait bounded by `limits` (by default Limits.for_timeout(None): a 30 s Lambda, or the
+    environment's settings); the connect arguments, pool and connection hooks are the
+    dialect's (runtime.dialects)."""
     url = make_url(url)
     limits = limits or Limits.for_timeout(None)
     if lock_timeout_ms is not None:
         limits = replace(limits, lock_timeout_ms=lock_timeout_ms)
     if statement_timeout_ms is not None:
         limits = replace(limits, statement_timeout_ms=statement_timeout_ms)
-    backend = url.get_backend_name()
-    # No pre-ping and no reset-on-return: each would cost a round trip per invocation. A dead
-    # connection is detected by the batch itself, invalidated, and the batch retried on a
-    # fresh one; every transaction ends in an explicit COMMIT or ROLLBACK, and a connection
-    # left in any other state is closed, never returned (runtime.sql).
-    kwargs: dict[str, Any] = {
-        "pool_size": 1,
-        "max_overflow": 0,
-        "pool_recycle": 280,
-        "pool_pre_ping": False,
-        "pool_reset_on_return": None,
-    }
-    connect_args: dict[str, Any] = {}
-    if backend == "postgresql":
-        connect_args["connect_timeout"] = max(2, math.ceil(limits.connect_timeout_s))
-        connect_args["application_name"] = "ddb-sql-sync"
-        # Every statement the runtime sends finds rows by a unique key (the mapped key, the
-        # ledger's and the tombstones' primary keys). On a young table without statistics the
-        # planner would pick sequential scans, and a prepared statement would keep that plan
-        # for the life of the connection; with sequential scans off, every plan is a key
-        # lookup, so each statement shape is planned once per connection (generic plans)
-        # instead of on every execution. The settings apply to this connection only.
-        # idle_in_transaction_session_timeout: should a client ever vanish inside a
-        # transaction, the server ends it rather than keep its locks.
-        connect_args["options"] = (
-            f"-c lock_timeout={limits.lock_timeout_ms} -c statement_timeout={limits.statement_timeout_ms} "
-            f"-c idle_in_transaction_session_timeout={max(60_000, 2 * limits.statement_timeout_ms)} "
-            "-c enable_seqscan=off -c plan_cache_mode=force_generic_plan"
-        )
-        # A dead peer is found while waiting for an answer (keepalives) or while sent data
-        # is never acknowledged (tcp_user_timeout, milliseconds; Linux).
-        connect_args["keepalives"] = 1
-        connect_args["keepalives_idle"] = limits.keepalive_idle_s
-        connect_args["keepalives_interval"] = limits.keepalive_interval_s
-        connect_args["keepalives_count"] = limits.keepalive_count
-        connect_args["tcp_user_timeout"] = int(limits.network_timeout_s * 1000)
-    elif backend in ("mysql", "mariadb"):
-        from pymysql.constants import CLIENT
-
-        connect_args["connect_timeout"] = limits.connect_timeout_s
-        # A server that stops answering (or a path that freezes) fails the wait after this long
-        # instead of never; a lock wait (innodb_lock_wait_timeout) always ends well before it.
-        connect_args["read_timeout"] = limits.network_timeout_s
-        connect_args["write_timeout"] = limits.network_timeout_s
-        # SQLAlchemy always sets FOUND_ROWS; connect_args replace its flags, so keep it.
-        connect_args["client_flag"] = CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
-        connect_args["init_command"] = (
-            f"SET SESSION innodb_lock_wait_timeout={max(1, math.ceil(limits.lock_timeout_ms / 1000))}, "
-            "SESSION sql_mode='STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ENGINE_SUBSTITUTION', SESSION time_zone='+00:00'"
-        )
-        connect_args["charset"] = "utf8mb4"
-    elif backend == "sqlite":
-        kwargs = {}
-        connect_args["timeout"] = limits.lock_timeout_ms / 1000
-    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    dialect = dialects.of(url)
+    options = dialect.engine_options(limits)
+    engine = create_engine(url, connect_args=options.connect_args, **options.pool)
     _LIMITS[engine] = limits
-    if backend == "sqlite":
-        # SQLite enforces foreign keys only when asked, per connection.
-        @event.listens_for(engine, "connect")
-        def _foreign_keys(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-    elif backend in MIN_CONNECT_S:
-        _connect_within_the_deadline(engine, backend, limits)
+    dialect.on_engine(engine, limits)
     return engine
-
-
-def _connect_within_the_deadline(engine: Engine, backend: str, limits: Limits) -> None:
-    """A new connection never waits past the batch's deadline (runtime.deadline.CURRENT):
-    its connect timeout is clamped to the time left. PyMySQL reads the server's greeting with
-    its read timeout, so that is clamped for the handshake too, and set back once connected."""
-    floor = MIN_CONNECT_S[backend]
-
-    @event.listens_for(engine, "do_connect")
-    def _clamp(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
-        at = CURRENT.get()
-        if at is None:
-            return
-        left = at - time.monotonic() - 0.25
-        wanted = min(limits.connect_timeout_s, left)
-        if backend == "postgresql":
-            params["connect_timeout"] = max(2, int(wanted))  # libpq: whole seconds, at least 2
-        else:
-            wanted = max(floor, wanted)
-            params["connect_timeout"] = wanted
-            params["read_timeout"] = min(limits.network_timeout_s, wanted)
-            params["write_timeout"] = min(limits.network_timeout_s, wanted)
-
-    if backend != "postgresql":
-
-        @event.listens_for(engine, "connect")
-        def _restore(dbapi_connection: Any, _record: Any) -> None:
-            if hasattr(dbapi_connection, "_read_timeout"):  # PyMySQL's own fields for them
-                dbapi_connection._read_timeout = limits.network_timeout_s
-                dbapi_connection._write_timeout = limits.network_timeout_s

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
 
 # The deadline of the batch this thread is applying (time.monotonic()), for what runs inside
 # SQLAlchemy where no argument reaches (runtime.config clamps a new connection's connect
@@ -109,7 +108,7 @@ class Watchdog:
 WATCHDOG = Watchdog()
 
 
-def _shutdown(fd: int) -> None:
+def shutdown_socket(fd: int) -> None:
     """Shut a socket down in both directions: a thread blocked reading or writing it returns
     at once, and the peer sees the connection end. The descriptor itself stays with its
     owner (a duplicate is shut down, which acts on the shared socket)."""
@@ -123,17 +122,3 @@ def _shutdown(fd: int) -> None:
         s.shutdown(socket.SHUT_RDWR)
     finally:
         s.close()
-
-
-def interrupter(driver_connection: Any) -> Callable[[], None] | None:
-    """How to cut this driver connection from another thread (None: not known)."""
-    pgconn = getattr(driver_connection, "pgconn", None)  # psycopg 3
-    if pgconn is not None:
-        return lambda: _shutdown(pgconn.socket)
-    sock = getattr(driver_connection, "_sock", None)  # PyMySQL
-    if sock is not None:
-        return lambda: sock.shutdown(socket.SHUT_RDWR)
-    interrupt = getattr(driver_connection, "interrupt", None)  # sqlite3: aborts the running statement
-    if callable(interrupt):
-        return interrupt
-    return None

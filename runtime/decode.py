@@ -22,6 +22,7 @@ from runtime.ddbjson import (
     unmarshal,
     unmarshal_map,
 )
+from runtime.kinds import Action, IfMissing, SoftDeleteKind, VersionKind
 from runtime.redact import cut, name, shown
 from runtime.registry import ActionSpec, EntitySpec, FieldSpec, Registry, TableSpec
 from runtime.schema import EVENT_ID_TEXT
@@ -65,7 +66,7 @@ def parse_sqs_record(raw: Any) -> SqsRecord:
     return SqsRecord(
         message_id=str(raw.get("messageId") or ""),
         group_id=str(attrs.get("MessageGroupId") or ""),
-        body=raw.get("body") if isinstance(raw.get("body"), str) else "",
+        body=body if isinstance(body := raw.get("body"), str) else "",
         receive_count=receive_count,
         queue=arn.rsplit(":", 1)[-1],
         raw=raw,
@@ -74,13 +75,13 @@ def parse_sqs_record(raw: Any) -> SqsRecord:
 
 @dataclass(slots=True)
 class Write:
-    action: str
+    action: Action
     table: TableSpec
     key: tuple[Any, ...]
     row_key: str
     values: dict[str, Any]
     version: Any  # comparable version (padded text or int), None when the table has none
-    if_missing: str
+    if_missing: IfMissing
 
 
 @dataclass(slots=True)
@@ -264,9 +265,11 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
         progs = []
         for act in actions:
             table = entity.tables[act.table]
-            if act.action in ("insert", "upsert") or (act.action == "update" and act.if_missing == "upsert"):
+            if act.action in (Action.INSERT, Action.UPSERT) or (
+                act.action is Action.UPDATE and act.if_missing is IfMissing.UPSERT
+            ):
                 cols: Any = table.columns.keys()
-            elif act.action == "update":
+            elif act.action is Action.UPDATE:
                 cols = act.columns
             else:
                 cols = ()
@@ -301,7 +304,7 @@ def _version(table: TableSpec, values: _Values) -> Any:
     raw = values.first(spec.fields)
     if raw is MISSING:
         raise DecodeError(f"table {table.name}: version field {' / '.join(spec.fields)} is missing")
-    if spec.kind == "sequence":
+    if spec.kind is VersionKind.SEQUENCE:
         text = canonical_text(raw)
         if not text.isdigit() or len(text) > SEQUENCE_WIDTH:
             raise DecodeError(
@@ -409,9 +412,9 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
             row = {c: convert(first(fields)) for c, fields, convert in ap.row}
             for k, v in zip(table.key, key, strict=True):
                 row[k] = v
-            if act.action == "soft_delete" and table.soft_delete is not None:
+            if act.action is Action.SOFT_DELETE and table.soft_delete is not None:
                 sd = table.soft_delete
-                if sd.kind == "timestamp":
+                if sd.kind is SoftDeleteKind.TIMESTAMP:
                     ts = values.get(sd.field) if sd.field else MISSING
                     row[sd.column] = (
                         None

@@ -25,6 +25,7 @@ from runtime.decode import parse_sqs_record
 from runtime.observe import log_batch
 from runtime.redact import cut, reason
 from runtime.registry import Registry, load_registry
+from runtime.wire import BatchResponse, SqsEvent, SqsEventRecord
 
 
 @dataclass
@@ -68,12 +69,13 @@ def _get_runtime(context: Any) -> _Runtime:
     return _runtime
 
 
-def _records(event: Any) -> list[Any]:
+def _records(event: Any) -> list[SqsEventRecord]:
+    """The event's records (an event of any other shape: none, never an exception)."""
     records = event.get("Records") if isinstance(event, dict) else None
     return records if isinstance(records, list) else []
 
 
-def _all_failed(records: list[Any], why: str) -> BatchResult:
+def _all_failed(records: list[SqsEventRecord], why: str) -> BatchResult:
     outcomes = []
     for raw in records:
         rec = parse_sqs_record(raw)
@@ -81,7 +83,7 @@ def _all_failed(records: list[Any], why: str) -> BatchResult:
     return BatchResult(outcomes)
 
 
-def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+def handler(event: SqsEvent, context: Any = None) -> BatchResponse:
     started = time.monotonic()
     records = _records(event)
     try:

@@ -11,18 +11,31 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from runtime.apply import APPLIED, BLOCKED, DUPLICATE, FAILED, IGNORED, SKIPPED, STALE, BatchResult
+from runtime.apply import (
+    APPLIED,
+    BLOCKED,
+    DUPLICATE,
+    FAILED,
+    IGNORED,
+    PERMANENT,
+    SKIPPED,
+    STALE,
+    TRANSIENT,
+    BatchResult,
+    Outcome,
+)
 
 NAMESPACE = os.environ.get("SYNC_METRICS_NAMESPACE", "DdbSqlSync")
-METRICS = {
-    "Applied": lambda o: o.status == APPLIED,
-    "Duplicate": lambda o: o.status == DUPLICATE,
-    "Stale": lambda o: o.status == STALE,
-    "Ignored": lambda o: o.status == IGNORED,
-    "Skipped": lambda o: o.status == SKIPPED,
-    "FailedPermanent": lambda o: o.status == FAILED and o.kind == "permanent",
-    "FailedTransient": lambda o: o.status == FAILED and o.kind == "transient",
-    "Blocked": lambda o: o.status == BLOCKED,
+# Each metric: the messages it counts.
+METRICS: dict[str, Callable[[Outcome], bool]] = {
+    "Applied": lambda o: o.status is APPLIED,
+    "Duplicate": lambda o: o.status is DUPLICATE,
+    "Stale": lambda o: o.status is STALE,
+    "Ignored": lambda o: o.status is IGNORED,
+    "Skipped": lambda o: o.status is SKIPPED,
+    "FailedPermanent": lambda o: o.status is FAILED and o.kind is PERMANENT,
+    "FailedTransient": lambda o: o.status is FAILED and o.kind is TRANSIENT,
+    "Blocked": lambda o: o.status is BLOCKED,
 }
 
 
@@ -34,7 +47,7 @@ def _write_stdout(line: str) -> None:
 def batch_documents(result: BatchResult, *, now: Callable[[], float] = time.time) -> list[dict[str, Any]]:
     """The log/EMF documents of one batch (one per entity present; 'unknown' for messages
     whose queue is not in the registry)."""
-    by_entity: dict[str, list[Any]] = {}
+    by_entity: dict[str, list[Outcome]] = {}
     for o in result.outcomes:
         by_entity.setdefault(o.entity or "unknown", []).append(o)
     docs = []

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.kinds import Action, IfMissing, SoftDeleteKind, VersionKind
+
 SUPPORTED_VERSIONS = (1,)
 
 
@@ -46,14 +48,14 @@ class ColumnSpec:
 class VersionSpec:
     column: str
     fields: tuple[str, ...]
-    kind: str  # sequence | integer
+    kind: VersionKind
 
 
 @dataclass(frozen=True, slots=True)
 class SoftDeleteSpec:
     column: str
     field: str | None
-    kind: str  # timestamp | boolean
+    kind: SoftDeleteKind
     format: str | None = None  # iso8601 | epoch_seconds | epoch_millis; None: by the value's type
 
 
@@ -76,10 +78,10 @@ class TableSpec:
 
 @dataclass(frozen=True, slots=True)
 class ActionSpec:
-    action: str  # insert | upsert | update | delete | soft_delete
+    action: Action
     table: str
     columns: tuple[str, ...]
-    if_missing: str
+    if_missing: IfMissing
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +155,10 @@ def _table(name: str, raw: dict[str, Any]) -> TableSpec:
         surrogate_key=raw.get("surrogate_key"),
         key=tuple(raw["key"]),
         columns={c["name"]: column_spec(c) for c in raw["columns"]},
-        version=VersionSpec(v["column"], tuple(v["fields"]), v["kind"]) if v else None,
-        soft_delete=SoftDeleteSpec(s["column"], s.get("field"), s["kind"], s.get("format")) if s else None,
+        version=VersionSpec(v["column"], tuple(v["fields"]), VersionKind(v["kind"])) if v else None,
+        soft_delete=SoftDeleteSpec(s["column"], s.get("field"), SoftDeleteKind(s["kind"]), s.get("format"))
+        if s
+        else None,
         tombstones=bool(raw.get("tombstones", v is not None)),
     )
 
@@ -179,7 +183,12 @@ def _entity(name: str, raw: dict[str, Any]) -> EntitySpec:
         unknown=raw.get("unknown", "fail"),
         rules={
             event_type: tuple(
-                ActionSpec(a["action"], a["table"], tuple(a["columns"]), a.get("if_missing", "fail"))
+                ActionSpec(
+                    Action(a["action"]),
+                    a["table"],
+                    tuple(a["columns"]),
+                    IfMissing(a.get("if_missing", "fail")),
+                )
                 for a in actions
             )
             for event_type, actions in raw["rules"].items()

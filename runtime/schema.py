@@ -7,6 +7,7 @@ runtime's statements and the DDL users apply never disagree on a type.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -28,12 +29,14 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects import mysql, postgresql
-from sqlalchemy.engine import Dialect
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from runtime import dialects
 from runtime.aws_limits import DYNAMODB_SEQUENCE_NUMBER_DIGITS
 from runtime.coerce import decimal_limits
+from runtime.kinds import SoftDeleteKind, VersionKind
 from runtime.registry import ColumnSpec, Registry, TableSpec
 
 ENTITY_TEXT = 64
@@ -41,35 +44,31 @@ EVENT_ID_TEXT = 128
 ROW_KEY_TEXT = 512
 
 
-class UTCDateTime(TypeDecorator):
-    """Aware UTC timestamps; stored as UTC wall time where the column keeps no zone.
-
-    MySQL DATETIME keeps no zone and drops microseconds unless fsp is given; SQLite keeps text.
-    """
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC timestamps; stored as UTC wall time where the column keeps no zone (MySQL's
+    DATETIME, SQLite's text): runtime.dialects, Dialect.naive_timestamps."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine:
-        if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        return dialect.type_descriptor(DateTime(timezone=True))
+    def load_dialect_impl(self, dialect: SADialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(dialects.of(dialect).timestamp_type())
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is not None and dialect.name in ("mysql", "mariadb", "sqlite"):
+    def process_bind_param(self, value: datetime | None, dialect: SADialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None and dialects.of(dialect).naive_timestamps:
             return value.astimezone(UTC).replace(tzinfo=None)
         return value
 
 
-def timestamp_type() -> TypeEngine:
+def timestamp_type() -> TypeEngine[Any]:
     return UTCDateTime()
 
 
-def json_type() -> TypeEngine:
+def json_type() -> TypeEngine[Any]:
     return JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def column_type(col: ColumnSpec) -> TypeEngine:
+def column_type(col: ColumnSpec) -> TypeEngine[Any]:
     t = col.type
     if t == "string":
         return String(col.length or 255)
@@ -96,8 +95,8 @@ def column_type(col: ColumnSpec) -> TypeEngine:
     raise ValueError(f"unknown column type {t!r}")
 
 
-def version_type(kind: str) -> TypeEngine:
-    return String(DYNAMODB_SEQUENCE_NUMBER_DIGITS) if kind == "sequence" else BigInteger()
+def version_type(kind: VersionKind) -> TypeEngine[Any]:
+    return String(DYNAMODB_SEQUENCE_NUMBER_DIGITS) if kind is VersionKind.SEQUENCE else BigInteger()
 
 
 def ledger_table(metadata: MetaData, name: str) -> Table:
@@ -129,7 +128,7 @@ def tombstone_table(metadata: MetaData, name: str) -> Table:
 
 def target_table(metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = True) -> Table:
     """A target table as the sync sees it; the reference DDL adds the surrogate key."""
-    columns: list[Column] = []
+    columns: list[Column[Any]] = []
     if spec.surrogate_key:
         columns.append(
             Column(
@@ -155,8 +154,10 @@ def target_table(metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = Tr
     if spec.version:
         columns.append(Column(spec.version.column, version_type(spec.version.kind), nullable=True))
     if spec.soft_delete:
-        sd_type: TypeEngine = (
-            timestamp_type() if spec.soft_delete.kind == "timestamp" else Boolean(create_constraint=False)
+        sd_type: TypeEngine[Any] = (
+            timestamp_type()
+            if spec.soft_delete.kind is SoftDeleteKind.TIMESTAMP
+            else Boolean(create_constraint=False)
         )
         columns.append(Column(spec.soft_delete.column, sd_type, nullable=True))
     constraints = []

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from runtime.apply import apply_batch, statements_for
+from runtime.apply import apply_batch, optimism_for
 from runtime.config import make_engine
 from runtime.registry import Registry, load_registry
 from runtime.schema import build_metadata
@@ -68,7 +68,7 @@ def db(request: pytest.FixtureRequest, registry: Registry, tmp_path: Path) -> It
     metadata.drop_all(engine)
     metadata.create_all(engine)
     observer = create_engine(url)
-    optimism = statements_for(registry, engine).optimism  # kept with the registry: start each test afresh
+    optimism = optimism_for(registry, engine)  # kept with the registry: start each test afresh
     optimism.skip, optimism.penalty = 0, 1
     yield Db(request.param, url, engine, registry, observer)
     engine.dispose()

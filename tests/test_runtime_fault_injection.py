@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-import runtime.sql
-from runtime.apply import statements_for
+import runtime.dialects.base
+import runtime.dialects.postgresql
+from runtime.apply import optimism_for
 from tests.factories import customer_record, item_record, order_record, redelivered
 from tests.runtime_db import Db, failed_ids
 
@@ -92,21 +93,21 @@ def hooked(db: Db, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultPlan]:
     event.listen(db.engine, "savepoint", lambda *a: plan.tick("savepoint"))
     event.listen(db.engine, "release_savepoint", lambda *a: plan.tick("release_savepoint"))
     # Binding of the driver-level sessions' statements (PostgreSQL, SQLite).
-    values = runtime.sql._PositionalCompiled.values
+    values = runtime.dialects.base.PositionalCompiled.values
     monkeypatch.setattr(
-        runtime.sql._PositionalCompiled,
+        runtime.dialects.base.PositionalCompiled,
         "values",
         lambda self, params: (plan.tick("values"), values(self, params))[1],
     )
     if db.name == "postgresql":
-        init = runtime.sql.PsycopgPipelineSession.__init__
+        init = runtime.dialects.postgresql.PsycopgPipelineSession.__init__
 
         def wrapped(self: Any, *args: Any, **kwargs: Any) -> None:
             init(self, *args, **kwargs)
             self.pg = Faulty(self.pg, plan, PG_CALLS, "pgconn")
             self.tx = Faulty(self.tx, plan, TX_CALLS, "transformer")
 
-        monkeypatch.setattr(runtime.sql.PsycopgPipelineSession, "__init__", wrapped)
+        monkeypatch.setattr(runtime.dialects.postgresql.PsycopgPipelineSession, "__init__", wrapped)
     if db.name == "mysql":
         import pymysql.connections
         import pymysql.cursors
@@ -180,7 +181,7 @@ def reset(db: Db) -> None:
         ):
             conn.execute(text(f"DELETE FROM {table}"))
     db.engine.dispose()  # a new connection for every run: the same calls in the same order
-    optimism = statements_for(db.registry, db.engine).optimism
+    optimism = optimism_for(db.registry, db.engine)
     optimism.skip, optimism.penalty = 0, 1
 
 

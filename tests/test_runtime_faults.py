@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import runtime.apply
+import runtime.plan
 from runtime.apply import apply_batch
 from runtime.coerce import converter
 from runtime.config import make_engine
@@ -305,7 +306,7 @@ def test_a_ledger_row_met_on_the_per_message_path_is_a_duplicate(
     def stale_read(run: Any, stmts: Any, changes: Any) -> Any:
         state = real_read(run, stmts, changes)
         state.ledger.clear()  # as read before the other invocation's commit
-        state.rows = {k: runtime.apply.ABSENT for k in state.rows}
+        state.rows = {k: runtime.plan.ABSENT for k in state.rows}
         return state
 
     monkeypatch.setattr(runtime.apply, "read_state", stale_read)

@@ -42,7 +42,7 @@ from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import Text, cast, create_engine, select
 
-from runtime.apply import statements_for
+from runtime.apply import optimism_for
 from runtime.config import make_engine
 from runtime.observe import log_batch
 from runtime.registry import Registry, load_registry
@@ -145,7 +145,7 @@ def reset(db: Db) -> None:
     with db.observer.begin() as conn:
         for table in reversed(metadata_of(db.registry).sorted_tables):
             conn.execute(table.delete())
-    optimism = statements_for(db.registry, db.engine).optimism
+    optimism = optimism_for(db.registry, db.engine)
     optimism.skip, optimism.penalty = 0, 1
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from runtime.apply import apply_batch, statements_for
+from runtime.apply import apply_batch, optimism_for
 from runtime.config import make_engine
 from runtime.registry import Registry
 from tests.factories import customer_record, item_record, order_record, redelivered
@@ -345,9 +345,9 @@ def test_postgresql_statements_beyond_the_cap_are_sent_unnamed(
     if db.name != "postgresql":
         pytest.skip("named prepared statements are the PostgreSQL fast path's")
     # GIVEN a connection that may hold no more named statements
-    import runtime.sql
+    import runtime.dialects.postgresql
 
-    monkeypatch.setattr(runtime.sql, "MAX_PREPARED", 0)
+    monkeypatch.setattr(runtime.dialects.postgresql, "MAX_PREPARED", 0)
     # WHEN batches are applied
     r1 = db.apply(_orders_batch("ORD-S"))
     r2 = db.apply([order_record(f"ORD-S-{i}", "order.confirmed", status="confirmed") for i in range(5)])
@@ -456,7 +456,7 @@ def test_a_surprise_rolls_the_optimistic_write_back(db: Db, surprise: str) -> No
     assert db.one("SELECT status FROM orders WHERE order_id = 'ORD-X'") == "pending"
     assert db.one("SELECT COUNT(*) FROM orders") == 2
     assert db.one("SELECT COUNT(*) FROM sync_ledger") == 2 + (expected == "stale")
-    optimism = statements_for(db.registry, db.engine).optimism
+    optimism = optimism_for(db.registry, db.engine)
     assert optimism.skip == 1
     r_next = db.apply([order_record("ORD-W")])
     assert optimism.skip == 0 and failed_ids(r_next) == []

@@ -172,6 +172,7 @@ def _open_input(path: str) -> BinaryIO:
 def replay_main(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
+    from runtime import dialects
     from runtime.config import make_engine
     from runtime.local.records import RecordReader
     from runtime.local.replay import Faults, Replay, ReplayError, stderr_progress
@@ -187,8 +188,9 @@ def replay_main(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     try:
         url = make_url(args.db)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            local_output(url.database)  # the default lives in the git-ignored local folder
+        database_file = dialects.of(url).database_file(url)
+        if database_file is not None:
+            local_output(database_file)  # the default lives in the git-ignored local folder
         engine = make_engine(url)
     except Exception as exc:  # a bad URL or a missing driver
         return _fail(f"cannot use database {args.db!r}: {type(exc).__name__}: {exc}")

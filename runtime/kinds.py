@@ -1,0 +1,70 @@
+"""The runtime's categories as StrEnums: each member equals its string value, which is what
+the registry file, the ledger's outcome column and the log lines carry."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """How one message ended in a batch."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # its event is in the ledger already
+    STALE = "stale"  # older than the row (or the row's tombstone)
+    IGNORED = "ignored"  # its event type's rule says do: ignore, or unknown: ignore
+    SKIPPED = "skipped"  # nothing to do (an update or delete of a row that is not there, if_missing: ignore)
+    FAILED = "failed"
+    BLOCKED = "blocked"  # held back behind a failed message of its group
+
+    @property
+    def done(self) -> bool:
+        """Whether SQS may delete the message (it is not reported in batchItemFailures)."""
+        return self not in (Status.FAILED, Status.BLOCKED)
+
+
+class Kind(StrEnum):
+    """Whether the same message may succeed later."""
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+
+
+class Action(StrEnum):
+    """What a rule does to a table (the registry's `action`)."""
+
+    INSERT = "insert"
+    UPSERT = "upsert"
+    UPDATE = "update"
+    DELETE = "delete"
+    SOFT_DELETE = "soft_delete"
+
+
+class IfMissing(StrEnum):
+    """What an update or a soft delete does when its row is not there."""
+
+    FAIL = "fail"
+    IGNORE = "ignore"
+    UPSERT = "upsert"
+
+
+class OpKind(StrEnum):
+    """A statement shape the planner asks for."""
+
+    INSERT = "insert"
+    UPSERT = "upsert"
+    UPSERT_AS_UPDATE = "upsert_as_update"  # MySQL: an upsert of a row the read found, as an UPDATE
+    UPDATE = "update"
+    SOFT_DELETE = "soft_delete"
+    DELETE = "delete"
+    TOMBSTONE = "tombstone"
+
+
+class VersionKind(StrEnum):
+    SEQUENCE = "sequence"  # the stream's SequenceNumber, compared as zero-padded text
+    INTEGER = "integer"  # a numeric item attribute
+
+
+class SoftDeleteKind(StrEnum):
+    TIMESTAMP = "timestamp"
+    BOOLEAN = "boolean"

@@ -1,0 +1,285 @@
+"""The SQL statements (SQLAlchemy Core), built once per shape through the database's dialect.
+
+Idempotency and ordering live in the SQL itself:
+- upsert: INSERT ... SELECT ... WHERE NOT EXISTS (a tombstone at least as new)
+  ON CONFLICT (key) DO UPDATE ... WHERE target.version < excluded.version
+  (MySQL: an UPDATE or a plain INSERT, chosen from the batch's read; runtime.dialects.mysql);
+- update / soft delete: ... WHERE key = :key AND (version IS NULL OR version < / <= :v);
+- delete: DELETE ... WHERE key = :key AND version <= :v, plus a tombstone row so a late, older
+  insert cannot bring the row back.
+Every value is a bound parameter; every identifier comes from the validated registry. The bind
+parameters' names are those below (BIND_*, value_<column>, key_<column>).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, and_, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.types import Text
+
+from runtime.dialects import Dialect
+from runtime.dialects.base import Item
+from runtime.kinds import OpKind
+from runtime.registry import Registry, TableSpec
+from runtime.schema import build_metadata
+
+if TYPE_CHECKING:
+    from runtime.plan import Op
+
+# Bind parameters shared by every statement shape.
+BIND_VERSION = "version"  # the write's version
+BIND_SOFT_DELETED = "soft_deleted"  # the soft-delete column's value
+BIND_TOMB_TABLE = "tomb_table"  # the tombstone's table (the mapped table, qualified)
+BIND_TOMB_ROW = "tomb_row"  # the tombstone's row key
+BIND_TOMB_VERSION = "tomb_version"  # the tombstone's version, as text
+# Per column: the value written, and the key a row is found by.
+VALUE_PREFIX = "value_"
+KEY_PREFIX = "key_"
+
+_NAMES: dict[tuple[str, str], str] = {}
+
+
+def bind_name(prefix: str, column: str) -> str:
+    """value_<column> / key_<column> (kept: built once per column)."""
+    name = _NAMES.get((prefix, column))
+    if name is None:
+        name = _NAMES[(prefix, column)] = prefix + column
+    return name
+
+
+class Statements:
+    """Builds each statement shape once per (kind, table, columns) and keeps it."""
+
+    def __init__(self, registry: Registry, dialect: Dialect) -> None:
+        self.registry = registry
+        self.dialect = dialect
+        self.metadata = build_metadata(registry, foreign_keys=False)
+        self.ledger = self.metadata.tables[registry.ledger_table]
+        self.tombstones = self.metadata.tables[registry.tombstone_table]
+        self._cache: dict[tuple[Any, ...], Any] = {}
+        self.compiled: dict[Any, Any] = {}  # driver-level SQL text of the statements above
+
+    def table(self, spec: TableSpec) -> Table:
+        return self.metadata.tables[spec.qualified]
+
+    def _memo(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        stmt = self._cache.get(key)
+        if stmt is None:
+            stmt = self._cache[key] = build()
+        return stmt
+
+    # -- bind parameters ----------------------------------------------------------------
+
+    def _tomb(self, name: str) -> BindParameter[Any]:
+        column = {BIND_TOMB_TABLE: "table_name", BIND_TOMB_ROW: "row_key", BIND_TOMB_VERSION: "version"}[name]
+        return bindparam(name, type_=self.tombstones.c[column].type)
+
+    def _value(self, spec: TableSpec, column: str) -> Any:
+        """The value written to `column`, typed; JSON travels as text (runtime.coerce.json_text)."""
+        name = bind_name(VALUE_PREFIX, column)
+        if spec.columns[column].type == "json":
+            return self.dialect.json_value(bindparam(name, type_=Text()))
+        return bindparam(name, type_=self.table(spec).c[column].type)
+
+    def _key(self, spec: TableSpec, column: str) -> BindParameter[Any]:
+        return bindparam(bind_name(KEY_PREFIX, column), type_=self.table(spec).c[column].type)
+
+    def _version(self, spec: TableSpec) -> BindParameter[Any]:
+        assert spec.version is not None
+        return bindparam(BIND_VERSION, type_=self.table(spec).c[spec.version.column].type)
+
+    def _soft_deleted(self, spec: TableSpec) -> BindParameter[Any]:
+        assert spec.soft_delete is not None
+        return bindparam(BIND_SOFT_DELETED, type_=self.table(spec).c[spec.soft_delete.column].type)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def statement(self, kind: OpKind, spec: TableSpec | None, columns: tuple[str, ...] = ()) -> Any:
+        key = (kind, spec.qualified if spec else None, columns)
+        return self._memo(key, lambda: self._build(kind, spec, columns))
+
+    def _build(self, kind: OpKind, spec: TableSpec | None, columns: tuple[str, ...]) -> ClauseElement:
+        if kind is OpKind.TOMBSTONE:
+            return self._tombstone()
+        assert spec is not None
+        if kind is OpKind.INSERT or kind is OpKind.UPSERT:
+            return self._insert(kind, spec)
+        t = self.table(spec)
+        vcol = spec.version.column if spec.version else None
+        where = [t.c[k] == self._key(spec, k) for k in spec.key]
+        if kind is OpKind.DELETE:
+            if vcol:
+                where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= self._version(spec)))
+            return delete(t).where(*where)
+        sets: dict[str, Any]
+        if kind is OpKind.UPDATE:
+            sets = {c: self._value(spec, c) for c in columns}
+        elif kind is OpKind.UPSERT_AS_UPDATE:
+            sets = {c: self._value(spec, c) for c in spec.columns if c not in spec.key}
+            if spec.soft_delete:
+                sets[spec.soft_delete.column] = self._soft_deleted(spec)
+        elif kind is OpKind.SOFT_DELETE:
+            assert spec.soft_delete is not None
+            sets = {spec.soft_delete.column: self._soft_deleted(spec)}
+        else:  # pragma: no cover - OpKind has no other member
+            raise ValueError(f"unknown statement kind {kind!r}")
+        if vcol:
+            sets[vcol] = self._version(spec)
+            # A soft delete carries the version of the state it removes (an item attribute read
+            # from the old image equals the row's version), so it applies on equality.
+            newer = (
+                t.c[vcol] <= self._version(spec)
+                if kind is OpKind.SOFT_DELETE
+                else t.c[vcol] < self._version(spec)
+            )
+            where.append(or_(t.c[vcol].is_(None), newer))
+        return update(t).where(*where).values(sets)
+
+    def _insert(self, kind: OpKind, spec: TableSpec) -> ClauseElement:
+        t = self.table(spec)
+        vcol = spec.version.column if spec.version else None
+        cols: list[str] = list(spec.columns)
+        values: list[Any] = [self._value(spec, c) for c in spec.columns]
+        if vcol:
+            cols.append(vcol)
+            values.append(self._version(spec))
+        if spec.soft_delete:
+            cols.append(spec.soft_delete.column)
+            values.append(self._soft_deleted(spec))
+        ins: Any = insert(t) if kind is OpKind.INSERT else self.dialect.insert(t)
+        if spec.tombstones:
+            tb = self.tombstones
+            # A tombstone at least as new as this write keeps a deleted row deleted.
+            guard = ~exists().where(
+                tb.c.table_name == self._tomb(BIND_TOMB_TABLE),
+                tb.c.row_key == self._tomb(BIND_TOMB_ROW),
+                tb.c.version >= self._tomb(BIND_TOMB_VERSION),
+            )
+            ins = ins.from_select(cols, select(*values).where(guard))
+        else:
+            ins = ins.values(dict(zip(cols, values, strict=True)))
+        if kind is OpKind.INSERT:
+            return ins  # type: ignore[no-any-return]
+        non_key = [c for c in cols if c not in spec.key]
+        return self.dialect.upsert(ins, t, spec.key, non_key, vcol)
+
+    def _tombstone(self) -> ClauseElement:
+        tb = self.tombstones
+        ins = self.dialect.insert(tb).values(
+            table_name=self._tomb(BIND_TOMB_TABLE),
+            row_key=self._tomb(BIND_TOMB_ROW),
+            version=self._tomb(BIND_TOMB_VERSION),
+        )
+        return self.dialect.tombstone_upsert(ins, tb)
+
+    def asserted(self, kind: OpKind, spec: TableSpec | None, columns: tuple[str, ...] = ()) -> Any:
+        """The write, failing unless it changed a row (for the optimistic path; the dialect's
+        form: runtime.dialects, Dialect.asserted)."""
+        return self._memo(
+            ("asserted", kind, spec.qualified if spec else None, columns),
+            lambda: self.dialect.asserted(self.statement(kind, spec, columns)),
+        )
+
+    def items(self, ops: Sequence[Op], *, asserted: bool = False) -> list[Item]:
+        if asserted:
+            return [
+                (
+                    self.asserted(op.kind, op.spec, op.columns)
+                    if op.kind is not OpKind.TOMBSTONE
+                    else self.statement(op.kind, None),
+                    op.params,
+                )
+                for op in ops
+            ]
+        return [(self.statement(op.kind, op.spec, op.columns), op.params) for op in ops]
+
+    # -- the ledger -----------------------------------------------------------------------
+
+    def ledger_insert_one(self) -> Any:
+        """One ledger row; its parameters are the ledger's column names (for executemany)."""
+        return self._memo(("ledger_insert_one",), lambda: insert(self.ledger))
+
+    def ledger_insert(self, n: int) -> Any:
+        """n ledger rows in one INSERT; parameters entity_<i>, event_id_<i>, message_id_<i>,
+        outcome_<i> (ledger_params)."""
+
+        def build() -> ClauseElement:
+            lg = self.ledger
+            rows = [
+                {column: bindparam(f"{column}_{i}", type_=lg.c[column].type) for column in LEDGER_COLUMNS}
+                for i in range(n)
+            ]
+            return insert(lg).values(rows)
+
+        return self._memo(("ledger_insert", n), build)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def ledger_read(self, n: int) -> Any:
+        """The event ids of `entity` among event_id_0..event_id_<n-1> the ledger holds."""
+
+        def build() -> ClauseElement:
+            lg = self.ledger
+            return select(lg.c.event_id).where(
+                lg.c.entity == bindparam("entity", type_=lg.c.entity.type),
+                lg.c.event_id.in_([bindparam(f"event_id_{i}", type_=lg.c.event_id.type) for i in range(n)]),
+            )
+
+        return self._memo(("ledger_read", n), build)
+
+    def rows_read(self, spec: TableSpec, n: int) -> Any:
+        """The key (and version) of each of n rows, found by row<i>_<key column>."""
+
+        def build() -> ClauseElement:
+            t = self.table(spec)
+            cols = [t.c[k] for k in spec.key]
+            if spec.version:
+                cols.append(t.c[spec.version.column])
+            if len(spec.key) == 1:  # an IN list: the planner's best-known form
+                (k,) = spec.key
+                return select(*cols).where(
+                    t.c[k].in_([bindparam(row_bind(i, k), type_=t.c[k].type) for i in range(n)])
+                )
+            match = [
+                and_(*[t.c[k] == bindparam(row_bind(i, k), type_=t.c[k].type) for k in spec.key])
+                for i in range(n)
+            ]
+            return select(*cols).where(or_(*match))
+
+        return self._memo(("rows_read", spec.qualified, n), build)
+
+    def tombstones_read(self, n: int) -> Any:
+        """The tombstones of n rows, found by tomb_table_<i>, tomb_row_<i>."""
+
+        def build() -> ClauseElement:
+            tb = self.tombstones
+            match = [
+                and_(
+                    tb.c.table_name == bindparam(f"{BIND_TOMB_TABLE}_{i}", type_=tb.c.table_name.type),
+                    tb.c.row_key == bindparam(f"{BIND_TOMB_ROW}_{i}", type_=tb.c.row_key.type),
+                )
+                for i in range(n)
+            ]
+            return select(tb.c.table_name, tb.c.row_key, tb.c.version).where(or_(*match))
+
+        return self._memo(("tombstones_read", n), build)
+
+
+LEDGER_COLUMNS = ("entity", "event_id", "message_id", "outcome")
+
+
+def row_bind(i: int, column: str) -> str:
+    return f"row{i}_{column}"
+
+
+def ledger_params(rows: Sequence[tuple[str, str, str, str]]) -> dict[str, Any]:
+    """The parameters of Statements.ledger_insert(len(rows))."""
+    params: dict[str, Any] = {}
+    for i, row in enumerate(rows):
+        for column, value in zip(LEDGER_COLUMNS, row, strict=True):
+            params[f"{column}_{i}"] = value
+    return params
