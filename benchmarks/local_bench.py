@@ -1,5 +1,5 @@
-"""Benchmark the local pipeline model (runtime/local/): filter + template throughput, end-to-end
-`python -m runtime replay` into SQLite, and the replay's peak memory as the input grows.
+"""Benchmark the local pipeline model (synctools/local/): filter + template throughput, end-to-end
+`python -m synctools replay` into SQLite, and the replay's peak memory as the input grows.
 
 Usage (from the repository root, with the project's venv active):
 
@@ -8,16 +8,16 @@ Usage (from the repository root, with the project's venv active):
 
 What it does:
 
-1. Samples `orders` stream records with `python -m runtime sample orders --count N --seed 1`
+1. Samples `orders` stream records with `python -m synctools sample orders --count N --seed 1`
    for each size into benchmarks/.out/ (git-ignored).
 2. Filter + template, in-process, on the records of the smallest size (already parsed):
    the Pipe's filter (build/entities/orders/filters.json) on every record and, for those that
    pass, the input template plus the dynamic group / dedup ids (the SQS entry). Baseline in
    the same run: `json.loads` of the same lines. `--repeats` runs each, interleaved; medians.
-3. End-to-end replay, round robin over the sizes: a fresh subprocess `python -m runtime replay FILE --db
+3. End-to-end replay, round robin over the sizes: a fresh subprocess `python -m synctools replay FILE --db
    sqlite:///<tmp> --quiet --json` on a fresh database; wall time and the child's ru_maxrss
    (os.wait4). Baseline in the same run: a subprocess that imports what the replay imports
-   (runtime.apply, runtime.local.replay, SQLAlchemy) and `json.loads` every line of the same
+   (runtime.apply, synctools.local.replay, SQLAlchemy) and `json.loads` every line of the same
    file, so its time is the floor of reading and its memory the floor of the imports.
    events/s = delivered messages / wall time; records/s = stream records / wall time.
 4. Where the replay's time goes (in-process, smallest size): the share spent inside
@@ -51,7 +51,7 @@ FAULTS = ["--duplicates", "0.2", "--crashes", "0.05", "--lost-responses", "0.02"
 
 BASELINE_CODE = """
 import json, sys
-import sqlalchemy, runtime.apply, runtime.local.replay  # the replay's imports
+import sqlalchemy, runtime.apply, synctools.local.replay  # the replay's imports
 n = 0
 with open(sys.argv[1], encoding="utf-8") as fh:
     for line in fh:
@@ -128,7 +128,7 @@ def sample(size: int) -> Path:
     if not path.exists() or sum(1 for _ in path.open()) != size:
         with path.open("w") as fh:
             subprocess.run(
-                [sys.executable, "-m", "runtime", "sample", ENTITY, "--count", str(size), "--seed", "1"],
+                [sys.executable, "-m", "synctools", "sample", ENTITY, "--count", str(size), "--seed", "1"],
                 cwd=REPO,
                 env=env(),
                 stdout=fh,
@@ -139,8 +139,8 @@ def sample(size: int) -> Path:
 
 def bench_filter_template(path: Path, repeats: int) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
-    from runtime.local.patterns import load_filters
-    from runtime.local.transform import PipeTarget, load_template
+    from synctools.local.patterns import load_filters
+    from synctools.local.transform import PipeTarget, load_template
 
     registry = json.loads((REPO / "build" / "registry.json").read_text())
     routing = registry["entities"][ENTITY]["routing"]
@@ -183,7 +183,7 @@ def bench_filter_template(path: Path, repeats: int) -> dict[str, Any]:
 
 def replay_once(path: Path, size: int, extra: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = ["-m", "runtime", "replay", str(path), "--db", f"sqlite:///{tmp}/r.db"]
+        cmd = ["-m", "synctools", "replay", str(path), "--db", f"sqlite:///{tmp}/r.db"]
         cmd += ["--quiet", "--json", "--dlq-out", f"{tmp}/dlq.jsonl", "--seed", "1", *(extra or [])]
         wall, rss, out = timed_child(cmd)
     return {"wall": wall, "rss": rss, "summary": json.loads(out)}
@@ -208,12 +208,12 @@ def bench_replays(files: dict[int, Path], repeats: int) -> dict[int, dict[str, A
 
 def time_split(path: Path) -> dict[str, Any]:
     """In-process: seconds inside apply_batch versus the whole replay."""
-    import runtime.local.replay as rp
+    import synctools.local.replay as rp
     from runtime.config import make_engine
-    from runtime.local.records import RecordReader
-    from runtime.local.sqlite import tune_sqlite
     from runtime.registry import load_registry
     from runtime.schema import build_metadata
+    from synctools.local.records import RecordReader
+    from synctools.local.sqlite import tune_sqlite
 
     registry = load_registry(REPO / "build" / "registry.json")
     inside = [0.0]
@@ -321,7 +321,7 @@ def main() -> int:
         "",
         "## Filter + template (in-process)",
         "",
-        f"{ft['records']:,} `orders` stream records (`python -m runtime sample orders --count {sizes[0]} --seed 1`), "
+        f"{ft['records']:,} `orders` stream records (`python -m synctools sample orders --count {sizes[0]} --seed 1`), "
         f"{ft['passed']:,} of which pass the filter. Medians of {len(ft['model'])} runs, interleaved.",
         "",
         "| what | median records/s | runs |",
@@ -333,7 +333,7 @@ def main() -> int:
         "",
         "## End-to-end replay into SQLite (subprocess, fresh database each run)",
         "",
-        f"`python -m runtime replay FILE --db sqlite:///<tmp>/r.db --quiet --json` with no faults; "
+        f"`python -m synctools replay FILE --db sqlite:///<tmp>/r.db --quiet --json` with no faults; "
         f"{args.repeats} runs per size; events = delivered messages (the records that pass the filter), "
         "rates over the whole process wall time (start-up, imports and table creation included). "
         "Baseline: a subprocess importing the same modules and `json.loads`-ing every line of the same file.",
@@ -400,7 +400,7 @@ def main() -> int:
         f"- load average at start: {' '.join(f'{x:.2f}' for x in load_start)}; at end: "
         f"{' '.join(f'{x:.2f}' for x in load_end)} (a shared machine: others' runs overlap)",
         f"- git HEAD: {sh(['git', 'rev-parse', '--short', 'HEAD'])} (working tree edited concurrently)",
-        "- SQLite database on the local disk, WAL journal with synchronous=NORMAL (runtime/local/sqlite.py)",
+        "- SQLite database on the local disk, WAL journal with synchronous=NORMAL (synctools/local/sqlite.py)",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -17,7 +17,7 @@ from generator.emit import pipes
 from generator.emit.registry import registry_column
 from generator.model import PIPES_JSON_PATH, Column, Entity, Field, Model, Project, Table
 from generator.yamlload import Located
-from runtime import awsdocs, dialects
+from runtime import dialects
 from runtime.aws_limits import (
     DYNAMODB_STREAM_READERS_PER_SHARD,
     LAMBDA_CONCURRENCY_MAX,
@@ -33,7 +33,8 @@ from runtime.aws_limits import (
     SQS_BATCH,
     SQS_QUEUE_NAME_CHARS,
 )
-from runtime.local.patterns import unsupported_operators
+from synctools import awsdocs
+from synctools.local.patterns import unsupported_operators
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from generator.load import Loaded, load
 from generator.model import Model
 from generator.override import DEFAULT_NAME as DEFAULT_OVERRIDE
 from generator.override import MOTO_UNSUPPORTED, endpoint_url
-from runtime.local.argtypes import PRODUCT, HelpFormatter, exit_codes
+from synctools.local.argtypes import PRODUCT, HelpFormatter, exit_codes
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_TOOL, EXIT_IO = 0, 1, 2, 3, 4
 
@@ -185,7 +185,7 @@ def parser(prog: str = "python -m generator") -> argparse.ArgumentParser:
         help="build the sync Lambda's deployment zip (build/lambda.zip) from runtime/ and build/registry.json",
         description=(
             "Build the sync Lambda's deployment zip at BUILD/<lambda.package> (default build/lambda.zip): the "
-            "runtime package without its operator tools (runtime/local, runtime/aws), build/registry.json at the zip "
+            "runtime package without its operator tools (synctools/local, synctools/aws), build/registry.json at the zip "
             "root, and SQLAlchemy plus "
             "the database driver installed by pip for the Lambda platform. Refuses a build/ that `check` "
             "would call out of date. The zip is deterministic and replaced atomically."
@@ -395,7 +395,7 @@ def _package(args: argparse.Namespace, model: Model, files: dict[str, str], buil
     if args.dry_run:
         lines = [
             f"package: would write {dest}",
-            f"  {len(runtime_files)} files of {source} (without the operator tools: runtime/local, runtime/aws, runtime/__main__.py)",
+            f"  {len(runtime_files)} files of {source} (without the operator tools: synctools/local, synctools/aws, runtime/__main__.py)",
             f"  {pkg.REGISTRY} at the zip root: {len(registry):,} bytes from {build / pkg.REGISTRY}",
         ]
         if reqs:

@@ -4,7 +4,7 @@ Test files live beside the mappings, under mappings/tests/*.yaml, in the spirit 
 tests: each test GIVES DynamoDB stream records (written as plain items) and EXPECTS the message
 bodies the Pipe sends, the rows in the database, the outcome counts and the DLQ. They run the
 artifacts the current mappings generate (rendered into a temporary build/), through the local
-model of Pipes, SQS FIFO and the Lambda poller (runtime.local) and the sync runtime, against
+model of Pipes, SQS FIFO and the Lambda poller (synctools.local) and the sync runtime, against
 SQLite by default or a scratch database (--db).
 
 Two phases, as dbt compiles before it runs: `collect` loads every test file and checks it
@@ -591,12 +591,12 @@ def given_problems(
     doc: Located, display: str, index: int, case: dict[str, Any], entity: dict[str, Any] | None = None
 ) -> list[Diagnostic]:
     """Given records the local pipeline cannot take, located: a raw `record:` that `replay` would
-    refuse (runtime.local.records.record_problem, at the key that is wrong), text that is not
+    refuse (synctools.local.records.record_problem, at the key that is wrong), text that is not
     Unicode (a lone surrogate escape such as "\\udc80", which YAML allows but UTF-8 cannot
     encode), an item without the table's key attributes or with a key of the wrong type, a
     value no DynamoDB type holds, and a sequence number that is not one."""
     from runtime.decode import SEQUENCE_WIDTH  # the digits the runtime accepts
-    from runtime.local.records import record_problem
+    from synctools.local.records import record_problem
 
     out = []
     keys: dict[str, str] = {}
@@ -821,11 +821,11 @@ def run_case(
 ) -> tuple[list[Problem], list[dict[str, Any]]]:
     """Run one test; return what did not match (empty: passed) and the DLQ messages."""
     from runtime.config import make_engine
-    from runtime.local.patterns import load_filters
-    from runtime.local.replay import Faults, Replay
-    from runtime.local.transform import PipeContext, PipeTarget, load_template
     from runtime.registry import parse_registry
     from runtime.schema import build_metadata
+    from synctools.local.patterns import load_filters
+    from synctools.local.replay import Faults, Replay
+    from synctools.local.transform import PipeContext, PipeTarget, load_template
 
     registry = parse_registry(registry_raw)
     entity = registry_raw["entities"][entity_name]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generator.diagnostics import PathT
-from runtime import awsdocs
+from synctools import awsdocs
 
 # Pipes dynamic JSON paths and template placeholders: dot-separated segments of
 # [A-Za-z0-9_/-], each optionally followed by [n] or [*] (facts 1.2: the Terraform provider's

@@ -1,4 +1,4 @@
-"""The sync Lambda's deployment zip: `runtime/` (without its local tools), registry.json at the
+"""The sync Lambda's deployment zip: `runtime/` (the whole folder: it holds only the Lambda), registry.json at the
 zip root, and optionally SQLAlchemy plus the database driver, built for the Lambda platform.
 
 The zip is deterministic: the same runtime sources, registry and installed dependencies give
@@ -59,10 +59,9 @@ _UNIX = 3  # ZipInfo.create_system: the mode bits in external_attr are Unix ones
 _CACHES = {"__pycache__"}
 _SOURCE_ONLY = {"tests", "conftest.py"}
 _BYTECODE = (".pyc", ".pyo")
-# The operator tools: runtime/local (replay, sample) and runtime/aws (pump, consume, dlq),
-# with runtime/__main__.py, their only entry point. The handler never imports them.
-_TOOL_PACKAGES = ("local", "aws")
-_RUNTIME_EXCLUDED = {*_TOOL_PACKAGES, "__main__.py"}
+# The packages beside the Lambda's: the zip does not hold them, so the Lambda's modules must
+# not import them (tests/test_lambda_folder.py holds the source to that; this refuses a zip).
+_NOT_PACKAGED = ("generator", "synctools")
 
 # pip's messages when it could not talk to the index at all (as opposed to a resolution error).
 _NETWORK_ERRORS = re.compile(
@@ -207,11 +206,9 @@ def _walk(root: Path, *, source: bool) -> Iterable[Path]:
 
 
 def runtime_files(source: Path) -> dict[str, Path]:
-    """Zip name -> file, for the runtime package minus its local tools."""
+    """Zip name -> file, for the whole runtime package: it holds only what the Lambda runs."""
     files = {}
     for rel in _walk(source, source=True):
-        if rel.parts[0] in _RUNTIME_EXCLUDED:
-            continue
         files[f"{RUNTIME_PACKAGE}/{rel.as_posix()}"] = source / rel
     if HANDLER_MODULE not in files:
         raise PackageError(f"{source} has no handler.py: not the sync runtime package")
@@ -231,14 +228,13 @@ def _imported_modules(tree: ast.AST) -> Iterator[str]:
 
 
 def _refuse_tool_imports(name: str, path: Path) -> None:
-    """A packaged module importing a left-out tool package would fail in the Lambda only."""
-    tools = tuple(f"{RUNTIME_PACKAGE}.{t}" for t in _TOOL_PACKAGES)
+    """A packaged module importing the generator or the tools would fail in the Lambda only."""
     tree = ast.parse(path.read_bytes(), filename=str(path))
     for module in _imported_modules(tree):
-        if module in tools or module.startswith(tuple(t + "." for t in tools)):
+        if module.split(".")[0] in _NOT_PACKAGED:
             raise PackageError(
-                f"{name} imports {module}, which is not packaged (operator tools: "
-                f"{', '.join(t + '/' for t in tools)}); the Lambda must not depend on them"
+                f"{name} imports {module}, which is not packaged (only runtime/ and its "
+                f"dependencies are); the Lambda must not depend on {', '.join(_NOT_PACKAGED)}"
             )
 
 

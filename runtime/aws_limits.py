@@ -1,7 +1,7 @@
 """Every AWS limit this project relies on, each defined once: the runtime, the generator's
 checks, the local model of Pipes and SQS and the operator tools import them from here (and a
 test holds the JSON Schemas' bounds to them). Each names the AWS documentation page that
-states it (runtime.awsdocs)."""
+states it (synctools.awsdocs)."""
 
 from __future__ import annotations
 

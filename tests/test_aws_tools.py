@@ -1,4 +1,4 @@
-"""The AWS tools (runtime/aws/): `python -m runtime pump`, `consume` and `dlq`.
+"""The AWS tools (synctools/aws/): `python -m synctools pump`, `consume` and `dlq`.
 
 Unit tests drive the pump with small fakes of DynamoDB Streams and SQS (checkpoint resume,
 shard order, SendMessageBatch partial failures). The end-to-end tests run the real commands
@@ -37,12 +37,12 @@ pytest.importorskip("boto3")
 
 from botocore.exceptions import ClientError  # noqa: E402
 
-from runtime.aws.checkpoint import Checkpoint  # noqa: E402
-from runtime.aws.pipe import Outgoing, Sender, SendError, batches, load_pipe  # noqa: E402
-from runtime.aws.pump import Pump  # noqa: E402
-from runtime.aws.session import ToolError  # noqa: E402
-from runtime.aws.streams import Shard, ready_shards, shard_order  # noqa: E402
-from runtime.local.transform import SqsEntry  # noqa: E402
+from synctools.aws.checkpoint import Checkpoint  # noqa: E402
+from synctools.aws.pipe import Outgoing, Sender, SendError, batches, load_pipe  # noqa: E402
+from synctools.aws.pump import Pump  # noqa: E402
+from synctools.aws.session import ToolError  # noqa: E402
+from synctools.aws.streams import Shard, ready_shards, shard_order  # noqa: E402
+from synctools.local.transform import SqsEntry  # noqa: E402
 from tests.conftest import scratch_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -423,7 +423,7 @@ class Run:
 
 
 def cli(*argv: str) -> Run:
-    from runtime.__main__ import main
+    from synctools.__main__ import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -779,7 +779,17 @@ def test_a_redrive_killed_half_way_loses_nothing(pipeline: Aws, db: Db) -> None:
             event_ids.append(json.loads(entry.body)["eventID"])
 
     # WHEN a redrive is killed (SIGKILL) after its 3rd send, before that message's delete
-    cmd = [sys.executable, "-m", "runtime", "dlq", "redrive", "--entity", "orders", "--build", str(aws.build)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "synctools",
+        "dlq",
+        "redrive",
+        "--entity",
+        "orders",
+        "--build",
+        str(aws.build),
+    ]
     proc = subprocess.Popen(
         [*cmd, "--pause", "0.5", "--visibility", "5"],
         cwd=ROOT,
@@ -866,7 +876,7 @@ def test_follow_mode_streams_live_changes_and_stops_cleanly_on_sigterm(
     # GIVEN a pump and a consumer running with --follow
     aws, ddb = pipeline, pipeline.client("dynamodb")
     ckpt = tmp_path / "ckpt.json"
-    base = [sys.executable, "-m", "runtime"]
+    base = [sys.executable, "-m", "synctools"]
     pump = subprocess.Popen(
         [*base, "pump", "--entity", "orders", "--follow", "--poll", "0.2", "--checkpoint", str(ckpt)]
         + ["--build", str(aws.build)],
@@ -987,15 +997,15 @@ def test_every_command_has_help() -> None:
         ["sample"],
     ):
         run = cli(*argv, "--help")
-        assert run.code == 0 and "usage: python -m runtime" in run.out, argv
+        assert run.code == 0 and "usage: python -m synctools" in run.out, argv
 
 
 def test_the_lambda_never_imports_the_aws_tools() -> None:
     code = (
         "import sys, runtime.handler, runtime.registry\n"
-        "bad = [m for m in sys.modules if m.split('.')[:2] in (['runtime', 'aws'], ['runtime', 'local']) or m.startswith('boto3')]\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('synctools', 'generator') or m.startswith('boto3')]\n"
         "assert not bad, bad\n"
-        "import runtime.aws.cli, runtime.aws.pump, runtime.aws.consume, runtime.aws.dlq\n"
+        "import synctools.aws.cli, synctools.aws.pump, synctools.aws.consume, synctools.aws.dlq\n"
         "assert not [m for m in sys.modules if m == 'generator' or m.startswith('generator.')]\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

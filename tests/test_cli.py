@@ -1,6 +1,6 @@
 """The command lines: `python -m generator {build,validate,check}` (help, exit codes and what
 each command writes), and for every entry point and command (`python -m generator`,
-`python -m runtime`, `ddb-sql-sync`): --version, help and defaults for every argument, and the
+`python -m synctools`, `ddb-sql-sync`): --version, help and defaults for every argument, and the
 same exit-code epilogue.
 
 Exit codes (generator/cli.py): 0 ok (warnings allowed unless --strict); 1 mapping errors, or
@@ -25,8 +25,8 @@ import pytest
 
 from generator import __version__, cli
 from runtime import __version__ as runtime_version
-from runtime.local import cli as runtime_cli
-from runtime.local.argtypes import HelpFormatter
+from synctools.local import cli as runtime_cli
+from synctools.local.argtypes import HelpFormatter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,8 +95,8 @@ def _script() -> Path:
 
 @pytest.mark.parametrize(
     "command",
-    [["-m", "generator"], ["-m", "runtime"], ["script"]],
-    ids=["python -m generator", "python -m runtime", "ddb-sql-sync"],
+    [["-m", "generator"], ["-m", "synctools"], ["script"]],
+    ids=["python -m generator", "python -m synctools", "ddb-sql-sync"],
 )
 def test_every_entry_point_prints_the_product_and_its_version(command: list[str]) -> None:
     # GIVEN an entry point  WHEN run with --version
@@ -124,7 +124,7 @@ def _parsers(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, 
 
 PARSERS = [
     *_parsers(cli.parser(), "python -m generator"),
-    *_parsers(runtime_cli.build_parser(), "python -m runtime"),
+    *_parsers(runtime_cli.build_parser(), "python -m synctools"),
 ]
 
 

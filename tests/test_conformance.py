@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from runtime.local.patterns import PatternError, compile_pattern, unsupported_operators
+from synctools.local.patterns import PatternError, compile_pattern, unsupported_operators
 from tests.conftest import CONFORMANCE_TALLY
 
 VECTORS_FILE = Path(__file__).resolve().parent / "conformance" / "eventbridge-patterns.json"

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from runtime.decode import decode, parse_sqs_record
-from runtime.local.patterns import load_filters
-from runtime.local.sample import Sampler
-from runtime.local.transform import PipeContext, PipeTarget, load_template
 from runtime.registry import load_registry
+from synctools.local.patterns import load_filters
+from synctools.local.sample import Sampler
+from synctools.local.transform import PipeContext, PipeTarget, load_template
 from tests.factories import sqs_record
 
 ROOT = Path(__file__).resolve().parent.parent

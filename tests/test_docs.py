@@ -260,8 +260,8 @@ def broken_links(path: Path) -> list[str]:
         ),
         ("The summary (stderr, and `--json`)", "the-summary-stderr-and---json"),
         (
-            "`python -m runtime dlq list | show | redrive --entity E [--pipe]`",
-            "python--m-runtime-dlq-list--show--redrive---entity-e---pipe",
+            "`python -m synctools dlq list | show | redrive --entity E [--pipe]`",
+            "python--m-synctools-dlq-list--show--redrive---entity-e---pipe",
         ),
         ("`target.tables[].columns{}`", "targettablescolumns"),
         ("Where the article is wrong for AWS", "where-the-article-is-wrong-for-aws"),

@@ -1,4 +1,4 @@
-"""The local tools are as robust as the Lambda about their input: `python -m runtime replay`
+"""The local tools are as robust as the Lambda about their input: `python -m synctools replay`
 (run here as a user runs it, as a subprocess) reports each problem with the input as
 `replay: FILE:LINE: what is wrong - how to fix`, the line being where the record starts, skips
 only what is wrong, never shows a traceback, and says so in its exit status: 0 clean, 1 input
@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-import runtime.local.records as records
-from runtime.local.patterns import load_filters
-from runtime.local.records import RecordReader
-from runtime.local.sample import Sampler
+import synctools.local.records as records
+from synctools.local.patterns import load_filters
+from synctools.local.records import RecordReader
+from synctools.local.sample import Sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
@@ -75,12 +75,20 @@ class Run:
 
 
 def replay(tmp: Path, data: bytes, *args: str, stdin: bool = False) -> Run:
-    """`python -m runtime replay FILE` (or `-` with the bytes on stdin) into a fresh SQLite."""
+    """`python -m synctools replay FILE` (or `-` with the bytes on stdin) into a fresh SQLite."""
     path = tmp / "in.jsonl"
     path.write_bytes(data)
     db = tmp / "r.db"
     db.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "runtime", "replay", "-" if stdin else str(path), "--db", f"sqlite:///{db}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "synctools",
+        "replay",
+        "-" if stdin else str(path),
+        "--db",
+        f"sqlite:///{db}",
+    ]
     cmd += ["--dlq-out", str(tmp / "dlq.jsonl"), "--quiet", "--json", *args]
     done = subprocess.run(cmd, cwd=ROOT, input=data if stdin else None, capture_output=True)
     stderr = done.stderr.decode()

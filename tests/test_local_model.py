@@ -1,4 +1,4 @@
-"""The local model of each AWS hop (runtime/local/): one test per rule, each citing the section of
+"""The local model of each AWS hop (synctools/local/): one test per rule, each citing the section of
 reference/aws-pipeline-facts.md it follows. Validated examples of the facts file are the test
 data where it gives them. GIVEN / WHEN / THEN; fakes (a virtual clock, an in-memory queue), no
 mocks."""
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from runtime.local.fifo import FifoQueue, QueueError, VirtualClock
-from runtime.local.patterns import (
+from synctools.local.fifo import FifoQueue, QueueError, VirtualClock
+from synctools.local.patterns import (
     FilterSet,
     PatternError,
     compile_pattern,
@@ -22,10 +22,10 @@ from runtime.local.patterns import (
     matches,
     unsupported_operators,
 )
-from runtime.local.poller import Poller, read_response
-from runtime.local.records import RecordReader, table_of
-from runtime.local.sample import Sampler
-from runtime.local.transform import (
+from synctools.local.poller import Poller, read_response
+from synctools.local.records import RecordReader, table_of
+from synctools.local.sample import Sampler
+from synctools.local.transform import (
     DynamicParameter,
     PipeContext,
     PipeTarget,
@@ -838,15 +838,15 @@ def test_sample_records_follow_the_stream_rules(entity: str) -> None:
 
 
 def test_the_lambda_never_imports_the_local_model_and_the_model_never_imports_generator() -> None:
-    """runtime/ is the Lambda package: importing the handler pulls in nothing of runtime.local;
-    runtime.local reads build/ only and never imports generator (STYLE lesson 8)."""
+    """runtime/ is the Lambda package: importing the handler pulls in nothing of synctools.local;
+    synctools.local reads build/ only and never imports generator (STYLE lesson 8)."""
     import subprocess
     import sys
 
     code = (
         "import sys, runtime.handler\n"
-        "assert not [m for m in sys.modules if m.startswith('runtime.local')], 'handler imports runtime.local'\n"
-        "import runtime.__main__, runtime.local.cli, runtime.local.replay, runtime.local.sample\n"
+        "assert not [m for m in sys.modules if m.startswith('synctools.local')], 'handler imports synctools.local'\n"
+        "import synctools.__main__, synctools.local.cli, synctools.local.replay, synctools.local.sample\n"
         "assert not [m for m in sys.modules if m == 'generator' or m.startswith('generator.')], 'generator'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -25,7 +25,6 @@ from tests import factories
 from tests.conftest import copy_project, run_generator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TOOLS = ("runtime/local/", "runtime/aws/", "runtime/__main__.py")
 
 
 def generator(*argv: str | Path) -> subprocess.CompletedProcess[str]:
@@ -42,7 +41,7 @@ def expected_runtime_sources() -> set[str]:
     out = set()
     for path in (REPO_ROOT / "runtime").rglob("*.py"):
         name = path.relative_to(REPO_ROOT).as_posix()
-        if "__pycache__" not in name and not name.startswith(TOOLS):
+        if "__pycache__" not in name:
             out.add(name)
     return out
 
@@ -77,7 +76,7 @@ registry = load_registry()  # SYNC_REGISTRY unset: registry.json beside the pack
 build_metadata(registry).create_all(make_engine(database_url()))
 response = runtime.handler.handler(json.load(open(event_file)), None)
 try:
-    import runtime.local
+    import synctools.local
     tools = True
 except ImportError:
     tools = False
@@ -149,9 +148,8 @@ def test_the_zip_holds_runtime_registry_and_dependencies_only(with_deps: Path) -
     # GIVEN the zip built with its dependencies
     listed = names(with_deps)
     files = [n for n in listed if not n.endswith("/")]
-    # THEN the runtime sources are all there, the operator tools are not
+    # THEN the runtime folder is there whole, the generator and the tools are not
     assert expected_runtime_sources() <= set(files)
-    assert not [n for n in listed if n.startswith(TOOLS)]
     # AND registry.json sits at the root, byte for byte the build's
     with zipfile.ZipFile(with_deps) as zf:
         assert zf.read("registry.json") == (with_deps.parent / "registry.json").read_bytes()
@@ -160,7 +158,7 @@ def test_the_zip_holds_runtime_registry_and_dependencies_only(with_deps: Path) -
     # which the Lambda runtime provides, and the scripts pip writes to bin/ are not
     tops = {n.split("/")[0] for n in files}
     assert {"sqlalchemy", "psycopg"} <= tops
-    assert not tops & {"boto3", "botocore", "bin", "generator", "tests"}
+    assert not tops & {"boto3", "botocore", "bin", "generator", "synctools", "tests"}
     # AND nothing was compiled at pip time with a timestamp: .pyc only as unchecked-hash
     for info in infos:
         if info.filename.endswith(".pyc"):
@@ -315,9 +313,9 @@ def test_a_runtime_module_importing_a_tool_package_is_refused(tmp_path: Path) ->
     (source / "aws").mkdir(parents=True)
     (source / "__init__.py").write_text("")
     (source / "aws" / "__init__.py").write_text("")
-    (source / "handler.py").write_text("def handler(e, c):\n    from runtime.aws import pump\n")
+    (source / "handler.py").write_text("def handler(e, c):\n    from synctools.aws import pump\n")
     # THEN packaging refuses it, naming the import
-    with pytest.raises(pkg.PackageError, match=r"runtime/handler.py imports runtime.aws"):
+    with pytest.raises(pkg.PackageError, match=r"runtime/handler.py imports synctools.aws"):
         pkg.runtime_files(source)
 
 

@@ -1,4 +1,4 @@
-"""Issue 4, done when: `python -m runtime sample ENTITY --count N | python -m runtime replay -`
+"""Issue 4, done when: `python -m synctools sample ENTITY --count N | python -m synctools replay -`
 (both as subprocesses) ends with a summary in which every generated change is accounted for,
 and the database equals the last state of every item, with and without injected faults.
 
@@ -39,7 +39,7 @@ def run_pipeline(
     db_url = db_url or f"sqlite:///{tmp / f'{entity}.db'}"
     dlq = tmp / f"{entity}-dlq.jsonl"
     sample = subprocess.Popen(
-        [sys.executable, "-m", "runtime", "sample", entity, "--count", str(count), "--seed", str(seed)],
+        [sys.executable, "-m", "synctools", "sample", entity, "--count", str(count), "--seed", str(seed)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
     )
@@ -48,7 +48,7 @@ def run_pipeline(
             [
                 sys.executable,
                 "-m",
-                "runtime",
+                "synctools",
                 "replay",
                 "-",
                 "--db",
@@ -401,7 +401,7 @@ def test_order_items_hard_deletes(tmp_path: Path, faults: tuple[str, ...]) -> No
 
 def test_replay_reads_a_getrecords_document_and_honours_entity(tmp_path: Path) -> None:
     """A GetRecords document from a table no mapping knows: nothing is routed, unless --entity."""
-    from runtime.local.sample import Sampler
+    from synctools.local.sample import Sampler
 
     registry = json.loads((ROOT / "build" / "registry.json").read_text())
     records = list(Sampler(registry, "orders", seed=1).records(50))
@@ -412,7 +412,7 @@ def test_replay_reads_a_getrecords_document_and_honours_entity(tmp_path: Path) -
     base = [
         sys.executable,
         "-m",
-        "runtime",
+        "synctools",
         "replay",
         str(doc),
         "--db",
@@ -434,7 +434,7 @@ def test_replay_exit_codes_and_dlq_reasons(tmp_path: Path) -> None:
     """Exit 1 when input is unreadable; a poison change lands in the DLQ file with the reason
     the runtime logged, and without unreadable input the run exits 3 (accounted for, but
     messages in a DLQ); exit 2 for a bad entity."""
-    from runtime.local.sample import Sampler
+    from synctools.local.sample import Sampler
 
     registry = json.loads((ROOT / "build" / "registry.json").read_text())
     records = list(Sampler(registry, "customers", seed=4).records(20))
@@ -444,7 +444,7 @@ def test_replay_exit_codes_and_dlq_reasons(tmp_path: Path) -> None:
     keyless["dynamodb"]["Keys"] = {"customer_id": {"N": "5"}}  # MessageGroupId $...customer_id.S: missing
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n{broken\n")
-    cmd = [sys.executable, "-m", "runtime", "replay", str(path), "--db", f"sqlite:///{tmp_path / 'r.db'}"]
+    cmd = [sys.executable, "-m", "synctools", "replay", str(path), "--db", f"sqlite:///{tmp_path / 'r.db'}"]
     cmd += ["--dlq-out", str(tmp_path / "dlq.jsonl"), "--quiet"]
     done = subprocess.run([*cmd, "--json"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1, done.stderr
@@ -481,14 +481,14 @@ def test_replay_exit_codes_and_dlq_reasons(tmp_path: Path) -> None:
 
 def test_replay_writes_its_default_outputs_into_a_git_ignored_folder(tmp_path: Path) -> None:
     # GIVEN a few stream records and no --db nor --dlq-out, in a directory of its own
-    from runtime.local.sample import Sampler
+    from synctools.local.sample import Sampler
 
     registry = json.loads((ROOT / "build" / "registry.json").read_text())
     records = tmp_path / "in.jsonl"
     records.write_text("".join(json.dumps(r) + "\n" for r in Sampler(registry, "orders", seed=1).records(20)))
     # WHEN replayed there
     done = subprocess.run(
-        [sys.executable, "-m", "runtime", "replay", "in.jsonl", "--build", str(ROOT / "build"), "--quiet"],
+        [sys.executable, "-m", "synctools", "replay", "in.jsonl", "--build", str(ROOT / "build"), "--quiet"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

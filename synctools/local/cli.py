@@ -1,5 +1,5 @@
-"""Command line of `python -m runtime`: the local tools `replay` and `sample`, and the AWS tools
-`pump`, `consume` and `dlq` (defined in runtime/aws/cli.py, docs/aws-tools.md).
+"""Command line of `python -m synctools`: the local tools `replay` and `sample`, and the AWS tools
+`pump`, `consume` and `dlq` (defined in synctools/aws/cli.py, docs/aws-tools.md).
 
 Exit codes of replay and sample: 0 success (replay: every delivered message is accounted
 for and none ended in a DLQ); 1 replay finished but something is not accounted for
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runtime import __version__
-from runtime.local.argtypes import (
+from synctools.local.argtypes import (
     LOCAL_DIR,
     PRODUCT,
     HelpFormatter,
@@ -58,7 +58,7 @@ EXIT_ALL = exit_codes(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m runtime",
+        prog="python -m synctools",
         description="Tools for the DynamoDB -> SQL sync pipeline: local replay and sample (no AWS), "
         "and pump, consume and dlq against AWS APIs (or moto / LocalStack). Each command's --help "
         "lists its options and exit codes; docs/local-tools.md and docs/aws-tools.md describe them.",
@@ -149,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--account", default="123456789012", metavar="A", help="account in eventSourceARN")
 
-    # pump, consume and dlq talk to AWS (runtime/aws/); their modules load only when run.
-    from runtime.aws.cli import add_commands
+    # pump, consume and dlq talk to AWS (synctools/aws/); their modules load only when run.
+    from synctools.aws.cli import add_commands
 
     add_commands(sub)
     return parser
@@ -174,11 +174,11 @@ def replay_main(args: argparse.Namespace) -> int:
 
     from runtime import dialects
     from runtime.config import make_engine
-    from runtime.local.records import RecordReader
-    from runtime.local.replay import Faults, Replay, ReplayError, stderr_progress
-    from runtime.local.sqlite import tune_sqlite
     from runtime.registry import RegistryError, load_registry
     from runtime.schema import build_metadata
+    from synctools.local.records import RecordReader
+    from synctools.local.replay import Faults, Replay, ReplayError, stderr_progress
+    from synctools.local.sqlite import tune_sqlite
 
     build = Path(args.build)
     try:
@@ -258,7 +258,7 @@ def replay_main(args: argparse.Namespace) -> int:
 
 
 def sample_main(args: argparse.Namespace) -> int:
-    from runtime.local.sample import SampleError, Sampler
+    from synctools.local.sample import SampleError, Sampler
 
     try:
         with open(Path(args.build) / "registry.json", encoding="utf-8") as fh:
@@ -288,6 +288,6 @@ def main(argv: list[str] | None = None) -> int:
         return replay_main(args)
     if args.command == "sample":
         return sample_main(args)
-    from runtime.aws.cli import main as aws_main
+    from synctools.aws.cli import main as aws_main
 
     return aws_main(args)

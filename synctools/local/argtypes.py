@@ -1,4 +1,4 @@
-"""argparse value types and help text shared by the command lines (`python -m runtime`,
+"""argparse value types and help text shared by the command lines (`python -m synctools`,
 and `python -m generator` for the help form and exit-code epilogue)."""
 
 from __future__ import annotations

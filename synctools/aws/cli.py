@@ -1,4 +1,4 @@
-"""Command line of the AWS tools: `python -m runtime pump|consume|dlq ...` (docs/aws-tools.md).
+"""Command line of the AWS tools: `python -m synctools pump|consume|dlq ...` (docs/aws-tools.md).
 
 Exit codes: 0 done; 1 the command ran but could not finish its work (a record SQS would not
 take, messages that failed and went back to the queue, a DLQ message that could not be moved,
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.aws.session import INCOMPLETE, USAGE, Aws, ToolError, describe_aws_error, error_code
-from runtime.local.argtypes import LOCAL_DIR, HelpFormatter, exit_codes, positive, seconds
+from synctools.aws.session import INCOMPLETE, USAGE, Aws, ToolError, describe_aws_error, error_code
+from synctools.local.argtypes import LOCAL_DIR, HelpFormatter, exit_codes, positive, seconds
 
 COMMANDS = ("pump", "consume", "dlq")
 
@@ -105,7 +105,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def add_commands(sub: Any) -> None:
-    """Add pump, consume and dlq to the `python -m runtime` subparsers."""
+    """Add pump, consume and dlq to the `python -m synctools` subparsers."""
     common = _common()
     fmt = HelpFormatter
 
@@ -344,9 +344,9 @@ def _print_json(doc: dict[str, Any]) -> None:
 
 
 def pump_main(args: argparse.Namespace) -> int:
-    from runtime.aws.checkpoint import Checkpoint
-    from runtime.aws.pipe import Sender, load_pipe
-    from runtime.aws.pump import Pump
+    from synctools.aws.checkpoint import Checkpoint
+    from synctools.aws.pipe import Sender, load_pipe
+    from synctools.aws.pump import Pump
 
     build = Path(args.build)
     registry = _registry(build)
@@ -436,8 +436,8 @@ def _pipe_dlq(aws: Aws, name: str) -> Callable[[], tuple[Any, str] | None]:
 
 
 def consume_main(args: argparse.Namespace) -> int:
-    from runtime.aws.consume import Consumer, run
     from runtime.config import ConfigError, database_url, make_engine
+    from synctools.aws.consume import Consumer, run
 
     registry = _registry(Path(args.build))
     if args.entity:
@@ -561,7 +561,7 @@ def dlq_main(args: argparse.Namespace) -> int:
 
 
 def _pipe_for(aws: Aws, entity: Any, build: Path, registry: Any) -> tuple[Any, str]:
-    from runtime.aws.pipe import load_pipe
+    from synctools.aws.pipe import load_pipe
 
     queue_url = aws.queue_url(entity.queue)
     queue_arn = aws.queue_arn(queue_url)
@@ -572,7 +572,7 @@ def _pipe_for(aws: Aws, entity: Any, build: Path, registry: Any) -> tuple[Any, s
 
 def _dlq_look(ctx: _DlqContext) -> int:
     args, aws, sqs, entity, url, name, build, registry, log = ctx.unpack()
-    from runtime.aws import dlq
+    from synctools.aws import dlq
 
     show = args.dlq_command == "show"
     messages = dlq.peek(sqs, url, max_messages=args.max, visibility=args.visibility)
@@ -668,8 +668,8 @@ def _pretty(text: str) -> str:
 
 def _dlq_redrive(ctx: _DlqContext) -> int:
     args, aws, sqs, entity, url, name, build, registry, log = ctx.unpack()
-    from runtime.aws import dlq
-    from runtime.aws.pipe import Sender
+    from synctools.aws import dlq
+    from synctools.aws.pipe import Sender
 
     def out(doc: dict[str, Any]) -> None:
         if args.json:

@@ -1,4 +1,4 @@
-"""`python -m runtime dlq list|show|redrive`: the entity's FIFO DLQ and the Pipe's DLQ.
+"""`python -m synctools dlq list|show|redrive`: the entity's FIFO DLQ and the Pipe's DLQ.
 
 Looking never consumes: messages are received with a short visibility timeout, kept in flight
 while the rest is read (a FIFO queue returns nothing more of a group while a message of it is
@@ -30,13 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runtime.aws.bodies import summarize
-from runtime.aws.pipe import EntityPipe, Outgoing, Sender, batches
-from runtime.aws.session import INCOMPLETE, USAGE, Aws, ToolError, error_code, http_status
-from runtime.aws.streams import read_range, sequence_of
 from runtime.aws_limits import SQS_BATCH
-from runtime.local.transform import TargetError
 from runtime.registry import EntitySpec
+from synctools.aws.bodies import summarize
+from synctools.aws.pipe import EntityPipe, Outgoing, Sender, batches
+from synctools.aws.session import INCOMPLETE, USAGE, Aws, ToolError, error_code, http_status
+from synctools.aws.streams import read_range, sequence_of
+from synctools.local.transform import TargetError
 
 RECEIVE_ALL = {
     "AttributeNames": ["All"],

@@ -1,8 +1,8 @@
-"""`python -m runtime pump`: a DynamoDB stream into the entity's FIFO queue, as the Pipe does.
+"""`python -m synctools pump`: a DynamoDB stream into the entity's FIFO queue, as the Pipe does.
 
-Per shard (parents drained before their children, runtime.aws.streams), GetRecords pages are
+Per shard (parents drained before their children, synctools.aws.streams), GetRecords pages are
 read in order; each page's records go through the filter and the template and out in
-SendMessageBatch calls (runtime.aws.pipe). After every batch SQS accepted, the checkpoint
+SendMessageBatch calls (synctools.aws.pipe). After every batch SQS accepted, the checkpoint
 advances to the last record that is handled (sent, filtered out, or pointed at from the Pipe's
 DLQ) and is written atomically; nothing ahead of a record that was not sent is ever recorded.
 A restart therefore resumes without skipping, re-sending at most the batch in flight.
@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from runtime import awsdocs
-from runtime.aws.checkpoint import Checkpoint
-from runtime.aws.pipe import EntityPipe, Outgoing, Refused, Sender, SendError, pointer_body
-from runtime.aws.session import INCOMPLETE, ToolError, error_code
-from runtime.aws.streams import (
+from runtime.aws_limits import DYNAMODB_GET_RECORDS_MAX
+from synctools import awsdocs
+from synctools.aws.checkpoint import Checkpoint
+from synctools.aws.pipe import EntityPipe, Outgoing, Refused, Sender, SendError, pointer_body
+from synctools.aws.session import INCOMPLETE, ToolError, error_code
+from synctools.aws.streams import (
     Shard,
     describe_shards,
     normalize,
@@ -28,8 +29,7 @@ from runtime.aws.streams import (
     sequence_of,
     shard_iterator,
 )
-from runtime.aws_limits import DYNAMODB_GET_RECORDS_MAX
-from runtime.local.transform import TargetError
+from synctools.local.transform import TargetError
 
 DESCRIBE_EVERY_SECONDS = 10.0  # --follow: how often new shards are looked for
 EMPTY_PAGE_PAUSE = 0.2  # between empty pages of a closed shard (a Pipe polls 4 times a second: facts 3)

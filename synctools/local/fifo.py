@@ -26,8 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import awsdocs
 from runtime.aws_limits import SQS_BATCH, SQS_DEDUP_WINDOW_SECONDS, SQS_QUEUE_NAME_CHARS
+from synctools import awsdocs
 
 SQS_SEQUENCE_BASE = 18_800_000_000_000_000_000  # 20 digits, like real FIFO sequence numbers
 

@@ -37,8 +37,8 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from runtime import awsdocs
 from runtime.aws_limits import PIPES_FILTERS, PIPES_PATTERN_CHARS
+from synctools import awsdocs
 
 Test = Callable[[Any], bool]
 Matcher = Callable[[Any], bool]

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import awsdocs
 from runtime.aws_limits import LAMBDA_FIFO_BATCH
-from runtime.local.fifo import FifoQueue
+from synctools import awsdocs
+from synctools.local.fifo import FifoQueue
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from runtime.aws.session import ToolError
+from synctools.aws.session import ToolError
 
 VERSION = 1
 

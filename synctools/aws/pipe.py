@@ -1,6 +1,6 @@
 """What the EventBridge Pipe does between the stream and the FIFO queue, with the generated
 artifacts of one entity (build/entities/<entity>/filters.json and input-template.txt, and the
-routing in registry.json), reusing the local model's filter and transformer (runtime.local).
+routing in registry.json), reusing the local model's filter and transformer (synctools.local).
 
 - filter first, then batch (facts 2.6: a record that matches no pattern is skipped for good);
 - the template is rendered per record, never on the batch (facts 1.7);
@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runtime import awsdocs
-from runtime.aws.session import INCOMPLETE, ToolError, error_code
 from runtime.aws_limits import SQS_BATCH, SQS_MESSAGE_BYTES
-from runtime.local.patterns import FilterSet, PatternError, load_filters
-from runtime.local.transform import (
+from synctools import awsdocs
+from synctools.aws.session import INCOMPLETE, ToolError, error_code
+from synctools.local.patterns import FilterSet, PatternError, load_filters
+from synctools.local.transform import (
     PipeContext,
     PipeTarget,
     SqsEntry,

@@ -27,16 +27,16 @@ from typing import IO, Any
 
 from sqlalchemy.engine import Engine
 
-from runtime import awsdocs
 from runtime.apply import APPLIED, BLOCKED, DUPLICATE, FAILED, IGNORED, SKIPPED, STALE, apply_batch
 from runtime.aws_limits import SQS_BATCH, SQS_MESSAGE_BYTES
-from runtime.local.fifo import FifoQueue, Message, VirtualClock
-from runtime.local.patterns import FilterSet, load_filters
-from runtime.local.poller import Poller, PollResult
-from runtime.local.records import region_account, table_of
-from runtime.local.transform import PipeContext, PipeTarget, SqsEntry, TargetError, load_template
 from runtime.observe import batch_documents
 from runtime.registry import Registry
+from synctools import awsdocs
+from synctools.local.fifo import FifoQueue, Message, VirtualClock
+from synctools.local.patterns import FilterSet, load_filters
+from synctools.local.poller import Poller, PollResult
+from synctools.local.records import region_account, table_of
+from synctools.local.transform import PipeContext, PipeTarget, SqsEntry, TargetError, load_template
 
 PIPE_BATCH_SECONDS = 0.01  # virtual time one Pipe batch takes
 POLL_INTERVAL = 0.25  # a Pipe polls each shard 4 times a second (facts 3)

@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring as _encode_string  # json.dumps(s, ensure_ascii=False)
 from typing import Any
 
-from runtime import awsdocs
 from runtime.aws_limits import PIPES_DYNAMIC_PARAMETER_CHARS, PIPES_TEMPLATE_CHARS, SQS_ID_CHARS
+from synctools import awsdocs
 
 # facts 1.2: Terraform's validation regex for dynamic paths (Go's \w is ASCII [0-9A-Za-z_]).
 PATH_RE = re.compile(r"^\$(\.[A-Za-z0-9_/-]+(\[(\d+|\*)\])*)*$")

@@ -1,4 +1,4 @@
-"""`python -m runtime consume`: poll the entity's FIFO queue as the Lambda event source mapping
+"""`python -m synctools consume`: poll the entity's FIFO queue as the Lambda event source mapping
 does (facts 6) and apply each batch with the sync runtime.
 
 - ReceiveMessage with MaxNumberOfMessages = the consumer batch size (<= 10 for FIFO, facts 6.1),
@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from runtime.apply import FAILED, TRANSIENT, BatchResult, Outcome, apply_batch
-from runtime.aws.bodies import summarize
 from runtime.aws_limits import LAMBDA_FIFO_BATCH
 from runtime.observe import batch_documents
 from runtime.registry import Registry
+from synctools.aws.bodies import summarize
 
 LAMBDA_ATTRIBUTES = (
     "ApproximateReceiveCount",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from runtime.aws.session import INCOMPLETE, ToolError, error_code
+from synctools.aws.session import INCOMPLETE, ToolError, error_code
 
 
 @dataclass(frozen=True)
