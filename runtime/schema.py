@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -29,7 +28,6 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect as SADialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -64,10 +62,6 @@ def timestamp_type() -> TypeEngine[Any]:
     return UTCDateTime()
 
 
-def json_type() -> TypeEngine[Any]:
-    return JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-
 def column_type(col: ColumnSpec) -> TypeEngine[Any]:
     t = col.type
     if t == "string":
@@ -91,7 +85,7 @@ def column_type(col: ColumnSpec) -> TypeEngine[Any]:
     if t == "date":
         return Date()
     if t == "json":
-        return json_type()
+        return dialects.json_type()
     raise ValueError(f"unknown column type {t!r}")
 
 
@@ -133,7 +127,7 @@ def target_table(metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = Tr
         columns.append(
             Column(
                 spec.surrogate_key,
-                BigInteger().with_variant(Integer(), "sqlite"),
+                dialects.surrogate_key_type(),
                 primary_key=True,
                 autoincrement=True,
             )

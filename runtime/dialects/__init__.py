@@ -6,9 +6,12 @@ for, so a Lambda loads its own database's code alone."""
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.dialects.base import Dialect
+
+if TYPE_CHECKING:
+    from sqlalchemy.types import TypeEngine
 
 # Names a database goes by (SQLAlchemy's dialect names, the registry's `database.dialect`)
 # -> the module that holds its dialect.
@@ -50,6 +53,22 @@ def of(bind: Any) -> Dialect:
     return for_name(sa_dialect.name)
 
 
+def json_type() -> TypeEngine[Any]:
+    """A JSON column: jsonb on PostgreSQL (indexable, compact), each other database's JSON."""
+    from sqlalchemy import JSON
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+def surrogate_key_type() -> TypeEngine[Any]:
+    """An auto-increment key: BIGINT, but INTEGER on SQLite, whose rowid alias (the column that
+    numbers itself) must be declared exactly INTEGER PRIMARY KEY."""
+    from sqlalchemy import BigInteger, Integer
+
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
 def for_secret_engine(engine: str) -> Dialect:
     name = SECRET_ENGINES.get(engine.lower())
     if name is None:
@@ -59,4 +78,14 @@ def for_secret_engine(engine: str) -> Dialect:
     return for_name(name)
 
 
-__all__ = ["NAMES", "SECRET_ENGINES", "Dialect", "UnknownDialect", "for_name", "for_secret_engine", "of"]
+__all__ = [
+    "NAMES",
+    "SECRET_ENGINES",
+    "Dialect",
+    "UnknownDialect",
+    "for_name",
+    "for_secret_engine",
+    "json_type",
+    "of",
+    "surrogate_key_type",
+]
