@@ -48,7 +48,37 @@ from runtime.deadline import CURRENT, WATCHDOG, Deadline
 from runtime.decode import Change, DecodeError, RefusedValue, SqsRecord, decode, entity_for, parse_sqs_record
 from runtime.dialects.base import BindError, Executor, FastSession, Item, PremiseMissed, statement_index
 from runtime.errors import Classified, unexpected
-from runtime.kinds import Kind, Status
+from runtime.kinds import (
+    APPLIED as APPLIED,
+)
+from runtime.kinds import (
+    BLOCKED as BLOCKED,
+)
+from runtime.kinds import (
+    DUPLICATE as DUPLICATE,
+)
+from runtime.kinds import (
+    FAILED as FAILED,
+)
+from runtime.kinds import (
+    IGNORED as IGNORED,
+)
+from runtime.kinds import (
+    PERMANENT as PERMANENT,
+)
+from runtime.kinds import (
+    SKIPPED as SKIPPED,
+)
+from runtime.kinds import (
+    STALE as STALE,
+)
+from runtime.kinds import (
+    TRANSIENT as TRANSIENT,
+)
+from runtime.kinds import (
+    Kind,
+    Status,
+)
 from runtime.plan import Op, Plan, State, plan_change, read_state
 from runtime.redact import cut
 from runtime.redact import reason as short_reason
@@ -57,16 +87,6 @@ from runtime.schema import EVENT_ID_TEXT
 from runtime.statements import LEDGER_COLUMNS, Statements, ledger_params
 from runtime.wire import BatchResponse, SqsEventRecord
 
-APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = (
-    Status.APPLIED,
-    Status.DUPLICATE,
-    Status.STALE,
-    Status.IGNORED,
-    Status.SKIPPED,
-    Status.FAILED,
-    Status.BLOCKED,
-)
-TRANSIENT, PERMANENT = Kind.TRANSIENT, Kind.PERMANENT
 # The least time worth starting an attempt with (a pooled connection; a new one needs the
 # driver's least connect timeout on top), and what a message of the per-message path may take
 # beyond one lock wait.

@@ -22,7 +22,17 @@ from runtime.ddbjson import (
     unmarshal,
     unmarshal_map,
 )
-from runtime.kinds import Action, IfMissing, SoftDeleteKind, VersionKind
+from runtime.kinds import (
+    DO_INSERT,
+    DO_SOFT_DELETE,
+    DO_UPDATE,
+    DO_UPSERT,
+    IF_MISSING_UPSERT,
+    SOFT_DELETE_TIMESTAMP,
+    VERSION_SEQUENCE,
+    Action,
+    IfMissing,
+)
 from runtime.redact import cut, name, shown
 from runtime.registry import ActionSpec, EntitySpec, FieldSpec, Registry, TableSpec
 from runtime.schema import EVENT_ID_TEXT
@@ -265,11 +275,11 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
         progs = []
         for act in actions:
             table = entity.tables[act.table]
-            if act.action in (Action.INSERT, Action.UPSERT) or (
-                act.action is Action.UPDATE and act.if_missing is IfMissing.UPSERT
+            if act.action in (DO_INSERT, DO_UPSERT) or (
+                act.action is DO_UPDATE and act.if_missing is IF_MISSING_UPSERT
             ):
                 cols: Any = table.columns.keys()
-            elif act.action is Action.UPDATE:
+            elif act.action is DO_UPDATE:
                 cols = act.columns
             else:
                 cols = ()
@@ -304,7 +314,7 @@ def _version(table: TableSpec, values: _Values) -> Any:
     raw = values.first(spec.fields)
     if raw is MISSING:
         raise DecodeError(f"table {table.name}: version field {' / '.join(spec.fields)} is missing")
-    if spec.kind is VersionKind.SEQUENCE:
+    if spec.kind is VERSION_SEQUENCE:
         text = canonical_text(raw)
         if not text.isdigit() or len(text) > SEQUENCE_WIDTH:
             raise DecodeError(
@@ -412,9 +422,9 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
             row = {c: convert(first(fields)) for c, fields, convert in ap.row}
             for k, v in zip(table.key, key, strict=True):
                 row[k] = v
-            if act.action is Action.SOFT_DELETE and table.soft_delete is not None:
+            if act.action is DO_SOFT_DELETE and table.soft_delete is not None:
                 sd = table.soft_delete
-                if sd.kind is SoftDeleteKind.TIMESTAMP:
+                if sd.kind is SOFT_DELETE_TIMESTAMP:
                     ts = values.get(sd.field) if sd.field else MISSING
                     row[sd.column] = (
                         None

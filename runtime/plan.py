@@ -14,7 +14,31 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runtime.decode import SEQUENCE_WIDTH, Change, Write, row_key
-from runtime.kinds import Action, IfMissing, OpKind, SoftDeleteKind, Status
+from runtime.kinds import (
+    APPLIED,
+    DO_DELETE,
+    DO_INSERT,
+    DO_SOFT_DELETE,
+    DO_UPDATE,
+    DO_UPSERT,
+    DUPLICATE,
+    FAILED,
+    IF_MISSING_IGNORE,
+    IF_MISSING_UPSERT,
+    IGNORED,
+    OP_DELETE,
+    OP_INSERT,
+    OP_SOFT_DELETE,
+    OP_TOMBSTONE,
+    OP_UPDATE,
+    OP_UPSERT,
+    OP_UPSERT_AS_UPDATE,
+    SKIPPED,
+    SOFT_DELETE_TIMESTAMP,
+    STALE,
+    OpKind,
+    Status,
+)
 from runtime.registry import TableSpec
 from runtime.statements import (
     BIND_SOFT_DELETED,
@@ -80,9 +104,9 @@ def version_text(version: Any) -> str:
 
 def needs_row(w: Write, dialect: Dialect) -> bool:
     """Whether planning `w` needs the row's current version or existence."""
-    if w.table.version is not None or w.action in (Action.UPDATE, Action.SOFT_DELETE):
+    if w.table.version is not None or w.action in (DO_UPDATE, DO_SOFT_DELETE):
         return True
-    return dialect.upsert_reads_first and w.action is Action.UPSERT
+    return dialect.upsert_reads_first and w.action is DO_UPSERT
 
 
 def _key_params(w: Write) -> dict[str, Any]:
@@ -106,7 +130,7 @@ def _upsert_params(w: Write) -> dict[str, Any]:
     if spec.tombstones:
         params.update(_tomb_params(spec, w, w.version))
     if spec.soft_delete:
-        params[BIND_SOFT_DELETED] = None if spec.soft_delete.kind is SoftDeleteKind.TIMESTAMP else False
+        params[BIND_SOFT_DELETED] = None if spec.soft_delete.kind is SOFT_DELETE_TIMESTAMP else False
     return params
 
 
@@ -115,10 +139,10 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
     `rows` and `tombs` say what it changes)."""
     entity = change.entity
     if entity.ledger and (entity.name, change.event_id) in state.ledger:
-        return Plan(Status.DUPLICATE)
+        return Plan(DUPLICATE)
     if change.ignored:
-        return Plan(Status.IGNORED)
-    plan = Plan(Status.APPLIED)
+        return Plan(IGNORED)
+    plan = Plan(APPLIED)
     applied = stale = 0
     for w in change.writes:
         spec = w.table
@@ -128,42 +152,37 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
         v = w.version
         tomb_newer = v is not None and tomb is not None and tomb >= version_text(v)
         action = w.action
-        if (
-            action is Action.UPDATE
-            and exists is False
-            and w.if_missing is IfMissing.UPSERT
-            and not tomb_newer
-        ):
-            action = Action.UPSERT
-        if action is Action.INSERT or action is Action.UPSERT:
+        if action is DO_UPDATE and exists is False and w.if_missing is IF_MISSING_UPSERT and not tomb_newer:
+            action = DO_UPSERT
+        if action is DO_INSERT or action is DO_UPSERT:
             if v is not None and (tomb_newer or (exists and current is not None and current >= v)):
                 stale += 1
                 continue
             params = _upsert_params(w)
-            if action is Action.INSERT or (dialect.upsert_reads_first and not exists):
-                kind = OpKind.INSERT
+            if action is DO_INSERT or (dialect.upsert_reads_first and not exists):
+                kind = OP_INSERT
             elif dialect.upsert_reads_first:
-                kind = OpKind.UPSERT_AS_UPDATE  # the row is there: an UPDATE (runtime.dialects.mysql)
+                kind = OP_UPSERT_AS_UPDATE  # the row is there: an UPDATE (runtime.dialects.mysql)
                 params.update(_key_params(w))
             else:
-                kind = OpKind.UPSERT
+                kind = OP_UPSERT
             plan.ops.append(Op(kind, spec, (), params, k))
             plan.rows[k] = (True, v if v is not None else current)
-        elif action is Action.UPDATE or action is Action.SOFT_DELETE:
+        elif action is DO_UPDATE or action is DO_SOFT_DELETE:
             if exists is False:
                 if tomb_newer:
                     stale += 1
                     continue
-                if w.if_missing is IfMissing.IGNORE:
-                    if action is Action.SOFT_DELETE and v is not None and spec.tombstones:
+                if w.if_missing is IF_MISSING_IGNORE:
+                    if action is DO_SOFT_DELETE and v is not None and spec.tombstones:
                         # Nothing to mark deleted, but the delete's version is kept, so an
                         # older write applied later (a redrive, a late copy) cannot bring
                         # the row back.
-                        plan.ops.append(Op(OpKind.TOMBSTONE, None, (), _tomb_params(spec, w, v), k))
+                        plan.ops.append(Op(OP_TOMBSTONE, None, (), _tomb_params(spec, w, v), k))
                         plan.tombs[k] = max(version_text(v), tomb or "")
                     continue
                 return Plan(
-                    Status.FAILED,
+                    FAILED,
                     reason=f"table {spec.name}: no row with key {w.row_key} to {action.replace('_', ' ')} "
                     "(if_missing: fail; set if_missing: ignore or upsert to accept this)",
                 )
@@ -171,14 +190,14 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
             newer = (
                 current is not None
                 and v is not None
-                and (current > v if action is Action.SOFT_DELETE else current >= v)
+                and (current > v if action is DO_SOFT_DELETE else current >= v)
             )
             if newer:
                 stale += 1
                 continue
             params = _key_params(w)
             columns: tuple[str, ...] = ()
-            if action is Action.UPDATE:
+            if action is DO_UPDATE:
                 columns = tuple(c for c in w.values if c not in spec.key)
                 params.update({bind_name(VALUE_PREFIX, c): w.values[c] for c in columns})
             else:
@@ -187,10 +206,10 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
             if v is not None:
                 params[BIND_VERSION] = v
             plan.ops.append(
-                Op(OpKind.UPDATE if action is Action.UPDATE else OpKind.SOFT_DELETE, spec, columns, params, k)
+                Op(OP_UPDATE if action is DO_UPDATE else OP_SOFT_DELETE, spec, columns, params, k)
             )
             plan.rows[k] = (True, v if v is not None else current)
-        elif action is Action.DELETE:
+        elif action is DO_DELETE:
             if v is not None and (
                 (exists and current is not None and current > v) or (not exists and tomb_newer)
             ):
@@ -199,15 +218,15 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
             params = _key_params(w)
             if v is not None:
                 params[BIND_VERSION] = v
-            plan.ops.append(Op(OpKind.DELETE, spec, (), params, k))
+            plan.ops.append(Op(OP_DELETE, spec, (), params, k))
             if v is not None and spec.tombstones:
-                plan.ops.append(Op(OpKind.TOMBSTONE, None, (), _tomb_params(spec, w, v), k))
+                plan.ops.append(Op(OP_TOMBSTONE, None, (), _tomb_params(spec, w, v), k))
                 plan.tombs[k] = max(version_text(v), tomb or "")
             plan.rows[k] = ABSENT
         else:  # pragma: no cover - Action has no other member
             raise ValueError(f"unknown action {action!r}")
         applied += 1
-    plan.status = Status.APPLIED if applied else (Status.STALE if stale else Status.SKIPPED)
+    plan.status = APPLIED if applied else (STALE if stale else SKIPPED)
     return plan
 
 

@@ -53,9 +53,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         return dialect.type_descriptor(dialects.of(dialect).timestamp_type())
 
     def process_bind_param(self, value: datetime | None, dialect: SADialect) -> datetime | None:
-        if value is not None and value.tzinfo is not None and dialects.of(dialect).naive_timestamps:
-            return value.astimezone(UTC).replace(tzinfo=None)
+        if value is not None and value.tzinfo is not None:
+            # Called for every timestamp sent: the dialect's answer is looked up once per
+            # SQLAlchemy dialect class, not asked of runtime.dialects each time.
+            naive = _NAIVE.get(type(dialect))
+            if naive is None:
+                naive = _NAIVE[type(dialect)] = dialects.of(dialect).naive_timestamps
+            if naive:
+                return value.astimezone(UTC).replace(tzinfo=None)
         return value
+
+
+_NAIVE: dict[type[SADialect], bool] = {}
 
 
 def timestamp_type() -> TypeEngine[Any]:

@@ -23,7 +23,16 @@ from sqlalchemy.types import Text
 
 from runtime.dialects import Dialect
 from runtime.dialects.base import Item
-from runtime.kinds import OpKind
+from runtime.kinds import (
+    OP_DELETE,
+    OP_INSERT,
+    OP_SOFT_DELETE,
+    OP_TOMBSTONE,
+    OP_UPDATE,
+    OP_UPSERT,
+    OP_UPSERT_AS_UPDATE,
+    OpKind,
+)
 from runtime.registry import Registry, TableSpec
 from runtime.schema import build_metadata
 
@@ -103,26 +112,26 @@ class Statements:
         return self._memo(key, lambda: self._build(kind, spec, columns))
 
     def _build(self, kind: OpKind, spec: TableSpec | None, columns: tuple[str, ...]) -> ClauseElement:
-        if kind is OpKind.TOMBSTONE:
+        if kind is OP_TOMBSTONE:
             return self._tombstone()
         assert spec is not None
-        if kind is OpKind.INSERT or kind is OpKind.UPSERT:
+        if kind is OP_INSERT or kind is OP_UPSERT:
             return self._insert(kind, spec)
         t = self.table(spec)
         vcol = spec.version.column if spec.version else None
         where = [t.c[k] == self._key(spec, k) for k in spec.key]
-        if kind is OpKind.DELETE:
+        if kind is OP_DELETE:
             if vcol:
                 where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= self._version(spec)))
             return delete(t).where(*where)
         sets: dict[str, Any]
-        if kind is OpKind.UPDATE:
+        if kind is OP_UPDATE:
             sets = {c: self._value(spec, c) for c in columns}
-        elif kind is OpKind.UPSERT_AS_UPDATE:
+        elif kind is OP_UPSERT_AS_UPDATE:
             sets = {c: self._value(spec, c) for c in spec.columns if c not in spec.key}
             if spec.soft_delete:
                 sets[spec.soft_delete.column] = self._soft_deleted(spec)
-        elif kind is OpKind.SOFT_DELETE:
+        elif kind is OP_SOFT_DELETE:
             assert spec.soft_delete is not None
             sets = {spec.soft_delete.column: self._soft_deleted(spec)}
         else:  # pragma: no cover - OpKind has no other member
@@ -133,7 +142,7 @@ class Statements:
             # from the old image equals the row's version), so it applies on equality.
             newer = (
                 t.c[vcol] <= self._version(spec)
-                if kind is OpKind.SOFT_DELETE
+                if kind is OP_SOFT_DELETE
                 else t.c[vcol] < self._version(spec)
             )
             where.append(or_(t.c[vcol].is_(None), newer))
@@ -150,7 +159,7 @@ class Statements:
         if spec.soft_delete:
             cols.append(spec.soft_delete.column)
             values.append(self._soft_deleted(spec))
-        ins: Any = insert(t) if kind is OpKind.INSERT else self.dialect.insert(t)
+        ins: Any = insert(t) if kind is OP_INSERT else self.dialect.insert(t)
         if spec.tombstones:
             tb = self.tombstones
             # A tombstone at least as new as this write keeps a deleted row deleted.
@@ -162,7 +171,7 @@ class Statements:
             ins = ins.from_select(cols, select(*values).where(guard))
         else:
             ins = ins.values(dict(zip(cols, values, strict=True)))
-        if kind is OpKind.INSERT:
+        if kind is OP_INSERT:
             return ins  # type: ignore[no-any-return]
         non_key = [c for c in cols if c not in spec.key]
         return self.dialect.upsert(ins, t, spec.key, non_key, vcol)
@@ -189,7 +198,7 @@ class Statements:
             return [
                 (
                     self.asserted(op.kind, op.spec, op.columns)
-                    if op.kind is not OpKind.TOMBSTONE
+                    if op.kind is not OP_TOMBSTONE
                     else self.statement(op.kind, None),
                     op.params,
                 )
