@@ -292,3 +292,31 @@ def test_two_entities_claiming_one_queue_are_both_told(tmp_path: Path) -> None:
         ),
     ]
     assert loaded.model is None
+
+
+@pytest.mark.parametrize("word", ["array", "char", "status_array"])
+def test_a_name_the_databases_reserve_warns_with_the_words_sqlalchemy_quotes(word: str) -> None:
+    # GIVEN a column named by a word PostgreSQL (array) or MySQL/MariaDB (char) reserves, which
+    # the hand-kept list missed, and a name that only contains one
+    diags = diagnose(BASE.replace("        status: {field: status", f"        {word}: {{field: status"))
+
+    # THEN the reserved words warn at the column, and the compound name stays silent
+    reserved = [d for d in diags if d.code == "sql-reserved"]
+    if word == "status_array":
+        assert reserved == []
+    else:
+        assert [(d.path, d.severity) for d in reserved] == [
+            (f"target.tables[0].columns.{word}", Severity.WARNING)
+        ]
+        assert f"'{word}' is a reserved word in PostgreSQL or MySQL" in reserved[0].message
+
+
+def test_the_reserved_words_are_every_word_sqlalchemy_quotes_for_the_three_databases() -> None:
+    # GIVEN SQLAlchemy's lists (the runtime quotes names through its preparers)
+    from sqlalchemy.dialects.mysql.reserved_words import RESERVED_WORDS_MARIADB, RESERVED_WORDS_MYSQL
+    from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS
+
+    from generator.checks.identifiers import RESERVED
+
+    # THEN the check warns about exactly those words
+    assert RESERVED == RESERVED_WORDS | RESERVED_WORDS_MYSQL | RESERVED_WORDS_MARIADB

@@ -5,93 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from sqlalchemy.dialects.mysql.reserved_words import RESERVED_WORDS_MARIADB, RESERVED_WORDS_MYSQL
+from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS as RESERVED_WORDS_POSTGRESQL
+
 from generator.checks.problem import Problem, warn
 from generator.diagnostics import PathT
 from generator.model import Entity, Project
 
-# Words reserved in PostgreSQL or MySQL: legal as identifiers only when quoted.
-RESERVED = {
-    "all",
-    "alter",
-    "analyze",
-    "and",
-    "any",
-    "as",
-    "asc",
-    "between",
-    "both",
-    "by",
-    "case",
-    "cast",
-    "check",
-    "collate",
-    "column",
-    "constraint",
-    "create",
-    "cross",
-    "current_date",
-    "current_time",
-    "current_timestamp",
-    "current_user",
-    "default",
-    "delete",
-    "desc",
-    "distinct",
-    "drop",
-    "else",
-    "end",
-    "except",
-    "exists",
-    "false",
-    "fetch",
-    "for",
-    "foreign",
-    "from",
-    "grant",
-    "group",
-    "having",
-    "in",
-    "index",
-    "inner",
-    "insert",
-    "interval",
-    "into",
-    "is",
-    "join",
-    "key",
-    "keys",
-    "leading",
-    "left",
-    "like",
-    "limit",
-    "not",
-    "null",
-    "offset",
-    "on",
-    "or",
-    "order",
-    "outer",
-    "primary",
-    "range",
-    "references",
-    "right",
-    "select",
-    "set",
-    "table",
-    "then",
-    "to",
-    "trailing",
-    "true",
-    "union",
-    "unique",
-    "update",
-    "user",
-    "using",
-    "values",
-    "when",
-    "where",
-    "with",
-}
+# Words reserved in PostgreSQL, MySQL or MariaDB: legal as identifiers only when quoted. These are
+# SQLAlchemy's lists, the ones its identifier preparers quote by; the runtime's statements and the
+# reference DDL are compiled by SQLAlchemy, so these are exactly the names that come out quoted.
+# (MariaDB's list is on no preparer class: a MySQL preparer takes it once the server is MariaDB.)
+RESERVED = RESERVED_WORDS_POSTGRESQL | RESERVED_WORDS_MYSQL | RESERVED_WORDS_MARIADB
 
 
 def sql_identifier_problems(path: PathT, ident: str) -> Iterator[Problem]:
