@@ -1,5 +1,6 @@
 """Checks of pipeline.*: the Pipe's, the queues' and the Lambda event source mapping's settings
-against the AWS limits (runtime/aws_limits.py)."""
+against the AWS limits (runtime/aws_limits.py). The batch sizes' and the concurrency's limits are
+the schema's own bounds (tests/test_aws_limits.py holds them to aws_limits), so no check repeats them."""
 
 from __future__ import annotations
 
@@ -8,13 +9,9 @@ from collections.abc import Iterator
 from generator.checks.problem import Problem, warn
 from generator.model import Entity, Project
 from runtime.aws_limits import (
-    LAMBDA_CONCURRENCY_MAX,
-    LAMBDA_CONCURRENCY_MIN,
-    LAMBDA_FIFO_BATCH,
     LAMBDA_MAX_RECEIVE_ADVICE,
     LAMBDA_VISIBILITY_FACTOR,
     PIPES_NAME_CHARS,
-    SQS_BATCH,
     SQS_QUEUE_NAME_CHARS,
 )
 from synctools import awsdocs
@@ -23,13 +20,6 @@ from synctools import awsdocs
 def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
     p = entity.pipeline
     base = ("pipeline",)
-    if p.pipe.batch_size > SQS_BATCH:
-        yield Problem(
-            base + ("pipe", "batch_size"),
-            f"batch_size {p.pipe.batch_size} exceeds {SQS_BATCH}, the most an SQS target takes (see {awsdocs.PIPES_BATCHING})",
-            f"set batch_size to {SQS_BATCH} or less",
-            "limit-pipe-batch",
-        )
     age = p.pipe.maximum_record_age_in_seconds
     if age != -1 and not 60 <= age <= 604800:
         yield Problem(
@@ -94,26 +84,12 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
             "pipe-name",
         )
     c = p.consumer
-    if c.batch_size > LAMBDA_FIFO_BATCH:
-        yield Problem(
-            base + ("consumer", "batch_size"),
-            f"batch_size {c.batch_size} exceeds {LAMBDA_FIFO_BATCH}, the maximum for a FIFO queue's event source mapping (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
-            f"set it to {LAMBDA_FIFO_BATCH} or less",
-            "limit-consumer-batch",
-        )
     if c.maximum_batching_window_in_seconds:
         yield Problem(
             base + ("consumer", "maximum_batching_window_in_seconds"),
             f"a batching window of {c.maximum_batching_window_in_seconds} s is refused by AWS on a FIFO queue's event source mapping (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
             "remove the key (the seed article's maximum_batching_window_in_seconds = 5 fails at apply)",
             "consumer-batching-window",
-        )
-    if c.maximum_concurrency < LAMBDA_CONCURRENCY_MIN:
-        yield Problem(
-            base + ("consumer", "maximum_concurrency"),
-            f"maximum_concurrency {c.maximum_concurrency} is below {LAMBDA_CONCURRENCY_MIN}; AWS accepts {LAMBDA_CONCURRENCY_MIN}..{LAMBDA_CONCURRENCY_MAX} (see {awsdocs.LAMBDA_SQS_PARAMETERS})",
-            f"set it to {LAMBDA_CONCURRENCY_MIN} or more",
-            "consumer-concurrency",
         )
     if q.visibility_timeout_seconds < LAMBDA_VISIBILITY_FACTOR * project.lambda_.timeout_seconds:
         yield warn(
