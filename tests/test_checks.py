@@ -4,6 +4,7 @@ the edges: what must stay silent, severities, and rules across several mappings)
 from __future__ import annotations
 
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,39 @@ def test_the_reserved_words_are_every_word_sqlalchemy_quotes_for_the_three_datab
 
     # THEN the check warns about exactly those words
     assert RESERVED == RESERVED_WORDS | RESERVED_WORDS_MYSQL | RESERVED_WORDS_MARIADB
+
+
+# A few values of each DynamoDB type as the runtime decodes them (runtime/ddbjson.py); "number"
+# is stream metadata such as ApproximateCreationDateTime.
+DECODED_SAMPLES: dict[str, list[object]] = {
+    "S": ["1", "true", "2024-01-02", "2024-01-02T03:04:05Z", "x"],
+    "N": [Decimal("1")],
+    "number": [1],
+    "BOOL": [True],
+    "M": [{"a": "b"}],
+    "L": [["a"]],
+    "SS": [["a"]],
+    "NS": [[Decimal("1")]],
+    "NULL": [None],
+}
+
+
+def test_every_field_type_a_column_type_accepts_is_one_the_runtimes_coercion_takes() -> None:
+    # GIVEN the validator's table of the DynamoDB types each column type takes (a rule about
+    # types, which the runtime, converting one value at a time, has no table of)
+    from generator.checks.columns import COLUMN_ACCEPTS
+    from runtime.coerce import refusal
+    from runtime.registry import column_spec
+
+    # THEN for every pair it lets through, the runtime's own coercion takes some value of the type
+    # (the table may be stricter: it refuses a metadata number for a boolean column, say)
+    never = [
+        (column, dynamodb_type)
+        for column, types in COLUMN_ACCEPTS.items()
+        for dynamodb_type in types
+        if all(
+            refusal(column_spec({"name": "c", "type": column, "format": None}), v) is not None
+            for v in DECODED_SAMPLES[dynamodb_type]
+        )
+    ]
+    assert never == []
