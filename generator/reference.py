@@ -215,8 +215,8 @@ class _Schema:
                 return f"{t} >= {low}"
             if high is not None:
                 return f"{t} <= {high}"
-            return t
-        return t or "any value"
+            return str(t)
+        return str(t) if t else "any value"
 
     @staticmethod
     def _list_of(element: str) -> str:

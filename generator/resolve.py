@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from generator import defaults
+from generator.defaults import EACH, ITEMS
 from generator.diagnostics import Diagnostic, PathT, Severity, format_path
 from generator.model import (
     META_FIELDS,
@@ -40,8 +42,6 @@ from generator.model import (
 )
 from generator.yamlload import Located
 
-DEFAULT_PROJECT: dict[str, Any] = {"name": "ddb-sql-sync", "region": "us-east-1"}
-
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
     if value is None:
@@ -53,7 +53,7 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
 
 def resolve_project(doc: Located) -> Project:
     raw: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
-    prefix = raw.get("naming", {}).get("prefix", "")
+    prefix = raw.get("naming", {}).get("prefix", defaults.project("naming", "prefix"))
     lam = raw.get("lambda", {})
     vpc = lam.get("vpc") or {}
     db = raw.get("database", {})
@@ -67,26 +67,34 @@ def resolve_project(doc: Located) -> Project:
         lambda_=LambdaSettings(
             function_name=function_name,
             role_name=f"{function_name}-role",
-            runtime=lam.get("runtime", "python3.12"),
-            architecture=lam.get("architecture", "x86_64"),
-            memory_mb=lam.get("memory_mb", 256),
-            timeout_seconds=lam.get("timeout_seconds", 30),
+            runtime=lam.get("runtime", defaults.project("lambda", "runtime")),
+            architecture=lam.get("architecture", defaults.project("lambda", "architecture")),
+            memory_mb=lam.get("memory_mb", defaults.project("lambda", "memory_mb")),
+            timeout_seconds=lam.get("timeout_seconds", defaults.project("lambda", "timeout_seconds")),
             reserved_concurrency=lam.get("reserved_concurrency"),
-            log_retention_days=lam.get("log_retention_days", 30),
-            package=lam.get("package", "lambda.zip"),
+            log_retention_days=lam.get(
+                "log_retention_days", defaults.project("lambda", "log_retention_days")
+            ),
+            package=lam.get("package", defaults.project("lambda", "package")),
             subnet_ids=tuple(vpc.get("subnet_ids", ())),
             security_group_ids=tuple(vpc.get("security_group_ids", ())),
             environment=tuple(sorted(lam.get("environment", {}).items())),
         ),
         database=DatabaseSettings(
-            dialect=db.get("dialect", "postgresql"),
+            dialect=db.get("dialect", defaults.project("database", "dialect")),
             secret_arn=db.get("secret_arn"),
-            ledger_table=db.get("ledger_table", "sync_ledger"),
-            tombstone_table=db.get("tombstone_table", "sync_tombstones"),
-            foreign_key_violation=db.get("foreign_key_violation", "transient"),
+            ledger_table=db.get("ledger_table", defaults.project("database", "ledger_table")),
+            tombstone_table=db.get("tombstone_table", defaults.project("database", "tombstone_table")),
+            foreign_key_violation=db.get(
+                "foreign_key_violation", defaults.project("database", "foreign_key_violation")
+            ),
         ),
-        terraform_required_version=tf.get("required_version", ">= 1.5.0"),
-        aws_provider_version=tf.get("aws_provider_version", ">= 5.40.0, < 6.0.0"),
+        terraform_required_version=tf.get(
+            "required_version", defaults.project("terraform", "required_version")
+        ),
+        aws_provider_version=tf.get(
+            "aws_provider_version", defaults.project("terraform", "aws_provider_version")
+        ),
         alarm_topic_arns=tuple(raw.get("alarms", {}).get("sns_topic_arns", ())),
         tags=tuple(sorted(raw.get("tags", {}).items())),
     )
@@ -125,17 +133,17 @@ class _Resolver:
         outbox = src.get("outbox")
         source = Source(
             table=src["table"],
-            managed=src.get("managed", True),
-            billing_mode=src.get("billing_mode", "PAY_PER_REQUEST"),
+            managed=src.get("managed", defaults.mapping("source", "managed")),
+            billing_mode=src.get("billing_mode", defaults.mapping("source", "billing_mode")),
             read_capacity=src.get("read_capacity"),
             write_capacity=src.get("write_capacity"),
             partition_key=KeyAttr(**src["partition_key"]),
             sort_key=KeyAttr(**src["sort_key"]) if src.get("sort_key") else None,
-            stream_view_type=src.get("stream_view_type", "NEW_IMAGE"),
+            stream_view_type=src.get("stream_view_type", defaults.mapping("source", "stream_view_type")),
             outbox=Outbox(
                 outbox["attribute"],
-                outbox.get("event_id", "event_id"),
-                outbox.get("event_type", "event_type"),
+                outbox.get("event_id", defaults.mapping("source", "outbox", "event_id")),
+                outbox.get("event_type", defaults.mapping("source", "outbox", "event_type")),
             )
             if outbox
             else None,
@@ -149,12 +157,15 @@ class _Resolver:
             if path:
                 conditions.append(
                     Condition(
-                        path, cond["type"], cond.get("image", "new"), ("filter", "require_attributes", i)
+                        path,
+                        cond["type"],
+                        cond.get("image", defaults.mapping("filter", "require_attributes", ITEMS, "image")),
+                        ("filter", "require_attributes", i),
                     )
                 )
         filter_ = Filter(
-            event_names=tuple(flt.get("event_names", ["INSERT", "MODIFY", "REMOVE"])),
-            require_outbox=flt.get("require_outbox", False),
+            event_names=tuple(flt.get("event_names", defaults.mapping("filter", "event_names"))),
+            require_outbox=flt.get("require_outbox", defaults.mapping("filter", "require_outbox")),
             require_attributes=tuple(conditions),
             event_types=tuple(flt.get("event_types", ())),
             and_pattern=flt.get("and_pattern"),
@@ -164,7 +175,9 @@ class _Resolver:
         pk = source.partition_key
         routing = Routing(
             message_group_id=routing_raw.get("message_group_id", f"$.dynamodb.Keys.{pk.name}.{pk.type}"),
-            deduplication_id=routing_raw.get("deduplication_id", "$.eventID"),
+            deduplication_id=routing_raw.get(
+                "deduplication_id", defaults.mapping("routing", "deduplication_id")
+            ),
         )
         tables = tuple(self.table(t, i) for i, t in enumerate(raw["target"]["tables"]))
         events = self.events(raw["events"], fields, source)
@@ -183,7 +196,10 @@ class _Resolver:
             routing=routing,
             tables=tables,
             events=events,
-            idempotency=Idempotency(ledger=idem.get("ledger", True), event_id_field=event_id_field),
+            idempotency=Idempotency(
+                ledger=idem.get("ledger", defaults.mapping("idempotency", "ledger")),
+                event_id_field=event_id_field,
+            ),
             pipeline=self.pipeline(raw.get("pipeline", {}), name),
         )
 
@@ -191,7 +207,7 @@ class _Resolver:
         out = []
         for name, spec in raw.items():
             where: PathT = ("message", "fields", name)
-            carry = spec.get("carry", "value")  # a key is always there: its bare value says everything
+            carry = spec.get("carry", defaults.carry("key", spec.get("type")))
             desc = spec.get("description", "")
             if "meta" in spec:
                 out.append(
@@ -228,8 +244,8 @@ class _Resolver:
                         "attribute",
                         spec["type"],
                         attribute=path,
-                        image=spec.get("image", "new"),
-                        carry=spec.get("carry", default_carry(spec["type"])),
+                        image=spec.get("image", defaults.mapping("message", "fields", EACH, "image")),
+                        carry=spec.get("carry", defaults.carry("attribute", spec["type"])),
                         description=desc,
                         where=where,
                     )
@@ -253,10 +269,10 @@ class _Resolver:
                     scale=spec.get("scale"),
                     format=spec.get("format"),
                     value_map=tuple(vmap.items()) if vmap is not None else None,
-                    on_unmapped=spec.get("on_unmapped", "fail"),
+                    on_unmapped=spec.get("on_unmapped", _column_default("on_unmapped")),
                     default=spec.get("default"),
                     has_default="default" in spec,
-                    nullable=spec.get("nullable", cname not in raw["key"]),
+                    nullable=spec.get("nullable", _column_default("nullable") and cname not in raw["key"]),
                     references=spec.get("references"),
                     description=spec.get("description", ""),
                     where=where + ("columns", cname),
@@ -313,12 +329,14 @@ class _Resolver:
                             act["action"],
                             act["table"],
                             tuple(act.get("columns", ())),
-                            act.get("if_missing", "ignore" if act["action"] == "soft_delete" else "fail"),
+                            act.get("if_missing", defaults.if_missing(act["action"])),
                             where + ("do", j),
                         )
                     )
             rules.append(Rule(_as_tuple(rule["on"]), tuple(actions), where))
-        return Events(tuple(type_from), raw.get("unknown", "fail"), tuple(rules))
+        return Events(
+            tuple(type_from), raw.get("unknown", defaults.mapping("events", "unknown")), tuple(rules)
+        )
 
     def pipeline(self, raw: dict[str, Any], entity: str) -> Pipeline:
         prefix = self.project.prefix
@@ -332,35 +350,75 @@ class _Resolver:
             pipe=PipeSettings(
                 name=prefix + pipe.get("name", f"{entity}-pipe"),
                 role_name=f"{prefix}{self.project.name}-{entity}-pipe",
-                batch_size=pipe.get("batch_size", 10),
-                starting_position=pipe.get("starting_position", "TRIM_HORIZON"),
-                maximum_retry_attempts=pipe.get("maximum_retry_attempts", 3),
-                maximum_record_age_in_seconds=pipe.get("maximum_record_age_in_seconds", 300),
-                maximum_batching_window_in_seconds=pipe.get("maximum_batching_window_in_seconds", 0),
-                parallelization_factor=pipe.get("parallelization_factor", 1),
-                desired_state=pipe.get("desired_state", "RUNNING"),
+                batch_size=pipe.get("batch_size", defaults.mapping("pipeline", "pipe", "batch_size")),
+                starting_position=pipe.get(
+                    "starting_position", defaults.mapping("pipeline", "pipe", "starting_position")
+                ),
+                maximum_retry_attempts=pipe.get(
+                    "maximum_retry_attempts", defaults.mapping("pipeline", "pipe", "maximum_retry_attempts")
+                ),
+                maximum_record_age_in_seconds=pipe.get(
+                    "maximum_record_age_in_seconds",
+                    defaults.mapping("pipeline", "pipe", "maximum_record_age_in_seconds"),
+                ),
+                maximum_batching_window_in_seconds=pipe.get(
+                    "maximum_batching_window_in_seconds",
+                    defaults.mapping("pipeline", "pipe", "maximum_batching_window_in_seconds"),
+                ),
+                parallelization_factor=pipe.get(
+                    "parallelization_factor", defaults.mapping("pipeline", "pipe", "parallelization_factor")
+                ),
+                desired_state=pipe.get(
+                    "desired_state", defaults.mapping("pipeline", "pipe", "desired_state")
+                ),
                 dlq_name=prefix + pipe_dlq.get("name", f"{entity}-pipes-dlq"),
-                dlq_retention_seconds=pipe_dlq.get("message_retention_seconds", 1209600),
+                dlq_retention_seconds=pipe_dlq.get(
+                    "message_retention_seconds",
+                    defaults.mapping("pipeline", "pipe", "dlq", "message_retention_seconds"),
+                ),
             ),
             queue=QueueSettings(
                 name=prefix + queue.get("name", f"{entity}-sync.fifo"),
-                visibility_timeout_seconds=queue.get("visibility_timeout_seconds", 30),
-                message_retention_seconds=queue.get("message_retention_seconds", 345600),
-                content_based_deduplication=queue.get("content_based_deduplication", False),
-                high_throughput=queue.get("high_throughput", False),
-                max_receive_count=queue.get("max_receive_count", 3),
+                visibility_timeout_seconds=queue.get(
+                    "visibility_timeout_seconds",
+                    defaults.mapping("pipeline", "queue", "visibility_timeout_seconds"),
+                ),
+                message_retention_seconds=queue.get(
+                    "message_retention_seconds",
+                    defaults.mapping("pipeline", "queue", "message_retention_seconds"),
+                ),
+                content_based_deduplication=queue.get(
+                    "content_based_deduplication",
+                    defaults.mapping("pipeline", "queue", "content_based_deduplication"),
+                ),
+                high_throughput=queue.get(
+                    "high_throughput", defaults.mapping("pipeline", "queue", "high_throughput")
+                ),
+                max_receive_count=queue.get(
+                    "max_receive_count", defaults.mapping("pipeline", "queue", "max_receive_count")
+                ),
                 dlq_name=prefix + queue_dlq.get("name", f"{entity}-sync-dlq.fifo"),
-                dlq_retention_seconds=queue_dlq.get("message_retention_seconds", 1209600),
+                dlq_retention_seconds=queue_dlq.get(
+                    "message_retention_seconds",
+                    defaults.mapping("pipeline", "queue", "dlq", "message_retention_seconds"),
+                ),
             ),
             consumer=ConsumerSettings(
-                batch_size=consumer.get("batch_size", 10),
-                maximum_concurrency=consumer.get("maximum_concurrency", 2),
+                batch_size=consumer.get("batch_size", defaults.mapping("pipeline", "consumer", "batch_size")),
+                maximum_concurrency=consumer.get(
+                    "maximum_concurrency", defaults.mapping("pipeline", "consumer", "maximum_concurrency")
+                ),
                 maximum_batching_window_in_seconds=consumer.get("maximum_batching_window_in_seconds"),
-                enabled=consumer.get("enabled", True),
+                enabled=consumer.get("enabled", defaults.mapping("pipeline", "consumer", "enabled")),
             ),
             alarms=AlarmSettings(
-                dlq_messages=alarms.get("dlq_messages", 1),
-                oldest_message_age_seconds=alarms.get("oldest_message_age_seconds", 300),
+                dlq_messages=alarms.get(
+                    "dlq_messages", defaults.mapping("pipeline", "alarms", "dlq_messages")
+                ),
+                oldest_message_age_seconds=alarms.get(
+                    "oldest_message_age_seconds",
+                    defaults.mapping("pipeline", "alarms", "oldest_message_age_seconds"),
+                ),
             ),
         )
 
@@ -390,10 +448,5 @@ def _with_version_kinds(entity: Entity) -> Entity:
     return replace(entity, tables=tuple(tables))
 
 
-def default_carry(dynamodb_type: str) -> str:
-    """How an attribute field travels unless its mapping says: a string attribute as its whole
-    DynamoDB attribute value ({"S": "x"}), so that a missing attribute (rendered "") and an
-    empty string ({"S": ""}) stay apart and missing means NULL; every other type as its bare
-    value, which renders "" only when the attribute is missing (docs/mapping-reference.md,
-    "Missing attributes")."""
-    return "typed" if dynamodb_type == "S" else "value"
+def _column_default(name: str) -> Any:
+    return defaults.mapping("target", "tables", ITEMS, "columns", EACH, name)

@@ -31,7 +31,8 @@ def schema_text(kind: str) -> str:
 
 @cache
 def load_schema(kind: str) -> dict[str, Any]:
-    return json.loads(schema_text(kind))
+    schema: dict[str, Any] = json.loads(schema_text(kind))
+    return schema
 
 
 @cache
@@ -47,7 +48,7 @@ def _ecma_pattern(pattern: str) -> re.Pattern[str]:
 def _pattern(
     validator: Any, pattern: str, instance: object, schema: dict[str, Any]
 ) -> Iterator[ValidationError]:
-    if validator.is_type(instance, "string") and not _ecma_pattern(pattern).search(instance):
+    if isinstance(instance, str) and not _ecma_pattern(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
@@ -145,7 +146,7 @@ def _forms(schema: dict[str, Any]) -> list[str]:
 
 def _expected(types: object) -> str:
     if isinstance(types, list):
-        return " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+        return " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types)
     return _TYPE_WORDS.get(str(types), str(types))
 
 
@@ -156,7 +157,7 @@ def _suggest(word: str, options: list[str]) -> str:
 
 def _property_schema(error: ValidationError, key: str) -> dict[str, Any]:
     props = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
-    sub = props.get(key, {})
+    sub: dict[str, Any] = props.get(key, {})
     if "$ref" in sub:
         ref = sub["$ref"].split("/")[-1]
         sub = {**_validator_schema_defs().get(ref, {}), **{k: v for k, v in sub.items() if k != "$ref"}}
@@ -165,14 +166,17 @@ def _property_schema(error: ValidationError, key: str) -> dict[str, Any]:
 
 @cache
 def _validator_schema_defs() -> dict[str, Any]:
-    return load_schema("mapping").get("$defs", {})
+    defs: dict[str, Any] = load_schema("mapping").get("$defs", {})
+    return defs
 
 
 def _one_of_message(error: ValidationError) -> tuple[str, str]:
     """Explain a failed oneOf: which alternatives exist and why the value fits none or several."""
     ctx = list(error.context or ())
     branches = error.schema.get("oneOf", [])
-    required_sets = [b.get("required") for b in branches if isinstance(b, dict) and "required" in b]
+    required_sets: list[list[str]] = [
+        b["required"] for b in branches if isinstance(b, dict) and "required" in b
+    ]
     inst = error.instance
     if required_sets and isinstance(inst, dict) and len(required_sets) == len(branches):
         present = [sorted(set(r) & set(inst)) for r in required_sets]

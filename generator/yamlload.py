@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import yaml
 
@@ -86,7 +86,8 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     return int(text, 10)
 
 
-_LoaderT = TypeVar("_LoaderT", bound=type)
+# The two loader classes (the C one exists only where PyYAML was built with libyaml).
+_LoaderT = TypeVar("_LoaderT", bound=type[yaml.SafeLoader] | type[yaml.CSafeLoader])
 
 
 def _core_schema(cls: _LoaderT) -> _LoaderT:
@@ -117,8 +118,13 @@ def _core_schema(cls: _LoaderT) -> _LoaderT:
 class _Refused(yaml.MarkedYAMLError):
     """Valid YAML the loader will not take, with the mark where it is written."""
 
-    def __init__(self, mark: yaml.Mark, message: str, hint: str, code: str) -> None:
+    def __init__(self, event: yaml.Event, message: str, hint: str, code: str) -> None:
+        # _Guard runs under the pure-Python parser only, which marks every event it makes.
+        mark = event.start_mark
+        assert isinstance(mark, yaml.error.Mark)
         super().__init__(problem=message, problem_mark=mark)
+        self.mark = mark
+        self.message = message
         self.hint = hint
         self.code = code
 
@@ -131,20 +137,25 @@ class _Guard(yaml.composer.Composer):
     The composer shares an anchored node between its aliases, so composing costs what was
     written; expanding happens later, in _Builder, and is what these bounds keep small."""
 
+    if TYPE_CHECKING:  # from the Parser every loader class combines with this composer
+
+        def peek_event(self) -> yaml.Event: ...
+
     def compose_document(self) -> yaml.Node | None:
         self._depth = 0
         self._values = 0  # values composed so far, aliases counted as expanded
         self._aliased = 0  # of which repeated by aliases
-        self._sizes: dict[str, int] = {}  # anchor -> values its node expands to
-        self._open: set[str] = set()  # anchors whose node is being composed
+        self._sizes: dict[str | None, int] = {}  # anchor -> values its node expands to
+        self._open: set[str | None] = set()  # anchors whose node is being composed
         return super().compose_document()
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()
+        assert isinstance(event, yaml.NodeEvent)  # compose_node is called where a node starts
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open:
                 raise _Refused(
-                    event.start_mark,
+                    event,
                     f"alias *{event.anchor} is inside the value anchored as &{event.anchor}: "
                     "a recursive structure",
                     "an alias can only repeat a finished value; write the inner part out",
@@ -156,7 +167,7 @@ class _Guard(yaml.composer.Composer):
                 self._aliased += size
                 if self._aliased > MAX_ALIASED_VALUES:
                     raise _Refused(
-                        event.start_mark,
+                        event,
                         f"alias *{event.anchor} repeats {size:,} values, which takes the aliases "
                         f"of this file past {MAX_ALIASED_VALUES:,} repeated values",
                         "write the repeated part out, or alias fewer or smaller values "
@@ -168,7 +179,7 @@ class _Guard(yaml.composer.Composer):
         if collection:
             if self._depth >= MAX_DEPTH:
                 raise _Refused(
-                    event.start_mark,
+                    event,
                     f"values nested more than {MAX_DEPTH} levels deep",
                     "flatten the structure: a mapping file needs fewer than 10 levels",
                     "yaml-depth",
@@ -362,7 +373,7 @@ def load_yaml(text: str, file: str) -> Located:
     try:
         nodes = _compose(text)
     except _Refused as exc:
-        line, col = exc.problem_mark.line + 1, exc.problem_mark.column + 1
+        line, col = exc.mark.line + 1, exc.mark.column + 1
         raise LoadError(
             [
                 _diag(
@@ -370,7 +381,7 @@ def load_yaml(text: str, file: str) -> Located:
                     line,
                     col,
                     "(root)",
-                    exc.problem,
+                    exc.message,
                     exc.hint,
                     exc.code,
                     _context(lines, line, col),

@@ -4,6 +4,7 @@ the edges: what must stay silent, severities, and rules across several mappings)
 from __future__ import annotations
 
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,67 @@ def test_two_entities_claiming_one_queue_are_both_told(tmp_path: Path) -> None:
         ),
     ]
     assert loaded.model is None
+
+
+@pytest.mark.parametrize("word", ["array", "char", "status_array"])
+def test_a_name_the_databases_reserve_warns_with_the_words_sqlalchemy_quotes(word: str) -> None:
+    # GIVEN a column named by a word PostgreSQL (array) or MySQL/MariaDB (char) reserves, which
+    # the hand-kept list missed, and a name that only contains one
+    diags = diagnose(BASE.replace("        status: {field: status", f"        {word}: {{field: status"))
+
+    # THEN the reserved words warn at the column, and the compound name stays silent
+    reserved = [d for d in diags if d.code == "sql-reserved"]
+    if word == "status_array":
+        assert reserved == []
+    else:
+        assert [(d.path, d.severity) for d in reserved] == [
+            (f"target.tables[0].columns.{word}", Severity.WARNING)
+        ]
+        assert f"'{word}' is a reserved word in PostgreSQL or MySQL" in reserved[0].message
+
+
+def test_the_reserved_words_are_every_word_sqlalchemy_quotes_for_the_three_databases() -> None:
+    # GIVEN SQLAlchemy's lists (the runtime quotes names through its preparers)
+    from sqlalchemy.dialects.mysql.reserved_words import RESERVED_WORDS_MARIADB, RESERVED_WORDS_MYSQL
+    from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS
+
+    from generator.checks.identifiers import RESERVED
+
+    # THEN the check warns about exactly those words
+    assert RESERVED == RESERVED_WORDS | RESERVED_WORDS_MYSQL | RESERVED_WORDS_MARIADB
+
+
+# A few values of each DynamoDB type as the runtime decodes them (runtime/ddbjson.py); "number"
+# is stream metadata such as ApproximateCreationDateTime.
+DECODED_SAMPLES: dict[str, list[object]] = {
+    "S": ["1", "true", "2024-01-02", "2024-01-02T03:04:05Z", "x"],
+    "N": [Decimal("1")],
+    "number": [1],
+    "BOOL": [True],
+    "M": [{"a": "b"}],
+    "L": [["a"]],
+    "SS": [["a"]],
+    "NS": [[Decimal("1")]],
+    "NULL": [None],
+}
+
+
+def test_every_field_type_a_column_type_accepts_is_one_the_runtimes_coercion_takes() -> None:
+    # GIVEN the validator's table of the DynamoDB types each column type takes (a rule about
+    # types, which the runtime, converting one value at a time, has no table of)
+    from generator.checks.columns import COLUMN_ACCEPTS
+    from runtime.coerce import refusal
+    from runtime.registry import column_spec
+
+    # THEN for every pair it lets through, the runtime's own coercion takes some value of the type
+    # (the table may be stricter: it refuses a metadata number for a boolean column, say)
+    never = [
+        (column, dynamodb_type)
+        for column, types in COLUMN_ACCEPTS.items()
+        for dynamodb_type in types
+        if all(
+            refusal(column_spec({"name": "c", "type": column, "format": None}), v) is not None
+            for v in DECODED_SAMPLES[dynamodb_type]
+        )
+    ]
+    assert never == []

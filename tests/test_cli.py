@@ -239,7 +239,10 @@ def test_build_with_mapping_errors_exits_1_and_leaves_build_alone(
     before = tree(repo / "build")
     orders = repo / "mappings" / "orders.yaml"
     orders.write_text(
-        orders.read_text(encoding="utf-8").replace("batch_size: 10  ", "batch_size: 11  ", 1), "utf-8"
+        orders.read_text(encoding="utf-8").replace(
+            "maximum_record_age_in_seconds: 300 ", "maximum_record_age_in_seconds: 30  ", 1
+        ),
+        "utf-8",
     )
 
     # WHEN built
@@ -247,7 +250,7 @@ def test_build_with_mapping_errors_exits_1_and_leaves_build_alone(
 
     # THEN nothing is written
     assert code == 1
-    assert "pipeline.pipe.batch_size: batch_size 11 exceeds 10" in err
+    assert "pipeline.pipe.maximum_record_age_in_seconds: 30 is not -1 or 60..604800" in err
     assert err.splitlines()[-1] == "build: 1 error(s), 2 warning(s); nothing written"
     assert tree(repo / "build") == before
 

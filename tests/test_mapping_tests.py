@@ -240,7 +240,11 @@ def test_json_format_prints_exactly_one_document(
         tests.write_text(tests.read_text().replace("customer_id: 999, status", "customer_idd: 999, status"))
     elif case == "mapping error":
         orders = project / "mappings" / "orders.yaml"
-        orders.write_text(orders.read_text().replace("batch_size: 10  ", "batch_size: 11  ", 1))
+        orders.write_text(
+            orders.read_text().replace(
+                "maximum_record_age_in_seconds: 300 ", "maximum_record_age_in_seconds: 30  ", 1
+            )
+        )
     elif case == "no tests":
         argv[-1] = "no test has this name"
     elif case == "bad db":

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
+from typing import Any
 
-from generator import resolve
+import pytest
+
+from generator import defaults, resolve
 from generator.model import Entity
 from generator.yamlload import load_file, load_yaml
 
@@ -113,3 +117,66 @@ def test_the_version_kind_follows_the_field_feeding_it() -> None:
     )[0]
     assert orders.tables[0].version is not None and orders.tables[0].version.kind == "sequence"
     assert items.tables[0].version is not None and items.tables[0].version.kind == "integer"
+
+
+# Every part that has a default somewhere under it, each left to its default.
+WITH_EVERY_DEFAULTED_PART = MINIMAL.replace(
+    "  partition_key: {name: invoice_no, type: N}\n",
+    "  partition_key: {name: invoice_no, type: N}\n  outbox: {attribute: outbox}\n"
+    "filter:\n  require_attributes: [{path: total, type: N}]\n",
+).replace(
+    "    invoiceNo: {key: invoice_no}\n",
+    "    invoiceNo: {key: invoice_no}\n    total: {attribute: total, type: N}\n",
+)
+
+
+def test_every_default_resolve_applies_is_the_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a record of every default resolve asks generator.defaults for
+    asked: set[tuple[str, tuple[str, ...]]] = set()
+    for kind in ("mapping", "project"):
+        real = getattr(defaults, kind)
+
+        def spy(*path: str, kind: str = kind, real: Any = real) -> Any:
+            asked.add((kind, path))
+            return real(*path)
+
+        monkeypatch.setattr(defaults, kind, spy)
+
+    # WHEN a project and a mapping that leave everything optional out are resolved
+    entity = resolved(WITH_EVERY_DEFAULTED_PART)
+
+    # THEN resolve applied exactly the defaults the schemas state, each with the schema's value
+    stated = {(kind, path) for kind in ("mapping", "project") for path, _ in defaults.schema_defaults(kind)}
+    assert asked == stated
+    assert entity.pipeline.pipe.batch_size == _schema_default("mapping", "pipeline", "pipe", "batch_size")
+    assert entity.filter.require_attributes[0].image == _schema_default(
+        "mapping", "filter", "require_attributes", "[]", "image"
+    )
+
+
+def test_resolve_writes_no_default_value_of_its_own() -> None:
+    # GIVEN resolve's source
+    tree = ast.parse((REPO_ROOT / "generator" / "resolve.py").read_text(encoding="utf-8"))
+    # THEN no `.get(key, value)` falls back on a literal other than "nothing" ("", {}, (), [])
+    literals = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and len(node.args) == 2
+        and isinstance(node.args[1], ast.Constant | ast.List | ast.Tuple | ast.Dict)
+        and ast.literal_eval(node.args[1]) not in ("", None, (), [], {})
+    ]
+    assert literals == []
+
+
+def test_a_path_without_a_schema_default_is_refused() -> None:
+    # GIVEN a property whose default the schema does not state
+    # THEN asking for it fails, naming where to add it
+    with pytest.raises(LookupError, match="states no default for pipeline.pipe.name; add one there"):
+        defaults.mapping("pipeline", "pipe", "name")
+
+
+def _schema_default(kind: str, *path: str) -> Any:
+    return dict(defaults.schema_defaults(kind))[path]

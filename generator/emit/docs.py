@@ -104,9 +104,9 @@ def entity_doc(e: Entity) -> str:
             text = f"{a.kind.replace('_', ' ')} `{a.table}`"
             if a.columns:
                 text += " setting " + ", ".join(f"`{c}`" for c in a.columns)
-            t = e.table(a.table)
-            if t and t.version and a.kind in ("insert", "upsert", "update"):
-                text += f" when `{t.version.column}` is older"
+            target = e.table(a.table)
+            if target and target.version and a.kind in ("insert", "upsert", "update"):
+                text += f" when `{target.version.column}` is older"
             words.append(text)
         rules.append(f"{on}: " + ", then ".join(words) + " (one transaction).")
     return (

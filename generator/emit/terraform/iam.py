@@ -1,0 +1,155 @@
+"""IAM: the Pipe's role (read the stream, send to the queue and its DLQ) and the sync Lambda's
+role (consume every entity queue, write its logs, read the database secret, attach to a VPC),
+each with explicit actions only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generator.emit.terraform.files import ACCOUNT, FUNCTION, LAMBDA_FILE, EntityFile, Files, labels
+from generator.emit.terraform.hcl import escape, expr, interp, ref, template
+from generator.emit.terraform.queues import queue_arn
+from generator.emit.terraform.streams import Stream
+from generator.model import Model
+
+# facts 4: what the Pipe needs on its source stream.
+STREAM_READ_ACTIONS = (
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+)
+QUEUE_CONSUME_ACTIONS = (
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ReceiveMessage",
+)
+VPC_ENI_ACTIONS = (
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:UnassignPrivateIpAddresses",
+)
+
+
+def policy_document(statements: list[dict[str, Any]]) -> dict[str, Any]:
+    """An aws_iam_policy_document body; `statement` is a repeatable block (facts 7.6: an array)."""
+    return {"statement": statements}
+
+
+def statement(sid: str, actions: tuple[str, ...] | list[str], resources: list[str]) -> dict[str, Any]:
+    """An Allow statement; refuses a wildcard action."""
+    for action in actions:
+        if "*" in action:
+            raise ValueError(f"wildcard IAM action {action!r}: list explicit actions")
+    return {"sid": sid, "effect": "Allow", "actions": sorted(actions), "resources": resources}
+
+
+def _assume(sid: str, service: str, condition: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A trust policy letting one AWS service assume the role."""
+    trust: dict[str, Any] = {
+        "sid": sid,
+        "effect": "Allow",
+        "actions": ["sts:AssumeRole"],
+        "principals": [{"type": "Service", "identifiers": [service]}],
+    }
+    if condition is not None:
+        trust["condition"] = condition
+    return policy_document([trust])
+
+
+def _role(files: Files, file: str, label: str, role_name: str, policy_name: str) -> None:
+    """The role and its inline policy, from the documents `{label}_assume` and `{label}`."""
+    files.resource(
+        file,
+        "aws_iam_role",
+        label,
+        {
+            "name": escape(role_name),
+            "assume_role_policy": ref("data", "aws_iam_policy_document", f"{label}_assume", "json"),
+        },
+    )
+    files.resource(
+        file,
+        "aws_iam_role_policy",
+        label,
+        {
+            "name": policy_name,
+            "role": ref("aws_iam_role", label, "id"),
+            "policy": ref("data", "aws_iam_policy_document", label, "json"),
+        },
+    )
+
+
+def pipe_role(out: EntityFile, stream: Stream) -> None:
+    """The Pipe's role: assumed by pipes.amazonaws.com of this account only."""
+    lb = out.labels
+    # Confused-deputy guard: only pipes of this account may assume the role.
+    account = [
+        {
+            "test": "StringEquals",
+            "variable": "aws:SourceAccount",
+            "values": [ref("data", "aws_caller_identity", ACCOUNT, "account_id")],
+        }
+    ]
+    out.data(
+        "aws_iam_policy_document",
+        f"{lb.pipe_role}_assume",
+        _assume("PipesAssume", "pipes.amazonaws.com", account),
+    )
+    sends = [interp(queue_arn(lb.queue)), interp(queue_arn(lb.pipe_dlq))]
+    out.data(
+        "aws_iam_policy_document",
+        lb.pipe_role,
+        policy_document(
+            [
+                statement("ReadStream", STREAM_READ_ACTIONS, [interp(stream.arn)]),
+                # facts 3.3: the role needs sqs:SendMessage on the DLQ as well as on the target (facts 4).
+                statement("SendToQueueAndDlq", ["sqs:SendMessage"], sends),
+            ]
+        ),
+    )
+    _role(out.files, out.name, lb.pipe_role, out.entity.pipeline.pipe.role_name, "pipe-access")
+
+
+def lambda_role(files: Files, model: Model) -> None:
+    """The sync Lambda's role, shared by every entity queue."""
+    files.data(
+        LAMBDA_FILE,
+        "aws_iam_policy_document",
+        f"{FUNCTION}_assume",
+        _assume("LambdaAssume", "lambda.amazonaws.com"),
+    )
+    files.data(LAMBDA_FILE, "aws_iam_policy_document", FUNCTION, policy_document(_lambda_statements(model)))
+    _role(files, LAMBDA_FILE, FUNCTION, model.project.lambda_.role_name, "sync-access")
+
+
+def _lambda_statements(model: Model) -> list[dict[str, Any]]:
+    project = model.project
+    statements = []
+    queues = [ref("aws_sqs_queue", labels(e).queue, "arn") for e in model.entities]
+    if queues:
+        statements.append(statement("ConsumeQueues", QUEUE_CONSUME_ACTIONS, queues))
+    # Log streams live under the group: arn:...:log-group:NAME:log-stream:STREAM.
+    statements.append(
+        statement(
+            "WriteLogs",
+            ("logs:CreateLogStream", "logs:PutLogEvents"),
+            [template(expr("aws_cloudwatch_log_group", FUNCTION, "arn"), ":*")],
+        )
+    )
+    if project.database.secret_arn:
+        statements.append(
+            statement(
+                "ReadDatabaseSecret",
+                ("secretsmanager:GetSecretValue",),
+                [escape(project.database.secret_arn)],
+            )
+        )
+    if project.lambda_.subnet_ids:
+        # These EC2 actions support no resource-level permissions: "*" is the only resource
+        # AWS accepts for them (the same as AWSLambdaVPCAccessExecutionRole).
+        statements.append(statement("VpcNetworkInterfaces", VPC_ENI_ACTIONS, ["*"]))
+    return statements

@@ -1,0 +1,70 @@
+"""An entity's queues: the FIFO queue the Pipe sends to, its FIFO DLQ with the redrive
+permission, and the Pipe's own (standard) DLQ."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generator.emit.terraform.files import EntityFile
+from generator.emit.terraform.hcl import Expr, call, escape, expr, ref
+
+
+def queue_arn(label: str) -> Expr:
+    return expr("aws_sqs_queue", label, "arn")
+
+
+def queues(out: EntityFile) -> None:
+    """The Pipe DLQ, the FIFO DLQ, the FIFO queue and the DLQ's redrive allow policy."""
+    p = out.entity.pipeline
+    lb = out.labels
+    # facts 3.3: a stream source's DLQ receives batch metadata only, and FIFO is not
+    # supported there, so the Pipe DLQ is a standard queue.
+    out.resource(
+        "aws_sqs_queue",
+        lb.pipe_dlq,
+        {"name": escape(p.pipe.dlq_name), "message_retention_seconds": p.pipe.dlq_retention_seconds},
+    )
+    # facts 5: a FIFO queue's DLQ must itself be FIFO.
+    out.resource(
+        "aws_sqs_queue",
+        lb.dlq,
+        {
+            "name": escape(p.queue.dlq_name),
+            "fifo_queue": True,
+            "message_retention_seconds": p.queue.dlq_retention_seconds,
+        },
+    )
+    out.resource("aws_sqs_queue", lb.queue, _fifo_queue(out))
+    # A separate resource: written inline on the DLQ, the queue ARN would make a cycle with
+    # the queue's redrive_policy.
+    out.resource(
+        "aws_sqs_queue_redrive_allow_policy",
+        lb.dlq,
+        {
+            "queue_url": ref("aws_sqs_queue", lb.dlq, "id"),
+            "redrive_allow_policy": call(
+                "jsonencode", {"redrivePermission": "byQueue", "sourceQueueArns": [queue_arn(lb.queue)]}
+            ),
+        },
+    )
+
+
+def _fifo_queue(out: EntityFile) -> dict[str, Any]:
+    q = out.entity.pipeline.queue
+    body: dict[str, Any] = {
+        "name": escape(q.name),
+        "fifo_queue": True,
+        "content_based_deduplication": q.content_based_deduplication,
+        "visibility_timeout_seconds": q.visibility_timeout_seconds,
+        "message_retention_seconds": q.message_retention_seconds,
+        # facts 5 / 7.2: maxReceiveCount must be an integer, not a string.
+        "redrive_policy": call(
+            "jsonencode",
+            {"deadLetterTargetArn": queue_arn(out.labels.dlq), "maxReceiveCount": q.max_receive_count},
+        ),
+    }
+    if q.high_throughput:
+        # facts 5: high throughput means both settings; perMessageGroupId requires messageGroup.
+        body["deduplication_scope"] = "messageGroup"
+        body["fifo_throughput_limit"] = "perMessageGroupId"
+    return body
