@@ -13,6 +13,7 @@ DYNAMODB_NESTING_DEPTH = 32  # maps and lists nest at most this deep
 DYNAMODB_SEQUENCE_NUMBER_DIGITS = 40  # a stream record's SequenceNumber: 21 to 40 digits
 DYNAMODB_STREAM_READERS_PER_SHARD = 2  # more readers of one shard are throttled
 DYNAMODB_GET_RECORDS_MAX = 1000  # records one GetRecords call returns at most
+DYNAMODB_STREAM_RETENTION_SECONDS = 86_400  # a stream keeps a record 24 hours
 
 # --- EventBridge Pipes (awsdocs.PIPES_INPUT_TRANSFORM, PIPES_FILTERING, PIPES_SQS_TARGET) -------
 PIPES_TEMPLATE_CHARS = 8192  # an input template
@@ -21,6 +22,12 @@ PIPES_FILTERS = 5  # filter patterns of one Pipe
 PIPES_DYNAMIC_PARAMETER_CHARS = 100  # MessageGroupId / MessageDeduplicationId of an SQS target
 PIPES_NAME_CHARS = 64  # a Pipe's name
 PIPES_POLLS_PER_SECOND = 4  # a Pipe polls each stream shard this often
+# A stream source's MaximumRecordAgeInSeconds (-1: no limit) and MaximumRetryAttempts (-1: no
+# limit) (awsdocs.PIPES_DYNAMODB_PARAMETERS)
+PIPES_RECORD_AGE_MIN, PIPES_RECORD_AGE_MAX = 60, 604_800
+PIPES_RETRY_ATTEMPTS_MAX = 10_000
+PIPES_BATCHING_WINDOW_MAX = 300  # MaximumBatchingWindowInSeconds of a stream source
+PIPES_PARALLELIZATION_MAX = 10  # ParallelizationFactor: concurrent batches per shard
 
 # --- SQS (awsdocs.SQS_FIFO, SQS_FIFO_QUOTAS, SQS_DEDUPLICATION) --------------------------------
 SQS_BATCH = 10  # entries of SendMessageBatch, messages of one ReceiveMessage
@@ -28,11 +35,17 @@ SQS_MESSAGE_BYTES = 1_048_576  # a message body (262,144 before August 2025; a q
 SQS_ID_CHARS = 128  # MessageGroupId / MessageDeduplicationId
 SQS_QUEUE_NAME_CHARS = 80  # a queue's name, the .fifo suffix included
 SQS_DEDUP_WINDOW_SECONDS = 300  # a deduplication id is remembered this long
+SQS_VISIBILITY_TIMEOUT_MAX = 43_200  # a queue's or a message's visibility timeout (12 hours)
+SQS_RETENTION_MIN, SQS_RETENTION_MAX = 60, 1_209_600  # a queue's message retention (14 days)
+SQS_MAX_RECEIVE_COUNT_MAX = 1000  # a redrive policy's maxReceiveCount
 
 # --- Lambda and its SQS event source mapping (awsdocs.LAMBDA_SQS_PARAMETERS, LAMBDA_SQS_CONFIGURE)
 LAMBDA_FIFO_BATCH = 10  # messages of one batch from a FIFO queue
 LAMBDA_CONCURRENCY_MIN, LAMBDA_CONCURRENCY_MAX = 2, 1000  # ScalingConfig.MaximumConcurrency
 LAMBDA_VISIBILITY_FACTOR = 6  # AWS's advice: visibility timeout >= 6x the function timeout
 LAMBDA_MAX_RECEIVE_ADVICE = 5  # AWS's advice: maxReceiveCount >= 5 with partial batch responses
+LAMBDA_BATCHING_WINDOW_MAX = 300  # MaximumBatchingWindowInSeconds of an SQS event source mapping
+LAMBDA_TIMEOUT_MAX = 900  # a function's timeout (15 minutes)
+LAMBDA_MEMORY_MIN, LAMBDA_MEMORY_MAX = 128, 10_240  # a function's memory in MB
 LAMBDA_ZIP_DIRECT_UPLOAD_BYTES = 50 * 1024 * 1024  # a zip uploaded directly (not through S3)
 LAMBDA_UNZIPPED_BYTES = 250 * 1024 * 1024  # a function's code, unzipped

@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from generator.checks.problem import Problem, warn
 from generator.model import Entity, Project
 from runtime.aws_limits import (
+    DYNAMODB_STREAM_RETENTION_SECONDS,
     LAMBDA_MAX_RECEIVE_ADVICE,
     LAMBDA_VISIBILITY_FACTOR,
     PIPES_NAME_CHARS,
+    PIPES_RECORD_AGE_MAX,
+    PIPES_RECORD_AGE_MIN,
     SQS_QUEUE_NAME_CHARS,
 )
 from synctools import awsdocs
@@ -21,18 +24,18 @@ def check_pipeline(entity: Entity, project: Project) -> Iterator[Problem]:
     p = entity.pipeline
     base = ("pipeline",)
     age = p.pipe.maximum_record_age_in_seconds
-    if age != -1 and not 60 <= age <= 604800:
+    if age != -1 and not PIPES_RECORD_AGE_MIN <= age <= PIPES_RECORD_AGE_MAX:
         yield Problem(
             base + ("pipe", "maximum_record_age_in_seconds"),
-            f"{age} is not -1 or 60..604800 (see {awsdocs.PIPES_DYNAMODB_PARAMETERS})",
-            "use -1 (no limit) or a value of at least 60",
+            f"{age} is not -1 or {PIPES_RECORD_AGE_MIN}..{PIPES_RECORD_AGE_MAX} (see {awsdocs.PIPES_DYNAMODB_PARAMETERS})",
+            f"use -1 (no limit) or a value of at least {PIPES_RECORD_AGE_MIN}",
             "pipe-record-age",
         )
-    if age == -1 or age > 86400:
+    if age == -1 or age > DYNAMODB_STREAM_RETENTION_SECONDS:
         yield warn(
             base + ("pipe", "maximum_record_age_in_seconds"),
             f"records are retried until the stream trims them (24 h), blocking the shard (see {awsdocs.PIPES_DYNAMODB_PARAMETERS})",
-            "set a limit below 86400 so the Pipe DLQ can still resolve the record",
+            f"set a limit below {DYNAMODB_STREAM_RETENTION_SECONDS} so the Pipe DLQ can still resolve the record",
             "pipe-record-age",
         )
     if p.pipe.maximum_retry_attempts == -1:
