@@ -1,4 +1,4 @@
-"""`python -m synctools consume`: poll the entity's FIFO queue as the Lambda event source mapping
+"""`ddb-sql-sync consume`: poll the entity's FIFO queue as the Lambda event source mapping
 does (facts 6) and apply each batch with the sync runtime.
 
 - ReceiveMessage with MaxNumberOfMessages = the consumer batch size (<= 10 for FIFO, facts 6.1),

@@ -1,4 +1,4 @@
-"""`python -m synctools dlq list|show|redrive`: the entity's FIFO DLQ and the Pipe's DLQ.
+"""`ddb-sql-sync dlq list|show|redrive`: the entity's FIFO DLQ and the Pipe's DLQ.
 
 Looking never consumes: messages are received with a short visibility timeout, kept in flight
 while the rest is read (a FIFO queue returns nothing more of a group while a message of it is

@@ -1,4 +1,4 @@
-"""`python -m synctools pump`: a DynamoDB stream into the entity's FIFO queue, as the Pipe does.
+"""`ddb-sql-sync pump`: a DynamoDB stream into the entity's FIFO queue, as the Pipe does.
 
 Per shard (parents drained before their children, synctools.aws.streams), GetRecords pages are
 read in order; each page's records go through the filter and the template and out in

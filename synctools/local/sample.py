@@ -1,4 +1,4 @@
-"""Realistic DynamoDB stream records for one registry entity (`python -m synctools sample`).
+"""Realistic DynamoDB stream records for one registry entity (`ddb-sql-sync sample`).
 
 Everything is derived from registry.json: the source table, its keys and stream view type,
 the outbox attribute, where each message field lives in the record (its `source` JSON path),
