@@ -28,8 +28,10 @@ from typing import IO, Any
 from sqlalchemy.engine import Engine
 
 from runtime.apply import APPLIED, BLOCKED, DUPLICATE, FAILED, IGNORED, SKIPPED, STALE, apply_batch
+from runtime.kinds import Status
 from runtime.observe import batch_documents
 from runtime.registry import Registry
+from runtime.wire import BatchResponse
 from synctools.local.build import Pipe, PipeError, load_pipe
 from synctools.local.fifo import FifoQueue, Message, VirtualClock
 from synctools.local.poller import Poller, PollResult
@@ -110,9 +112,9 @@ class _Handler:
         self.engine = engine
         self.registry = registry
         self.faults = faults
-        self.last: dict[str, tuple[str, str]] = {}  # message id -> (status, reason)
+        self.last: dict[str, tuple[Status | None, str]] = {}  # message id -> (status, reason)
 
-    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def __call__(self, event: dict[str, Any], context: Any) -> BatchResponse:
         self.last = {}
         rng = self.faults.rng["crash"]
         crash = self.faults.crashes and rng.random() < self.faults.crashes
@@ -341,15 +343,17 @@ class EntityPipeline:
             msg = self.queue.in_flight_message(r["receiptHandle"])
             if msg is None:
                 continue
-            status, reason = last.get(mid, ("", ""))
+            outcome: str | None  # the runtime's status; "" when the handler never answered
+            outcome, reason = last.get(mid, ("", ""))
+            why: str | None
             if res.complete_failure:
                 why = res.complete_failure
-                if status in (FAILED, BLOCKED):
+                if outcome in (FAILED, BLOCKED):
                     why = f"{why}; runtime: {reason}"
             elif mid in lost:
                 why = "processed, but the DeleteMessage was lost"
             else:
-                why = reason or status
+                why = reason or outcome
             msg.meta["reason"] = why
             msg.meta["entity"] = self.name
 
