@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                     )
         finally:
-            for name, tree in trees.items():
+            for tree in trees.values():
                 if tree != ROOT:
                     subprocess.run(
                         ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True

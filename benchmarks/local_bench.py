@@ -1,5 +1,5 @@
 """Benchmark the local pipeline model (synctools/local/): filter + template throughput, end-to-end
-`python -m synctools replay` into SQLite, and the replay's peak memory as the input grows.
+`ddb-sql-sync replay` into SQLite, and the replay's peak memory as the input grows.
 
 Usage (from the repository root, with the project's venv active):
 
@@ -8,14 +8,14 @@ Usage (from the repository root, with the project's venv active):
 
 What it does:
 
-1. Samples `orders` stream records with `python -m synctools sample orders --count N --seed 1`
+1. Samples `orders` stream records with `ddb-sql-sync sample orders --count N --seed 1`
    for each size into benchmarks/.out/ (git-ignored).
 2. Filter + template, in-process, on the records of the smallest size (already parsed):
    the Pipe's filter (build/entities/orders/filters.json) on every record and, for those that
    pass, the input template plus the dynamic group / dedup ids (the SQS entry). Baseline in
    the same run: `json.loads` of the same lines. `--repeats` runs each, interleaved; medians.
-3. End-to-end replay, round robin over the sizes: a fresh subprocess `python -m synctools replay FILE --db
-   sqlite:///<tmp> --quiet --json` on a fresh database; wall time and the child's ru_maxrss
+3. End-to-end replay, round robin over the sizes: a fresh subprocess `ddb-sql-sync replay FILE --db
+   sqlite:///<tmp> --quiet --format json` on a fresh database; wall time and the child's ru_maxrss
    (os.wait4). Baseline in the same run: a subprocess that imports what the replay imports
    (runtime.apply, synctools.local.replay, SQLAlchemy) and `json.loads` every line of the same
    file, so its time is the floor of reading and its memory the floor of the imports.
@@ -128,7 +128,7 @@ def sample(size: int) -> Path:
     if not path.exists() or sum(1 for _ in path.open()) != size:
         with path.open("w") as fh:
             subprocess.run(
-                [sys.executable, "-m", "synctools", "sample", ENTITY, "--count", str(size), "--seed", "1"],
+                [sys.executable, "-m", "generator", "sample", ENTITY, "--count", str(size), "--seed", "1"],
                 cwd=REPO,
                 env=env(),
                 stdout=fh,
@@ -183,8 +183,8 @@ def bench_filter_template(path: Path, repeats: int) -> dict[str, Any]:
 
 def replay_once(path: Path, size: int, extra: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = ["-m", "synctools", "replay", str(path), "--db", f"sqlite:///{tmp}/r.db"]
-        cmd += ["--quiet", "--json", "--dlq-out", f"{tmp}/dlq.jsonl", "--seed", "1", *(extra or [])]
+        cmd = ["-m", "generator", "replay", str(path), "--db", f"sqlite:///{tmp}/r.db"]
+        cmd += ["--quiet", "--format", "json", "--dlq-out", f"{tmp}/dlq.jsonl", "--seed", "1", *(extra or [])]
         wall, rss, out = timed_child(cmd)
     return {"wall": wall, "rss": rss, "summary": json.loads(out)}
 
@@ -321,7 +321,7 @@ def main() -> int:
         "",
         "## Filter + template (in-process)",
         "",
-        f"{ft['records']:,} `orders` stream records (`python -m synctools sample orders --count {sizes[0]} --seed 1`), "
+        f"{ft['records']:,} `orders` stream records (`ddb-sql-sync sample orders --count {sizes[0]} --seed 1`), "
         f"{ft['passed']:,} of which pass the filter. Medians of {len(ft['model'])} runs, interleaved.",
         "",
         "| what | median records/s | runs |",
@@ -333,7 +333,7 @@ def main() -> int:
         "",
         "## End-to-end replay into SQLite (subprocess, fresh database each run)",
         "",
-        f"`python -m synctools replay FILE --db sqlite:///<tmp>/r.db --quiet --json` with no faults; "
+        f"`ddb-sql-sync replay FILE --db sqlite:///<tmp>/r.db --quiet --format json` with no faults; "
         f"{args.repeats} runs per size; events = delivered messages (the records that pass the filter), "
         "rates over the whole process wall time (start-up, imports and table creation included). "
         "Baseline: a subprocess importing the same modules and `json.loads`-ing every line of the same file.",

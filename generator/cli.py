@@ -1,10 +1,17 @@
-"""`python -m generator {build,validate,check,test,package,override,reference}`.
+"""The one command line, `ddb-sql-sync COMMAND` (also `python -m generator COMMAND`): the
+generator's commands build, validate, check, test, package, override and reference, and the
+tools' commands replay, sample (synctools/local/commands) and pump, consume, dlq
+(synctools/aws/commands), each registered from its module.
 
-Exit codes: 0 success (warnings allowed unless --strict); 1 the mappings have errors (or
-warnings under --strict), `check` or `package` found build/ out of date, a mapping test
-failed, or `override` cannot be written for this build; 2 bad command line; 3 a tool the
-command runs failed (pip, for `package`); 4 build/, the zip or the override file could not
-be written.
+Conventions (synctools/local/argtypes.py): -h/--help on every command and subcommand, ending
+with the exit codes it returns; --version at the top; --format text|json on every command
+that reports results. Exit codes: 0 success (warnings allowed unless --strict); 1 problems
+found: the mappings have errors (or warnings under --strict), `check` or `package` found
+build/ out of date, a mapping test failed, `override` cannot be written for this build,
+`replay` found something not accounted for, or `pump`, `consume` or `dlq` could not finish
+its work; 2 bad command line or configuration; 3 a tool the command runs failed (pip, for
+`package`), or `replay` accounted for everything but messages ended in a DLQ; 4 build/, the
+zip or the override file could not be written; 130 interrupted (`pump`, `consume`, `dlq`).
 """
 
 from __future__ import annotations
@@ -13,17 +20,34 @@ import argparse
 import gc
 import sys
 from pathlib import Path
-from typing import NoReturn
+from types import ModuleType
+from typing import TYPE_CHECKING, NoReturn
 
-from generator import __version__, output
-from generator.diagnostics import Diagnostics
-from generator.load import Loaded, load
-from generator.model import Model
+from generator import __version__
 from generator.override import DEFAULT_NAME as DEFAULT_OVERRIDE
 from generator.override import MOTO_UNSUPPORTED, endpoint_url
-from synctools.local.argtypes import PRODUCT, HelpFormatter, exit_codes
+from synctools.aws.commands import consume, dlq, pump
+from synctools.local.argtypes import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    PRODUCT,
+    HelpFormatter,
+    add_format,
+    exit_codes,
+)
+from synctools.local.commands import replay, sample
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_TOOL, EXIT_IO = 0, 1, 2, 3, 4
+if TYPE_CHECKING:  # loaded by the generator's commands only: the tools start without them
+    from generator.diagnostics import Diagnostics
+    from generator.load import Loaded
+    from generator.model import Model
+
+EXIT_TOOL, EXIT_IO = 3, 4
+
+# The tools' commands, in the order --help lists them; each module has add_parser and run.
+TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (replay, sample, pump, consume, dlq)}
 
 
 def _endpoint(text: str) -> str:
@@ -88,11 +112,15 @@ EXIT_REFERENCE = exit_codes({EXIT_OK: "the reference printed", EXIT_USAGE: _USAG
 EXIT_ALL = exit_codes(
     {
         EXIT_OK: "success (warnings allowed unless --strict)",
-        EXIT_PROBLEMS: "the mappings have errors (or warnings under --strict), check or package found "
-        "build/ out of date, a mapping test failed, or override cannot be written for this build/",
-        EXIT_USAGE: _USAGE,
-        EXIT_TOOL: "a tool the command runs failed (pip, for package)",
+        EXIT_PROBLEMS: "problems found: the mappings have errors (or warnings under --strict), check or "
+        "package found build/ out of date, a mapping test failed, override cannot be written for this "
+        "build/, replay found something not accounted for, or pump, consume or dlq could not finish "
+        "its work",
+        EXIT_USAGE: "bad command line or configuration",
+        EXIT_TOOL: "a tool the command runs failed (pip, for package); replay: everything accounted for, "
+        "but messages ended in a DLQ",
         EXIT_IO: "build/, the zip or the override file could not be written",
+        EXIT_INTERRUPTED: "interrupted (pump, consume, dlq)",
     }
 )
 
@@ -109,12 +137,7 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--project", type=Path, metavar="FILE", help="project file (default: ROOT/project.yaml)")
     p.add_argument("--mappings", type=Path, metavar="DIR", help="mappings directory (default: ROOT/mappings)")
     p.add_argument("--build-dir", type=Path, metavar="DIR", help="output directory (default: ROOT/build)")
-    p.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="text: diagnostics on stderr; json: one JSON document on stdout",
-    )
+    add_format(p, "diagnostics on stderr", "one JSON document on stdout")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     return p
 
@@ -125,7 +148,8 @@ def parser(prog: str = "python -m generator") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Validate entity mappings and generate the Pipes, Terraform, registry, DDL and docs in "
-        "build/. Each command's --help lists its options and exit codes.",
+        "build/; package the sync Lambda; replay and sample stream records locally; pump, consume and "
+        "redrive against AWS. Each command's --help lists its options and exit codes.",
         epilog=EXIT_ALL,
         formatter_class=fmt,
     )
@@ -185,8 +209,7 @@ def parser(prog: str = "python -m generator") -> argparse.ArgumentParser:
         help="build the sync Lambda's deployment zip (build/lambda.zip) from runtime/ and build/registry.json",
         description=(
             "Build the sync Lambda's deployment zip at BUILD/<lambda.package> (default build/lambda.zip): the "
-            "runtime package without its operator tools (synctools/local, synctools/aws), build/registry.json at the zip "
-            "root, and SQLAlchemy plus "
+            "runtime/ package whole, build/registry.json at the zip root, and SQLAlchemy plus "
             "the database driver installed by pip for the Lambda platform. Refuses a build/ that `check` "
             "would call out of date. The zip is deterministic and replaced atomically."
         ),
@@ -278,6 +301,8 @@ def parser(prog: str = "python -m generator") -> argparse.ArgumentParser:
         "tests, from the schemas.",
         epilog=EXIT_REFERENCE,
     )
+    for tool in TOOLS.values():
+        tool.add_parser(sub)
     return p
 
 
@@ -288,6 +313,8 @@ def _test(args: argparse.Namespace, root: Path, loaded: Loaded) -> int:
     import time
 
     from generator import mapping_tests as mt
+    from generator import output
+    from generator.diagnostics import Diagnostics
 
     diags = Diagnostics()
     diags.extend(loaded.diagnostics.items)
@@ -355,6 +382,7 @@ def _package(args: argparse.Namespace, model: Model, files: dict[str, str], buil
     import shlex
     import tempfile
 
+    from generator import output
     from generator import package as pkg
 
     report = output.compare(build, files)
@@ -395,7 +423,7 @@ def _package(args: argparse.Namespace, model: Model, files: dict[str, str], buil
     if args.dry_run:
         lines = [
             f"package: would write {dest}",
-            f"  {len(runtime_files)} files of {source} (without the operator tools: synctools/local, synctools/aws, runtime/__main__.py)",
+            f"  {len(runtime_files)} files of {source} (the runtime package whole)",
             f"  {pkg.REGISTRY} at the zip root: {len(registry):,} bytes from {build / pkg.REGISTRY}",
         ]
         if reqs:
@@ -510,22 +538,28 @@ def _report(diags: Diagnostics, fmt: str) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m generator") -> int:
-    # A run is short and what it builds (located documents, the model, the rendered files)
-    # lives until it ends, so the cyclic collector's full passes re-walk all of it and find
+    """Run one command; its exit code (argparse exits itself, with 2, on a bad command line)."""
+    args = parser(prog).parse_args(argv)
+    tool = TOOLS.get(args.command)
+    if tool is not None:
+        code: int = tool.run(args)
+        return code
+    # A generator run is short and what it builds (located documents, the model, the rendered
+    # files) lives until it ends, so the cyclic collector's full passes re-walk all of it and find
     # little to free: 11-15 of them cost 2.5-3 s of a 1,000-mapping build. Reference counting
     # still frees the temporaries (yamlload keeps node trees free of cycles for this).
     # Restored afterwards for in-process callers (tests).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run(argv, prog)
+        return _run(args)
     finally:
         if enabled:
             gc.enable()
 
 
 def run() -> NoReturn:
-    """The process entry point (`python -m generator`, the ddb-sql-sync script): usage lines name
+    """The process entry point (the ddb-sql-sync script, `python -m generator`): usage lines name
     the command as it was typed."""
     name = Path(sys.argv[0]).name
     code = main(prog="python -m generator" if name in ("__main__.py", "-c", "") else name)
@@ -536,8 +570,11 @@ def run() -> NoReturn:
     sys.exit(code)
 
 
-def _run(argv: list[str] | None, prog: str = "python -m generator") -> int:
-    args = parser(prog).parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
+    """The generator's commands."""
+    from generator import output
+    from generator.load import load
+
     if args.command == "reference":
         from generator.reference import render_reference
 

@@ -1,4 +1,4 @@
-"""The AWS tools (synctools/aws/): `python -m synctools pump`, `consume` and `dlq`.
+"""The AWS tools (synctools/aws/): `ddb-sql-sync pump`, `consume` and `dlq`.
 
 Unit tests drive the pump with small fakes of DynamoDB Streams and SQS (checkpoint resume,
 shard order, SendMessageBatch partial failures). The end-to-end tests run the real commands
@@ -423,7 +423,7 @@ class Run:
 
 
 def cli(*argv: str) -> Run:
-    from synctools.__main__ import main
+    from generator.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -645,7 +645,9 @@ def test_orders_end_to_end_with_duplicates_a_poison_message_and_a_redrive(
     assert [f["receive_count"] for f in logged] == [1, 2, 3]
 
     # WHEN dlq list / show look at it, with the reasons consume wrote
-    listed = aws.run("dlq", "list", "--entity", "orders", "--failures-from", str(failures), "--json")
+    listed = aws.run(
+        "dlq", "list", "--entity", "orders", "--failures-from", str(failures), "--format", "json"
+    )
     assert listed.code == 0, listed.err
     [msg] = listed.lines()
     # (the event id is the stream record's eventID, the ledger's key)
@@ -669,7 +671,7 @@ def test_orders_end_to_end_with_duplicates_a_poison_message_and_a_redrive(
         logEvents=[{"timestamp": int(time.time() * 1000), "message": line} for line in events],
     )
     from_logs = aws.run(
-        "dlq", "list", "--entity", "orders", "--log-group", "/aws/lambda/sync", "--json"
+        "dlq", "list", "--entity", "orders", "--log-group", "/aws/lambda/sync", "--format", "json"
     ).lines()[0]
     assert from_logs["reason"] == msg["reason"]
     # AND looking consumed nothing
@@ -782,7 +784,7 @@ def test_a_redrive_killed_half_way_loses_nothing(pipeline: Aws, db: Db) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "synctools",
+        "generator",
         "dlq",
         "redrive",
         "--entity",
@@ -853,7 +855,7 @@ def test_the_pipe_dlq_positions_are_resolved_and_redriven(pipeline: Aws, db: Db)
     sqs.send_message(QueueUrl=aws.url("orders-pipes-dlq"), MessageBody=json.dumps(pointer))
 
     # WHEN dlq show --pipe resolves them, and dlq redrive --pipe sends them on
-    shown = aws.run("dlq", "show", "--entity", "orders", "--pipe", "--json")
+    shown = aws.run("dlq", "show", "--entity", "orders", "--pipe", "--format", "json")
     assert shown.code == 0, shown.err
     [doc] = shown.lines()
     assert [(r["eventName"], r["action"], r["MessageGroupId"]) for r in doc["records"]] == [
@@ -876,7 +878,7 @@ def test_follow_mode_streams_live_changes_and_stops_cleanly_on_sigterm(
     # GIVEN a pump and a consumer running with --follow
     aws, ddb = pipeline, pipeline.client("dynamodb")
     ckpt = tmp_path / "ckpt.json"
-    base = [sys.executable, "-m", "synctools"]
+    base = [sys.executable, "-m", "generator"]
     pump = subprocess.Popen(
         [*base, "pump", "--entity", "orders", "--follow", "--poll", "0.2", "--checkpoint", str(ckpt)]
         + ["--build", str(aws.build)],
@@ -948,7 +950,7 @@ def test_dry_runs_change_nothing(pipeline: Aws, tmp_path: Path) -> None:
         MessageGroupId="o1",
         MessageDeduplicationId="d2",
     )
-    redrive = aws.run("dlq", "redrive", "--entity", "orders", "--dry-run", "--json")
+    redrive = aws.run("dlq", "redrive", "--entity", "orders", "--dry-run", "--format", "json")
     assert redrive.code == 0, redrive.err
     assert [d["action"] for d in redrive.lines()] == ["would-move"]
     assert aws.count("orders-sync-dlq.fifo") == 1 and aws.count("orders-sync.fifo") == 1
@@ -997,7 +999,7 @@ def test_every_command_has_help() -> None:
         ["sample"],
     ):
         run = cli(*argv, "--help")
-        assert run.code == 0 and "usage: python -m synctools" in run.out, argv
+        assert run.code == 0 and "usage: python -m generator" in run.out, argv
 
 
 def test_the_lambda_never_imports_the_aws_tools() -> None:
@@ -1005,7 +1007,8 @@ def test_the_lambda_never_imports_the_aws_tools() -> None:
         "import sys, runtime.handler, runtime.registry\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('synctools', 'generator') or m.startswith('boto3')]\n"
         "assert not bad, bad\n"
-        "import synctools.aws.cli, synctools.aws.pump, synctools.aws.consume, synctools.aws.dlq\n"
+        "import synctools.aws.commands.pump, synctools.aws.commands.consume, synctools.aws.commands.dlq\n"
+        "import synctools.aws.pump, synctools.aws.consume, synctools.aws.dlq\n"
         "assert not [m for m in sys.modules if m == 'generator' or m.startswith('generator.')]\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -1,7 +1,8 @@
-"""The command lines: `python -m generator {build,validate,check}` (help, exit codes and what
-each command writes), and for every entry point and command (`python -m generator`,
-`python -m synctools`, `ddb-sql-sync`): --version, help and defaults for every argument, and the
-same exit-code epilogue.
+"""The one command line, `ddb-sql-sync COMMAND` (also `python -m generator COMMAND`): build,
+validate and check (help, exit codes and what each command writes), and for every entry point
+and every command and subcommand, the generator's and the tools': --version, help and defaults
+for every argument, the same exit-code epilogue, and --format text|json where a command reports
+results.
 
 Exit codes (generator/cli.py): 0 ok (warnings allowed unless --strict); 1 mapping errors, or
 warnings under --strict, or a stale build/; 2 bad command line; 4 build/ could not be written.
@@ -25,7 +26,6 @@ import pytest
 
 from generator import __version__, cli
 from runtime import __version__ as runtime_version
-from synctools.local import cli as runtime_cli
 from synctools.local.argtypes import HelpFormatter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,10 +74,13 @@ def test_top_level_help_lists_the_commands_and_exit_codes(capsys: pytest.Capture
     # GIVEN no command  WHEN --help  THEN the commands, and the exit codes as every command gives them
     code, out, _ = exit_code(capsys, "--help")
     assert code == 0
-    for word in ("build", "validate", "check", "test", "package", "override", "reference"):
+    commands = ["build", "validate", "check", "test", "package", "override", "reference"]
+    commands += ["replay", "sample", "pump", "consume", "dlq"]
+    for word in commands:
         assert f"\n    {word}" in out
     assert out.rstrip().endswith(cli.EXIT_ALL)
-    assert "\nexit codes:\n  0  success (warnings allowed unless --strict)\n" in out
+    assert "\nexit codes:\n    0  success (warnings allowed unless --strict)\n" in out
+    assert "\n  130  interrupted (pump, consume, dlq)" in out
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,8 +98,8 @@ def _script() -> Path:
 
 @pytest.mark.parametrize(
     "command",
-    [["-m", "generator"], ["-m", "synctools"], ["script"]],
-    ids=["python -m generator", "python -m synctools", "ddb-sql-sync"],
+    [["-m", "generator"], ["script"]],
+    ids=["python -m generator", "ddb-sql-sync"],
 )
 def test_every_entry_point_prints_the_product_and_its_version(command: list[str]) -> None:
     # GIVEN an entry point  WHEN run with --version
@@ -122,10 +125,11 @@ def _parsers(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, 
                 yield from _parsers(sub, f"{name} {sub_name}")
 
 
-PARSERS = [
-    *_parsers(cli.parser(), "python -m generator"),
-    *_parsers(runtime_cli.build_parser(), "python -m synctools"),
-]
+PARSERS = list(_parsers(cli.parser(), "ddb-sql-sync"))
+# The commands that report results, so take --format. The others' output is data, not a
+# report: sample's stream records, pump's and consume's JSON lines (what they send or apply),
+# override's file, reference's document.
+REPORTING = ["build", "validate", "check", "test", "package", "replay", "dlq list", "dlq show", "dlq redrive"]
 
 
 @pytest.mark.parametrize(("name", "parser"), PARSERS, ids=[name for name, _ in PARSERS])
@@ -166,6 +170,25 @@ def test_every_command_help_ends_with_its_exit_codes(name: str, parser: argparse
     codes = [int(m.group(1)) for line in epilogue[1:] if (m := re.match(r" +(\d+)  \S", line))]
     assert codes and codes == sorted(set(codes)) and 0 in codes and 2 in codes, name
     assert all(re.match(r" +(\d+  )?\S", line) for line in epilogue[1:]), name
+
+
+def test_every_command_is_reachable_and_the_old_entry_points_are_gone() -> None:
+    # GIVEN the one parser  THEN it holds the generator's and the tools' commands, dlq's three
+    names = {name for name, _ in PARSERS}
+    for command in ("build", "replay", "sample", "pump", "consume", "dlq list", "dlq show", "dlq redrive"):
+        assert f"ddb-sql-sync {command}" in names
+    # AND there is no second command line
+    assert not (REPO_ROOT / "synctools" / "__main__.py").exists()
+    assert not (REPO_ROOT / "runtime" / "__main__.py").exists()
+
+
+@pytest.mark.parametrize("command", REPORTING)
+def test_every_reporting_command_takes_format_text_or_json(command: str) -> None:
+    # GIVEN a command that reports results  THEN --format text|json, text by default, and no --json
+    parser = dict(PARSERS)[f"ddb-sql-sync {command}"]
+    [fmt] = [a for a in parser._actions if "--format" in a.option_strings]
+    assert (fmt.choices, fmt.default) == (("text", "json"), "text")
+    assert not [a for a in parser._actions if "--json" in a.option_strings]
 
 
 @pytest.mark.parametrize("argv", [[], ["deploy"], ["validate", "--format", "xml"], ["check", "--nope"]])

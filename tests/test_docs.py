@@ -258,10 +258,10 @@ def broken_links(path: Path) -> list[str]:
             "Mapping tests (`mappings/tests/*.yaml`, run by `python -m generator test`)",
             "mapping-tests-mappingstestsyaml-run-by-python--m-generator-test",
         ),
-        ("The summary (stderr, and `--json`)", "the-summary-stderr-and---json"),
+        ("The summary (stderr, and `--format json`)", "the-summary-stderr-and---format-json"),
         (
-            "`python -m synctools dlq list | show | redrive --entity E [--pipe]`",
-            "python--m-synctools-dlq-list--show--redrive---entity-e---pipe",
+            "`ddb-sql-sync dlq list | show | redrive --entity E [--pipe]`",
+            "ddb-sql-sync-dlq-list--show--redrive---entity-e---pipe",
         ),
         ("`target.tables[].columns{}`", "targettablescolumns"),
         ("Where the article is wrong for AWS", "where-the-article-is-wrong-for-aws"),

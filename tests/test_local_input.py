@@ -1,4 +1,4 @@
-"""The local tools are as robust as the Lambda about their input: `python -m synctools replay`
+"""The local tools are as robust as the Lambda about their input: `ddb-sql-sync replay`
 (run here as a user runs it, as a subprocess) reports each problem with the input as
 `replay: FILE:LINE: what is wrong - how to fix`, the line being where the record starts, skips
 only what is wrong, never shows a traceback, and says so in its exit status: 0 clean, 1 input
@@ -75,7 +75,7 @@ class Run:
 
 
 def replay(tmp: Path, data: bytes, *args: str, stdin: bool = False) -> Run:
-    """`python -m synctools replay FILE` (or `-` with the bytes on stdin) into a fresh SQLite."""
+    """`ddb-sql-sync replay FILE` (or `-` with the bytes on stdin) into a fresh SQLite."""
     path = tmp / "in.jsonl"
     path.write_bytes(data)
     db = tmp / "r.db"
@@ -83,13 +83,13 @@ def replay(tmp: Path, data: bytes, *args: str, stdin: bool = False) -> Run:
     cmd = [
         sys.executable,
         "-m",
-        "synctools",
+        "generator",
         "replay",
         "-" if stdin else str(path),
         "--db",
         f"sqlite:///{db}",
     ]
-    cmd += ["--dlq-out", str(tmp / "dlq.jsonl"), "--quiet", "--json", *args]
+    cmd += ["--dlq-out", str(tmp / "dlq.jsonl"), "--quiet", "--format", "json", *args]
     done = subprocess.run(cmd, cwd=ROOT, input=data if stdin else None, capture_output=True)
     stderr = done.stderr.decode()
     assert "Traceback" not in stderr, stderr

@@ -846,7 +846,8 @@ def test_the_lambda_never_imports_the_local_model_and_the_model_never_imports_ge
     code = (
         "import sys, runtime.handler\n"
         "assert not [m for m in sys.modules if m.startswith('synctools.local')], 'handler imports synctools.local'\n"
-        "import synctools.__main__, synctools.local.cli, synctools.local.replay, synctools.local.sample\n"
+        "import synctools.local.commands.replay, synctools.local.commands.sample\n"
+        "import synctools.local.replay, synctools.local.sample\n"
         "assert not [m for m in sys.modules if m == 'generator' or m.startswith('generator.')], 'generator'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

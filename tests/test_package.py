@@ -37,7 +37,7 @@ def names(zip_path: Path) -> list[str]:
 
 
 def expected_runtime_sources() -> set[str]:
-    """runtime/**/*.py of the repository, less the operator tools."""
+    """runtime/**/*.py of the repository: the package goes into the zip whole."""
     out = set()
     for path in (REPO_ROOT / "runtime").rglob("*.py"):
         name = path.relative_to(REPO_ROOT).as_posix()

@@ -1,4 +1,4 @@
-"""Issue 4, done when: `python -m synctools sample ENTITY --count N | python -m synctools replay -`
+"""Issue 4, done when: `ddb-sql-sync sample ENTITY --count N | ddb-sql-sync replay -`
 (both as subprocesses) ends with a summary in which every generated change is accounted for,
 and the database equals the last state of every item, with and without injected faults.
 
@@ -39,7 +39,7 @@ def run_pipeline(
     db_url = db_url or f"sqlite:///{tmp / f'{entity}.db'}"
     dlq = tmp / f"{entity}-dlq.jsonl"
     sample = subprocess.Popen(
-        [sys.executable, "-m", "synctools", "sample", entity, "--count", str(count), "--seed", str(seed)],
+        [sys.executable, "-m", "generator", "sample", entity, "--count", str(count), "--seed", str(seed)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
     )
@@ -48,14 +48,15 @@ def run_pipeline(
             [
                 sys.executable,
                 "-m",
-                "synctools",
+                "generator",
                 "replay",
                 "-",
                 "--db",
                 db_url,
                 "--dlq-out",
                 str(dlq),
-                "--json",
+                "--format",
+                "json",
                 "--seed",
                 str(seed),
                 *faults,
@@ -412,12 +413,13 @@ def test_replay_reads_a_getrecords_document_and_honours_entity(tmp_path: Path) -
     base = [
         sys.executable,
         "-m",
-        "synctools",
+        "generator",
         "replay",
         str(doc),
         "--db",
         f"sqlite:///{tmp_path / 'r.db'}",
-        "--json",
+        "--format",
+        "json",
     ]
     base += ["--dlq-out", str(tmp_path / "dlq.jsonl"), "--quiet"]
     unrouted = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, check=True)
@@ -444,9 +446,9 @@ def test_replay_exit_codes_and_dlq_reasons(tmp_path: Path) -> None:
     keyless["dynamodb"]["Keys"] = {"customer_id": {"N": "5"}}  # MessageGroupId $...customer_id.S: missing
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n{broken\n")
-    cmd = [sys.executable, "-m", "synctools", "replay", str(path), "--db", f"sqlite:///{tmp_path / 'r.db'}"]
+    cmd = [sys.executable, "-m", "generator", "replay", str(path), "--db", f"sqlite:///{tmp_path / 'r.db'}"]
     cmd += ["--dlq-out", str(tmp_path / "dlq.jsonl"), "--quiet"]
-    done = subprocess.run([*cmd, "--json"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([*cmd, "--format", "json"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1, done.stderr
     assert "unreadable" in done.stderr and "accounted for: NO" in done.stderr
     summary = json.loads(done.stdout)
@@ -465,7 +467,7 @@ def test_replay_exit_codes_and_dlq_reasons(tmp_path: Path) -> None:
     # Without the broken line: everything accounted for, two messages in DLQs: exit 3.
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     (tmp_path / "r.db").unlink()
-    done = subprocess.run([*cmd, "--json"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([*cmd, "--format", "json"], cwd=ROOT, capture_output=True, text=True)
     summary = json.loads(done.stdout)
     assert done.returncode == 3, done.stderr
     assert summary["accounted"] and summary["unreadable"] == 0 and "accounted for: yes" in done.stderr
@@ -488,7 +490,7 @@ def test_replay_writes_its_default_outputs_into_a_git_ignored_folder(tmp_path: P
     records.write_text("".join(json.dumps(r) + "\n" for r in Sampler(registry, "orders", seed=1).records(20)))
     # WHEN replayed there
     done = subprocess.run(
-        [sys.executable, "-m", "synctools", "replay", "in.jsonl", "--build", str(ROOT / "build"), "--quiet"],
+        [sys.executable, "-m", "generator", "replay", "in.jsonl", "--build", str(ROOT / "build"), "--quiet"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -61,7 +61,7 @@ class Checkpoint:
             if not create:
                 return None
             shards = streams[stream] = {}
-        pos = shards.get(shard)
+        pos: dict[str, Any] | None = shards.get(shard)
         if pos is None and create:
             pos = shards[shard] = {"sequenceNumber": None, "ended": False}
         return pos

@@ -1,4 +1,4 @@
-"""`python -m synctools consume`: poll the entity's FIFO queue as the Lambda event source mapping
+"""`ddb-sql-sync consume`: poll the entity's FIFO queue as the Lambda event source mapping
 does (facts 6) and apply each batch with the sync runtime.
 
 - ReceiveMessage with MaxNumberOfMessages = the consumer batch size (<= 10 for FIFO, facts 6.1),
@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from runtime.apply import FAILED, TRANSIENT, BatchResult, Outcome, apply_batch
 from runtime.aws_limits import LAMBDA_FIFO_BATCH
 from runtime.observe import batch_documents
 from runtime.registry import Registry
+from runtime.wire import SqsAttributes, SqsEventRecord
 from synctools.aws.bodies import summarize
 
 LAMBDA_ATTRIBUTES = (
@@ -40,7 +41,7 @@ LAMBDA_ATTRIBUTES = (
 )
 
 
-def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> SqsEventRecord:
     """An SQS ReceiveMessage message as the Lambda event carries it (facts 6.2)."""
     attrs = message.get("Attributes") or {}
     attributes = {k: str(attrs[k]) for k in LAMBDA_ATTRIBUTES if k in attrs}
@@ -64,7 +65,8 @@ def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],
         "body": message.get("Body", ""),
-        "attributes": attributes,
+        # Every attribute SQS returned, as Lambda passes them: the TypedDict names the usual ones.
+        "attributes": cast(SqsAttributes, attributes),
         "messageAttributes": message_attributes,
         "md5OfBody": message.get("MD5OfBody", ""),
         "eventSource": "aws:sqs",
@@ -178,7 +180,7 @@ class Consumer:
         self.log(f"consume {self.queue}: batch of {len(records)}: {counts}")
         return result
 
-    def _invoke(self, records: list[dict[str, Any]]) -> BatchResult:
+    def _invoke(self, records: list[SqsEventRecord]) -> BatchResult:
         # What runtime.handler.handler does around apply_batch: a failure to run at all fails
         # every message of the batch, never half of it (facts 6.5).
         try:
@@ -197,7 +199,7 @@ class Consumer:
                 ]
             )
 
-    def _delete(self, records: list[dict[str, Any]]) -> None:
+    def _delete(self, records: list[SqsEventRecord]) -> None:
         for i in range(0, len(records), 10):
             chunk = records[i : i + 10]
             entries = [{"Id": str(n), "ReceiptHandle": r["receiptHandle"]} for n, r in enumerate(chunk)]
@@ -213,7 +215,7 @@ class Consumer:
                     f"({bad.get('Code')}: {bad.get('Message')}); it will be redelivered"
                 )
 
-    def _change_visibility(self, records: list[dict[str, Any]], seconds: int) -> None:
+    def _change_visibility(self, records: list[SqsEventRecord], seconds: int) -> None:
         for i in range(0, len(records), 10):
             chunk = records[i : i + 10]
             entries = [
@@ -223,7 +225,7 @@ class Consumer:
             self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
 
     def _record_failures(
-        self, result: BatchResult, records: list[dict[str, Any]], documents: list[dict[str, Any]]
+        self, result: BatchResult, records: list[SqsEventRecord], documents: list[dict[str, Any]]
     ) -> None:
         if self.failures_out is None:
             return
@@ -258,7 +260,7 @@ class Consumer:
             self.failures_out.write(json.dumps(doc, sort_keys=True) + "\n")
         self.failures_out.flush()
 
-    def _dry(self, records: list[dict[str, Any]]) -> None:
+    def _dry(self, records: list[SqsEventRecord]) -> None:
         """Show what would be applied, then make the messages visible again at once. The
         receive itself still counts toward maxReceiveCount, as any receive does."""
         for r in records:

@@ -1,4 +1,4 @@
-"""`python -m synctools dlq list|show|redrive`: the entity's FIFO DLQ and the Pipe's DLQ.
+"""`ddb-sql-sync dlq list|show|redrive`: the entity's FIFO DLQ and the Pipe's DLQ.
 
 Looking never consumes: messages are received with a short visibility timeout, kept in flight
 while the rest is read (a FIFO queue returns nothing more of a group while a message of it is
@@ -33,9 +33,10 @@ from typing import Any
 from runtime.aws_limits import SQS_BATCH
 from runtime.registry import EntitySpec
 from synctools.aws.bodies import summarize
-from synctools.aws.pipe import EntityPipe, Outgoing, Sender, batches
+from synctools.aws.pipe import Outgoing, Sender, batches
 from synctools.aws.session import INCOMPLETE, USAGE, Aws, ToolError, error_code, http_status
 from synctools.aws.streams import read_range, sequence_of
+from synctools.local.build import Pipe
 from synctools.local.transform import TargetError
 
 RECEIVE_ALL = {
@@ -403,7 +404,7 @@ def resolve(streams: Any, pointer: Pointer) -> list[dict[str, Any]]:
     return records
 
 
-def pipe_entries(pipe: EntityPipe, records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def pipe_entries(pipe: Pipe, records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """What the Pipe would do with each record (for show and dry runs)."""
     for r in records:
         doc: dict[str, Any] = {
@@ -431,7 +432,7 @@ def redrive_pipe(
     sqs: Any,
     streams: Any,
     pipe_dlq_url: str,
-    pipe: EntityPipe,
+    pipe: Pipe,
     sender: Sender,
     *,
     max_messages: int | None,

@@ -1,6 +1,6 @@
 """What the EventBridge Pipe does between the stream and the FIFO queue, with the generated
-artifacts of one entity (build/entities/<entity>/filters.json and input-template.txt, and the
-routing in registry.json), reusing the local model's filter and transformer (synctools.local).
+artifacts of one entity (the Pipe synctools.local.build loads from build/: the local model's
+filter and transformer), sending to SQS.
 
 - filter first, then batch (facts 2.6: a record that matches no pattern is skipped for good);
 - the template is rendered per record, never on the batch (facts 1.7);
@@ -26,18 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runtime.aws_limits import SQS_BATCH, SQS_MESSAGE_BYTES
-from synctools import awsdocs
 from synctools.aws.session import INCOMPLETE, ToolError, error_code
-from synctools.local.patterns import FilterSet, PatternError, load_filters
-from synctools.local.transform import (
-    PipeContext,
-    PipeTarget,
-    SqsEntry,
-    TargetError,
-    TemplateError,
-    load_template,
-)
+from synctools.local import build as local_build
+from synctools.local.build import Pipe, PipeError
+from synctools.local.transform import SqsEntry
 
 
 @dataclass
@@ -57,24 +49,6 @@ class Refused:
     reason: str
 
 
-@dataclass
-class EntityPipe:
-    name: str
-    queue: str
-    pipe_dlq: str
-    batch_size: int
-    filters: FilterSet
-    target: PipeTarget
-    pipe_name: str
-
-    def entry(self, record: dict[str, Any]) -> SqsEntry:
-        """The SQS entry for a record that passed the filter; TargetError if SQS would refuse it."""
-        entry = self.target.entry(record)
-        if len(entry.body.encode("utf-8")) > SQS_MESSAGE_BYTES:
-            raise TargetError(f"message body over {SQS_MESSAGE_BYTES} bytes")
-        return entry
-
-
 def load_pipe(
     registry_raw: dict[str, Any],
     entity: str,
@@ -84,37 +58,20 @@ def load_pipe(
     account: str = "",
     source_arn: str = "",
     target_arn: str = "",
-) -> EntityPipe:
-    raw = registry_raw["entities"][entity]
-    entity_dir = build / "entities" / entity
+) -> Pipe:
+    """The entity's Pipe from build/ (synctools.local.build), its problems as a ToolError."""
     try:
-        filters = load_filters(entity_dir / "filters.json")
-        template = load_template(entity_dir / "input-template.txt")
-    except OSError as exc:
-        raise ToolError(
-            f"cannot read the Pipe artifacts of {entity!r}: {exc}; run python -m generator build"
-        ) from None
-    except (PatternError, TemplateError, ValueError) as exc:
-        raise ToolError(f"the Pipe artifacts of {entity!r} are not usable: {exc}") from None
-    pipe = raw.get("pipe") or {}
-    batch_size = int(pipe.get("batch_size", 10))
-    if not 1 <= batch_size <= SQS_BATCH:
-        raise ToolError(
-            f"{entity}: pipe batch_size {batch_size}; an SQS target takes at most {SQS_BATCH} (see {awsdocs.PIPES_BATCHING})"
+        return local_build.load_pipe(
+            registry_raw,
+            entity,
+            build,
+            region=region,
+            account=account,
+            source_arn=source_arn,
+            target_arn=target_arn,
         )
-    pipe_name = pipe.get("name") or f"{entity}-pipe"
-    ctx = PipeContext(
-        pipe_name=pipe_name,
-        pipe_arn=f"arn:aws:pipes:{region}:{account}:pipe/{pipe_name}" if account else "",
-        source_arn=source_arn,
-        target_arn=target_arn,
-    )
-    routing = raw["routing"]
-    try:
-        target = PipeTarget(template, routing["message_group_id"], routing["deduplication_id"], ctx)
-    except TemplateError as exc:
-        raise ToolError(f"{entity}: {exc}") from None
-    return EntityPipe(entity, raw["queue"], raw.get("pipe_dlq", ""), batch_size, filters, target, pipe_name)
+    except PipeError as exc:
+        raise ToolError(str(exc)) from None
 
 
 def batches(items: Sequence[Outgoing], size: int) -> list[list[Outgoing]]:

@@ -1,4 +1,4 @@
-"""`python -m synctools pump`: a DynamoDB stream into the entity's FIFO queue, as the Pipe does.
+"""`ddb-sql-sync pump`: a DynamoDB stream into the entity's FIFO queue, as the Pipe does.
 
 Per shard (parents drained before their children, synctools.aws.streams), GetRecords pages are
 read in order; each page's records go through the filter and the template and out in
@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from runtime.aws_limits import DYNAMODB_GET_RECORDS_MAX
 from synctools import awsdocs
 from synctools.aws.checkpoint import Checkpoint
-from synctools.aws.pipe import EntityPipe, Outgoing, Refused, Sender, SendError, pointer_body
+from synctools.aws.pipe import Outgoing, Refused, Sender, SendError, pointer_body
 from synctools.aws.session import INCOMPLETE, ToolError, error_code
 from synctools.aws.streams import (
     Shard,
@@ -29,6 +29,7 @@ from synctools.aws.streams import (
     sequence_of,
     shard_iterator,
 )
+from synctools.local.build import Pipe
 from synctools.local.transform import TargetError
 
 DESCRIBE_EVERY_SECONDS = 10.0  # --follow: how often new shards are looked for
@@ -59,7 +60,7 @@ class Pump:
         *,
         streams: Any,
         sender: Sender,
-        pipe: EntityPipe,
+        pipe: Pipe,
         stream_arn: str,
         checkpoint: Checkpoint,
         start: str = "TRIM_HORIZON",

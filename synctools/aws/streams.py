@@ -94,7 +94,7 @@ def _plain(value: Any) -> Any:
 
 def normalize(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
     """A GetRecords record in the shape Pipes hands to its filter and template (facts 1.8)."""
-    out = _plain(record)
+    out: dict[str, Any] = _plain(record)  # a dict stays a dict
     ddb = out.get("dynamodb")
     if isinstance(ddb, dict):
         created = ddb.get("ApproximateCreationDateTime")
@@ -116,7 +116,8 @@ def shard_iterator(
     if sequence is not None:
         kwargs["SequenceNumber"] = sequence
     try:
-        return streams.get_shard_iterator(**kwargs).get("ShardIterator")
+        iterator: str | None = streams.get_shard_iterator(**kwargs).get("ShardIterator")
+        return iterator
     except Exception as exc:
         code = error_code(exc)
         if code == "TrimmedDataAccessException":

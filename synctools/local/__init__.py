@@ -7,7 +7,8 @@ Each module owns one hop and cites the rule it follows in reference/aws-pipeline
 `patterns` (Pipes filtering, facts 2), `transform` (the input transformer and the dynamic
 SQS target parameters, facts 1 and 4), `fifo` (an SQS FIFO queue and its DLQ on a virtual
 clock, facts 5), `poller` (the Lambda SQS event source mapping, facts 6). `replay` and
-`sample` are the command-line tools built on them (`python -m synctools replay|sample`).
+`sample` are the command-line tools built on them (`ddb-sql-sync replay|sample`, their
+commands in synctools/local/commands/).
 
 The Lambda never imports this package (runtime.handler stays light), and this package never
 imports `generator`: it reads only build/ (registry.json, filters.json, input-template.txt).

@@ -1,9 +1,12 @@
-"""argparse value types and help text shared by the command lines (`python -m synctools`,
-and `python -m generator` for the help form and exit-code epilogue)."""
+"""The conventions of the one command line (`ddb-sql-sync COMMAND`, generator/cli.py) that every
+command follows: argparse value types, the help form, the exit-code epilogue, the exit codes'
+meaning and `--format text|json`. The tools' command modules (synctools/local/commands,
+synctools/aws/commands) and the generator's commands share them."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -40,10 +43,29 @@ def probability(text: str) -> float:
     return p
 
 
-# --- help text shared by every command line of the project ----------------------------------
+# --- conventions shared by every command -------------------------------------------------------
 
 PRODUCT = "ddb-sql-sync"  # the name --version prints, on every entry point
 LOCAL_DIR = ".sync-local"  # default home of what local runs write (git-ignored)
+
+# What an exit code means, on every command (a command's --help lists the ones it returns).
+EXIT_OK = 0  # done
+EXIT_PROBLEMS = 1  # the command ran and found problems, or could not finish its work
+EXIT_USAGE = 2  # bad command line or configuration
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
+
+
+def add_format(parser: argparse.ArgumentParser, text: str, json: str) -> None:
+    """`--format text|json`, on every command that reports results: what each form prints."""
+    parser.add_argument(
+        "--format", choices=("text", "json"), default="text", help=f"text: {text}; json: {json}"
+    )
+
+
+def usage_error(message: str) -> int:
+    """Report a bad command line or configuration in one line on stderr; the exit code to return."""
+    sys.stderr.write(f"error: {message}\n")
+    return EXIT_USAGE
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -254,6 +254,11 @@ def _leaves(value: Any) -> list[Any]:
 _ABSENT = object()
 
 
+def _equals(rule: Any) -> Test:
+    """The test of one scalar value of a pattern (a number, true, false or null)."""
+    return lambda v: _same(rule, v)
+
+
 def _values_matcher(rules: list[Any], where: str) -> Callable[[Any], bool]:
     """A field's list of values / operators (OR), applied to the record value (or _ABSENT)."""
     if not rules:
@@ -272,7 +277,7 @@ def _values_matcher(rules: list[Any], where: str) -> Callable[[Any], bool]:
         elif isinstance(rule, str):
             strings.add(rule)
         elif _scalar(rule):
-            tests.append(lambda v, r=rule: _same(r, v))
+            tests.append(_equals(rule))
         else:
             raise PatternError(f"{here}: a nested list is not a pattern value")
     if strings:

@@ -221,7 +221,8 @@ class RecordReader:
         them can be skipped and reported with its byte offset, and nothing after it is lost."""
         if not self._binary:
             try:
-                return self.fh.read(size)  # type: ignore[no-any-return]
+                text: str = self.fh.read(size)  # a text stream: str
+                return text
             except UnicodeDecodeError as exc:
                 # A text stream decoded by its opener: where in the input is not known here.
                 self._stop(

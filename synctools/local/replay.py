@@ -28,15 +28,15 @@ from typing import IO, Any
 from sqlalchemy.engine import Engine
 
 from runtime.apply import APPLIED, BLOCKED, DUPLICATE, FAILED, IGNORED, SKIPPED, STALE, apply_batch
-from runtime.aws_limits import SQS_BATCH, SQS_MESSAGE_BYTES
+from runtime.kinds import Status
 from runtime.observe import batch_documents
 from runtime.registry import Registry
-from synctools import awsdocs
+from runtime.wire import BatchResponse
+from synctools.local.build import Pipe, PipeError, load_pipe
 from synctools.local.fifo import FifoQueue, Message, VirtualClock
-from synctools.local.patterns import FilterSet, load_filters
 from synctools.local.poller import Poller, PollResult
 from synctools.local.records import region_account, table_of
-from synctools.local.transform import PipeContext, PipeTarget, SqsEntry, TargetError, load_template
+from synctools.local.transform import SqsEntry, TargetError
 
 PIPE_BATCH_SECONDS = 0.01  # virtual time one Pipe batch takes
 POLL_INTERVAL = 0.25  # a Pipe polls each shard 4 times a second (facts 3)
@@ -112,9 +112,9 @@ class _Handler:
         self.engine = engine
         self.registry = registry
         self.faults = faults
-        self.last: dict[str, tuple[str, str]] = {}  # message id -> (status, reason)
+        self.last: dict[str, tuple[Status | None, str]] = {}  # message id -> (status, reason)
 
-    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def __call__(self, event: dict[str, Any], context: Any) -> BatchResponse:
         self.last = {}
         rng = self.faults.rng["crash"]
         crash = self.faults.crashes and rng.random() < self.faults.crashes
@@ -141,7 +141,7 @@ class EntityPipeline:
     def __init__(
         self,
         name: str,
-        raw: dict[str, Any],
+        registry_raw: dict[str, Any],
         build: Path,
         clock: VirtualClock,
         handler: _Handler,
@@ -153,20 +153,7 @@ class EntityPipeline:
         self.name = name
         self.clock = clock
         self.faults = faults
-        entity_dir = build / "entities" / name
-        try:
-            self.filters: FilterSet = load_filters(entity_dir / "filters.json")
-            template = load_template(entity_dir / "input-template.txt")
-        except OSError as exc:
-            raise ReplayError(
-                f"cannot read the Pipe artifacts of {name!r}: {exc}; run python -m generator build"
-            ) from None
-        pipe = raw.get("pipe") or {}
-        self.batch_size = int(pipe.get("batch_size", 10))
-        if not 1 <= self.batch_size <= SQS_BATCH:
-            raise ReplayError(
-                f"{name}: pipe batch_size {self.batch_size}; an SQS target takes at most {SQS_BATCH} (see {awsdocs.PIPES_BATCHING})"
-            )
+        raw = registry_raw["entities"][name]
         consumer = raw["consumer"]
         ids = faults.rng["ids"]
         self.dlq = FifoQueue(raw["dlq"], clock=clock, region=region, account=account, rng=ids)
@@ -180,17 +167,20 @@ class EntityPipeline:
             account=account,
             rng=ids,
         )
-        pipe_name = pipe.get("name") or f"{name}-pipe"
-        ctx = PipeContext(
-            pipe_name=pipe_name,
-            pipe_arn=f"arn:aws:pipes:{region}:{account}:pipe/{pipe_name}",
-            source_arn=source_arn,
-            target_arn=self.queue.arn,
-            clock=clock,
-        )
-        routing = raw["routing"]
-        self.target = PipeTarget(template, routing["message_group_id"], routing["deduplication_id"], ctx)
-        self.pipe_dlq_name = raw.get("pipe_dlq", "")
+        try:
+            self.pipe: Pipe = load_pipe(
+                registry_raw,
+                name,
+                build,
+                region=region,
+                account=account,
+                source_arn=source_arn,
+                target_arn=self.queue.arn,
+                clock=clock,
+            )
+        except PipeError as exc:
+            raise ReplayError(str(exc)) from None
+        self.pipe_dlq_name = self.pipe.pipe_dlq
         self.handler = handler
         self.poller = Poller(
             self.queue,
@@ -203,7 +193,7 @@ class EntityPipeline:
         self.batch: list[dict[str, Any]] = []
         self.batch_since = 0.0  # virtual time of the pending batch's first record
         # A batch goes out when full, or when the batching window (at least one poll) is over.
-        self.window = max(float(pipe.get("maximum_batching_window_in_seconds", 0) or 0), POLL_INTERVAL)
+        self.window = max(self.pipe.batching_window, POLL_INTERVAL)
         self.later: list[tuple[float, SqsEntry]] = []  # delayed duplicate sends
         self.counts = Counts()
         self._lose_delete_ids: set[str] = set()
@@ -213,14 +203,14 @@ class EntityPipeline:
     def offer(self, record: dict[str, Any], sink: Callable[[dict[str, Any]], None]) -> bool:
         """One stream record; filtering happens before batching (facts 2.6). True when a batch
         went out."""
-        if not self.filters.matches(record):
+        if not self.pipe.filters.matches(record):
             self.counts.filtered += 1
             return False
         self.counts.passed += 1
         if not self.batch:
             self.batch_since = self.clock.now
         self.batch.append(record)
-        if len(self.batch) >= self.batch_size:
+        if len(self.batch) >= self.pipe.batch_size:
             self.flush(sink)
             return True
         return False
@@ -241,9 +231,7 @@ class EntityPipeline:
         entries: list[tuple[dict[str, Any], SqsEntry]] = []
         for record in records:
             try:
-                entry = self.target.entry(record)
-                if len(entry.body.encode("utf-8")) > SQS_MESSAGE_BYTES:
-                    raise TargetError(f"message body over {SQS_MESSAGE_BYTES} bytes")
+                entry = self.pipe.entry(record)
             except TargetError as exc:
                 # Every retry fails the same way; after maximum_retry_attempts the Pipe sends
                 # the batch's stream positions (never the record) to its DLQ (facts 3.3).
@@ -355,15 +343,17 @@ class EntityPipeline:
             msg = self.queue.in_flight_message(r["receiptHandle"])
             if msg is None:
                 continue
-            status, reason = last.get(mid, ("", ""))
+            outcome: str | None  # the runtime's status; "" when the handler never answered
+            outcome, reason = last.get(mid, ("", ""))
+            why: str | None
             if res.complete_failure:
                 why = res.complete_failure
-                if status in (FAILED, BLOCKED):
+                if outcome in (FAILED, BLOCKED):
                     why = f"{why}; runtime: {reason}"
             elif mid in lost:
                 why = "processed, but the DeleteMessage was lost"
             else:
-                why = reason or status
+                why = reason or outcome
             msg.meta["reason"] = why
             msg.meta["entity"] = self.name
 
@@ -568,7 +558,7 @@ class Replay:
             region, account = region_account(record) or (DEFAULT_REGION, DEFAULT_ACCOUNT)
             p = EntityPipeline(
                 name,
-                self.raw[name],
+                self.registry.raw,
                 self.build,
                 self.clock,
                 self.handler,

@@ -1,4 +1,4 @@
-"""Realistic DynamoDB stream records for one registry entity (`python -m synctools sample`).
+"""Realistic DynamoDB stream records for one registry entity (`ddb-sql-sync sample`).
 
 Everything is derived from registry.json: the source table, its keys and stream view type,
 the outbox attribute, where each message field lives in the record (its `source` JSON path),
@@ -209,7 +209,7 @@ class Sampler:
             if not keys:
                 raise SampleError(f"attribute {'.'.join(attr.tokens)}: its value maps share no key")
             return rng.choice(sorted(keys))
-        col = cols[0] if cols else None
+        col: dict[str, Any] = cols[0] if cols else {}
         ctype = col["type"] if col else None
         name = (attr.tokens[-1] + " " + " ".join(c["name"] for c in cols)).lower()
         length = min((c["length"] for c in cols if c.get("length")), default=None)

@@ -186,7 +186,28 @@ def _unquoted(value: Any, escape: bool = True) -> str:
     return _json(value)  # float, null, object, array
 
 
-def _fast_unquoted(keys: tuple[str, ...]) -> Callable[[dict[str, Any], PipeContext | None], str]:
+# One placeholder of a compiled template: (record, context) -> its text in the body.
+_Part = Callable[[dict[str, Any], "PipeContext | None"], str]
+
+
+def _reserved_part(name: str, quoted: bool, escape: bool) -> _Part:
+    """A reserved variable (<aws.pipes.*>), inside a JSON string or bare."""
+    if quoted:
+        return lambda r, c: _quoted(_reserved(name, r, c))
+    return lambda r, c: _unquoted(_reserved(name, r, c), escape)
+
+
+def _quoted_part(steps: tuple[Any, ...]) -> _Part:
+    """A path placeholder inside a JSON string."""
+    return lambda r, c: _quoted(resolve(steps, r))
+
+
+def _unquoted_part(steps: tuple[Any, ...], escape: bool) -> _Part:
+    """A bare path placeholder."""
+    return lambda r, c: _unquoted(resolve(steps, r), escape)
+
+
+def _fast_unquoted(keys: tuple[str, ...]) -> _Part:
     """The common case, specialised: a path of object keys only, placed unquoted. Same output
     as _unquoted(resolve(...)): a KeyError or TypeError on the way means the path is missing."""
 
@@ -251,18 +272,18 @@ class Template:
             # An empty template means no transformation: the record itself is the body (facts 4).
             return lambda record, ctx: _json(record)
         escape = self.escape_strings
-        parts: list[Callable[[dict[str, Any], PipeContext | None], str]] = []
+        parts: list[_Part] = []
         for slot in self.slots:
             if slot.reserved is not None:
-                name = slot.reserved
-                fmt = _quoted if slot.quoted else (lambda v: _unquoted(v, escape))
-                parts.append(lambda r, c, n=name, f=fmt: f(_reserved(n, r, c)))
+                parts.append(_reserved_part(slot.reserved, slot.quoted, escape))
+            elif slot.steps is None:  # _slot gives every other placeholder a path
+                raise TemplateError(f"{slot.text}: neither a JSON path nor a reserved variable")
             elif slot.quoted:
-                parts.append(lambda r, c, s=slot.steps: _quoted(resolve(s, r)))
+                parts.append(_quoted_part(slot.steps))
             elif escape and slot.steps and all(isinstance(k, str) for k in slot.steps):
                 parts.append(_fast_unquoted(slot.steps))
             else:
-                parts.append(lambda r, c, s=slot.steps: _unquoted(resolve(s, r), escape))
+                parts.append(_unquoted_part(slot.steps, escape))
         pairs = list(zip(lits[:-1], parts, strict=True))
         last = lits[-1]
 

@@ -1,12 +1,6 @@
-"""Command line of `python -m synctools`: the local tools `replay` and `sample`, and the AWS tools
-`pump`, `consume` and `dlq` (defined in synctools/aws/cli.py, docs/aws-tools.md).
-
-Exit codes of replay and sample: 0 success (replay: every delivered message is accounted
-for and none ended in a DLQ); 1 replay finished but something is not accounted for
-(unreadable input, invalid records, a message left in a queue); 2 bad command line,
-unreadable build artifacts or registry, or a database that cannot be used; 3 (replay only)
-everything accounted for, but messages ended in a DLQ.
-"""
+"""`ddb-sql-sync replay RECORDS`: DynamoDB stream records through a local model of the Pipe, the
+SQS FIFO queue, the event source mapping and the sync runtime, into a database
+(docs/local-tools.md)."""
 
 from __future__ import annotations
 
@@ -14,20 +8,23 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from runtime import __version__
 from synctools.local.argtypes import (
+    EXIT_OK,
+    EXIT_USAGE,
     LOCAL_DIR,
-    PRODUCT,
     HelpFormatter,
+    add_format,
     exit_codes,
     local_output,
     positive,
     probability,
+    usage_error,
 )
 
-EXIT_OK, EXIT_UNACCOUNTED, EXIT_USAGE, EXIT_DLQ = 0, 1, 2, 3
+NAME = "replay"
+EXIT_UNACCOUNTED, EXIT_DLQ = 1, 3
 
 EXIT_REPLAY = exit_codes(
     {
@@ -38,38 +35,12 @@ EXIT_REPLAY = exit_codes(
         EXIT_DLQ: "everything accounted for, but messages ended in a DLQ (listed in --dlq-out)",
     }
 )
-EXIT_SAMPLE = exit_codes(
-    {
-        EXIT_OK: "records written",
-        EXIT_USAGE: "bad command line, unknown entity, unreadable registry, or an attribute path the "
-        "generator cannot build",
-    }
-)
-EXIT_ALL = exit_codes(
-    {
-        0: "success",
-        1: "the command ran but could not finish its work, or replay found something not accounted for",
-        2: "bad command line or configuration",
-        3: "replay: everything accounted for, but messages ended in a DLQ",
-        130: "interrupted (pump, consume, dlq)",
-    }
-)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m synctools",
-        description="Tools for the DynamoDB -> SQL sync pipeline: local replay and sample (no AWS), "
-        "and pump, consume and dlq against AWS APIs (or moto / LocalStack). Each command's --help "
-        "lists its options and exit codes; docs/local-tools.md and docs/aws-tools.md describe them.",
-        epilog=EXIT_ALL,
-        formatter_class=HelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"{PRODUCT} {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add `replay` to the subcommands of the command line."""
     r = sub.add_parser(
-        "replay",
+        NAME,
         help="run DynamoDB stream records through a local Pipe -> SQS FIFO -> sync Lambda -> database",
         description="Run DynamoDB stream records through the filter, the input template, an SQS FIFO "
         "queue, the Lambda event source mapping and the sync runtime, into a database. Outputs go to "
@@ -116,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send every record to this entity (default: by the table in eventSourceARN)",
     )
     r.add_argument("--quiet", action="store_true", help="no progress lines")
-    r.add_argument("--json", action="store_true", help="also print the summary as JSON on stdout")
+    add_format(r, "the summary on stderr", "the summary also as one JSON document on stdout")
     r.add_argument(
         "--progress-every", type=positive, default=10_000, metavar="N", help="progress line every N records"
     )
@@ -132,33 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="create missing tables with their foreign keys (without it: none, so one entity replays alone)",
     )
-
-    s = sub.add_parser(
-        "sample",
-        help="write realistic DynamoDB stream records for an entity (JSON lines on stdout)",
-        description="Write realistic DynamoDB stream records for one registry entity, as JSON lines.",
-        epilog=EXIT_SAMPLE,
-        formatter_class=HelpFormatter,
-    )
-    s.add_argument("entity", help="an entity of registry.json")
-    s.add_argument("--count", type=positive, required=True, metavar="N", help="number of stream records")
-    s.add_argument("--seed", type=int, default=0, metavar="N", help="the same seed gives the same records")
-    s.add_argument("--build", default="build", metavar="DIR", help="where registry.json is")
-    s.add_argument(
-        "--region", default="ap-northeast-1", metavar="R", help="region in eventSourceARN and awsRegion"
-    )
-    s.add_argument("--account", default="123456789012", metavar="A", help="account in eventSourceARN")
-
-    # pump, consume and dlq talk to AWS (synctools/aws/); their modules load only when run.
-    from synctools.aws.cli import add_commands
-
-    add_commands(sub)
-    return parser
-
-
-def _fail(message: str) -> int:
-    sys.stderr.write(f"error: {message}\n")
-    return EXIT_USAGE
+    return r
 
 
 def _open_input(path: str) -> BinaryIO:
@@ -169,7 +114,8 @@ def _open_input(path: str) -> BinaryIO:
     return open(path, "rb")  # noqa: SIM115 - closed by the caller
 
 
-def replay_main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run `replay`; the exit code."""
     from sqlalchemy.engine import make_url
 
     from runtime import dialects
@@ -185,7 +131,7 @@ def replay_main(args: argparse.Namespace) -> int:
         registry = load_registry(build / "registry.json")
         faults = Faults(args.seed, args.duplicates, args.crashes, args.lost_responses, args.delay_groups)
     except (RegistryError, ReplayError) as exc:
-        return _fail(str(exc))
+        return usage_error(str(exc))
     try:
         url = make_url(args.db)
         database_file = dialects.of(url).database_file(url)
@@ -193,12 +139,12 @@ def replay_main(args: argparse.Namespace) -> int:
             local_output(database_file)  # the default lives in the git-ignored local folder
         engine = make_engine(url)
     except Exception as exc:  # a bad URL or a missing driver
-        return _fail(f"cannot use database {args.db!r}: {type(exc).__name__}: {exc}")
+        return usage_error(f"cannot use database {args.db!r}: {type(exc).__name__}: {exc}")
     tune_sqlite(engine)
     try:
         build_metadata(registry, foreign_keys=args.foreign_keys).create_all(engine)
     except Exception as exc:
-        return _fail(
+        return usage_error(
             f"cannot create the tables in {engine.url.render_as_string()}: {type(exc).__name__}: {exc}"
         )
 
@@ -209,13 +155,13 @@ def replay_main(args: argparse.Namespace) -> int:
         fh = _open_input(args.records)
     except OSError as exc:
         engine.dispose()
-        return _fail(f"cannot read {args.records}: {exc}")
+        return usage_error(f"cannot read {args.records}: {exc}")
     try:
         dlq_file = open(local_output(args.dlq_out), "w", encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as exc:
         fh.close()
         engine.dispose()
-        return _fail(f"cannot write --dlq-out {args.dlq_out}: {exc}")
+        return usage_error(f"cannot write --dlq-out {args.dlq_out}: {exc}")
     try:
         with fh, dlq_file as dlq:
             reader = RecordReader(
@@ -239,11 +185,11 @@ def replay_main(args: argparse.Namespace) -> int:
             summary.unreadable = reader.errors
             summary.invalid = reader.invalid
     except ReplayError as exc:
-        return _fail(str(exc))
+        return usage_error(str(exc))
     finally:
         engine.dispose()
     sys.stderr.write(summary.render() + "\n")
-    if args.json:
+    if args.format == "json":
         sys.stdout.write(json.dumps(summary.as_dict(), sort_keys=True) + "\n")
     if not summary.accounted:
         return EXIT_UNACCOUNTED
@@ -255,39 +201,3 @@ def replay_main(args: argparse.Namespace) -> int:
         )
         return EXIT_DLQ
     return EXIT_OK
-
-
-def sample_main(args: argparse.Namespace) -> int:
-    from synctools.local.sample import SampleError, Sampler
-
-    try:
-        with open(Path(args.build) / "registry.json", encoding="utf-8") as fh:
-            registry: dict[str, Any] = json.load(fh)
-        sampler = Sampler(registry, args.entity, seed=args.seed, region=args.region, account=args.account)
-    except (OSError, ValueError) as exc:
-        return _fail(str(exc))
-    out = sys.stdout
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    try:
-        for record in sampler.records(args.count):
-            out.write(dumps(record))
-            out.write("\n")
-        out.flush()
-    except SampleError as exc:
-        return _fail(str(exc))
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): not our failure.
-        sys.stderr.close()
-        return 0
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "replay":
-        return replay_main(args)
-    if args.command == "sample":
-        return sample_main(args)
-    from synctools.aws.cli import main as aws_main
-
-    return aws_main(args)
