@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime import dialects
 from runtime.aws_limits import LAMBDA_UNZIPPED_BYTES, LAMBDA_ZIP_DIRECT_UPLOAD_BYTES
 
 REGISTRY = "registry.json"
@@ -39,7 +40,6 @@ HANDLER_MODULE = "runtime/handler.py"
 # packaged: the Lambda Python runtime ships it, and the runtime imports it only to read the
 # database secret.
 SQLALCHEMY = "sqlalchemy>=2.0.30,<2.2"
-DRIVERS = {"postgresql": "psycopg[binary]>=3.1.18,<4", "mysql": "pymysql>=1.1,<2"}
 
 # Lambda: architecture -> the manylinux platform tag pip installs wheels for. manylinux2014
 # (glibc 2.17) runs on every Python runtime (Amazon Linux 2 and 2023).
@@ -126,9 +126,13 @@ class Summary:
 
 def requirements(dialect: str) -> tuple[str, ...]:
     """What the runtime imports beyond the standard library, for `dialect`'s driver."""
-    if dialect not in DRIVERS:
-        raise PackageError(f"database.dialect {dialect!r} has no known driver ({', '.join(sorted(DRIVERS))})")
-    return (SQLALCHEMY, DRIVERS[dialect])
+    try:
+        driver = dialects.for_name(dialect).requirement  # each dialect names its own driver
+    except dialects.UnknownDialect:
+        driver = None
+    if driver is None:
+        raise PackageError(f"database.dialect {dialect!r} has no driver to package for the Lambda")
+    return (SQLALCHEMY, driver)
 
 
 def pip_command(target_dir: Path, reqs: Sequence[str], target: Target) -> list[str]:

@@ -332,17 +332,6 @@ class FifoQueue:
             self._mark_ready(m.group_id, group)
         return True
 
-    def change_visibility(self, receipt_handle: str, timeout: float) -> bool:
-        """ChangeMessageVisibility; 0 makes the message visible at once."""
-        self._fire_timers()
-        m = self._in_flight.get(receipt_handle)
-        if m is None:
-            return False
-        m.visible_at = self.clock.now + max(0.0, timeout)
-        self._timer(m.visible_at, m.group_id)
-        self._fire_timers()
-        return True
-
     # -- local-model extensions -----------------------------------------------------------
 
     def hold_group(self, group_id: str, until: float) -> None:

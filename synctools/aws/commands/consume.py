@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from runtime.aws_limits import SQS_VISIBILITY_TIMEOUT_MAX
 from synctools.aws.commands import options
 from synctools.aws.session import INCOMPLETE, USAGE, ToolError
 from synctools.local.argtypes import EXIT_INTERRUPTED, EXIT_OK, HelpFormatter, exit_codes, positive
@@ -57,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     )
     c.add_argument(
         "--failure-visibility",
-        type=options.whole_seconds(43200),
+        type=options.whole_seconds(SQS_VISIBILITY_TIMEOUT_MAX),
         metavar="S",
         help="make failed messages visible again after S seconds (default: the queue's visibility timeout)",
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.aws_limits import SQS_VISIBILITY_TIMEOUT_MAX
 from synctools.aws.commands import options
 from synctools.aws.session import INCOMPLETE, USAGE, Aws, ToolError
 from synctools.local.argtypes import (
@@ -92,7 +93,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         add_format(x, "a line per message on stdout (show: its details indented below)", _JSON_LINES)
         x.add_argument(
             "--visibility",
-            type=options.whole_seconds(43200),
+            type=options.whole_seconds(SQS_VISIBILITY_TIMEOUT_MAX),
             default=10,
             metavar="S",
             help="seconds messages are held while the rest is read",
@@ -118,7 +119,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     )
     r.add_argument(
         "--visibility",
-        type=options.whole_seconds(43200),
+        type=options.whole_seconds(SQS_VISIBILITY_TIMEOUT_MAX),
         default=30,
         metavar="S",
         help="seconds a message being moved stays hidden in the DLQ",
