@@ -1,0 +1,302 @@
+"""`ddb-sql-sync backfill ENTITY`: every current item of the entity's table (a parallel Scan or
+a DynamoDB export) through the Pipe's filter and template, into the database or the FIFO
+queue, safe beside the live stream (synctools/aws/backfill.py; docs/aws-tools.md, "Backfill")."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from synctools.aws.commands import options
+from synctools.aws.session import INCOMPLETE, USAGE, ToolError
+from synctools.local.argtypes import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    LOCAL_DIR,
+    HelpFormatter,
+    add_format,
+    exit_codes,
+    positive,
+)
+
+NAME = "backfill"
+
+EXIT_BACKFILL = exit_codes(
+    {
+        EXIT_OK: "every segment (or export file) done, or --max-items reached; the checkpoint written",
+        INCOMPLETE: "a record failed in the database or was refused by SQS or the template, throttling "
+        "outlasted the backoff, or an unexpected AWS error; the checkpoint keeps what was done",
+        USAGE: options.CONFIG + "; no stream on the table; no watermark to be had (pass --watermark); "
+        "--columns with --to queue; the checkpoint locked by another run",
+        EXIT_INTERRUPTED: options.INTERRUPTED + "; a re-run resumes from the checkpoint",
+    }
+)
+
+
+def _rate(text: str) -> float:
+    try:
+        r = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of items a second") from None
+    if r <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+    return r
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add `backfill` to the subcommands of the command line."""
+    p = sub.add_parser(
+        NAME,
+        parents=[options.aws_options()],
+        formatter_class=HelpFormatter,
+        help="send every current item of an entity's table through the Pipe into the database or queue",
+        description="Read every current item of the entity's DynamoDB table (a parallel Scan, or a "
+        "DYNAMODB_JSON export in S3 or on disk), make of each the stream INSERT record the table's "
+        "stream would carry, and put it through the Pipe's filter and input template: into the "
+        "database with the runtime's apply_batch (--to db), or into the entity's FIFO queue for the "
+        "deployed Lambda (--to queue). Safe beside the live stream: scanned items carry a version "
+        "that loses to every stream record written after the backfill started (docs/aws-tools.md, "
+        "Backfill). Resumable: a checkpoint per Scan segment or export file.",
+        epilog=EXIT_BACKFILL,
+    )
+    p.add_argument("entity", metavar="ENTITY", help="an entity of registry.json")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--export",
+        metavar="S3URL",
+        help="read a DynamoDB export at s3://bucket/prefix (default: Scan the table)",
+    )
+    src.add_argument("--export-dir", metavar="DIR", help="read a DynamoDB export's files from DIR")
+    p.add_argument("--segments", type=positive, default=4, metavar="N", help="Scan: TotalSegments")
+    p.add_argument(
+        "--workers", type=positive, metavar="N", help="segments read at once (default: --segments, at most 8)"
+    )
+    p.add_argument("--consistent", action="store_true", help="Scan: strongly consistent reads")
+    p.add_argument("--to", choices=("db", "queue"), required=True, help="where the records go")
+    p.add_argument("--db", metavar="URL", help="--to db: the database URL (SQLAlchemy)")
+    p.add_argument(
+        "--batch-size",
+        type=positive,
+        default=500,
+        metavar="N",
+        help="--to db: records per apply_batch (--to queue: the Pipe's batch size, at most 10)",
+    )
+    p.add_argument("--rate", type=_rate, metavar="N", help="at most N items a second (default: no limit)")
+    p.add_argument(
+        "--checkpoint",
+        default=f"{LOCAL_DIR}/backfill-checkpoint.json",
+        metavar="FILE",
+        help="where each segment's position is kept (FILE.lock keeps a second run off it)",
+    )
+    p.add_argument(
+        "--watermark",
+        metavar="SEQ",
+        help="the SequenceNumber scanned items carry (default: the stream's highest when the backfill "
+        "starts; for an export, its highest before exportTime)",
+    )
+    p.add_argument(
+        "--columns",
+        metavar="A,B",
+        help="--to db: write only these columns (an UPDATE, still version-guarded) after a mapping change "
+        "added them",
+    )
+    p.add_argument(
+        "--max-items", type=positive, metavar="N", help="stop after about N items (a page boundary)"
+    )
+    add_format(p, "progress and the summary on stderr", "the summary as one JSON line on stdout")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `backfill`; the exit code."""
+    return options.guarded(_backfill, args)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from synctools.aws.backfill import (
+        Backfill,
+        BackfillCheckpoint,
+        Backoff,
+        ExportSource,
+        QueueSink,
+        RateLimit,
+        ScanSource,
+        Sink,
+        Source,
+        Summary,
+        Synthesizer,
+        stream_watermark,
+        uses_sequence_versions,
+    )
+    from synctools.aws.checkpoint import Checkpoint
+    from synctools.aws.export import open_dir, open_s3
+    from synctools.aws.pipe import Sender
+    from synctools.local.build import PipeError, load_pipe
+
+    if args.to == "db" and not args.db:
+        raise ToolError("--to db needs --db URL")
+    if args.to == "queue" and args.db:
+        raise ToolError("--db is for --to db")
+    columns = [c.strip() for c in (args.columns or "").split(",") if c.strip()]
+    if columns and args.to == "queue":
+        raise ToolError(
+            "--columns needs --to db: the deployed Lambda applies a message as its registry's rule for the "
+            "event type says (every column); a message cannot ask it for a subset"
+        )
+    if args.watermark is not None and not (args.watermark.isdigit() and len(args.watermark) <= 40):
+        raise ToolError(f"--watermark {args.watermark!r}: a SequenceNumber (1 to 40 digits)")
+    build = Path(args.build)
+    registry = options.load_registry(build)
+    spec = options.entity_of(registry, args.entity)
+    name = spec.name
+    raw = registry.raw["entities"][name]
+    log = options.stderr_log(args)
+    aws = options.aws_of(args)
+    offline = bool(args.export_dir) and args.to == "db"
+
+    source: Source
+    export_time = None
+    if args.export_dir:
+        export = open_dir(args.export_dir)
+        source = ExportSource(export, page_size=args.batch_size)
+        export_time = export.export_time
+    elif args.export:
+        export = open_s3(aws.client("s3"), args.export)
+        source = ExportSource(export, page_size=args.batch_size)
+        export_time = export.export_time
+    else:
+        scan = ScanSource(
+            aws.client("dynamodb", retries=1),
+            spec.source_table,
+            segments=args.segments,
+            consistent=args.consistent,
+            page_size=min(args.batch_size, 1000) if args.to == "db" else 100,
+            backoff=Backoff(),
+        )
+        scan.describe()
+        source = scan
+
+    checkpoint = Checkpoint(args.checkpoint)
+    progress = BackfillCheckpoint(checkpoint, name, source.ident)
+    meta = progress.meta()
+
+    # The stream must be on before the first item is read: what changes during the backfill
+    # reaches the database through it, and wins over the backfilled row.
+    stream_arn = ""
+    if not offline:
+        stream_arn = aws.stream_arn(spec.source_table)
+    watermark: str | None = meta.get("watermark")
+    if watermark is not None and args.watermark is not None and args.watermark != watermark:
+        raise ToolError(
+            f"the checkpoint {args.checkpoint} has this backfill started with watermark {watermark}; "
+            f"resume with it (drop --watermark) or move the checkpoint away to start again"
+        )
+    watermark = watermark or args.watermark
+    if watermark is None and uses_sequence_versions(spec):
+        if offline:
+            raise ToolError(
+                f"{name} has SequenceNumber versions: --export-dir with --to db needs --watermark SEQ "
+                "(the highest SequenceNumber of the stream before the export's time), or an endpoint: "
+                "use --export or --to queue"
+            )
+        before = None if export_time is None else export_time - 1.0  # second precision: be early
+        wm = stream_watermark(aws.client("dynamodbstreams"), stream_arn, before=before)
+        if export_time is not None and (wm.oldest_created is None or wm.oldest_created >= export_time - 1.0):
+            raise ToolError(
+                "the stream holds no record from before the export's exportTime (trimmed, or none "
+                "written): the watermark cannot be known; pass --watermark SEQ (a SequenceNumber no "
+                "higher than any record written after exportTime)"
+            )
+        watermark = wm.sequence
+        log(f"backfill {name}: watermark {watermark} ({wm.records} stream records read)")
+    watermark = watermark or "0"
+
+    region = ""
+    account = ""
+    queue_arn = ""
+    if not offline:
+        region = aws.region_name
+    sink: Sink | None = None
+    if args.to == "queue":
+        url = aws.queue_url(spec.queue)
+        queue_arn = aws.queue_arn(url)
+        region, account = options.arn_parts(queue_arn)
+    try:
+        pipe = load_pipe(
+            registry.raw,
+            name,
+            build,
+            region=region,
+            account=account,
+            source_arn=stream_arn,
+            target_arn=queue_arn,
+        )
+    except PipeError as exc:
+        raise ToolError(str(exc)) from None
+    if not args.dry_run:
+        if args.to == "queue":
+            sink = QueueSink(Sender(aws.client("sqs"), url), pipe.batch_size)
+        else:
+            sink = _db_sink(args, registry, name, columns, region)
+
+    # --columns writes differ from a whole-row backfill of the same state: their own event ids,
+    # and a new watermark's run is not a duplicate of an earlier one (whose write may have been
+    # stale where this one applies: the row can lack the column while the item is unchanged).
+    salt = f"columns:{','.join(sorted(columns))}@{watermark}" if columns else ""
+    synth = Synthesizer.of(name, raw, watermark, region, stream_arn, salt)
+    summary = Summary(name, source.ident, args.to, watermark, dry_run=args.dry_run)
+    stop = options.Stop()
+    if not args.dry_run:
+        checkpoint.lock()
+        meta["watermark"] = watermark
+        checkpoint.dirty = True
+        checkpoint.save()
+    workers = args.workers or min(args.segments, 8)
+    try:
+        Backfill(
+            pipe=pipe,
+            synthesizer=synth,
+            source=source,
+            sink=sink,
+            checkpoint=progress,
+            summary=summary,
+            rate=RateLimit(args.rate),
+            workers=workers,
+            max_items=args.max_items,
+            log=log,
+            stop=stop,
+        ).run()
+    finally:
+        checkpoint.unlock()
+        if isinstance(source, ScanSource):
+            summary.throttled = source.backoff.throttled
+        _report(args, summary, log)
+    c = summary.counts
+    if c.failed or c.refused:
+        return INCOMPLETE
+    return EXIT_OK
+
+
+def _db_sink(args: argparse.Namespace, registry: Any, name: str, columns: list[str], region: str) -> Any:
+    from runtime.config import make_engine
+    from synctools.aws.backfill import DbSink, columns_registry
+
+    if columns:
+        registry = columns_registry(registry, name, columns)
+    try:
+        engine = make_engine(args.db)
+    except Exception as exc:  # a bad URL, a missing driver
+        raise ToolError(f"--db: {exc}") from None
+    queue_arn = f"arn:aws:sqs:{region or 'local'}:000000000000:{registry.entities[name].queue}"
+    return DbSink(engine, registry, queue_arn, region, batch_size=args.batch_size)
+
+
+def _report(args: argparse.Namespace, summary: Any, log: Any) -> None:
+    if args.format == "json":
+        options.print_json(summary.as_dict())
+    else:
+        print(summary.render(), file=sys.stderr)
+        for why in summary.counts.reasons:
+            print(f"backfill {summary.entity}: {why}", file=sys.stderr)
