@@ -68,14 +68,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         metavar="S3URL",
         help="read a DynamoDB export at s3://bucket/prefix (default: Scan the table)",
     )
-    src.add_argument("--export-dir", metavar="DIR", help="read a DynamoDB export's files from DIR")
+    src.add_argument(
+        "--export-dir",
+        metavar="DIR",
+        help="read a DynamoDB export's files from DIR (default: Scan the table)",
+    )
     p.add_argument("--segments", type=positive, default=4, metavar="N", help="Scan: TotalSegments")
     p.add_argument(
         "--workers", type=positive, metavar="N", help="segments read at once (default: --segments, at most 8)"
     )
     p.add_argument("--consistent", action="store_true", help="Scan: strongly consistent reads")
     p.add_argument("--to", choices=("db", "queue"), required=True, help="where the records go")
-    p.add_argument("--db", metavar="URL", help="--to db: the database URL (SQLAlchemy)")
+    p.add_argument(
+        "--db", metavar="URL", help="--to db: the database URL, SQLAlchemy (default: none; --to db needs it)"
+    )
     p.add_argument(
         "--batch-size",
         type=positive,
@@ -100,10 +106,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "--columns",
         metavar="A,B",
         help="--to db: write only these columns (an UPDATE, still version-guarded) after a mapping change "
-        "added them",
+        "added them (default: every column, as the stream would)",
     )
     p.add_argument(
-        "--max-items", type=positive, metavar="N", help="stop after about N items (a page boundary)"
+        "--max-items",
+        type=positive,
+        metavar="N",
+        help="stop after about N items, at a page boundary (default: no limit)",
     )
     add_format(p, "progress and the summary on stderr", "the summary as one JSON line on stdout")
     return p
