@@ -81,13 +81,30 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def _image_text(image: dict[str, Any]) -> tuple[str, bool]:
+    """The image as canonical JSON text (keys sorted, set members sorted, bytes as hex), and
+    whether it holds bytes. Fast path: plain JSON, unless a set or bytes make it differ."""
+    try:
+        text = _DUMPS(image)
+    except TypeError:  # bytes (B, BS) from a Scan through boto3
+        return _DUMPS(_canonical(image)), True
+    if '"SS"' in text or '"NS"' in text or '"BS"' in text:
+        return _DUMPS(_canonical(image)), False
+    return text, False
+
+
+_DUMPS = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _hash(entity: str, salt: str, text: str) -> str:
+    return EVENT_ID_PREFIX + hashlib.blake2b(f"{entity}\0{salt}\0{text}".encode(), digest_size=16).hexdigest()
+
+
 def event_id(entity: str, image: dict[str, Any], salt: str = "") -> str:
     """A synthetic eventID, stable per item state: `backfill-` and 32 hex digits (a stream
     eventID has 32 hex digits; the prefix keeps them apart in the ledger). `salt` tells apart
     writes of another kind for the same state (--columns: the columns chosen)."""
-    text = json.dumps(_canonical(image), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.blake2b(f"{entity}\0{salt}\0{text}".encode(), digest_size=16).hexdigest()
-    return EVENT_ID_PREFIX + digest
+    return _hash(entity, salt, _image_text(image)[0])
 
 
 @dataclass(frozen=True)
@@ -131,24 +148,28 @@ class Synthesizer:
         missing = [k for k in self.keys if k not in item]
         if missing:
             raise ToolError(f"an item without its key attribute(s) {', '.join(missing)}: {str(item)[:200]}")
+        text, has_bytes = _image_text(item)
         ddb: dict[str, Any] = {
             "ApproximateCreationDateTime": created,
             "Keys": {k: item[k] for k in self.keys},
             "SequenceNumber": self.sequence,
-            "SizeBytes": len(json.dumps(_canonical(item), separators=(",", ":"))),
+            "SizeBytes": len(text),
             "StreamViewType": self.view_type,
         }
         if self.view_type in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
             ddb["NewImage"] = item  # an INSERT has no OldImage
         record = {
-            "eventID": event_id(self.entity, item, self.salt),
+            "eventID": _hash(self.entity, self.salt, text),
             "eventName": "INSERT",
             "eventVersion": "1.1",
             "eventSource": "aws:dynamodb",
             "awsRegion": self.region,
             "dynamodb": ddb,
+            "eventSourceARN": self.stream_arn,
         }
-        return normalize(record, self.stream_arn)  # bytes (B, BS) as base64 text
+        # Bytes (B, BS, from a Scan through boto3) as the stream's base64 text; only then is the
+        # record copied (an export's items are JSON already).
+        return normalize(record, self.stream_arn) if has_bytes else record
 
 
 # -- the watermark --------------------------------------------------------------------------

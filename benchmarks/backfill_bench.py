@@ -1,0 +1,283 @@
+"""Backfill from export files on disk into PostgreSQL against the streaming path, in one run.
+
+For each size N (synthetic `orders` items, `order.created`, written once as a DYNAMODB_JSON
+export of 8 gzip files):
+
+- backfill: `ddb-sql-sync backfill orders --export-dir DIR --to db --batch-size B --watermark W`
+  in a fresh process on fresh tables, the whole command timed (reading and decompressing the
+  files, the filter and the template, apply_batch in batches of B);
+- stream: the same items as the same stream INSERT records through the same filter and
+  template (outside the clock: the Pipe does it, not the Lambda), then
+  runtime.apply.apply_batch in batches of 10 (the FIFO limit, what the Lambda gets), in a fresh
+  process on fresh tables, the apply loop timed.
+
+Peak memory is each process's own ru_maxrss. Rows are counted after each run.
+
+    python benchmarks/backfill_bench.py --sizes 100000,1000000 [--url postgresql+psycopg://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+FILES = 8
+WATERMARK = "100000000000000000000"
+
+
+def item(i: int) -> dict[str, Any]:
+    return {
+        "order_id": {"S": f"ORD-{i:08d}"},
+        "customer_id": {"N": str(1000 + i % 997)},
+        "order_details": {
+            "M": {"total_amount": {"N": f"{(i % 5000) / 100 + 1:.2f}"}, "status": {"S": "new"}}
+        },
+        "event": {"M": {"event_id": {"S": f"ev-{i}"}, "event_type": {"S": "order.created"}}},
+    }
+
+
+def write_export(folder: Path, n: int) -> None:
+    data = folder / "data"
+    data.mkdir(parents=True)
+    manifest = []
+    for f in range(FILES):
+        name = f"part{f:02d}.json.gz"
+        count = 0
+        with gzip.open(data / name, "wt", encoding="utf-8", compresslevel=1) as out:
+            for i in range(f, n, FILES):
+                out.write(json.dumps({"Item": item(i)}) + "\n")
+                count += 1
+        manifest.append({"itemCount": count, "dataFileS3Key": f"bench/AWSDynamoDB/x/data/{name}"})
+    (folder / "manifest-files.json").write_text("".join(json.dumps(m) + "\n" for m in manifest))
+    (folder / "manifest-summary.json").write_text(
+        json.dumps(
+            {"exportTime": "2026-01-01T00:00:00.000Z", "itemCount": n, "outputFormat": "DYNAMODB_JSON"}
+        )
+    )
+
+
+def scratch(url: str) -> str:
+    import sqlalchemy as sa
+
+    u = sa.make_url(url)
+    name = "backfill_bench" + os.environ.get("SYNC_TEST_DB_SUFFIX", "")
+    admin = sa.create_engine(u, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return u.set(database=name).render_as_string(hide_password=False)
+
+
+def fresh_tables(url: str) -> Any:
+    from sqlalchemy import create_engine
+
+    from runtime.registry import load_registry
+    from runtime.schema import build_metadata
+
+    registry = load_registry(ROOT / "build" / "registry.json")
+    engine = create_engine(url)
+    md = build_metadata(registry)
+    md.drop_all(engine)
+    md.create_all(engine)
+    return engine
+
+
+def count_rows(url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        n = int(conn.execute(text("SELECT count(*) FROM orders")).scalar_one())
+    engine.dispose()
+    return n
+
+
+def child_backfill(args: argparse.Namespace) -> dict[str, Any]:
+    import contextlib
+    import io
+
+    from generator.cli import main
+
+    out = io.StringIO()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(out):
+        t0 = time.perf_counter()
+        code = main(
+            [
+                "backfill", "orders", "--build", str(ROOT / "build"), "--export-dir", args.dir, "--to", "db",
+                "--db", args.url, "--batch-size", str(args.batch_size), "--watermark", WATERMARK,
+                "--checkpoint", f"{tmp}/ckpt.json", "--quiet", "--format", "json",
+            ]
+        )  # fmt: skip
+        seconds = time.perf_counter() - t0
+    doc = json.loads(out.getvalue().splitlines()[-1])
+    assert code == 0 and doc["complete"], doc
+    return {
+        "seconds": seconds,
+        "events": doc["applied"],
+        "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def child_stream(args: argparse.Namespace) -> dict[str, Any]:
+    from runtime.apply import apply_batch
+    from runtime.config import make_engine
+    from runtime.registry import load_registry
+    from synctools.aws.backfill import Synthesizer
+    from synctools.aws.export import open_dir
+    from synctools.local.build import load_pipe
+
+    build = ROOT / "build"
+    registry = load_registry(build / "registry.json")
+    pipe = load_pipe(registry.raw, "orders", build)
+    synth = Synthesizer.of("orders", registry.raw["entities"]["orders"], WATERMARK, "ap-northeast-1")
+    export = open_dir(args.dir)
+    queue_arn = "arn:aws:sqs:ap-northeast-1:123456789012:orders-sync.fifo"
+    engine = make_engine(args.url)
+    applied = 0
+    seconds = 0.0  # the apply loop only: rendering (the Pipe's work) is outside the clock
+
+    def flush(batch: list[Any]) -> None:
+        nonlocal applied, seconds
+        t0 = time.perf_counter()
+        result = apply_batch(batch, engine, registry)
+        seconds += time.perf_counter() - t0
+        applied += sum(1 for o in result.outcomes if o.status == "applied")
+
+    batch: list[Any] = []
+    n = 0
+    started = time.perf_counter()
+    for f in export.files:
+        for it in export.items(f):
+            e = pipe.entry(synth.record(it, 1_767_225_600))
+            n += 1
+            batch.append(
+                {
+                    "messageId": f"m{n}",
+                    "body": e.body,
+                    "attributes": {
+                        "ApproximateReceiveCount": "1",
+                        "MessageGroupId": e.group_id,
+                        "MessageDeduplicationId": e.dedup_id,
+                    },
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": queue_arn,
+                    "awsRegion": "ap-northeast-1",
+                }
+            )
+            if len(batch) == 10:
+                flush(batch)
+                batch = []
+    if batch:
+        flush(batch)
+    total = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "with_rendering": total,
+        "events": applied,
+        "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def run_child(mode: str, directory: Path, url: str, batch_size: int) -> dict[str, Any]:
+    fresh_tables(url).dispose()
+    cmd = [sys.executable, __file__, "--child", mode, "--dir", str(directory), "--url", url]
+    cmd += ["--batch-size", str(batch_size)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    doc: dict[str, Any] = json.loads(out.splitlines()[-1])
+    doc["rows"] = count_rows(url)
+    return doc
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,1000000", help="item counts (default: %(default)s)")
+    p.add_argument(
+        "--url", default=os.environ.get("SYNC_TEST_POSTGRES_URL", DEFAULT_URL), help="PostgreSQL server"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=500, help="backfill's apply_batch size (default: %(default)s)"
+    )
+    p.add_argument("--modes", default="backfill,stream", help="(default: %(default)s)")
+    p.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "backfill.md"), help="(default: %(default)s)"
+    )
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--dir", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        doc = child_backfill(args) if args.child == "backfill" else child_stream(args)
+        print(json.dumps(doc))
+        return 0
+    url = scratch(args.url)
+    results: list[tuple[int, str, dict[str, Any]]] = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="backfill-bench-") as tmp:
+            t0 = time.perf_counter()
+            write_export(Path(tmp), n)
+            print(f"{n:,} items written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            for mode in args.modes.split(","):
+                doc = run_child(mode, Path(tmp), url, args.batch_size)
+                assert doc["rows"] == n and doc["events"] == n, doc
+                print(f"{n:,} {mode}: {doc}", file=sys.stderr, flush=True)
+                results.append((n, mode, doc))
+    Path(args.out).write_text(render(args, results))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def render(args: argparse.Namespace, results: list[tuple[int, str, dict[str, Any]]]) -> str:
+    lines = [
+        "# Backfill against the streaming path (benchmarks/backfill_bench.py)",
+        "",
+        f"Command: `python benchmarks/backfill_bench.py --sizes {args.sizes} --batch-size {args.batch_size}`. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"PostgreSQL on the same machine, {time.strftime('%Y-%m-%d')}.",
+        "",
+        "Synthetic `orders` items (`order.created`: an upsert each), one DYNAMODB_JSON export of 8 gzip "
+        "files on disk. **backfill**: the whole `ddb-sql-sync backfill orders --export-dir DIR --to db` "
+        f"command (read, decompress, filter, template, `apply_batch` in batches of {args.batch_size}). "
+        "**stream**: the same records rendered by the same Pipe, batch by batch (outside the clock: the Pipe's work), "
+        "then `apply_batch` in batches of 10, as the Lambda receives them from the FIFO queue; only the "
+        "apply loop is timed. Each in a fresh process on fresh tables; every row checked. Peak memory: "
+        "the process's ru_maxrss (each holds one page or batch of records at a time).",
+        "",
+        "| items | path | seconds | events/s | with the Pipe's rendering: seconds, events/s | peak RSS (MiB) |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for n, mode, doc in results:
+        total = doc.get("with_rendering", doc["seconds"])
+        lines.append(
+            f"| {n:,} | {mode} | {doc['seconds']:.1f} | {doc['events'] / doc['seconds']:,.0f} | "
+            f"{total:.1f} s, {doc['events'] / total:,.0f}/s | {doc['rss_kib'] / 1024:,.0f} |"
+        )
+    by = {(n, m): d for n, m, d in results}
+    lines.append("")
+    for n in sorted({n for n, _, _ in results}):
+        if (n, "backfill") in by and (n, "stream") in by:
+            b, s = by[(n, "backfill")], by[(n, "stream")]
+            ratio = (b["events"] / b["seconds"]) / (s["events"] / s["seconds"])
+            whole = (b["events"] / b["seconds"]) / (s["events"] / s.get("with_rendering", s["seconds"]))
+            lines.append(
+                f"- {n:,} items: backfill {ratio:.2f}x the streaming path's apply-only events/s, "
+                f"{whole:.2f}x with the Pipe's rendering counted on both sides."
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
