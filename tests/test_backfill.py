@@ -389,7 +389,7 @@ def test_an_export_older_than_the_stream_never_undoes_an_update_or_a_delete(
 
 
 def test_an_s3_export_takes_its_watermark_from_the_stream_before_the_export_time(
-    aws: Aws, pgdb: Db, tmp_path: Path
+    aws: Aws, sqldb: Db, tmp_path: Path
 ) -> None:
     ddb = aws.client("dynamodb")
     # GIVEN o1 and o2 created, exported, and o1 confirmed after the export
@@ -397,33 +397,46 @@ def test_an_s3_export_takes_its_watermark_from_the_stream_before_the_export_time
     put_order(ddb, "o2", "e2", "order.created", status="new")
     time.sleep(1.2)
     export_time = datetime.now(UTC)
+    bucket = f"bf-exports-{aws.account}"  # bucket names are global, even across moto's accounts
     write_export(
         tmp_path / "s3",
         scan_all(aws, "orders"),
         table="orders",
         account_id=aws.account,
         export_time=export_time,
+        bucket=bucket,
     )
-    upload(tmp_path / "s3", "bf-exports")
+    upload(tmp_path / "s3", bucket)
     time.sleep(1.2)
     update_order(ddb, "o1", "e3", "order.confirmed", status="confirmed")
     s1, s2, s3 = stream_seqs(aws, "orders")
+    want = [("o1", "confirmed", padded(s3)), ("o2", "new", padded(s2))]
+
+    def run_backfill(ckpt: str) -> dict[str, Any]:
+        run, doc = backfill(
+            aws, "orders", "--export", f"s3://{bucket}/exports", "--to", "db", "--db", sqldb.url,
+            "--checkpoint", ckpt,
+        )  # fmt: skip
+        assert run.code == 0, run.err
+        # the items carry the highest sequence number written before the export: s2
+        assert doc["watermark"] == str(s2) and doc["read"] == 2 and doc["complete"]
+        return doc
 
     # WHEN the export is backfilled from S3 before the stream reaches the database
-    run, doc = backfill(
-        aws, "orders", "--export", "s3://bf-exports/exports", "--to", "db", "--db", pgdb.url,
-        "--checkpoint", str(tmp_path / "b.json"),
-    )  # fmt: skip
-    assert run.code == 0, run.err
-    # THEN the items carry the highest sequence number written before the export: s2
-    assert doc["watermark"] == str(s2) and doc["applied"] == 2
-    assert "ETA" in run.err or doc["read"] == 2
-    # WHEN the stream is applied afterwards
-    pump(aws, "orders", tmp_path / "p.json")
-    consume(aws, pgdb, "orders")
+    assert run_backfill(str(tmp_path / "b1.json"))["applied"] == 2
+    pump(aws, "orders", tmp_path / "p1.json")
+    consume(aws, sqldb, "orders")
     # THEN the confirmation written after the export wins; the creations change nothing
-    assert orders(pgdb) == [("o1", "confirmed", padded(s3)), ("o2", "new", padded(s2))]
-    assert s1 < s2
+    assert orders(sqldb) == want
+
+    # WHEN the stream reaches the database first, then the export is backfilled
+    sqldb.reset()
+    pump(aws, "orders", tmp_path / "p2.json")
+    consume(aws, sqldb, "orders")
+    doc = run_backfill(str(tmp_path / "b2.json"))
+    # THEN the export's older o1 (s2 < s3) and its o2 (s2: the row's own version) are stale
+    assert doc["stale"] == 2 and doc["applied"] == 0
+    assert orders(sqldb) == want and s1 < s2
 
 
 def test_backfill_to_the_queue_uses_the_pipes_routing(aws: Aws, pgdb: Db, tmp_path: Path) -> None:
