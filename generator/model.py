@@ -127,6 +127,7 @@ class Source:
     sort_key: KeyAttr | None
     stream_view_type: str
     outbox: Outbox | None
+    expected_writes_per_second: float | None = None  # declared peak write rate (capacity checks)
     where: PathT = ("source",)
 
     @property

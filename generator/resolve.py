@@ -147,6 +147,7 @@ class _Resolver:
             )
             if outbox
             else None,
+            expected_writes_per_second=src.get("expected_writes_per_second"),
         )
         fields = self.fields(raw["message"]["fields"], source)
         flt = raw.get("filter", {})

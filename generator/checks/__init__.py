@@ -8,6 +8,7 @@ into located diagnostics. The structural shape was already enforced by the JSON 
 
 from __future__ import annotations
 
+from generator.checks.capacity import check_capacity
 from generator.checks.cross_entity import (
     check_references,
     check_sources,
@@ -42,6 +43,7 @@ ENTITY_CHECKS: tuple[EntityCheck, ...] = (
     check_pipeline,
     check_names,
     check_surrogate_keys,
+    check_capacity,
 )
 
 

@@ -343,6 +343,11 @@ class Dialect:
     # pip requirement for the Lambda's package (None: nothing to install).
     url_scheme: ClassVar[str]
     requirement: ClassVar[str | None] = None
+    # Events per second one connection applies in batches of 10 with ~1 ms round trips (a
+    # Lambda in a VPC, the database in the same AZ), as benchmarks/runtime_bench.py measured
+    # it (benchmarks/RESULTS.md): for capacity planning (generator.capacity), None if not
+    # measured.
+    measured_events_per_second: ClassVar[float | None] = None
     # The pool a Lambda wants: one connection kept across warm invocations, recycled before
     # typical idle cutoffs. No pre-ping and no reset-on-return: each would cost a round trip
     # per invocation. A dead connection is found by the batch itself, invalidated, and the
