@@ -80,4 +80,3 @@ def test_too_few_consumers_bind() -> None:
 @pytest.mark.parametrize("name", ["postgresql", "mysql"])
 def test_every_deployable_dialect_has_a_measured_rate(name: str) -> None:
     assert (dialects.for_name(name).measured_events_per_second or 0) > 0
-
