@@ -295,29 +295,6 @@ def positional(cache: dict[Any, Any], stmt: ClauseElement, dialect: SQLAlchemyDi
     return c
 
 
-def on_conflict_update(
-    ins: Any, table: Table, key: Sequence[str], columns: Sequence[str], version: str | None
-) -> ClauseElement:
-    """INSERT ... ON CONFLICT (key) DO UPDATE SET <columns> WHERE the stored version is older
-    (the form PostgreSQL and SQLite share)."""
-    excluded = ins.excluded
-    where = or_(table.c[version].is_(None), table.c[version] < excluded[version]) if version else None
-    update: ClauseElement = ins.on_conflict_do_update(
-        index_elements=[table.c[k] for k in key], set_={c: excluded[c] for c in columns}, where=where
-    )
-    return update
-
-
-def on_conflict_keep_newer(ins: Any, table: Table) -> ClauseElement:
-    """The tombstone's ON CONFLICT form: the newer of the stored and the new version wins."""
-    update: ClauseElement = ins.on_conflict_do_update(
-        index_elements=[table.c.row_key, table.c.table_name],
-        set_={"version": ins.excluded.version, "deleted_at": func.current_timestamp()},
-        where=table.c.version < ins.excluded.version,
-    )
-    return update
-
-
 @dataclass
 class EngineOptions:
     """What create_engine gets for a dialect: the driver's connect arguments and the pool's."""
@@ -452,3 +429,27 @@ class Dialect:
         if isinstance(exc, (IntegrityError, DataError)):
             return Classified(PERMANENT, reason)
         return Classified(TRANSIENT, reason)
+
+
+class OnConflictUpserts(Dialect):
+    """Upserts as INSERT ... ON CONFLICT, the form PostgreSQL and SQLite share."""
+
+    def upsert(
+        self, ins: Any, table: Table, key: Sequence[str], columns: Sequence[str], version: str | None
+    ) -> ClauseElement:
+        """ON CONFLICT (key) DO UPDATE SET <columns> WHERE the stored version is older."""
+        excluded = ins.excluded
+        where = or_(table.c[version].is_(None), table.c[version] < excluded[version]) if version else None
+        update: ClauseElement = ins.on_conflict_do_update(
+            index_elements=[table.c[k] for k in key], set_={c: excluded[c] for c in columns}, where=where
+        )
+        return update
+
+    def tombstone_upsert(self, ins: Any, table: Table) -> ClauseElement:
+        """The tombstone's form: the newer of the stored and the new version wins."""
+        update: ClauseElement = ins.on_conflict_do_update(
+            index_elements=[table.c.row_key, table.c.table_name],
+            set_={"version": ins.excluded.version, "deleted_at": func.current_timestamp()},
+            where=table.c.version < ins.excluded.version,
+        )
+        return update

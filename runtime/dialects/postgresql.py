@@ -23,17 +23,15 @@ from sqlalchemy.sql.dml import Insert
 from runtime.deadline import CURRENT, shutdown_socket
 from runtime.dialects.base import (
     BindError,
-    Dialect,
     DriverSession,
     EngineOptions,
     FastSession,
     Item,
+    OnConflictUpserts,
     PositionalCompiled,
     PremiseMissed,
     Result,
     mark_statement,
-    on_conflict_keep_newer,
-    on_conflict_update,
     positional,
 )
 from runtime.errors import PERMANENT, TRANSIENT, Classified, foreign_key, login_refused
@@ -68,7 +66,7 @@ MAX_PREPARED = 400  # per connection; statements beyond it are sent unnamed (pla
 _STALE_PREPARED = {"26000", "0A000"}  # a name the server no longer knows; a cached plan after DDL
 
 
-class PostgreSQL(Dialect):
+class PostgreSQL(OnConflictUpserts):
     name = "postgresql"
     url_scheme = "postgresql+psycopg"
     requirement = "psycopg[binary]>=3.1.18,<4"
@@ -80,14 +78,6 @@ class PostgreSQL(Dialect):
 
     def insert(self, table: Table) -> Insert:
         return pg_insert(table)
-
-    def upsert(
-        self, ins: Any, table: Table, key: Sequence[str], columns: Sequence[str], version: str | None
-    ) -> ClauseElement:
-        return on_conflict_update(ins, table, key, columns, version)
-
-    def tombstone_upsert(self, ins: Any, table: Table) -> ClauseElement:
-        return on_conflict_keep_newer(ins, table)
 
     def asserted(self, write: ClauseElement) -> Any:
         """WITH w AS (<write> RETURNING 1) SELECT 1 / COUNT(*) FROM w: a write its guard
