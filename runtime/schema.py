@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -114,6 +115,9 @@ def ledger_table(metadata: MetaData, name: str) -> Table:
         # event_id first: it is the selective column, so an index probe stays selective even
         # before the table has statistics (a young ledger on a server without autovacuum).
         PrimaryKeyConstraint("event_id", "entity", name=f"{name}_pkey"),
+        # runtime.prune finds an entity's old rows by it (a range scan, batch by batch). Added
+        # with retention: a ledger created before it works without it, only prunes by scanning.
+        Index(f"{name}_applied_at", "entity", "applied_at"),
     )
 
 
@@ -126,6 +130,7 @@ def tombstone_table(metadata: MetaData, name: str) -> Table:
         Column("version", String(DYNAMODB_SEQUENCE_NUMBER_DIGITS), nullable=False),
         Column("deleted_at", timestamp_type(), nullable=False, server_default=func.current_timestamp()),
         PrimaryKeyConstraint("row_key", "table_name", name=f"{name}_pkey"),
+        Index(f"{name}_deleted_at", "table_name", "deleted_at"),  # for runtime.prune, as the ledger's
     )
 
 

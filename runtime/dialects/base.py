@@ -339,6 +339,9 @@ class Dialect:
     min_connect_seconds: ClassVar[float] = 0.0
     # Whether timestamp columns keep no zone, so aware values are sent as UTC wall time.
     naive_timestamps: ClassVar[bool] = False
+    # Whether a prune batch passes over rows another transaction holds locked (SELECT ... FOR
+    # UPDATE SKIP LOCKED) instead of waiting for them.
+    delete_skips_locked: ClassVar[bool] = False
     # The SQLAlchemy URL scheme (dialect+driver) the runtime connects with, and the driver's
     # pip requirement for the Lambda's package (None: nothing to install).
     url_scheme: ClassVar[str]
@@ -400,6 +403,18 @@ class Dialect:
     def asserted(self, write: ClauseElement) -> Any:
         """The write, failing unless it changed exactly one row (the optimistic path)."""
         raise NotImplementedError(f"{self.name} cannot assert a write's row count")
+
+    def bounded_delete(self, table: Table, where: Any, key: Sequence[str], limit: int) -> ClauseElement:
+        """DELETE of at most `limit` rows matching `where` (one batch of runtime.prune): the
+        rows' keys chosen by a LIMITed subquery, `where` repeated on the DELETE itself so that a
+        row the sync changed meanwhile (a tombstone renewed) is checked again and kept."""
+        from sqlalchemy import delete, select, tuple_
+
+        columns = [table.c[k] for k in key]
+        chosen = select(*columns).where(where).limit(limit)
+        if self.delete_skips_locked:
+            chosen = chosen.with_for_update(skip_locked=True)
+        return delete(table).where(where, tuple_(*columns).in_(chosen))
 
     def json_value(self, param: Any) -> Any:
         """How a bound JSON text becomes the column's value."""

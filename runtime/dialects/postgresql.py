@@ -73,6 +73,7 @@ class PostgreSQL(Dialect):
     url_scheme = "postgresql+psycopg"
     requirement = "psycopg[binary]>=3.1.18,<4"
     text_holds_nul = False  # text and jsonb refuse U+0000
+    delete_skips_locked = True  # a prune batch never waits for a row the sync holds
     min_connect_seconds = 2.0  # libpq treats any connect timeout below 2 s as 2 s
 
     # -- statements -----------------------------------------------------------------------
