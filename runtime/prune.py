@@ -25,8 +25,10 @@ from typing import Any
 
 from sqlalchemy import MetaData, Table, and_, bindparam, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from runtime import dialects
+from runtime.kinds import Kind
 from runtime.registry import Registry
 from runtime.schema import ledger_table, tombstone_table
 
@@ -35,6 +37,7 @@ TOMBSTONES = "tombstones"
 # The event the schedule sends the sync Lambda (an SQS event has "Records" instead).
 PRUNE_EVENT_KEY = "ddb_sql_sync"
 PRUNE_EVENT: dict[str, str] = {PRUNE_EVENT_KEY: "prune"}
+MAX_CONFLICTS = 20  # batches of one prune refused by a lock conflict before it gives up
 
 
 class PruneError(ValueError):
@@ -164,10 +167,13 @@ def prune(
     deadline: float | None = None,
     dry_run: bool = False,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> PruneResult:
     """Prune the targets of `targets(registry, ...)`, each in batches of at most `batch_rows`
     rows (default: the registry's), one transaction per batch; stop starting batches once
-    `clock()` reaches `deadline`. A dry run counts the rows instead, deleting nothing."""
+    `clock()` reaches `deadline`. A batch refused by a transient conflict with the sync (a
+    deadlock, a lock wait) is rolled back and tried again, up to MAX_CONFLICTS times. A dry run
+    counts the rows instead, deleting nothing."""
     ledger, tombs = _tables(registry)
     dialect = dialects.of(engine)
     now = now or datetime.now(UTC)
@@ -206,9 +212,19 @@ def prune(
             done.complete = True
             continue
         statement: Any = dialect.bounded_delete(table, where, key, rows)
+        conflicts = 0
         while deadline is None or clock() < deadline:
-            with engine.begin() as conn:  # one short transaction per batch
-                deleted = conn.execute(statement, params).rowcount
+            try:
+                with engine.begin() as conn:  # one short transaction per batch
+                    deleted = conn.execute(statement, params).rowcount
+            except DBAPIError as exc:
+                # A deadlock or a lock wait with the sync (MySQL's gap locks): the sync's
+                # transaction goes on, this batch is rolled back and tried again shortly.
+                conflicts += 1
+                if dialect.classify(exc).kind is not Kind.TRANSIENT or conflicts > MAX_CONFLICTS:
+                    raise
+                sleep(min(0.05 * 2**conflicts, 1.0))
+                continue
             done.rows += max(deleted, 0)
             done.batches += 1
             if deleted < rows:

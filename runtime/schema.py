@@ -134,8 +134,12 @@ def tombstone_table(metadata: MetaData, name: str) -> Table:
     )
 
 
-def target_table(metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = True) -> Table:
-    """A target table as the sync sees it; the reference DDL adds the surrogate key."""
+def target_table(
+    metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = True, known: set[str] | None = None
+) -> Table:
+    """A target table as the sync sees it; the reference DDL adds the surrogate key. With
+    `known`, a foreign key only to one of those tables (a retired entity's table is not in
+    the registry, though it stays in the database)."""
     columns: list[Column[Any]] = []
     if spec.surrogate_key:
         columns.append(
@@ -148,7 +152,7 @@ def target_table(metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = Tr
         )
     for col in spec.columns.values():
         args = []
-        if foreign_keys and col.references:
+        if foreign_keys and col.references and (known is None or col.references.rsplit(".", 1)[0] in known):
             args.append(ForeignKey(col.references))
         columns.append(
             Column(
@@ -180,10 +184,11 @@ def build_metadata(registry: Registry, *, foreign_keys: bool = True) -> MetaData
     ledger_table(metadata, registry.ledger_table)
     tombstone_table(metadata, registry.tombstone_table)
     seen: set[str] = set()
+    known = {spec.qualified for entity in registry.entities.values() for spec in entity.tables.values()}
     for entity in registry.entities.values():
         for spec in entity.tables.values():
             if spec.qualified in seen:
                 continue
             seen.add(spec.qualified)
-            target_table(metadata, spec, foreign_keys=foreign_keys)
+            target_table(metadata, spec, foreign_keys=foreign_keys, known=known)
     return metadata

@@ -339,9 +339,6 @@ class Dialect:
     min_connect_seconds: ClassVar[float] = 0.0
     # Whether timestamp columns keep no zone, so aware values are sent as UTC wall time.
     naive_timestamps: ClassVar[bool] = False
-    # Whether a prune batch passes over rows another transaction holds locked (SELECT ... FOR
-    # UPDATE SKIP LOCKED) instead of waiting for them.
-    delete_skips_locked: ClassVar[bool] = False
     # The SQLAlchemy URL scheme (dialect+driver) the runtime connects with, and the driver's
     # pip requirement for the Lambda's package (None: nothing to install).
     url_scheme: ClassVar[str]
@@ -412,8 +409,6 @@ class Dialect:
 
         columns = [table.c[k] for k in key]
         chosen = select(*columns).where(where).limit(limit)
-        if self.delete_skips_locked:
-            chosen = chosen.with_for_update(skip_locked=True)
         return delete(table).where(where, tuple_(*columns).in_(chosen))
 
     def json_value(self, param: Any) -> Any:

@@ -73,7 +73,6 @@ class PostgreSQL(Dialect):
     url_scheme = "postgresql+psycopg"
     requirement = "psycopg[binary]>=3.1.18,<4"
     text_holds_nul = False  # text and jsonb refuse U+0000
-    delete_skips_locked = True  # a prune batch never waits for a row the sync holds
     min_connect_seconds = 2.0  # libpq treats any connect timeout below 2 s as 2 s
 
     # -- statements -----------------------------------------------------------------------
@@ -85,6 +84,23 @@ class PostgreSQL(Dialect):
         self, ins: Any, table: Table, key: Sequence[str], columns: Sequence[str], version: str | None
     ) -> ClauseElement:
         return on_conflict_update(ins, table, key, columns, version)
+
+    def bounded_delete(self, table: Table, where: Any, key: Sequence[str], limit: int) -> ClauseElement:
+        """The batch's keys chosen in a MATERIALIZED CTE (a LIMIT inside `IN (subquery)` may be
+        evaluated again per row and delete more than `limit`), FOR UPDATE SKIP LOCKED: a prune
+        batch never waits for a row the sync holds."""
+        from sqlalchemy import delete, select, tuple_
+
+        columns = [table.c[k] for k in key]
+        chosen = (
+            select(*columns)
+            .where(where)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("prune_batch")
+            .prefix_with("MATERIALIZED")
+        )
+        return delete(table).where(where, tuple_(*columns).in_(select(*[chosen.c[k] for k in key])))
 
     def tombstone_upsert(self, ins: Any, table: Table) -> ClauseElement:
         return on_conflict_keep_newer(ins, table)
