@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     s.add_argument(
         "--db",
         metavar="URL",
-        help="SQLAlchemy URL of the database (without it: SYNC_DATABASE_URL, or the RDS secret named by "
+        help="SQLAlchemy URL of the database (default: SYNC_DATABASE_URL, or the RDS secret named by "
         "SYNC_DB_SECRET_ARN, as the Lambda reads it)",
     )
     s.add_argument("--dry-run", action="store_true", help="count the rows that would go; delete nothing")
@@ -70,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "--older-than",
         type=_non_negative,
         metavar="SECONDS",
-        help="prune what is older than this instead of each entity's window (retired entities too)",
+        help="prune what is older than this (default: each entity's window; all rows of a retired entity)",
     )
     s.add_argument(
         "--batch-rows", type=positive, metavar="N", help="rows per DELETE (default: the registry's)"
