@@ -383,6 +383,16 @@ class Dialect:
         """The write, failing unless it changed exactly one row (the optimistic path)."""
         raise NotImplementedError(f"{self.name} cannot assert a write's row count")
 
+    def bounded_delete(self, table: Table, where: Any, key: Sequence[str], limit: int) -> ClauseElement:
+        """DELETE of at most `limit` rows matching `where` (one batch of runtime.prune): the
+        rows' keys chosen by a LIMITed subquery, `where` repeated on the DELETE itself so that a
+        row the sync changed meanwhile (a tombstone renewed) is checked again and kept."""
+        from sqlalchemy import delete, select, tuple_
+
+        columns = [table.c[k] for k in key]
+        chosen = select(*columns).where(where).limit(limit)
+        return delete(table).where(where, tuple_(*columns).in_(chosen))
+
     def json_value(self, param: Any) -> Any:
         """How a bound JSON text becomes the column's value."""
         return param

@@ -79,6 +79,23 @@ class PostgreSQL(OnConflictUpserts):
     def insert(self, table: Table) -> Insert:
         return pg_insert(table)
 
+    def bounded_delete(self, table: Table, where: Any, key: Sequence[str], limit: int) -> ClauseElement:
+        """The batch's keys chosen in a MATERIALIZED CTE (a LIMIT inside `IN (subquery)` may be
+        evaluated again per row and delete more than `limit`), FOR UPDATE SKIP LOCKED: a prune
+        batch never waits for a row the sync holds."""
+        from sqlalchemy import delete, select, tuple_
+
+        columns = [table.c[k] for k in key]
+        chosen = (
+            select(*columns)
+            .where(where)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("prune_batch")
+            .prefix_with("MATERIALIZED")
+        )
+        return delete(table).where(where, tuple_(*columns).in_(select(*[chosen.c[k] for k in key])))
+
     def asserted(self, write: ClauseElement) -> Any:
         """WITH w AS (<write> RETURNING 1) SELECT 1 / COUNT(*) FROM w: a write its guard
         refuses (an older version, a tombstone, a missing row) returns no row, the division
