@@ -37,7 +37,7 @@ from synctools.local.argtypes import (
     add_format,
     exit_codes,
 )
-from synctools.local.commands import replay, sample
+from synctools.local.commands import prune, replay, sample
 
 if TYPE_CHECKING:  # loaded by the generator's commands only: the tools start without them
     from generator.diagnostics import Diagnostics
@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # loaded by the generator's commands only: the tools start wi
 EXIT_TOOL, EXIT_IO = 3, 4
 
 # The tools' commands, in the order --help lists them; each module has add_parser and run.
-TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (replay, sample, pump, consume, dlq, backfill)}
+TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (replay, sample, pump, consume, dlq, prune, backfill)}
 
 
 def _endpoint(text: str) -> str:

@@ -127,7 +127,10 @@ class Source:
     sort_key: KeyAttr | None
     stream_view_type: str
     outbox: Outbox | None
+    expected_writes_per_second: float | None = None  # declared peak write rate (capacity checks)
     where: PathT = ("source",)
+    point_in_time_recovery: bool = True
+    deletion_protection: bool = True
 
     @property
     def keys(self) -> tuple[KeyAttr, ...]:
@@ -337,12 +340,23 @@ class AlarmSettings:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long the entity's ledger rows and its tables' tombstones are kept (runtime.prune):
+    the mapping's pipeline.retention, else `window` (generator.resolve.retention_window)."""
+
+    ledger_seconds: int
+    tombstone_seconds: int
+    window: int  # the derived window: the longest a duplicate or a late event can still arrive
+
+
+@dataclass(frozen=True)
 class Pipeline:
     pipe: PipeSettings
     queue: QueueSettings
     consumer: ConsumerSettings
     alarms: AlarmSettings
     where: PathT = ("pipeline",)
+    retention: Retention = Retention(0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -358,6 +372,7 @@ class Entity:
     events: Events
     idempotency: Idempotency
     pipeline: Pipeline
+    retired: bool = False  # nothing of its sync is generated; its managed table is kept
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)
@@ -395,6 +410,13 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class PruneSettings:
+    enabled: bool
+    schedule: str
+    batch_rows: int
+
+
+@dataclass(frozen=True)
 class Project:
     name: str
     file: str
@@ -406,9 +428,15 @@ class Project:
     aws_provider_version: str
     alarm_topic_arns: tuple[str, ...]
     tags: tuple[tuple[str, str], ...]
+    prune: PruneSettings = PruneSettings(True, "rate(1 hour)", 1000)
 
 
 @dataclass(frozen=True)
 class Model:
     project: Project
     entities: tuple[Entity, ...] = field(default_factory=tuple)
+
+    @property
+    def live(self) -> tuple[Entity, ...]:
+        """The entities that sync (not retired): the ones with a Pipe, queues and registry entry."""
+        return tuple(e for e in self.entities if not e.retired)

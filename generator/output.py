@@ -32,7 +32,7 @@ def render(model: Model) -> dict[str, str]:
     }
     reg = registry.registry(model)
     files["registry.json"] = dump_json(reg)
-    for entity in model.entities:
+    for entity in model.live:  # a retired entity has no Pipe to describe
         base = f"entities/{entity.name}"
         files[f"{base}/filters.json"] = dump_json(pipes.filter_patterns(entity))
         files[f"{base}/input-template.txt"] = pipes.input_template(entity) + "\n"

@@ -37,6 +37,7 @@ ENDPOINTS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "aws_lambda_event_source_mapping": ("lambda",),
     "aws_lambda_function": ("lambda",),
     "aws_pipes_pipe": ("pipes",),
+    "aws_scheduler_schedule": ("scheduler",),
     "aws_sqs_queue": ("sqs",),
     "aws_sqs_queue_redrive_allow_policy": ("sqs",),
 }

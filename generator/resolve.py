@@ -6,6 +6,7 @@ not parse) are reported here; everything else is left to `generator.checks`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from generator import defaults
@@ -32,7 +33,9 @@ from generator.model import (
     Pipeline,
     PipeSettings,
     Project,
+    PruneSettings,
     QueueSettings,
+    Retention,
     Routing,
     Rule,
     SoftDelete,
@@ -41,6 +44,7 @@ from generator.model import (
     Version,
 )
 from generator.yamlload import Located
+from runtime.aws_limits import DYNAMODB_STREAM_RETENTION_SECONDS
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
@@ -97,6 +101,11 @@ def resolve_project(doc: Located) -> Project:
         ),
         alarm_topic_arns=tuple(raw.get("alarms", {}).get("sns_topic_arns", ())),
         tags=tuple(sorted(raw.get("tags", {}).items())),
+        prune=PruneSettings(
+            enabled=raw.get("prune", {}).get("enabled", defaults.project("prune", "enabled")),
+            schedule=raw.get("prune", {}).get("schedule", defaults.project("prune", "schedule")),
+            batch_rows=raw.get("prune", {}).get("batch_rows", defaults.project("prune", "batch_rows")),
+        ),
     )
 
 
@@ -147,6 +156,13 @@ class _Resolver:
             )
             if outbox
             else None,
+            point_in_time_recovery=src.get(
+                "point_in_time_recovery", defaults.mapping("source", "point_in_time_recovery")
+            ),
+            deletion_protection=src.get(
+                "deletion_protection", defaults.mapping("source", "deletion_protection")
+            ),
+            expected_writes_per_second=src.get("expected_writes_per_second"),
         )
         fields = self.fields(raw["message"]["fields"], source)
         flt = raw.get("filter", {})
@@ -201,6 +217,7 @@ class _Resolver:
                 event_id_field=event_id_field,
             ),
             pipeline=self.pipeline(raw.get("pipeline", {}), name),
+            retired=raw.get("retired", defaults.mapping("retired")),
         )
 
     def fields(self, raw: dict[str, Any], source: Source) -> tuple[Field, ...]:
@@ -346,7 +363,7 @@ class _Resolver:
         alarms = raw.get("alarms", {})
         pipe_dlq = pipe.get("dlq", {})
         queue_dlq = queue.get("dlq", {})
-        return Pipeline(
+        pipeline = Pipeline(
             pipe=PipeSettings(
                 name=prefix + pipe.get("name", f"{entity}-pipe"),
                 role_name=f"{prefix}{self.project.name}-{entity}-pipe",
@@ -421,6 +438,39 @@ class _Resolver:
                 ),
             ),
         )
+        kept = raw.get("retention", {})
+        window = retention_window(pipeline)
+        return replace(
+            pipeline,
+            retention=Retention(
+                ledger_seconds=kept.get("ledger_seconds", window),
+                tombstone_seconds=kept.get("tombstone_seconds", window),
+                window=window,
+            ),
+        )
+
+
+def retention_window(pipeline: Pipeline) -> int:
+    """The longest a copy of an event, or an event older than one applied, can still reach the
+    sync after the first was applied: the one place the default retention is derived (the
+    schema's pipeline.retention and the README's Retention section say it in words).
+
+    - the DynamoDB stream keeps a record 24 h, and the Pipe may send it again (a retried
+      batch) until it is trimmed;
+    - a message then lives in the FIFO queue up to its message_retention_seconds;
+    - moved to the FIFO DLQ, it lives up to the DLQ's retention (a FIFO queue's expiry counts
+      again from the move);
+    - redriven from the DLQ to the queue, up to the queue's retention once more.
+
+    The Pipe's DLQ holds stream positions, not events: a record it names is read again only
+    while the stream keeps it, inside the first term."""
+    q = pipeline.queue
+    return (
+        DYNAMODB_STREAM_RETENTION_SECONDS
+        + q.message_retention_seconds
+        + q.dlq_retention_seconds
+        + q.message_retention_seconds
+    )
 
 
 def resolve_entity(doc: Located, project: Project) -> tuple[Entity, list[Diagnostic]]:
@@ -432,8 +482,6 @@ def resolve_entity(doc: Located, project: Project) -> tuple[Entity, list[Diagnos
 
 def _with_version_kinds(entity: Entity) -> Entity:
     """A version fed by the stream SequenceNumber is compared as zero-padded text."""
-    from dataclasses import replace
-
     tables = []
     for t in entity.tables:
         if t.version:

@@ -97,6 +97,9 @@ _TYPE_WORDS = {
 # Each pattern of the shipped schemas in words, for the message that refuses a value
 # (tests/test_schema.py checks that every pattern has its words here).
 PATTERN_WORDS = {
+    r"^(rate\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\)|cron\([^()]+\))$": (
+        "rate(N minutes|hours|days) or cron(...), EventBridge Scheduler syntax"
+    ),
     r"^[.\-_A-Za-z0-9]+$": "letters, digits, '.', '-' and '_'",
     r"^[A-Za-z0-9_-]+(\[[0-9]+\])*(\.[A-Za-z0-9_-]+(\[[0-9]+\])*)*$": (
         "names of letters, digits, '_' and '-' joined by '.', each optionally followed by list indexes such as [0]"

@@ -38,6 +38,9 @@ SQS_DEDUP_WINDOW_SECONDS = 300  # a deduplication id is remembered this long
 SQS_VISIBILITY_TIMEOUT_MAX = 43_200  # a queue's or a message's visibility timeout (12 hours)
 SQS_RETENTION_MIN, SQS_RETENTION_MAX = 60, 1_209_600  # a queue's message retention (14 days)
 SQS_MAX_RECEIVE_COUNT_MAX = 1000  # a redrive policy's maxReceiveCount
+# A FIFO queue without high throughput: calls per second per API action (SendMessage[Batch],
+# ReceiveMessage, DeleteMessage[Batch]); awsdocs.SQS_FIFO_THROTTLING
+SQS_FIFO_CALLS_PER_SECOND = 300
 
 # --- Lambda and its SQS event source mapping (awsdocs.LAMBDA_SQS_PARAMETERS, LAMBDA_SQS_CONFIGURE)
 LAMBDA_FIFO_BATCH = 10  # messages of one batch from a FIFO queue

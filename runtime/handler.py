@@ -12,6 +12,7 @@ once with the new credentials (a rotation).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ from runtime.apply import FAILED, TRANSIENT, BatchResult, Outcome, apply_batch
 from runtime.config import DatabaseSource, Limits, make_engine
 from runtime.decode import parse_sqs_record
 from runtime.observe import log_batch
+from runtime.prune import is_prune_event, prune
 from runtime.redact import cut, reason
 from runtime.registry import Registry, load_registry
-from runtime.wire import BatchResponse, SqsEvent, SqsEventRecord
+from runtime.wire import BatchResponse, PruneEvent, PruneResponse, SqsEvent, SqsEventRecord
 
 
 @dataclass
@@ -83,7 +85,9 @@ def _all_failed(records: list[SqsEventRecord], why: str) -> BatchResult:
     return BatchResult(outcomes)
 
 
-def handler(event: SqsEvent, context: Any = None) -> BatchResponse:
+def handler(event: SqsEvent | PruneEvent, context: Any = None) -> BatchResponse | PruneResponse:
+    if is_prune_event(event):
+        return _prune(context)
     started = time.monotonic()
     records = _records(event)
     try:
@@ -112,3 +116,17 @@ def handler(event: SqsEvent, context: Any = None) -> BatchResponse:
                 result = apply_batch(records, rt.engine, rt.registry, deadline=deadline)
     log_batch(result)
     return result.response()
+
+
+def _prune(context: Any) -> PruneResponse:
+    """A prune event (runtime.prune.PRUNE_EVENT, from the generated schedule): prune the ledger
+    and the tombstones in batches until done or until the invocation's deadline less the
+    margin; what is left goes at the next run. A failure raises (the Lambda's Errors metric)."""
+    started = time.monotonic()
+    rt = _get_runtime(context)
+    remaining = _remaining_ms(context)
+    deadline = None if remaining is None else started + (remaining - rt.limits.margin_ms) / 1000
+    result = prune(rt.engine, rt.registry, deadline=deadline)
+    summary = result.as_dict()
+    print(json.dumps({"prune": summary["prune"], "rows": summary["rows"], "targets": summary["targets"]}))
+    return {"prune": summary["prune"], "rows": summary["rows"], "complete": summary["complete"]}

@@ -104,6 +104,19 @@ class EntitySpec:
     unknown: str
     rules: dict[str, tuple[ActionSpec, ...]]
     tables: dict[str, TableSpec]
+    # How long its ledger rows and its tables' tombstones are kept (runtime.prune); None: kept
+    # for ever (a registry written before retention).
+    ledger_seconds: int | None = None
+    tombstone_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredSpec:
+    """An entity whose mapping says `retired: true`: nothing syncs it; runtime.prune removes
+    all its ledger rows, and the tombstones of `tables` (the tables no live entity writes)."""
+
+    name: str
+    tables: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +129,8 @@ class Registry:
     foreign_key_transient: bool
     entities: dict[str, EntitySpec]
     queues: dict[str, str] = field(default_factory=dict)
+    retired: dict[str, RetiredSpec] = field(default_factory=dict)
+    prune_batch_rows: int = 1000  # rows per DELETE of runtime.prune, each its own transaction
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     # Built statements per dialect, kept with the registry they come from (warm invocations reuse them).
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -194,6 +209,8 @@ def _entity(name: str, raw: dict[str, Any]) -> EntitySpec:
             for event_type, actions in raw["rules"].items()
         },
         tables={t: _table(t, spec) for t, spec in raw["tables"].items()},
+        ledger_seconds=(raw.get("retention") or {}).get("ledger_seconds"),
+        tombstone_seconds=(raw.get("retention") or {}).get("tombstone_seconds"),
     )
 
 
@@ -216,6 +233,11 @@ def parse_registry(raw: dict[str, Any]) -> Registry:
             foreign_key_transient=db.get("foreign_key_violation", "transient") == "transient",
             entities={n: _entity(n, e) for n, e in raw["entities"].items()},
             queues=dict(raw.get("queues", {})),
+            retired={
+                n: RetiredSpec(n, tuple(r.get("tombstone_tables", ())))
+                for n, r in raw.get("retired", {}).items()
+            },
+            prune_batch_rows=int((db.get("prune") or {}).get("batch_rows", 1000)),
             raw=raw,
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -114,6 +115,9 @@ def ledger_table(metadata: MetaData, name: str) -> Table:
         # event_id first: it is the selective column, so an index probe stays selective even
         # before the table has statistics (a young ledger on a server without autovacuum).
         PrimaryKeyConstraint("event_id", "entity", name=f"{name}_pkey"),
+        # runtime.prune finds an entity's old rows by it (a range scan, batch by batch). Added
+        # with retention: a ledger created before it works without it, only prunes by scanning.
+        Index(f"{name}_applied_at", "entity", "applied_at"),
     )
 
 
@@ -126,11 +130,16 @@ def tombstone_table(metadata: MetaData, name: str) -> Table:
         Column("version", String(DYNAMODB_SEQUENCE_NUMBER_DIGITS), nullable=False),
         Column("deleted_at", timestamp_type(), nullable=False, server_default=func.current_timestamp()),
         PrimaryKeyConstraint("row_key", "table_name", name=f"{name}_pkey"),
+        Index(f"{name}_deleted_at", "table_name", "deleted_at"),  # for runtime.prune, as the ledger's
     )
 
 
-def target_table(metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = True) -> Table:
-    """A target table as the sync sees it; the reference DDL adds the surrogate key."""
+def target_table(
+    metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = True, known: set[str] | None = None
+) -> Table:
+    """A target table as the sync sees it; the reference DDL adds the surrogate key. With
+    `known`, a foreign key only to one of those tables (a retired entity's table is not in
+    the registry, though it stays in the database)."""
     columns: list[Column[Any]] = []
     if spec.surrogate_key:
         columns.append(
@@ -143,7 +152,7 @@ def target_table(metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = Tr
         )
     for col in spec.columns.values():
         args = []
-        if foreign_keys and col.references:
+        if foreign_keys and col.references and (known is None or col.references.rsplit(".", 1)[0] in known):
             args.append(ForeignKey(col.references))
         columns.append(
             Column(
@@ -175,10 +184,11 @@ def build_metadata(registry: Registry, *, foreign_keys: bool = True) -> MetaData
     ledger_table(metadata, registry.ledger_table)
     tombstone_table(metadata, registry.tombstone_table)
     seen: set[str] = set()
+    known = {spec.qualified for entity in registry.entities.values() for spec in entity.tables.values()}
     for entity in registry.entities.values():
         for spec in entity.tables.values():
             if spec.qualified in seen:
                 continue
             seen.add(spec.qualified)
-            target_table(metadata, spec, foreign_keys=foreign_keys)
+            target_table(metadata, spec, foreign_keys=foreign_keys, known=known)
     return metadata

@@ -39,3 +39,15 @@ class BatchItemFailure(TypedDict):
 
 class BatchResponse(TypedDict):
     batchItemFailures: list[BatchItemFailure]
+
+
+class PruneEvent(TypedDict):
+    """What the generated EventBridge Scheduler schedule sends (runtime.prune.PRUNE_EVENT)."""
+
+    ddb_sql_sync: str
+
+
+class PruneResponse(TypedDict):
+    prune: str  # done | partial (the deadline came first)
+    rows: int
+    complete: bool

@@ -84,6 +84,7 @@ NOT_AWS = {
     f"{P}/alarms/properties/dlq_messages",
     f"{P}/alarms/properties/oldest_message_age_seconds",
     "properties/lambda/properties/reserved_concurrency",
+    "properties/prune/properties/batch_rows",  # rows per DELETE of runtime/prune.py
 }
 
 

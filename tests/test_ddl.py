@@ -121,7 +121,7 @@ def mysql_database(mysql_url: str) -> Iterator[Engine]:
 def test_the_ddl_files_hold_every_target_table() -> None:
     # GIVEN the generated DDL  THEN each dialect creates each registry table once
     for dialect in ("postgresql", "mysql"):
-        created = [s.split("(")[0].split()[-1] for s in statements(dialect)]
+        created = [s.split("(")[0].split()[-1] for s in statements(dialect) if s.startswith("CREATE TABLE")]
         assert sorted(created) == sorted([*expected_tables(), "sync_ledger", "sync_tombstones"])
 
 

@@ -32,6 +32,7 @@ def test_the_registry_is_versioned_and_names_the_project_and_database(reg: dict[
         "ledger_table": "sync_ledger",
         "tombstone_table": "sync_tombstones",
         "foreign_key_violation": "transient",
+        "prune": {"batch_rows": 1000},
     }
 
 

@@ -26,7 +26,7 @@ from tests.conftest import DeployedPipeline, copy_project, run_generator, terraf
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD = REPO_ROOT / "build"
 REGION = "ap-northeast-1"
-ALL_SERVICES = ["cloudwatch", "dynamodb", "ec2", "iam", "lambda", "logs", "pipes", "sqs", "sts"]
+ALL_SERVICES = ["cloudwatch", "dynamodb", "ec2", "iam", "lambda", "logs", "pipes", "scheduler", "sqs", "sts"]
 
 
 def generator(*argv: str | Path) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,6 @@
 """Semantic checks: small `check_*` functions over the resolved model, one module per part of
 the mapping they check (fields, filter, routing, tables, columns, events, idempotency, pipeline,
-identifiers), plus checks across entities and of project.yaml.
+identifiers, retention), plus checks across entities and of project.yaml.
 
 Each check yields problems as (path, message, hint, code[, severity]); `run_checks` turns them
 into located diagnostics. The structural shape was already enforced by the JSON Schema.
@@ -8,6 +8,7 @@ into located diagnostics. The structural shape was already enforced by the JSON 
 
 from __future__ import annotations
 
+from generator.checks.capacity import check_capacity
 from generator.checks.cross_entity import (
     check_references,
     check_sources,
@@ -22,6 +23,7 @@ from generator.checks.identifiers import check_names
 from generator.checks.pipeline import check_pipeline
 from generator.checks.problem import EntityCheck, Problem, warn
 from generator.checks.project import check_project
+from generator.checks.retention import check_retention, check_retirement
 from generator.checks.routing import check_routing
 from generator.checks.tables import check_surrogate_keys, check_tables
 from generator.diagnostics import Diagnostic, Severity, format_path
@@ -42,6 +44,9 @@ ENTITY_CHECKS: tuple[EntityCheck, ...] = (
     check_pipeline,
     check_names,
     check_surrogate_keys,
+    check_capacity,
+    check_retention,
+    check_retirement,
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from runtime import dialects
 from runtime.registry import parse_registry
@@ -23,6 +23,14 @@ def _statements(tables: list[Any], dialect: Any) -> str:
     return "\n".join(out)
 
 
+def _indexes(tables: list[Any], dialect: Any) -> str:
+    return "".join(
+        str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n"
+        for table in tables
+        for index in sorted(table.indexes, key=lambda i: str(i.name))
+    )
+
+
 def ddl_files(registry_data: dict[str, Any]) -> dict[str, str]:
     """build/sql/<dialect>/{ledger,tables}.sql"""
     registry = parse_registry(registry_data)
@@ -35,7 +43,11 @@ def ddl_files(registry_data: dict[str, Any]) -> dict[str, str]:
         dialect = dialects.for_name(name).sqlalchemy_dialect()
         files[f"sql/{name}/ledger.sql"] = (
             HEADER + "-- The processed-event ledger and the tombstones of deleted rows.\n"
-            "-- Apply once to the legacy database before the first sync.\n\n" + _statements(internal, dialect)
+            "-- Apply once to the legacy database before the first sync.\n\n"
+            + _statements(internal, dialect)
+            + "\n-- The indexes runtime.prune finds old rows by (retention). A database set up before\n"
+            "-- retention needs only these (PostgreSQL: CREATE INDEX CONCURRENTLY, to take no lock\n"
+            "-- on the sync's writes); prune works without them, scanning.\n" + _indexes(internal, dialect)
         )
         files[f"sql/{name}/tables.sql"] = (
             HEADER

@@ -130,6 +130,26 @@ def _entity(e: Entity, deleted: set[str]) -> dict[str, Any]:
         "unknown": e.events.unknown,
         "rules": rules,
         "tables": {t.name: _table(t, deleted) for t in e.tables},
+        # runtime.prune: how long its ledger rows and its tables' tombstones are kept.
+        "retention": {
+            "ledger_seconds": e.pipeline.retention.ledger_seconds,
+            "tombstone_seconds": e.pipeline.retention.tombstone_seconds,
+        },
+    }
+
+
+def _retired(model: Model, deleted: set[str]) -> dict[str, Any]:
+    """The retired entities, for runtime.prune: all their ledger rows go, and the tombstones
+    of their tables that no live entity writes."""
+    live = {t.qualified for e in model.live for t in e.tables}
+    return {
+        e.name: {
+            "tombstone_tables": sorted(
+                {t.qualified for t in e.tables if t.version is not None and t.qualified in deleted} - live
+            )
+        }
+        for e in model.entities
+        if e.retired
     }
 
 
@@ -151,7 +171,9 @@ def registry(model: Model) -> dict[str, Any]:
             "ledger_table": db.ledger_table,
             "tombstone_table": db.tombstone_table,
             "foreign_key_violation": db.foreign_key_violation,
+            "prune": {"batch_rows": model.project.prune.batch_rows},
         },
-        "queues": {e.pipeline.queue.name: e.name for e in model.entities},
-        "entities": {e.name: _entity(e, deleted) for e in model.entities},
+        "queues": {e.pipeline.queue.name: e.name for e in model.live},
+        "entities": {e.name: _entity(e, deleted) for e in model.live},
+        "retired": _retired(model, deleted),
     }

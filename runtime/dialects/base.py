@@ -295,29 +295,6 @@ def positional(cache: dict[Any, Any], stmt: ClauseElement, dialect: SQLAlchemyDi
     return c
 
 
-def on_conflict_update(
-    ins: Any, table: Table, key: Sequence[str], columns: Sequence[str], version: str | None
-) -> ClauseElement:
-    """INSERT ... ON CONFLICT (key) DO UPDATE SET <columns> WHERE the stored version is older
-    (the form PostgreSQL and SQLite share)."""
-    excluded = ins.excluded
-    where = or_(table.c[version].is_(None), table.c[version] < excluded[version]) if version else None
-    update: ClauseElement = ins.on_conflict_do_update(
-        index_elements=[table.c[k] for k in key], set_={c: excluded[c] for c in columns}, where=where
-    )
-    return update
-
-
-def on_conflict_keep_newer(ins: Any, table: Table) -> ClauseElement:
-    """The tombstone's ON CONFLICT form: the newer of the stored and the new version wins."""
-    update: ClauseElement = ins.on_conflict_do_update(
-        index_elements=[table.c.row_key, table.c.table_name],
-        set_={"version": ins.excluded.version, "deleted_at": func.current_timestamp()},
-        where=table.c.version < ins.excluded.version,
-    )
-    return update
-
-
 @dataclass
 class EngineOptions:
     """What create_engine gets for a dialect: the driver's connect arguments and the pool's."""
@@ -343,6 +320,11 @@ class Dialect:
     # pip requirement for the Lambda's package (None: nothing to install).
     url_scheme: ClassVar[str]
     requirement: ClassVar[str | None] = None
+    # Events per second one connection applies in batches of 10 with ~1 ms round trips (a
+    # Lambda in a VPC, the database in the same AZ), as benchmarks/runtime_bench.py measured
+    # it (benchmarks/RESULTS.md): for capacity planning (generator.capacity), None if not
+    # measured.
+    measured_events_per_second: ClassVar[float | None] = None
     # The pool a Lambda wants: one connection kept across warm invocations, recycled before
     # typical idle cutoffs. No pre-ping and no reset-on-return: each would cost a round trip
     # per invocation. A dead connection is found by the batch itself, invalidated, and the
@@ -401,6 +383,16 @@ class Dialect:
         """The write, failing unless it changed exactly one row (the optimistic path)."""
         raise NotImplementedError(f"{self.name} cannot assert a write's row count")
 
+    def bounded_delete(self, table: Table, where: Any, key: Sequence[str], limit: int) -> ClauseElement:
+        """DELETE of at most `limit` rows matching `where` (one batch of runtime.prune): the
+        rows' keys chosen by a LIMITed subquery, `where` repeated on the DELETE itself so that a
+        row the sync changed meanwhile (a tombstone renewed) is checked again and kept."""
+        from sqlalchemy import delete, select, tuple_
+
+        columns = [table.c[k] for k in key]
+        chosen = select(*columns).where(where).limit(limit)
+        return delete(table).where(where, tuple_(*columns).in_(chosen))
+
     def json_value(self, param: Any) -> Any:
         """How a bound JSON text becomes the column's value."""
         return param
@@ -447,3 +439,27 @@ class Dialect:
         if isinstance(exc, (IntegrityError, DataError)):
             return Classified(PERMANENT, reason)
         return Classified(TRANSIENT, reason)
+
+
+class OnConflictUpserts(Dialect):
+    """Upserts as INSERT ... ON CONFLICT, the form PostgreSQL and SQLite share."""
+
+    def upsert(
+        self, ins: Any, table: Table, key: Sequence[str], columns: Sequence[str], version: str | None
+    ) -> ClauseElement:
+        """ON CONFLICT (key) DO UPDATE SET <columns> WHERE the stored version is older."""
+        excluded = ins.excluded
+        where = or_(table.c[version].is_(None), table.c[version] < excluded[version]) if version else None
+        update: ClauseElement = ins.on_conflict_do_update(
+            index_elements=[table.c[k] for k in key], set_={c: excluded[c] for c in columns}, where=where
+        )
+        return update
+
+    def tombstone_upsert(self, ins: Any, table: Table) -> ClauseElement:
+        """The tombstone's form: the newer of the stored and the new version wins."""
+        update: ClauseElement = ins.on_conflict_do_update(
+            index_elements=[table.c.row_key, table.c.table_name],
+            set_={"version": ins.excluded.version, "deleted_at": func.current_timestamp()},
+            where=table.c.version < ins.excluded.version,
+        )
+        return update

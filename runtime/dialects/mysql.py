@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, case, event, func
@@ -81,6 +81,7 @@ class MySQL(Dialect):
     name = "mysql"
     url_scheme = "mysql+pymysql"
     requirement = "pymysql>=1.1,<2"
+    measured_events_per_second = 2200.0
     upsert_reads_first = True
     naive_timestamps = True  # DATETIME keeps no zone: values are stored as UTC wall time
     min_connect_seconds = 0.5
@@ -89,6 +90,14 @@ class MySQL(Dialect):
 
     def insert(self, table: Table) -> Insert:
         return mysql_insert(table)
+
+    def bounded_delete(self, table: Table, where: Any, key: Sequence[str], limit: int) -> ClauseElement:
+        """DELETE ... WHERE ... LIMIT n: MySQL refuses a LIMIT inside an IN subquery and a
+        subquery on the table being deleted from, and takes a LIMIT on a one-table DELETE. The
+        LIMIT is the integer itself (SQLAlchemy renders MySQL's DELETE LIMIT as a literal)."""
+        from sqlalchemy import delete
+
+        return delete(table).where(where).with_dialect_options(mysql_limit=int(limit))
 
     def tombstone_upsert(self, ins: Any, table: Table) -> ClauseElement:
         """ON DUPLICATE KEY UPDATE keeping the newer version; the version column assigned

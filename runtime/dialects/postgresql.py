@@ -23,17 +23,15 @@ from sqlalchemy.sql.dml import Insert
 from runtime.deadline import CURRENT, shutdown_socket
 from runtime.dialects.base import (
     BindError,
-    Dialect,
     DriverSession,
     EngineOptions,
     FastSession,
     Item,
+    OnConflictUpserts,
     PositionalCompiled,
     PremiseMissed,
     Result,
     mark_statement,
-    on_conflict_keep_newer,
-    on_conflict_update,
     positional,
 )
 from runtime.errors import PERMANENT, TRANSIENT, Classified, foreign_key, login_refused
@@ -68,10 +66,11 @@ MAX_PREPARED = 400  # per connection; statements beyond it are sent unnamed (pla
 _STALE_PREPARED = {"26000", "0A000"}  # a name the server no longer knows; a cached plan after DDL
 
 
-class PostgreSQL(Dialect):
+class PostgreSQL(OnConflictUpserts):
     name = "postgresql"
     url_scheme = "postgresql+psycopg"
     requirement = "psycopg[binary]>=3.1.18,<4"
+    measured_events_per_second = 3400.0
     text_holds_nul = False  # text and jsonb refuse U+0000
     min_connect_seconds = 2.0  # libpq treats any connect timeout below 2 s as 2 s
 
@@ -80,13 +79,22 @@ class PostgreSQL(Dialect):
     def insert(self, table: Table) -> Insert:
         return pg_insert(table)
 
-    def upsert(
-        self, ins: Any, table: Table, key: Sequence[str], columns: Sequence[str], version: str | None
-    ) -> ClauseElement:
-        return on_conflict_update(ins, table, key, columns, version)
+    def bounded_delete(self, table: Table, where: Any, key: Sequence[str], limit: int) -> ClauseElement:
+        """The batch's keys chosen in a MATERIALIZED CTE (a LIMIT inside `IN (subquery)` may be
+        evaluated again per row and delete more than `limit`), FOR UPDATE SKIP LOCKED: a prune
+        batch never waits for a row the sync holds."""
+        from sqlalchemy import delete, select, tuple_
 
-    def tombstone_upsert(self, ins: Any, table: Table) -> ClauseElement:
-        return on_conflict_keep_newer(ins, table)
+        columns = [table.c[k] for k in key]
+        chosen = (
+            select(*columns)
+            .where(where)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("prune_batch")
+            .prefix_with("MATERIALIZED")
+        )
+        return delete(table).where(where, tuple_(*columns).in_(select(*[chosen.c[k] for k in key])))
 
     def asserted(self, write: ClauseElement) -> Any:
         """WITH w AS (<write> RETURNING 1) SELECT 1 / COUNT(*) FROM w: a write its guard

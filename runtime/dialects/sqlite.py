@@ -17,15 +17,13 @@ from sqlalchemy.sql.dml import Insert
 
 from runtime.dialects.base import (
     BindError,
-    Dialect,
     EngineOptions,
     FastSession,
     Item,
+    OnConflictUpserts,
     PremiseMissed,
     Result,
     mark_statement,
-    on_conflict_keep_newer,
-    on_conflict_update,
     positional,
 )
 from runtime.errors import PERMANENT, TRANSIENT, Classified, foreign_key
@@ -42,7 +40,7 @@ class Asserted:
     write: ClauseElement
 
 
-class SQLite(Dialect):
+class SQLite(OnConflictUpserts):
     name = "sqlite"
     url_scheme = "sqlite"
     naive_timestamps = True  # stored as text without a zone: values are stored as UTC wall time
@@ -68,14 +66,6 @@ class SQLite(Dialect):
 
     def insert(self, table: Table) -> Insert:
         return sqlite_insert(table)
-
-    def upsert(
-        self, ins: Any, table: Table, key: Sequence[str], columns: Sequence[str], version: str | None
-    ) -> ClauseElement:
-        return on_conflict_update(ins, table, key, columns, version)
-
-    def tombstone_upsert(self, ins: Any, table: Table) -> ClauseElement:
-        return on_conflict_keep_newer(ins, table)
 
     def asserted(self, write: ClauseElement) -> Any:
         return Asserted(write)

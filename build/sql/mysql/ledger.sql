@@ -18,3 +18,9 @@ CREATE TABLE sync_tombstones (
 	deleted_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP, 
 	CONSTRAINT sync_tombstones_pkey PRIMARY KEY (row_key, table_name)
 );
+
+-- The indexes runtime.prune finds old rows by (retention). A database set up before
+-- retention needs only these (PostgreSQL: CREATE INDEX CONCURRENTLY, to take no lock
+-- on the sync's writes); prune works without them, scanning.
+CREATE INDEX sync_ledger_applied_at ON sync_ledger (entity, applied_at);
+CREATE INDEX sync_tombstones_deleted_at ON sync_tombstones (table_name, deleted_at);

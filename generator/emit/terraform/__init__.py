@@ -1,6 +1,6 @@
 """Terraform (`*.tf.json`) for the whole pipeline, built as data from the model, one module per
-resource group: providers, streams (DynamoDB), queues, iam, pipe, sync_lambda, alarms, outputs;
-hcl holds the expression helpers and files the file set with its labels.
+resource group: providers, streams (DynamoDB), queues, iam, pipe, sync_lambda, alarms, outputs,
+schedule (the scheduled prune); hcl holds the expression helpers and files the file set with its labels.
 
 `terraform_files(model)` returns {file name under build/terraform/: JSON data}; the caller
 dumps each with sorted keys. Everything here is a pure function of the model: no
@@ -20,6 +20,7 @@ from generator.emit.terraform.outputs import entity_outputs, lambda_outputs
 from generator.emit.terraform.pipe import pipe
 from generator.emit.terraform.providers import providers
 from generator.emit.terraform.queues import queues
+from generator.emit.terraform.schedule import prune_schedule
 from generator.emit.terraform.streams import Stream, dynamodb_table, streams
 from generator.emit.terraform.sync_lambda import event_source_mapping, sync_lambda
 from generator.model import Entity, Model
@@ -40,6 +41,12 @@ def _entity(files: Files, model: Model, entity: Entity, stream: Stream) -> None:
     entity_outputs(out, stream)
 
 
+def _retired(files: Files, entity: Entity) -> None:
+    """A retired entity's file: its managed table alone, kept (nothing else of it runs)."""
+    if entity.source.managed:
+        dynamodb_table(EntityFile.open(files, entity))
+
+
 def terraform_files(model: Model) -> dict[str, dict[str, Any]]:
     """{file name relative to build/terraform/: .tf.json data}; deterministic for one model."""
     files = Files()
@@ -49,9 +56,14 @@ def terraform_files(model: Model) -> dict[str, dict[str, Any]]:
         files.data(DATA_FILE, "aws_caller_identity", ACCOUNT, {})
         found = streams(files, model)
         for entity in sorted(model.entities, key=lambda e: e.name):
-            _entity(files, model, entity, found[entity.source.table])
+            if entity.retired:
+                _retired(files, entity)
+            else:
+                _entity(files, model, entity, found[entity.source.table])
     sync_lambda(files, model.project)
     lambda_role(files, model)
+    if model.entities:
+        prune_schedule(files, model.project)
     lambda_outputs(files)
     # Round-trip through JSON: plain data only, and a loud error for anything that is not.
     return {name: json.loads(json.dumps(doc, sort_keys=True)) for name, doc in sorted(files.files.items())}

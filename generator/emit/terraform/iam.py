@@ -47,7 +47,7 @@ def statement(sid: str, actions: tuple[str, ...] | list[str], resources: list[st
     return {"sid": sid, "effect": "Allow", "actions": sorted(actions), "resources": resources}
 
 
-def _assume(sid: str, service: str, condition: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def assume_policy(sid: str, service: str, condition: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A trust policy letting one AWS service assume the role."""
     trust: dict[str, Any] = {
         "sid": sid,
@@ -60,7 +60,7 @@ def _assume(sid: str, service: str, condition: list[dict[str, Any]] | None = Non
     return policy_document([trust])
 
 
-def _role(files: Files, file: str, label: str, role_name: str, policy_name: str) -> None:
+def role(files: Files, file: str, label: str, role_name: str, policy_name: str) -> None:
     """The role and its inline policy, from the documents `{label}_assume` and `{label}`."""
     files.resource(
         file,
@@ -97,7 +97,7 @@ def pipe_role(out: EntityFile, stream: Stream) -> None:
     out.data(
         "aws_iam_policy_document",
         f"{lb.pipe_role}_assume",
-        _assume("PipesAssume", "pipes.amazonaws.com", account),
+        assume_policy("PipesAssume", "pipes.amazonaws.com", account),
     )
     sends = [interp(queue_arn(lb.queue)), interp(queue_arn(lb.pipe_dlq))]
     out.data(
@@ -111,7 +111,7 @@ def pipe_role(out: EntityFile, stream: Stream) -> None:
             ]
         ),
     )
-    _role(out.files, out.name, lb.pipe_role, out.entity.pipeline.pipe.role_name, "pipe-access")
+    role(out.files, out.name, lb.pipe_role, out.entity.pipeline.pipe.role_name, "pipe-access")
 
 
 def lambda_role(files: Files, model: Model) -> None:
@@ -120,16 +120,16 @@ def lambda_role(files: Files, model: Model) -> None:
         LAMBDA_FILE,
         "aws_iam_policy_document",
         f"{FUNCTION}_assume",
-        _assume("LambdaAssume", "lambda.amazonaws.com"),
+        assume_policy("LambdaAssume", "lambda.amazonaws.com"),
     )
     files.data(LAMBDA_FILE, "aws_iam_policy_document", FUNCTION, policy_document(_lambda_statements(model)))
-    _role(files, LAMBDA_FILE, FUNCTION, model.project.lambda_.role_name, "sync-access")
+    role(files, LAMBDA_FILE, FUNCTION, model.project.lambda_.role_name, "sync-access")
 
 
 def _lambda_statements(model: Model) -> list[dict[str, Any]]:
     project = model.project
     statements = []
-    queues = [ref("aws_sqs_queue", labels(e).queue, "arn") for e in model.entities]
+    queues = [ref("aws_sqs_queue", labels(e).queue, "arn") for e in model.live]
     if queues:
         statements.append(statement("ConsumeQueues", QUEUE_CONSUME_ACTIONS, queues))
     # Log streams live under the group: arn:...:log-group:NAME:log-stream:STREAM.

@@ -27,7 +27,7 @@ def streams(files: Files, model: Model) -> dict[str, Stream]:
         for table, e in managed.items()
     }
     readers: dict[str, list[Entity]] = {}
-    for e in model.entities:
+    for e in model.live:  # a retired entity reads no stream
         if e.source.table not in managed:
             readers.setdefault(e.source.table, []).append(e)
     for table, entities in sorted(readers.items()):
@@ -63,7 +63,7 @@ def _external_table(table: str, entities: list[Entity]) -> dict[str, Any]:
 
 
 def dynamodb_table(out: EntityFile) -> None:
-    """The source table, when the mapping manages it."""
+    """The source table, when the mapping manages it (retired too: it is kept)."""
     if not out.entity.source.managed:
         return
     src = out.entity.source
@@ -80,6 +80,13 @@ def dynamodb_table(out: EntityFile) -> None:
     }
     if src.sort_key:
         body["range_key"] = escape(src.sort_key.name)
+    # Nothing in a normal change can lose the source data: deletion protection refuses a
+    # delete (a removed mapping, a replacing change), point-in-time recovery restores a bad write.
+    body["deletion_protection_enabled"] = src.deletion_protection
+    body["point_in_time_recovery"] = {"enabled": src.point_in_time_recovery}
+    if out.entity.retired:
+        # Retired: the sync is gone, the table stays (a plan that would destroy it fails).
+        body["lifecycle"] = {"prevent_destroy": True}
     if src.billing_mode == "PROVISIONED":
         if src.read_capacity is not None:
             body["read_capacity"] = src.read_capacity
