@@ -14,6 +14,11 @@ export of 8 gzip files):
 Peak memory is each process's own ru_maxrss. Rows are counted after each run.
 
     python benchmarks/backfill_bench.py --sizes 100000,1000000 [--url postgresql+psycopg://...]
+                                        [--delay-ms D]
+
+With --delay-ms D both paths reach the database through benchmarks/tcpproxy.py, which holds
+each chunk D ms in each direction (a round trip costs ~2D more): what a Lambda in a VPC, or a
+backfill run from an operator's host, sees of the network that loopback hides.
 """
 
 from __future__ import annotations
@@ -193,9 +198,39 @@ def child_stream(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_child(mode: str, directory: Path, url: str, batch_size: int) -> dict[str, Any]:
+class Delayed:
+    """`url`'s server behind a benchmarks/tcpproxy.py delay proxy in its own process (ended by
+    closing its stdin); `.url` is the proxied URL (the server's own when delay_ms is 0)."""
+
+    def __init__(self, url: str, delay_ms: float) -> None:
+        self.direct, self.delay_ms, self.url = url, delay_ms, url
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Delayed:
+        if self.delay_ms <= 0:
+            return self
+        import sqlalchemy as sa
+
+        u = sa.make_url(self.direct)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "tcpproxy.py"), "--target",
+             f"{u.host or '127.0.0.1'}:{u.port or 5432}", "--delay-ms", repr(self.delay_ms)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        port = int(self.proc.stdout.readline())
+        self.url = u.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+
+
+def run_child(mode: str, directory: Path, url: str, batch_size: int, via: str) -> dict[str, Any]:
     fresh_tables(url).dispose()
-    cmd = [sys.executable, __file__, "--child", mode, "--dir", str(directory), "--url", url]
+    cmd = [sys.executable, __file__, "--child", mode, "--dir", str(directory), "--url", via]
     cmd += ["--batch-size", str(batch_size)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     doc: dict[str, Any] = json.loads(out.splitlines()[-1])
@@ -214,6 +249,9 @@ def main() -> int:
     )
     p.add_argument("--modes", default="backfill,stream", help="(default: %(default)s)")
     p.add_argument(
+        "--delay-ms", type=float, default=0.0, help="added per direction by a delay proxy (default: none)"
+    )
+    p.add_argument(
         "--out", default=str(ROOT / "benchmarks" / "results" / "backfill.md"), help="(default: %(default)s)"
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -231,7 +269,8 @@ def main() -> int:
             write_export(Path(tmp), n)
             print(f"{n:,} items written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             for mode in args.modes.split(","):
-                doc = run_child(mode, Path(tmp), url, args.batch_size)
+                with Delayed(url, args.delay_ms) as proxy:
+                    doc = run_child(mode, Path(tmp), url, args.batch_size, proxy.url)
                 assert doc["rows"] == n and doc["events"] == n, doc
                 print(f"{n:,} {mode}: {doc}", file=sys.stderr, flush=True)
                 results.append((n, mode, doc))
@@ -244,8 +283,16 @@ def render(args: argparse.Namespace, results: list[tuple[int, str, dict[str, Any
     lines = [
         "# Backfill against the streaming path (benchmarks/backfill_bench.py)",
         "",
-        f"Command: `python benchmarks/backfill_bench.py --sizes {args.sizes} --batch-size {args.batch_size}`. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"Command: `python benchmarks/backfill_bench.py --sizes {args.sizes} --batch-size {args.batch_size}"
+        + (f" --delay-ms {args.delay_ms:g}" if args.delay_ms else "")
+        + "`. "
+        + (
+            f"Both paths reach PostgreSQL through a delay proxy holding each chunk {args.delay_ms:g} ms "
+            f"each way (~{2 * args.delay_ms:g} ms added per round trip). "
+            if args.delay_ms
+            else ""
+        )
+        + f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"PostgreSQL on the same machine, {time.strftime('%Y-%m-%d')}.",
         "",
         "Synthetic `orders` items (`order.created`: an upsert each), one DYNAMODB_JSON export of 8 gzip "
