@@ -1,0 +1,152 @@
+"""`ddb-sql-sync reconcile` (synctools/aws/reconcile.py): the rows the mapping derives from every
+current item against the database's rows, on a moto server (DynamoDB, DynamoDB Streams) and
+the real PostgreSQL and MariaDB. Items are backfilled, then rows corrupted, deleted and added
+by hand; reconcile names exactly those keys, and --repair / --delete-extra put them right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+pytest.importorskip("boto3")
+
+from tests.test_aws_tools import Aws, Run, put_order  # noqa: E402
+from tests.test_backfill import (  # noqa: E402, F401 - fixtures
+    Db,
+    account,
+    aws,
+    backfill,
+    sqldb,
+)
+
+
+def reconcile(tools: Aws, db: Db, entity: str, *extra: str) -> tuple[Run, dict[str, Any]]:
+    run = tools.run("reconcile", entity, "--db", db.url, "--grace", "0", "--quiet", *extra)
+    docs = run.lines() if "--format" in extra else []
+    return run, (docs[-1] if docs else {})
+
+
+def drift_of(doc: dict[str, Any]) -> set[tuple[str, str, str, tuple[str, ...]]]:
+    return {
+        (d["table"], d["kind"], d["key"]["order_id"], tuple(c["column"] for c in d.get("columns", ())))
+        for d in doc["drift"]
+        if not d.get("repaired")
+    }
+
+
+def test_reconcile_reports_exactly_the_drifted_keys_and_repair_fixes_them(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ddb = aws.client("dynamodb")
+    for i in range(1, 6):
+        put_order(ddb, f"o{i}", f"e{i}", "order.created", status="new", total=f"{i}0.25")
+    run, doc = backfill(
+        aws, "orders", "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / "b.json")
+    )
+    assert run.code == 0, run.err
+    assert doc["applied"] == 5
+    # GIVEN the database in step: reconcile finds no drift
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json")
+    assert run.code == 0, run.err + run.out
+    s = doc["summary"]
+    assert (s["items_read"], s["rows_compared"], s["missing"], s["differing"], s["extra"]) == (5, 5, 0, 0, 0)
+    assert s["rows_scanned_for_extras"] == 5
+    # WHEN a column of one row is corrupted, a row deleted and a row added
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE orders SET status = 'bad', total_amount = 1 WHERE order_id = 'o2'"))
+        conn.execute(text("DELETE FROM orders WHERE order_id = 'o4'"))
+        conn.execute(text("INSERT INTO orders (order_id, customer_id, status) VALUES ('zz', 1, 'ghost')"))
+    # THEN reconcile names exactly those keys, and exits 1
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json")
+    assert run.code == 1, run.err
+    assert drift_of(doc) == {
+        ("orders", "differing", "o2", ("total_amount", "status")),
+        ("orders", "missing", "o4", ()),
+        ("orders", "extra", "zz", ()),
+    }
+    s = doc["summary"]
+    assert (s["missing"], s["differing"], s["extra"]) == (1, 1, 1)
+    # AND the values are redacted unless asked for
+    (diff,) = [d for d in doc["drift"] if d["kind"] == "differing"]
+    shown = {c["column"]: c for c in diff["columns"]}
+    assert "bad" not in run.out and shown["status"]["actual"] == "a string of 3 characters"
+    run, _ = reconcile(aws, sqldb, "orders", "--show-values")
+    assert run.code == 1 and '"bad"' in run.out and "differing" in run.out and "o4" in run.out
+    # WHEN --repair alone runs: the missing and differing keys are fixed, the extra row stays
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json", "--repair")
+    assert run.code == 1, run.err
+    assert drift_of(doc) == {("orders", "extra", "zz", ())}
+    assert doc["summary"]["repaired"] == 2
+    # AND --delete-extra deletes it
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json", "--repair", "--delete-extra")
+    assert run.code == 0, run.err + run.out
+    assert doc["summary"]["deleted_extra"] == 1
+    # THEN reconcile is clean, and the rows are the items' again
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json")
+    assert run.code == 0, run.out
+    assert sqldb.rows("SELECT order_id, status, total_amount FROM orders ORDER BY order_id") == [
+        (f"o{i}", "new", pytest.approx(float(f"{i}0.25"))) for i in range(1, 6)
+    ]
+
+
+def test_a_drift_that_settles_within_the_grace_period_is_not_drift(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from synctools.aws.reconcile import DIFFERING, Drift
+
+    ddb = aws.client("dynamodb")
+    put_order(ddb, "o1", "e1", "order.created", status="new")
+    run, _ = backfill(
+        aws, "orders", "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / "b.json")
+    )
+    assert run.code == 0, run.err
+    rec = _reconciler(aws, sqldb)
+    # a key seen drifted, in step when it is looked at again
+    d = Drift("orders", DIFFERING, {"order_id": "o1"}, {"order_id": {"S": "o1"}}, [("status", "x", "y")])
+    assert rec.settle([d]) == []
+    assert rec.report.settled == 1
+
+
+def _reconciler(tools: Aws, db: Db) -> Any:
+    from sqlalchemy import create_engine
+
+    from runtime.registry import load_registry
+    from synctools.aws.backfill import ScanSource, Synthesizer
+    from synctools.aws.reconcile import Reconciler
+    from synctools.local.build import load_pipe
+
+    registry = load_registry(tools.build / "registry.json")
+    ddb = tools.client("dynamodb")
+    return Reconciler(
+        registry=registry,
+        entity="orders",
+        pipe=load_pipe(registry.raw, "orders", tools.build),
+        synthesizer=Synthesizer.of("orders", registry.raw["entities"]["orders"], "1"),
+        source=ScanSource(ddb, "orders"),
+        engine=create_engine(db.url),
+        ddb=ddb,
+        grace=0,
+    )
+
+
+def test_append_only_tables_are_skipped_with_the_reason(aws: Aws, sqldb: Db) -> None:  # noqa: F811 - fixtures
+    run, doc = reconcile(aws, sqldb, "customers", "--format", "json")
+    assert run.code == 0, run.err + run.out
+    assert "customer_status_history" in doc["skipped_tables"]
+    assert "action insert" in doc["skipped_tables"]["customer_status_history"]
+    run, _ = reconcile(aws, sqldb, "customers")
+    assert "skipped table customer_status_history" in run.out
+
+
+def test_command_line_errors_exit_2(aws: Aws, sqldb: Db) -> None:  # noqa: F811 - fixtures
+    run, _ = reconcile(aws, sqldb, "nosuch")
+    assert run.code == 2 and "unknown entity" in run.err
+    bad = aws.run("reconcile", "orders", "--db", "postgresql://nobody@127.0.0.1:1/x")
+    assert bad.code == 2 and "--db" in bad.err
