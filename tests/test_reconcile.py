@@ -232,20 +232,25 @@ def test_a_backfill_beside_concurrent_updates_and_deletes_leaves_no_drift(
     assert run.code == 0, run.err
     for line in range(1, 21):
         put_line(ddb, "o1", line, rev=1, qty=line)
-    # GIVEN a slow backfill of order_items (pages of 2 items, 20 items a second) in a thread
+    # GIVEN a slow backfill of order_items (pages of 1 item, 5 items a second) in a thread
     registry = load_registry(aws.build / "registry.json")
     arn = ddb.describe_table(TableName="order_items")["Table"]["LatestStreamArn"]
     raw = registry.raw["entities"]["order_items"]
-    source = ScanSource(ddb, "order_items", page_size=2)
+    source = ScanSource(ddb, "order_items", page_size=1)
     engine = create_engine(sqldb.url)
     fill = Backfill(
         pipe=load_pipe(registry.raw, "order_items", aws.build, region=REGION, source_arn=arn),
         synthesizer=Synthesizer.of("order_items", raw, "0", REGION, arn),
         source=source,
-        sink=DbSink(engine, registry, "arn:aws:sqs:ap-northeast-1:000000000000:order_items.fifo", REGION),
+        sink=DbSink(
+            engine,
+            registry,
+            f"arn:aws:sqs:{REGION}:000000000000:{registry.entities['order_items'].queue}",
+            REGION,
+        ),
         checkpoint=BackfillCheckpoint(Checkpoint(tmp_path / "b.json"), "order_items", source.ident),
         summary=Summary("order_items", source.ident, "db", "0"),
-        rate=RateLimit(20),
+        rate=RateLimit(5),
     )
     errors: list[BaseException] = []
 
@@ -265,9 +270,11 @@ def test_a_backfill_beside_concurrent_updates_and_deletes_leaves_no_drift(
         ddb.delete_item(TableName="order_items", Key={"order_id": {"S": "o1"}, "line_no": {"N": str(line)}})
     pump(aws, "order_items", ckpt)
     consume(aws, sqldb, "order_items")
+    assert worker.is_alive()  # the stream's changes were applied while the backfill ran
     worker.join(60)
     assert not worker.is_alive() and not errors, errors
-    assert fill.summary.complete
+    c = fill.summary.counts
+    assert fill.summary.complete and c.failed == 0 and c.applied + c.stale + c.duplicate == c.read, c.reasons
     pump(aws, "order_items", ckpt)
     consume(aws, sqldb, "order_items")
     engine.dispose()
@@ -275,3 +282,62 @@ def test_a_backfill_beside_concurrent_updates_and_deletes_leaves_no_drift(
     run, doc = reconcile(aws, sqldb, "order_items", "--format", "json")
     assert run.code == 0, run.out
     assert doc["summary"]["items_read"] == 16 and doc["summary"]["rows_scanned_for_extras"] == 16
+
+
+def customer_item(cid: str, event_id: str) -> dict[str, Any]:
+    return {
+        "customer_id": {"S": cid},
+        "email": {"S": f"{cid}@example.com"},
+        "given_name": {"S": "Ada"},
+        "family_name": {"S": "Lovelace"},
+        "status": {"S": "active"},
+        "vip": {"BOOL": True},
+        "registered_at": {"S": "2024-01-01T10:00:00.123456+02:00"},
+        "profile": {"M": {"tier": {"S": "gold"}, "score": {"N": "1.50"}, "tags": {"L": [{"S": "a"}]}}},
+        "outbox": {"M": {"id": {"S": event_id}, "type": {"S": "customer.registered"}}},
+    }
+
+
+def test_json_timestamps_and_booleans_compare_by_value_and_soft_deleted_rows_are_no_extras(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ddb = aws.client("dynamodb")
+    for cid in ("c1", "c2"):
+        ddb.put_item(TableName="customers", Item=customer_item(cid, f"e-{cid}"))
+    run, _ = backfill(
+        aws, "customers", "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / "b.json")
+    )
+    assert run.code == 0, run.err
+    # GIVEN the rows as the runtime wrote them (jsonb / JSON, timestamps in UTC, booleans)
+    run, doc = reconcile(aws, sqldb, "customers", "--format", "json")
+    assert run.code == 0, run.out
+    assert doc["summary"]["rows_compared"] == 2
+    # WHEN c1's JSON, boolean and timestamp are changed; a soft-deleted row and a live row
+    # without an item are added
+    with sqldb.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE customers SET is_vip = false, profile = :p, registered_at = :t WHERE external_id = 'c1'"
+            ),
+            {"p": '{"tier": "gold", "score": 2, "tags": ["a"]}', "t": "2024-01-01 08:00:01"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO customers (external_id, email, deleted_at) VALUES ('c8', 'x', NULL), ('c9', 'y', :t)"
+            ),
+            {"t": "2024-02-01 00:00:00"},
+        )
+    run, doc = reconcile(aws, sqldb, "customers", "--format", "json")
+    assert run.code == 1
+    drift = {
+        (d["kind"], d["key"]["external_id"]): {c["column"] for c in d.get("columns", ())}
+        for d in doc["drift"]
+    }
+    assert drift == {("differing", "c1"): {"is_vip", "profile", "registered_at"}, ("extra", "c8"): set()}
+    run, doc = reconcile(aws, sqldb, "customers", "--format", "json", "--repair", "--delete-extra")
+    assert run.code == 0, run.out
+    run, _ = reconcile(aws, sqldb, "customers")
+    assert run.code == 0, run.out
+    assert sqldb.rows("SELECT external_id FROM customers ORDER BY external_id") == [("c1",), ("c2",), ("c9",)]
