@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 from generator import __version__
 from generator.override import DEFAULT_NAME as DEFAULT_OVERRIDE
 from generator.override import MOTO_UNSUPPORTED, endpoint_url
-from synctools.aws.commands import backfill, consume, dlq, pump
+from synctools.aws.commands import backfill, consume, dlq, pump, reconcile
 from synctools.local.argtypes import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -47,7 +47,9 @@ if TYPE_CHECKING:  # loaded by the generator's commands only: the tools start wi
 EXIT_TOOL, EXIT_IO = 3, 4
 
 # The tools' commands, in the order --help lists them; each module has add_parser and run.
-TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (replay, sample, pump, consume, dlq, prune, backfill)}
+TOOLS: dict[str, ModuleType] = {
+    m.NAME: m for m in (replay, sample, pump, consume, dlq, prune, backfill, reconcile)
+}
 
 
 def _endpoint(text: str) -> str:

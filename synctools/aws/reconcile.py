@@ -1,0 +1,606 @@
+"""`ddb-sql-sync reconcile ENTITY`: the rows the mapping derives from every current DynamoDB
+item, compared with the rows in the database, table by table (docs/aws-tools.md, "Reconcile").
+
+Expected rows are never worked out here: each item goes the backfill's way (a Source of
+synctools.aws.backfill, its Synthesizer, the Pipe's filter and input template) and the SQS body
+is decoded by the runtime's own decoder (runtime.decode): the expected row of a key is what the
+write of that item's rule would put in the row. Both sides are normalized per column type with
+the runtime's coercion before they are compared.
+
+Memory stays bounded: items are compared a source page at a time (one SELECT ... WHERE key IN
+per table and page), and extra rows are looked for a database page at a time (keyset order,
+BatchGetItem of the keys in chunks of 100). Only the drifted keys are kept, for the re-check
+after the grace period and for --repair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from runtime.coerce import converter
+from runtime.decode import DecodeError, decode, parse_sqs_record
+from runtime.kinds import DO_DELETE, DO_INSERT, DO_SOFT_DELETE, DO_UPDATE, DO_UPSERT, IF_MISSING_UPSERT
+from runtime.redact import cut, shown
+from runtime.registry import ColumnSpec, EntitySpec, Registry, TableSpec
+from synctools.aws.backfill import Counts, DbSink, Source, Synthesizer
+from synctools.aws.pipe import Outgoing
+from synctools.local.build import Pipe
+from synctools.local.transform import TargetError
+
+BATCH_GET_KEYS = 100  # BatchGetItem's limit of keys a request
+MISSING, DIFFERING, EXTRA = "missing", "differing", "extra"
+
+
+# -- normalization ---------------------------------------------------------------------------
+
+
+def _json_value(value: Any) -> Any:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    try:
+        return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    except ValueError:
+        return text
+
+
+def normalize(col: ColumnSpec, value: Any, *, naive_utc: bool = True) -> Any:
+    """One column's value, from the database or from the decoder, in a form both compare in:
+    the runtime's coercion of the column type (no default, map or constant: those were applied
+    on the expected side already), JSON as parsed structures with exact numbers, timestamps as
+    aware UTC (a naive one from the database is UTC wall time, as the runtime stores it)."""
+    if value is None:
+        return None
+    if col.type == "json":
+        return _json_value(value)
+    if col.type == "timestamp" and isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    plain = dataclasses.replace(col, has_const=False, value_map=None, has_default=False, nullable=True)
+    try:
+        out = converter(plain)(value)
+    except ValueError:
+        return value
+    if isinstance(out, Decimal):
+        return out.normalize() if out != 0 else Decimal(0)
+    return out
+
+
+def shown_value(value: Any, show: bool) -> str:
+    """A value in the report: its kind and size (as the runtime's logs), or a sample with
+    --show-values."""
+    if show:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return cut(json.dumps(value, default=str, ensure_ascii=False), 200)
+    return shown(value)
+
+
+# -- what is compared ------------------------------------------------------------------------
+
+
+@dataclass
+class TablePlan:
+    spec: TableSpec
+    table: Any  # sqlalchemy.Table
+    # Per key column, the item's key attribute (name, DynamoDB type) it is, when each key column
+    # is an item key attribute as it is (extras can then be looked up in DynamoDB).
+    key_attrs: list[tuple[str, str]] | None
+    extras_reason: str | None  # why extras cannot be checked
+    # Columns filled from the stream record's metadata only (eventID, ApproximateCreationDateTime,
+    # SequenceNumber...): what the record that wrote the row carried, not the item's state.
+    meta_columns: frozenset[str] = frozenset()
+
+
+def append_only(entity: EntitySpec, table: str) -> bool:
+    """A table some rule appends to (action insert): its rows are the events that came, not a
+    function of the current item; reconcile skips it."""
+    return any(a.table == table and a.action is DO_INSERT for acts in entity.rules.values() for a in acts)
+
+
+def _key_attrs(
+    entity: EntitySpec, raw: dict[str, Any], spec: TableSpec
+) -> tuple[list[tuple[str, str]] | None, str | None]:
+    src = raw["source"]
+    item_keys = [src["partition_key"]["name"]] + ([src["sort_key"]["name"]] if src.get("sort_key") else [])
+    out: list[tuple[str, str]] = []
+    for k in spec.key:
+        col = spec.columns[k]
+        if col.has_const or col.value_map is not None or len(col.fields) != 1:
+            return None, f"key column {k} is not a single item attribute"
+        f = raw["fields"].get(col.fields[0]) or {}
+        source = str(f.get("source") or "")
+        parts = source.split(".")
+        if f.get("kind") != "key" or len(parts) != 5 or parts[:3] != ["$", "dynamodb", "Keys"]:
+            return None, f"key column {k} is not one of the item's key attributes (field {col.fields[0]})"
+        out.append((parts[3], parts[4]))
+    if sorted(a for a, _ in out) != sorted(item_keys):
+        return None, f"the key columns {', '.join(spec.key)} are not the item key {', '.join(item_keys)}"
+    return out, None
+
+
+@dataclass
+class Drift:
+    table: str
+    kind: str  # missing | differing | extra
+    key: dict[str, Any]  # key column -> value
+    item_key: dict[str, Any] | None  # the item's DynamoDB key (attribute values)
+    columns: list[tuple[str, Any, Any]] = field(default_factory=list)  # (column, expected, in db)
+    repaired: bool = False
+
+    def ident(self) -> tuple[str, str]:
+        return self.table, json.dumps(self.key, sort_keys=True, default=str)
+
+    def as_dict(self, show: bool) -> dict[str, Any]:
+        d: dict[str, Any] = {"table": self.table, "kind": self.kind, "key": self.key}
+        if self.columns:
+            d["columns"] = [
+                {"column": c, "expected": shown_value(e, show), "actual": shown_value(a, show)}
+                for c, e, a in self.columns
+            ]
+        if self.repaired:
+            d["repaired"] = True
+        return d
+
+
+@dataclass
+class Report:
+    entity: str
+    source: str
+    items: int = 0
+    filtered: int = 0
+    undecodable: int = 0
+    compared: int = 0  # expected rows looked up in the database
+    rows_scanned: int = 0  # database rows looked at for extras
+    rechecked: int = 0
+    settled: int = 0  # found drifted, in step after the grace period
+    repaired: int = 0
+    deleted: int = 0
+    drift: list[Drift] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # table -> why
+    unchecked_extras: dict[str, str] = field(default_factory=dict)  # table -> why
+    uncompared: dict[str, list[str]] = field(default_factory=dict)  # table -> metadata columns
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, kind: str) -> int:
+        return sum(1 for d in self.drift if d.kind == kind and not d.repaired)
+
+    @property
+    def in_step(self) -> bool:
+        return not any(not d.repaired for d in self.drift)
+
+    def note(self, why: str) -> None:
+        if len(self.problems) < 20:
+            self.problems.append(why)
+
+    def as_dict(self, show: bool) -> dict[str, Any]:
+        return {
+            "entity": self.entity,
+            "source": self.source,
+            "summary": {
+                "items_read": self.items,
+                "filtered": self.filtered,
+                "undecodable": self.undecodable,
+                "rows_compared": self.compared,
+                "rows_scanned_for_extras": self.rows_scanned,
+                "missing": self.count(MISSING),
+                "differing": self.count(DIFFERING),
+                "extra": self.count(EXTRA),
+                "rechecked": self.rechecked,
+                "settled_after_grace": self.settled,
+                "repaired": self.repaired,
+                "deleted_extra": self.deleted,
+                "in_step": self.in_step,
+                "seconds": round(self.seconds, 3),
+            },
+            "drift": [d.as_dict(show) for d in self.drift],
+            "skipped_tables": dict(self.skipped),
+            "extras_not_checked": dict(self.unchecked_extras),
+            "columns_not_compared": dict(self.uncompared),
+            "problems": list(self.problems),
+        }
+
+    def render(self, show: bool) -> str:
+        lines = []
+        for t, why in self.skipped.items():
+            lines.append(f"skipped table {t}: {why}")
+        for t, cols in self.uncompared.items():
+            lines.append(f"not compared in {t}: {', '.join(cols)} (from the stream record's metadata)")
+        for t, why in self.unchecked_extras.items():
+            lines.append(f"extra rows of {t} not checked: {why}")
+        if self.drift:
+            lines.append(f"{'TABLE':<24} {'KIND':<10} {'KEY':<40} DETAIL")
+            for d in self.drift:
+                key = json.dumps(d.key, default=str, ensure_ascii=False)
+                detail = "; ".join(
+                    f"{c}: expected {shown_value(e, show)}, db {shown_value(a, show)}"
+                    for c, e, a in d.columns
+                )
+                if d.repaired:
+                    detail = (detail + " " if detail else "") + "(repaired)"
+                lines.append(f"{d.table:<24} {d.kind:<10} {cut(key, 40):<40} {detail}")
+        for p in self.problems:
+            lines.append(f"problem: {p}")
+        state = "in step" if self.in_step else "DRIFT"
+        lines.append(
+            f"reconcile {self.entity}: {state}: {self.items} items read ({self.filtered} filtered out, "
+            f"{self.undecodable} undecodable), {self.compared} rows compared, {self.rows_scanned} rows "
+            f"scanned for extras; missing {self.count(MISSING)}, differing {self.count(DIFFERING)}, "
+            f"extra {self.count(EXTRA)}; {self.settled} settled after the grace period, "
+            f"{self.repaired} repaired, {self.deleted} extra rows deleted; {self.seconds:.1f} s"
+        )
+        return "\n".join(lines)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+Expected = dict[str, dict[tuple[Any, ...], tuple[dict[str, Any] | None, dict[str, Any]]]]
+# table -> normalized key -> (expected values or None: no expected row, the item's key)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        entity: str,
+        pipe: Pipe,
+        synthesizer: Synthesizer,
+        source: Source,
+        engine: Any,
+        ddb: Any,
+        page_size: int = 500,
+        grace: float = 30.0,
+        show_values: bool = False,
+        log: Callable[[str], None] = lambda line: None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        from runtime.schema import build_metadata
+
+        self.registry = registry
+        self.spec = registry.entities[entity]
+        self.raw = registry.raw["entities"][entity]
+        self.pipe = pipe
+        self.synth = synthesizer
+        self.source = source
+        self.engine = engine
+        self.ddb = ddb
+        self.page_size = page_size
+        self.grace = grace
+        self.show = show_values
+        self.log = log
+        self.sleep = sleep
+        self.nul_ok = engine.dialect.name != "postgresql"
+        self.report = Report(entity, source.ident)
+        metadata = build_metadata(registry, foreign_keys=False)
+        self.plans: dict[str, TablePlan] = {}
+        for name, spec in self.spec.tables.items():
+            if append_only(self.spec, name):
+                self.report.skipped[name] = (
+                    "a rule appends rows to it (action insert): its rows are the events that came, "
+                    "not a function of the current item"
+                )
+                continue
+            attrs, why = _key_attrs(self.spec, self.raw, spec)
+            if why:
+                self.report.unchecked_extras[name] = why
+            meta = frozenset(
+                c
+                for c, col in spec.columns.items()
+                if c not in spec.key
+                and col.fields
+                and all((self.raw["fields"].get(f) or {}).get("kind") == "meta" for f in col.fields)
+            )
+            if meta:
+                self.report.uncompared[name] = sorted(meta)
+            self.plans[name] = TablePlan(spec, metadata.tables[spec.qualified], attrs, why, meta)
+
+    # -- expected rows
+
+    def _norm_key(self, spec: TableSpec, key: Iterable[Any]) -> tuple[Any, ...]:
+        return tuple(normalize(spec.columns[k], v) for k, v in zip(spec.key, key, strict=True))
+
+    def expected(self, items: Iterable[dict[str, Any]]) -> Expected:
+        """Per table and key, the row the item's write would leave (its columns), or None when
+        the item's rule deletes, soft deletes or has no write for the table."""
+        out: Expected = {t: {} for t in self.plans}
+        created = self.source.created
+        for item in items:
+            record = self.synth.record(item, created)
+            item_key = {k: item[k] for k in self.synth.keys}
+            if not self.pipe.filters.matches(record):
+                self.report.filtered += 1
+                continue
+            try:
+                entry = self.pipe.entry(record)
+            except TargetError as exc:
+                self.report.undecodable += 1
+                self.report.note(f"item {json.dumps(item_key, default=str)}: the Pipe refuses it: {exc}")
+                continue
+            sqs = parse_sqs_record(
+                {
+                    "messageId": "reconcile",
+                    "body": entry.body,
+                    "attributes": {"MessageGroupId": entry.group_id},
+                    "eventSourceARN": f"arn:aws:sqs:local:000000000000:{self.spec.queue}",
+                }
+            )
+            try:
+                change = decode(sqs, self.spec, nul_ok=self.nul_ok)
+            except DecodeError as exc:
+                self.report.undecodable += 1
+                self.report.note(f"item {json.dumps(item_key, default=str)}: {exc}")
+                continue
+            for w in change.writes:
+                plan = self.plans.get(w.table.name)
+                if plan is None:
+                    continue
+                nk = self._norm_key(w.table, w.key)
+                if w.action in (DO_DELETE, DO_SOFT_DELETE):
+                    out[w.table.name][nk] = (None, item_key)
+                    continue
+                values = dict(w.values)
+                if w.action is DO_UPDATE and w.if_missing is not IF_MISSING_UPSERT:
+                    values = {c: values[c] for c in values if c in w.table.columns}
+                prev = out[w.table.name].get(nk)
+                if prev and prev[0] is not None and w.action not in (DO_UPSERT,):
+                    values = {**prev[0], **values}
+                out[w.table.name][nk] = (values, item_key)
+        return out
+
+    # -- database side
+
+    def _select(self, plan: TablePlan, keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+        from sqlalchemy import select, tuple_
+
+        t = plan.table
+        cols = [t.c[k] for k in plan.spec.key]
+        cond = cols[0].in_([k[0] for k in keys]) if len(cols) == 1 else tuple_(*cols).in_(keys)
+        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(select(t).where(cond)).mappings():
+                rows[self._norm_key(plan.spec, [r[k] for k in plan.spec.key])] = dict(r)
+        return rows
+
+    def _compare(
+        self, plan: TablePlan, values: dict[str, Any], row: dict[str, Any]
+    ) -> list[tuple[str, Any, Any]]:
+        diff = []
+        for c, v in values.items():
+            col = plan.spec.columns.get(c)
+            if col is None or c in plan.meta_columns:
+                continue
+            e, a = normalize(col, v), normalize(col, row.get(c))
+            if e != a:
+                diff.append((c, e, a))
+        return diff
+
+    def _key_dict(self, plan: TablePlan, nk: tuple[Any, ...]) -> dict[str, Any]:
+        return {
+            k: (v if isinstance(v, (str, int)) else str(v)) for k, v in zip(plan.spec.key, nk, strict=True)
+        }
+
+    def compare_page(self, expected: Expected) -> list[Drift]:
+        drift = []
+        for name, rows in expected.items():
+            plan = self.plans[name]
+            wanted = [(nk, v) for nk, v in rows.items() if v[0] is not None]
+            for i in range(0, len(wanted), self.page_size):
+                chunk = wanted[i : i + self.page_size]
+                found = self._select(plan, [nk for nk, _ in chunk])
+                for nk, (values, item_key) in chunk:
+                    assert values is not None
+                    self.report.compared += 1
+                    row = found.get(nk)
+                    if row is None:
+                        drift.append(Drift(name, MISSING, self._key_dict(plan, nk), item_key))
+                        continue
+                    diff = self._compare(plan, values, row)
+                    if diff:
+                        drift.append(Drift(name, DIFFERING, self._key_dict(plan, nk), item_key, diff))
+        return drift
+
+    def _db_pages(self, plan: TablePlan) -> Iterator[list[dict[str, Any]]]:
+        from sqlalchemy import select, tuple_
+
+        t = plan.table
+        cols = [t.c[k] for k in plan.spec.key]
+        extra = [t.c[plan.spec.soft_delete.column]] if plan.spec.soft_delete else []
+        last: tuple[Any, ...] | None = None
+        while True:
+            q = select(*cols, *extra).order_by(*cols).limit(self.page_size)
+            if last is not None:
+                q = q.where(cols[0] > last[0] if len(cols) == 1 else tuple_(*cols) > tuple_(*last))
+            with self.engine.connect() as conn:
+                page = [dict(r) for r in conn.execute(q).mappings()]
+            if not page:
+                return
+            yield page
+            last = tuple(page[-1][k] for k in plan.spec.key)
+            if len(page) < self.page_size:
+                return
+
+    def _item_key(self, plan: TablePlan, row: dict[str, Any]) -> dict[str, Any]:
+        from runtime.coerce import canonical_text
+
+        assert plan.key_attrs is not None
+        key = {}
+        for k, (attr, t) in zip(plan.spec.key, plan.key_attrs, strict=True):
+            v = row[k]
+            key[attr] = {
+                t: v if isinstance(v, str) else canonical_text(v if not isinstance(v, int) else Decimal(v))
+            }
+        return key
+
+    def _existing(self, keys: list[dict[str, Any]]) -> set[str]:
+        """Which of the item keys exist in the table (BatchGetItem, 100 keys a request, the key
+        attributes only, unprocessed keys asked again)."""
+        table = self.spec.source_table
+        names = list(self.synth.keys)
+        found: set[str] = set()
+        for i in range(0, len(keys), BATCH_GET_KEYS):
+            pending: dict[str, Any] = {
+                table: {
+                    "Keys": keys[i : i + BATCH_GET_KEYS],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": ", ".join(f"#k{j}" for j in range(len(names))),
+                    "ExpressionAttributeNames": {f"#k{j}": n for j, n in enumerate(names)},
+                }
+            }
+            delay = 0.05
+            while pending:
+                resp = self.ddb.batch_get_item(RequestItems=pending)
+                for item in resp.get("Responses", {}).get(table, []):
+                    found.add(_ident(item, names))
+                pending = resp.get("UnprocessedKeys") or {}
+                if pending:
+                    self.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        return found
+
+    def extras(self, plan: TablePlan) -> list[Drift]:
+        drift = []
+        sd = plan.spec.soft_delete
+        for page in self._db_pages(plan):
+            self.report.rows_scanned += len(page)
+            live = [r for r in page if sd is None or not r.get(sd.column)]  # a soft-deleted row is no extra
+            keys = [self._item_key(plan, r) for r in live]
+            exists = self._existing(keys)
+            for r, k in zip(live, keys, strict=True):
+                if _ident(k, list(self.synth.keys)) not in exists:
+                    nk = self._norm_key(plan.spec, [r[c] for c in plan.spec.key])
+                    drift.append(Drift(plan.spec.name, EXTRA, self._key_dict(plan, nk), k))
+        return drift
+
+    # -- the grace period
+
+    def recheck(self, d: Drift) -> tuple[Drift | None, dict[str, Any] | None]:
+        """The drifted key once more: the item by a consistent GetItem, the row by its key. The
+        drift that is still there (or None), and the item (None: there is none)."""
+        assert d.item_key is not None
+        resp = self.ddb.get_item(TableName=self.spec.source_table, Key=d.item_key, ConsistentRead=True)
+        item = resp.get("Item")
+        plan = self.plans[d.table]
+        nk = self._norm_key(plan.spec, [d.key[k] for k in plan.spec.key])
+        exp = self.expected([item]) if item else {d.table: {}}
+        want = exp.get(d.table, {}).get(nk)
+        row = self._select(plan, [nk]).get(nk)
+        if want is None or want[0] is None:  # no row expected
+            sd = plan.spec.soft_delete
+            if row is None or item is not None or (sd is not None and row.get(sd.column)):
+                return None, item
+            return Drift(d.table, EXTRA, d.key, d.item_key), item
+        if row is None:
+            return Drift(d.table, MISSING, d.key, d.item_key), item
+        diff = self._compare(plan, want[0], row)
+        return (Drift(d.table, DIFFERING, d.key, d.item_key, diff) if diff else None), item
+
+    # -- repair
+
+    def repair(
+        self,
+        drift: list[tuple[Drift, dict[str, Any] | None]],
+        *,
+        sink: DbSink,
+        synthesizer: Synthesizer,
+        delete_extra: bool,
+    ) -> None:
+        """Missing and differing keys: the differing row deleted (so that the row's version
+        cannot guard the re-apply off), then the item's current state applied the backfill's
+        way (its Synthesizer with a fresh watermark and a salt of its own, so the ledger does not
+        take it for the earlier backfill's record; DbSink). Extra rows: deleted with
+        `delete_extra` only."""
+        from sqlalchemy import and_, delete
+
+        outgoing: list[Outgoing] = []
+        deletes: list[Drift] = []
+        for d, item in drift:
+            if d.kind == EXTRA:
+                if delete_extra:
+                    deletes.append(d)
+                continue
+            if item is None:
+                continue
+            if d.kind == DIFFERING:
+                deletes.append(d)
+            record = synthesizer.record(item, int(time.time()))
+            if self.pipe.filters.matches(record):
+                try:
+                    outgoing.append(Outgoing(record, self.pipe.entry(record), synthesizer.sequence))
+                except TargetError:
+                    continue
+        with self.engine.begin() as conn:
+            for d in deletes:
+                t = self.plans[d.table].table
+                conn.execute(delete(t).where(and_(*[t.c[k] == v for k, v in d.key.items()])))
+        counts = Counts()
+        seen: set[str] = set()
+        unique = []
+        for o in outgoing:  # one record per item, though several of its tables drifted
+            if o.record["eventID"] not in seen:
+                seen.add(o.record["eventID"])
+                unique.append(o)
+        if unique:
+            sink.send(unique, counts)
+        for c in counts.reasons:
+            self.report.note(f"repair: {c}")
+        for d, _ in drift:
+            if d.kind == EXTRA and delete_extra:
+                self.report.deleted += 1
+
+    # -- the whole run
+
+    def run(self) -> list[Drift]:
+        """Compare every item and look for extras; the drifted keys (before the grace period)."""
+        started = time.monotonic()
+        suspects: list[Drift] = []
+        for unit in self.source.units():
+            for items, _after in self.source.pages(unit, None):
+                self.report.items += len(items)
+                suspects += self.compare_page(self.expected(items))
+            self.log(
+                f"reconcile {self.spec.name}: {self.report.items:,} items read, {len(suspects)} drifted so far"
+            )
+        for plan in self.plans.values():
+            if plan.key_attrs is not None:
+                suspects += self.extras(plan)
+        self.report.seconds = time.monotonic() - started
+        return suspects
+
+    def settle(self, suspects: list[Drift]) -> list[tuple[Drift, dict[str, Any] | None]]:
+        """Each drifted key re-checked after the grace period; the drift that stays."""
+        if not suspects:
+            return []
+        if self.grace > 0:
+            self.log(
+                f"reconcile {self.spec.name}: {len(suspects)} drifted key(s); re-checked in {self.grace:g} s"
+            )
+            self.sleep(self.grace)
+        out = []
+        seen: set[tuple[str, str]] = set()
+        for d in suspects:
+            if d.ident() in seen:
+                continue
+            seen.add(d.ident())
+            self.report.rechecked += 1
+            still, item = self.recheck(d)
+            if still is None:
+                self.report.settled += 1
+            else:
+                out.append((still, item))
+        return out
+
+
+def _ident(key: dict[str, Any], names: list[str]) -> str:
+    def scalar(v: Any) -> str:
+        ((t, x),) = v.items()
+        if t == "N":
+            return "N:" + str(Decimal(str(x)).normalize())
+        return f"{t}:{x}"
+
+    return "|".join(scalar(key[n]) for n in names)

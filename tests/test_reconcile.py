@@ -1,0 +1,414 @@
+"""`ddb-sql-sync reconcile` (synctools/aws/reconcile.py): the rows the mapping derives from every
+current item against the database's rows, on a moto server (DynamoDB, DynamoDB Streams) and
+the real PostgreSQL and MariaDB. Items are backfilled, then rows corrupted, deleted and added
+by hand; reconcile names exactly those keys, and --repair / --delete-extra put them right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+pytest.importorskip("boto3")
+
+from tests.test_aws_tools import REGION, Aws, Run, put_order  # noqa: E402
+from tests.test_backfill import (  # noqa: E402, F401 - fixtures
+    Db,
+    account,
+    aws,
+    backfill,
+    consume,
+    pump,
+    put_line,
+    scan_all,
+    sqldb,
+    write_export,
+)
+
+
+def reconcile(tools: Aws, db: Db, entity: str, *extra: str) -> tuple[Run, dict[str, Any]]:
+    run = tools.run("reconcile", entity, "--db", db.url, "--grace", "0", "--quiet", *extra)
+    docs = run.lines() if "--format" in extra else []
+    return run, (docs[-1] if docs else {})
+
+
+def drift_of(doc: dict[str, Any]) -> set[tuple[str, str, str, tuple[str, ...]]]:
+    return {
+        (d["table"], d["kind"], d["key"]["order_id"], tuple(c["column"] for c in d.get("columns", ())))
+        for d in doc["drift"]
+        if not d.get("repaired")
+    }
+
+
+def test_reconcile_reports_exactly_the_drifted_keys_and_repair_fixes_them(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ddb = aws.client("dynamodb")
+    for i in range(1, 6):
+        put_order(ddb, f"o{i}", f"e{i}", "order.created", status="new", total=f"{i}0.25")
+    run, doc = backfill(
+        aws, "orders", "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / "b.json")
+    )
+    assert run.code == 0, run.err
+    assert doc["applied"] == 5
+    # GIVEN the database in step: reconcile finds no drift
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json")
+    assert run.code == 0, run.err + run.out
+    s = doc["summary"]
+    assert (s["items_read"], s["rows_compared"], s["missing"], s["differing"], s["extra"]) == (5, 5, 0, 0, 0)
+    assert s["rows_scanned_for_extras"] == 5
+    # WHEN a column of one row is corrupted, a row deleted and a row added
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE orders SET status = 'bad', total_amount = 1 WHERE order_id = 'o2'"))
+        conn.execute(text("DELETE FROM orders WHERE order_id = 'o4'"))
+        conn.execute(text("INSERT INTO orders (order_id, customer_id, status) VALUES ('zz', 1, 'ghost')"))
+    # THEN reconcile names exactly those keys, and exits 1
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json")
+    assert run.code == 1, run.err
+    assert drift_of(doc) == {
+        ("orders", "differing", "o2", ("total_amount", "status")),
+        ("orders", "missing", "o4", ()),
+        ("orders", "extra", "zz", ()),
+    }
+    s = doc["summary"]
+    assert (s["missing"], s["differing"], s["extra"]) == (1, 1, 1)
+    # AND the values are redacted unless asked for
+    (diff,) = [d for d in doc["drift"] if d["kind"] == "differing"]
+    shown = {c["column"]: c for c in diff["columns"]}
+    assert "bad" not in run.out and shown["status"]["actual"] == "a string of 3 characters"
+    run, _ = reconcile(aws, sqldb, "orders", "--show-values")
+    assert run.code == 1 and '"bad"' in run.out and "differing" in run.out and "o4" in run.out
+    # WHEN --repair alone runs: the missing and differing keys are fixed, the extra row stays
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json", "--repair")
+    assert run.code == 1, run.err
+    assert drift_of(doc) == {("orders", "extra", "zz", ())}
+    assert doc["summary"]["repaired"] == 2
+    # AND --delete-extra deletes it
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json", "--repair", "--delete-extra")
+    assert run.code == 0, run.err + run.out
+    assert doc["summary"]["deleted_extra"] == 1
+    # THEN reconcile is clean, and the rows are the items' again
+    run, doc = reconcile(aws, sqldb, "orders", "--format", "json")
+    assert run.code == 0, run.out
+    assert sqldb.rows("SELECT order_id, status, total_amount FROM orders ORDER BY order_id") == [
+        (f"o{i}", "new", pytest.approx(float(f"{i}0.25"))) for i in range(1, 6)
+    ]
+
+
+def test_a_drift_that_settles_within_the_grace_period_is_not_drift(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from synctools.aws.reconcile import DIFFERING, Drift
+
+    ddb = aws.client("dynamodb")
+    put_order(ddb, "o1", "e1", "order.created", status="new")
+    run, _ = backfill(
+        aws, "orders", "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / "b.json")
+    )
+    assert run.code == 0, run.err
+    rec = _reconciler(aws, sqldb)
+    # a key seen drifted, in step when it is looked at again
+    d = Drift("orders", DIFFERING, {"order_id": "o1"}, {"order_id": {"S": "o1"}}, [("status", "x", "y")])
+    assert rec.settle([d]) == []
+    assert rec.report.settled == 1
+
+
+def _reconciler(tools: Aws, db: Db) -> Any:
+    from sqlalchemy import create_engine
+
+    from runtime.registry import load_registry
+    from synctools.aws.backfill import ScanSource, Synthesizer
+    from synctools.aws.reconcile import Reconciler
+    from synctools.local.build import load_pipe
+
+    registry = load_registry(tools.build / "registry.json")
+    ddb = tools.client("dynamodb")
+    return Reconciler(
+        registry=registry,
+        entity="orders",
+        pipe=load_pipe(registry.raw, "orders", tools.build),
+        synthesizer=Synthesizer.of("orders", registry.raw["entities"]["orders"], "1"),
+        source=ScanSource(ddb, "orders"),
+        engine=create_engine(db.url),
+        ddb=ddb,
+        grace=0,
+    )
+
+
+def test_append_only_tables_are_skipped_with_the_reason(aws: Aws, sqldb: Db) -> None:  # noqa: F811 - fixtures
+    run, doc = reconcile(aws, sqldb, "customers", "--format", "json")
+    assert run.code == 0, run.err + run.out
+    assert "customer_status_history" in doc["skipped_tables"]
+    assert "action insert" in doc["skipped_tables"]["customer_status_history"]
+    run, _ = reconcile(aws, sqldb, "customers")
+    assert "skipped table customer_status_history" in run.out
+
+
+def test_command_line_errors_exit_2(aws: Aws, sqldb: Db) -> None:  # noqa: F811 - fixtures
+    run, _ = reconcile(aws, sqldb, "nosuch")
+    assert run.code == 2 and "unknown entity" in run.err
+    bad = aws.run("reconcile", "orders", "--db", "postgresql://nobody@127.0.0.1:1/x")
+    assert bad.code == 2 and "--db" in bad.err
+
+
+def _lines(db: Db) -> list[tuple[Any, ...]]:
+    return db.rows("SELECT order_id, line_no, quantity, row_version FROM order_items ORDER BY line_no")
+
+
+def test_a_composite_key_with_item_versions_and_hard_deletes(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ddb = aws.client("dynamodb")
+    put_order(ddb, "o1", "e1", "order.created", status="new")
+    for line in range(1, 5):
+        put_line(ddb, "o1", line, rev=1, qty=line)
+    for entity in ("orders", "order_items"):
+        run, _ = backfill(
+            aws, entity, "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / f"{entity}.json")
+        )
+        assert run.code == 0, run.err
+    run, doc = reconcile(aws, sqldb, "order_items", "--format", "json")
+    assert run.code == 0, run.out
+    assert doc["summary"]["rows_compared"] == 4 and doc["extras_not_checked"] == {}
+    # WHEN a quantity is corrupted (the row keeps its version), a line deleted, a line added
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE order_items SET quantity = 99 WHERE line_no = 2"))
+        conn.execute(text("DELETE FROM order_items WHERE line_no = 3"))
+        conn.execute(
+            text(
+                "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price) VALUES ('o1', 7, 'X', 1, 1)"
+            )
+        )
+    run, doc = reconcile(aws, sqldb, "order_items", "--format", "json")
+    assert run.code == 1
+    assert {(d["kind"], d["key"]["line_no"]) for d in doc["drift"]} == {
+        ("differing", 2),
+        ("missing", 3),
+        ("extra", 7),
+    }
+    # THEN --repair --delete-extra puts it right, though the corrupted row's version is the item's
+    run, doc = reconcile(aws, sqldb, "order_items", "--format", "json", "--repair", "--delete-extra")
+    assert run.code == 0, run.out
+    assert _lines(sqldb) == [("o1", n, n, 1) for n in range(1, 5)]
+    run, _ = reconcile(aws, sqldb, "order_items")
+    assert run.code == 0 and "in step" in run.out
+
+
+def test_a_backfill_beside_concurrent_updates_and_deletes_leaves_no_drift(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The issue's end-to-end case: a backfill while the stream's updates and deletes of the same
+    items are applied, then reconcile: zero drift."""
+    import threading
+
+    from sqlalchemy import create_engine
+
+    from runtime.registry import load_registry
+    from synctools.aws.backfill import (
+        Backfill,
+        BackfillCheckpoint,
+        DbSink,
+        RateLimit,
+        ScanSource,
+        Summary,
+        Synthesizer,
+    )
+    from synctools.aws.checkpoint import Checkpoint
+    from synctools.local.build import load_pipe
+
+    ddb = aws.client("dynamodb")
+    put_order(ddb, "o1", "e1", "order.created", status="new")
+    run, _ = backfill(
+        aws, "orders", "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / "o.json")
+    )
+    assert run.code == 0, run.err
+    for line in range(1, 21):
+        put_line(ddb, "o1", line, rev=1, qty=line)
+    # GIVEN a slow backfill of order_items (pages of 1 item, 5 items a second) in a thread
+    registry = load_registry(aws.build / "registry.json")
+    arn = ddb.describe_table(TableName="order_items")["Table"]["LatestStreamArn"]
+    raw = registry.raw["entities"]["order_items"]
+    source = ScanSource(ddb, "order_items", page_size=1)
+    engine = create_engine(sqldb.url)
+    fill = Backfill(
+        pipe=load_pipe(registry.raw, "order_items", aws.build, region=REGION, source_arn=arn),
+        synthesizer=Synthesizer.of("order_items", raw, "0", REGION, arn),
+        source=source,
+        sink=DbSink(
+            engine,
+            registry,
+            f"arn:aws:sqs:{REGION}:000000000000:{registry.entities['order_items'].queue}",
+            REGION,
+        ),
+        checkpoint=BackfillCheckpoint(Checkpoint(tmp_path / "b.json"), "order_items", source.ident),
+        summary=Summary("order_items", source.ident, "db", "0"),
+        rate=RateLimit(5),
+    )
+    errors: list[BaseException] = []
+
+    def run_fill() -> None:
+        try:
+            fill.run()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run_fill)
+    worker.start()
+    # WHEN, while it runs, lines are updated and deleted and the stream is applied
+    ckpt = tmp_path / "pump.json"
+    for line in range(1, 21, 3):
+        put_line(ddb, "o1", line, rev=2, qty=100 + line)
+    for line in range(2, 21, 5):
+        ddb.delete_item(TableName="order_items", Key={"order_id": {"S": "o1"}, "line_no": {"N": str(line)}})
+    pump(aws, "order_items", ckpt)
+    consume(aws, sqldb, "order_items")
+    assert worker.is_alive()  # the stream's changes were applied while the backfill ran
+    worker.join(60)
+    assert not worker.is_alive() and not errors, errors
+    c = fill.summary.counts
+    assert fill.summary.complete and c.failed == 0 and c.applied + c.stale + c.duplicate == c.read, c.reasons
+    pump(aws, "order_items", ckpt)
+    consume(aws, sqldb, "order_items")
+    engine.dispose()
+    # THEN the database is the table's current state: reconcile finds no drift
+    run, doc = reconcile(aws, sqldb, "order_items", "--format", "json")
+    assert run.code == 0, run.out
+    assert doc["summary"]["items_read"] == 16 and doc["summary"]["rows_scanned_for_extras"] == 16
+
+
+def customer_item(cid: str, event_id: str) -> dict[str, Any]:
+    return {
+        "customer_id": {"S": cid},
+        "email": {"S": f"{cid}@example.com"},
+        "given_name": {"S": "Ada"},
+        "family_name": {"S": "Lovelace"},
+        "status": {"S": "active"},
+        "vip": {"BOOL": True},
+        "registered_at": {"S": "2024-01-01T10:00:00.123456+02:00"},
+        "profile": {"M": {"tier": {"S": "gold"}, "score": {"N": "1.50"}, "tags": {"L": [{"S": "a"}]}}},
+        "outbox": {"M": {"id": {"S": event_id}, "type": {"S": "customer.registered"}}},
+    }
+
+
+def test_json_timestamps_and_booleans_compare_by_value_and_soft_deleted_rows_are_no_extras(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ddb = aws.client("dynamodb")
+    for cid in ("c1", "c2"):
+        ddb.put_item(TableName="customers", Item=customer_item(cid, f"e-{cid}"))
+    run, _ = backfill(
+        aws, "customers", "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / "b.json")
+    )
+    assert run.code == 0, run.err
+    # GIVEN the rows as the runtime wrote them (jsonb / JSON, timestamps in UTC, booleans)
+    run, doc = reconcile(aws, sqldb, "customers", "--format", "json")
+    assert run.code == 0, run.out
+    assert doc["summary"]["rows_compared"] == 2
+    # WHEN c1's JSON, boolean and timestamp are changed; a soft-deleted row and a live row
+    # without an item are added
+    with sqldb.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE customers SET is_vip = false, profile = :p, registered_at = :t WHERE external_id = 'c1'"
+            ),
+            {"p": '{"tier": "gold", "score": 2, "tags": ["a"]}', "t": "2024-01-01 08:00:01"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO customers (external_id, email, deleted_at) VALUES ('c8', 'x', NULL), ('c9', 'y', :t)"
+            ),
+            {"t": "2024-02-01 00:00:00"},
+        )
+    run, doc = reconcile(aws, sqldb, "customers", "--format", "json")
+    assert run.code == 1
+    drift = {
+        (d["kind"], d["key"]["external_id"]): {c["column"] for c in d.get("columns", ())}
+        for d in doc["drift"]
+    }
+    assert drift == {("differing", "c1"): {"is_vip", "profile", "registered_at"}, ("extra", "c8"): set()}
+    run, doc = reconcile(aws, sqldb, "customers", "--format", "json", "--repair", "--delete-extra")
+    assert run.code == 0, run.out
+    run, _ = reconcile(aws, sqldb, "customers")
+    assert run.code == 0, run.out
+    assert sqldb.rows("SELECT external_id FROM customers ORDER BY external_id") == [("c1",), ("c2",), ("c9",)]
+
+
+def test_an_export_is_read_and_its_stale_states_settle_on_the_live_table(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    ddb = aws.client("dynamodb")
+    put_order(ddb, "o1", "e1", "order.created", status="new")
+    for line in range(1, 4):
+        put_line(ddb, "o1", line, rev=1, qty=line)
+    for entity in ("orders", "order_items"):
+        run, _ = backfill(
+            aws, entity, "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / f"{entity}.json")
+        )
+        assert run.code == 0, run.err
+    # GIVEN an export taken before line 1 was updated (the stream then brought the update)
+    items = scan_all(aws, "order_items")
+    folder = write_export(
+        tmp_path / "x",
+        items,
+        table="order_items",
+        account_id=aws.account,
+        export_time=datetime.now(UTC),
+    )
+    put_line(ddb, "o1", 1, rev=2, qty=50)
+    with sqldb.engine.begin() as conn:  # as the stream's record applied it
+        conn.execute(text("UPDATE order_items SET quantity = 50, row_version = 2 WHERE line_no = 1"))
+    # WHEN reconcile reads the export
+    run, doc = reconcile(aws, sqldb, "order_items", "--format", "json", "--export-dir", str(folder))
+    # THEN line 1 looked drifted from the export, and the re-check (GetItem on the table) settled it
+    assert run.code == 0, run.out + run.err
+    s = doc["summary"]
+    assert (s["items_read"], s["rows_compared"], s["rechecked"], s["settled_after_grace"]) == (3, 3, 1, 1)
+
+
+def test_a_key_found_drifted_is_counted_only_if_it_still_is_after_the_grace_period(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ddb = aws.client("dynamodb")
+    for oid in ("o1", "o2"):
+        put_order(ddb, oid, f"e-{oid}", "order.created", status="new")
+    run, _ = backfill(
+        aws, "orders", "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / "b.json")
+    )
+    assert run.code == 0, run.err
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE orders SET status = 'old' WHERE order_id IN ('o1', 'o2')"))
+    rec = _reconciler(aws, sqldb)
+    waited: list[float] = []
+
+    def grace(seconds: float) -> None:  # o1's change arrives while reconcile waits; o2's never does
+        waited.append(seconds)
+        with sqldb.engine.begin() as conn:
+            conn.execute(text("UPDATE orders SET status = 'new' WHERE order_id = 'o1'"))
+
+    rec.grace, rec.sleep = 7.0, grace
+    suspects = rec.run()
+    assert sorted(d.key["order_id"] for d in suspects) == ["o1", "o2"]
+    left = rec.settle(suspects)
+    assert waited == [7.0]
+    assert [(d.kind, d.key["order_id"], [c for c, _, _ in d.columns]) for d, _ in left] == [
+        ("differing", "o2", ["status"])
+    ]
+    assert (rec.report.rechecked, rec.report.settled) == (2, 1)
