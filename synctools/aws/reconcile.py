@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from runtime import dialects
 from runtime.coerce import converter
 from runtime.decode import DecodeError, decode, parse_sqs_record
 from runtime.kinds import DO_DELETE, DO_INSERT, DO_SOFT_DELETE, DO_UPDATE, DO_UPSERT, IF_MISSING_UPSERT
@@ -275,7 +276,7 @@ class Reconciler:
         self.show = show_values
         self.log = log
         self.sleep = sleep
-        self.nul_ok = engine.dialect.name != "postgresql"
+        self.nul_ok = dialects.of(engine).text_holds_nul
         self.report = Report(entity, source.ident)
         metadata = build_metadata(registry, foreign_keys=False)
         self.plans: dict[str, TablePlan] = {}
