@@ -139,7 +139,7 @@ def _key_names(entity: dict[str, Any]) -> list[str]:
 
 
 def _records(entity: dict[str, Any], given: list[dict[str, Any]], salt: str) -> Iterator[dict[str, Any]]:
-    """Stream records for `given`, as DynamoDB Streams delivers them to a Pipe (facts 1.8)."""
+    """Stream records for `given`, as DynamoDB Streams delivers them to a Pipe (AWS: Streams)."""
     source = entity["source"]
     view = source["stream_view_type"]
     keys = _key_names(entity)

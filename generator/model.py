@@ -92,7 +92,7 @@ class AttrPath:
         return parts
 
     def pattern_keys(self, leaf_type: str) -> list[str]:
-        """Keys of the nested filter pattern (lists are 'crushed' by the matcher: facts 2.3)."""
+        """Keys of the nested filter pattern (lists are 'crushed' by the matcher: AWS: eb-pipes-event-filtering)."""
         keys: list[str] = []
         for i, seg in enumerate(self.segments):
             keys.append(seg.name)
@@ -189,7 +189,7 @@ class Field:
 
     @property
     def json_path(self) -> str:
-        """The JSON path Pipes resolves against the stream record (facts 1.8 record shape)."""
+        """The JSON path Pipes resolves against the stream record (AWS: Streams record shape)."""
         leaf = None if self.carry == "typed" else self.type
         if self.kind == "meta":
             return META_FIELDS[self.meta or ""][0]

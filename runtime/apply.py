@@ -354,7 +354,7 @@ def _slow(
     known: dict[int, Classified],
 ) -> int:
     """One transaction, one SAVEPOINT per message: a failing message is rolled back alone and
-    stops its group; every other group goes on (facts 6.4). A message is started only while
+    stops its group; every other group goes on (AWS: services-sqs-errorhandling). A message is started only while
     its statements can still finish before the deadline (each may wait out one lock)."""
     executor = Executor(conn)
     blocked: Blocked = {}

@@ -1,7 +1,7 @@
 """DynamoDB attribute-value JSON -> plain Python values.
 
 Written by hand rather than using boto3's TypeDeserializer: importing boto3 costs the sync
-Lambda's cold start hundreds of milliseconds, and the format is small (facts 1.8).
+Lambda's cold start hundreds of milliseconds, and the format is small (AWS: Streams).
 Numbers become Decimal, so no digit is lost.
 """
 

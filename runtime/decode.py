@@ -61,7 +61,7 @@ class SqsRecord:
 
 
 def parse_sqs_record(raw: Any) -> SqsRecord:
-    """The fields Lambda delivers for an SQS FIFO record (facts 6.2); a record of any other
+    """The fields Lambda delivers for an SQS FIFO record (AWS: services-sqs-configure); a record of any other
     shape gives empty fields (and so fails to decode), never an exception."""
     if not isinstance(raw, dict):
         return SqsRecord("", "", "", 1, "", {})
@@ -120,7 +120,7 @@ def _lookup(body: dict[str, Any], path: tuple[str, ...]) -> Any:
 def _converter(spec: FieldSpec) -> Callable[[Any], Any]:
     """The conversion of one field's raw JSON value, chosen once from its carry and type.
 
-    A placeholder whose path is absent from the stream record renders as "" (facts 1.3,
+    A placeholder whose path is absent from the stream record renders as "" (AWS: eb-pipes-input-transformation,
     validated on EventBridge): missing, so NULL. A field carried typed (every string
     attribute, unless its mapping says otherwise) is a whole attribute value: {"S": ""} is an
     empty string, {"NULL": true} is NULL. A bare string, number or boolean in a typed field is

@@ -1,4 +1,4 @@
-"""Factories for SQS events in the exact shape Lambda delivers them (facts 6.2), with message
+"""Factories for SQS events in the exact shape Lambda delivers them (AWS: services-sqs-configure), with message
 bodies shaped like the generated input templates of the bundled mappings."""
 
 from __future__ import annotations

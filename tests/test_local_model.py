@@ -42,7 +42,7 @@ BUILD = ROOT / "build"
 
 
 def ddb_record(new: dict[str, Any] | None = None, *, name: str = "INSERT", **dyn: Any) -> dict[str, Any]:
-    """A DynamoDB stream record as Pipes sees it (facts 1.8)."""
+    """A DynamoDB stream record as Pipes sees it (AWS: Streams)."""
     body: dict[str, Any] = {"ApproximateCreationDateTime": 1700000000, "Keys": {"pk": {"S": "a"}}}
     if new is not None:
         body["NewImage"] = new
@@ -63,7 +63,7 @@ def ddb_record(new: dict[str, Any] | None = None, *, name: str = "INSERT", **dyn
 
 
 def test_facts_2_1_values_or_fields_and_patterns_or() -> None:
-    """facts 2.1: the values of one field are OR, different fields are AND, patterns are OR."""
+    """AWS: eb-pipes-event-filtering: the values of one field are OR, different fields are AND, patterns are OR."""
     p = {"eventName": ["INSERT", "MODIFY"], "awsRegion": ["us-east-1"]}
     assert matches(p, {"eventName": "MODIFY", "awsRegion": "us-east-1"})
     assert not matches(p, {"eventName": "REMOVE", "awsRegion": "us-east-1"})
@@ -74,26 +74,26 @@ def test_facts_2_1_values_or_fields_and_patterns_or() -> None:
 
 
 def test_facts_2_1_fields_named_must_exist_and_others_are_ignored() -> None:
-    """facts 2.1: the record must contain every field the pattern names; others are ignored."""
+    """AWS: eb-pipes-event-filtering: the record must contain every field the pattern names; others are ignored."""
     assert matches({"a": ["x"]}, {"a": "x", "b": "anything"})
     assert not matches({"a": ["x"], "c": ["y"]}, {"a": "x"})
 
 
 def test_facts_2_1_at_most_five_filters_and_none_means_no_filtering() -> None:
-    """facts 2.1: 0..5 filters; an empty list removes filtering."""
+    """AWS: eb-pipes-event-filtering: 0..5 filters; an empty list removes filtering."""
     assert FilterSet([]).matches({"anything": 1})
     with pytest.raises(PatternError, match="at most 5"):
         FilterSet([{"a": ["x"]}] * 6)
 
 
 def test_facts_2_1_pattern_over_4096_characters_is_refused() -> None:
-    """facts 2.1: a pattern is at most 4096 characters."""
+    """AWS: eb-pipes-event-filtering: a pattern is at most 4096 characters."""
     with pytest.raises(PatternError, match="4096"):
         compile_pattern(json.dumps({"a": ["x" * 4100]}))
 
 
 def test_facts_2_3_bare_scalar_is_refused() -> None:
-    """facts 2.3: a pattern field's value must be an array (int_nolist_EXC, string_nolist_EXC)."""
+    """AWS: eb-pipes-event-filtering: a pattern field's value must be an array (int_nolist_EXC, string_nolist_EXC)."""
     with pytest.raises(PatternError, match=r"must be a list.*eb-event-patterns"):
         compile_pattern({"eventName": "INSERT"})
     with pytest.raises(PatternError, match="must be a list"):
@@ -101,7 +101,7 @@ def test_facts_2_3_bare_scalar_is_refused() -> None:
 
 
 def test_facts_2_2_prefix_suffix_and_their_equals_ignore_case() -> None:
-    """facts 2.2: prefix, suffix (and their equals-ignore-case forms) on strings only."""
+    """AWS: eb-pipes-event-filtering: prefix, suffix (and their equals-ignore-case forms) on strings only."""
     assert matches({"k": [{"prefix": "us-"}]}, {"k": "us-east-1"})
     assert not matches({"k": [{"prefix": "us-"}]}, {"k": "eu-west-1"})
     assert matches({"k": [{"suffix": ".png"}]}, {"k": "a.png"})
@@ -112,13 +112,13 @@ def test_facts_2_2_prefix_suffix_and_their_equals_ignore_case() -> None:
 
 
 def test_facts_2_2_equals_ignore_case() -> None:
-    """facts 2.2: equals-ignore-case."""
+    """AWS: eb-pipes-event-filtering: equals-ignore-case."""
     assert matches({"name": [{"equals-ignore-case": "alice"}]}, {"name": "ALICE"})
     assert not matches({"name": [{"equals-ignore-case": "alice"}]}, {"name": "alicia"})
 
 
 def test_facts_2_2_anything_but_value_and_list() -> None:
-    """facts 2.2: anything-but takes one value or a list."""
+    """AWS: eb-pipes-event-filtering: anything-but takes one value or a list."""
     assert matches({"s": [{"anything-but": "x"}]}, {"s": "y"})
     assert not matches({"s": [{"anything-but": "x"}]}, {"s": "x"})
     assert not matches({"n": [{"anything-but": [1, 2]}]}, {"n": 2})
@@ -126,7 +126,7 @@ def test_facts_2_2_anything_but_value_and_list() -> None:
 
 
 def test_facts_2_3_anything_but_needs_the_field_but_matches_null() -> None:
-    """facts 2.3: anything-but does not match a missing field (..._missing_NEG) but matches null
+    """AWS: eb-pipes-event-filtering: anything-but does not match a missing field (..._missing_NEG) but matches null
     (content_anything_but_string_null)."""
     p = {"s": [{"anything-but": "x"}]}
     assert not matches(p, {"other": 1})
@@ -134,7 +134,7 @@ def test_facts_2_3_anything_but_needs_the_field_but_matches_null() -> None:
 
 
 def test_facts_2_2_numeric_ranges() -> None:
-    """facts 2.2: numeric with a lower and an upper bound, or =."""
+    """AWS: eb-pipes-event-filtering: numeric with a lower and an upper bound, or =."""
     p = {"n": [{"numeric": [">", 0, "<=", 5]}]}
     assert matches(p, {"n": 5}) and matches(p, {"n": 0.5})
     assert not matches(p, {"n": 0}) and not matches(p, {"n": 5.01})
@@ -146,7 +146,7 @@ def test_facts_2_2_numeric_ranges() -> None:
 
 
 def test_facts_2_4_numeric_never_matches_dynamodb_n_strings() -> None:
-    """facts 2.4: DynamoDB N values are strings; the validated `numeric_filter` case
+    """AWS: eb-pipes-event-filtering: DynamoDB N values are strings; the validated `numeric_filter` case
     {"N":[{"numeric":[">",100]},{"anything-but":"101"}]} does not match N="101"."""
     p = {"dynamodb": {"NewImage": {"amount": {"N": [{"numeric": [">", 100]}, {"anything-but": "101"}]}}}}
     assert not matches(p, ddb_record({"amount": {"N": "101"}}))
@@ -154,19 +154,19 @@ def test_facts_2_4_numeric_never_matches_dynamodb_n_strings() -> None:
 
 
 def test_facts_2_4_equality_is_type_sensitive_and_compares_numbers_by_value() -> None:
-    """facts 2.4: "number":[300] matches 300.0 (number_comparison_float); a string is not a number."""
+    """AWS: eb-pipes-event-filtering: "number":[300] matches 300.0 (number_comparison_float); a string is not a number."""
     assert matches({"number": [300]}, {"number": 300.0})
     assert not matches({"number": [300]}, {"number": "300"})
     assert not matches({"flag": [True]}, {"flag": 1})
 
 
 def test_facts_2_5_approximate_creation_date_time_is_a_number() -> None:
-    """facts 2.5 / 1.8: ApproximateCreationDateTime is a JSON number, so numeric matches it."""
+    """AWS: eb-pipes-event-filtering / 1.8: ApproximateCreationDateTime is a JSON number, so numeric matches it."""
     assert matches({"dynamodb": {"ApproximateCreationDateTime": [{"numeric": [">", 0]}]}}, ddb_record({}))
 
 
 def test_facts_2_3_exists_on_a_map_is_not_a_leaf() -> None:
-    """facts 2.3: exists only works on leaves. {"presentKey":[{"exists":true}]} does not match
+    """AWS: eb-pipes-event-filtering: exists only works on leaves. {"presentKey":[{"exists":true}]} does not match
     when presentKey is {"S": ...} (exists_dynamodb_NEG); the leaf form with the type key does."""
     rec = ddb_record({"presentKey": {"S": "v"}})
     assert not matches({"dynamodb": {"NewImage": {"presentKey": [{"exists": True}]}}}, rec)
@@ -174,7 +174,7 @@ def test_facts_2_3_exists_on_a_map_is_not_a_leaf() -> None:
 
 
 def test_facts_2_3_exists_false_on_a_map_matches_whether_or_not_the_key_is_there() -> None:
-    """facts 2.3: {"dynamodb":{"NewImage":{"presentKey":[{"exists":false}]}}} matched both the
+    """AWS: eb-pipes-event-filtering: {"dynamodb":{"NewImage":{"presentKey":[{"exists":false}]}}} matched both the
     item without the key and the item with it (exists_false_filter, calls=2)."""
     p = {"dynamodb": {"NewImage": {"presentKey": [{"exists": False}]}}}
     assert matches(p, ddb_record({"other": {"S": "x"}}))
@@ -185,7 +185,7 @@ def test_facts_2_3_exists_false_on_a_map_matches_whether_or_not_the_key_is_there
 
 
 def test_facts_2_3_null_and_empty_string_are_different() -> None:
-    """facts 2.3: [null] matches only null, [""] only the empty string; [null] does not match []
+    """AWS: eb-pipes-event-filtering: [null] matches only null, [""] only the empty string; [null] does not match []
     (arrays_empty_null_NEG) and exists:true does not match [] (exists_list_empty_NEG)."""
     assert matches({"v": [None]}, {"v": None})
     assert not matches({"v": [None]}, {"v": ""})
@@ -196,13 +196,13 @@ def test_facts_2_3_null_and_empty_string_are_different() -> None:
 
 
 def test_facts_2_3_arrays_intersect() -> None:
-    """facts 2.3: an array in the record matches when it intersects the pattern's values."""
+    """AWS: eb-pipes-event-filtering: an array in the record matches when it intersects the pattern's values."""
     assert matches({"tags": ["a", "z"]}, {"tags": ["x", "a"]})
     assert not matches({"tags": ["z"]}, {"tags": ["x", "a"]})
 
 
 def test_facts_2_3_arrays_of_objects_are_crushed_but_never_combined() -> None:
-    """facts 2.3: {"employees":{"firstName":["Anna"]}} matches any element; fields of different
+    """AWS: eb-pipes-event-filtering: {"employees":{"firstName":["Anna"]}} matches any element; fields of different
     elements are never combined."""
     event = {
         "employees": [{"firstName": "John", "lastName": "Doe"}, {"firstName": "Anna", "lastName": "Smith"}]
@@ -213,7 +213,7 @@ def test_facts_2_3_arrays_of_objects_are_crushed_but_never_combined() -> None:
 
 
 def test_facts_2_3_dotted_event_key_matches_a_nested_pattern() -> None:
-    """facts 2.3: an event key "state.status" is matched by {"state":{"status":[...]}}
+    """AWS: eb-pipes-event-filtering: an event key "state.status" is matched by {"state":{"status":[...]}}
     (dot_joining_event)."""
     assert matches({"state": {"status": ["on"]}}, {"state.status": "on"})
     assert not matches({"state": {"status": ["on"]}}, {"state.status": "off"})
@@ -245,7 +245,7 @@ def test_a_field_named_twice_through_a_dotted_key_is_refused() -> None:
 
 
 def test_facts_2_3_keys_and_values_are_case_sensitive() -> None:
-    """facts 2.3: no normalisation of keys or values."""
+    """AWS: eb-pipes-event-filtering: no normalisation of keys or values."""
     assert not matches({"eventName": ["insert"]}, {"eventName": "INSERT"})
     assert not matches({"EventName": ["INSERT"]}, {"eventName": "INSERT"})
 
@@ -268,7 +268,7 @@ def test_facts_2_3_keys_and_values_are_case_sensitive() -> None:
 def test_facts_2_2_operators_pipes_does_not_support_are_refused(
     pattern: dict[str, Any], message: str
 ) -> None:
-    """facts 2.2: anything-but with prefix/suffix/equals-ignore-case, wildcard, cidr and $or
+    """AWS: eb-pipes-event-filtering: anything-but with prefix/suffix/equals-ignore-case, wildcard, cidr and $or
     are not (confirmed) Pipes operators: refused, naming the operator, never matched approximately."""
     with pytest.raises(PatternError) as exc:
         compile_pattern(pattern)
@@ -306,14 +306,14 @@ def test_unsupported_operators_lists_each_with_its_path_in_the_pattern() -> None
 
 
 def test_facts_0_7_the_type_key_is_required() -> None:
-    """facts 0.7 / 2.3: {"status":["X"]} without the DynamoDB type key does not match."""
+    """AWS: eb-pipes-event-filtering / 2.3: {"status":["X"]} without the DynamoDB type key does not match."""
     rec = ddb_record({"status": {"S": "X"}})
     assert not matches({"dynamodb": {"NewImage": {"status": ["X"]}}}, rec)
     assert matches({"dynamodb": {"NewImage": {"status": {"S": ["X"]}}}}, rec)
 
 
 def test_generated_filters_of_orders_let_outbox_writes_through_only() -> None:
-    """facts 2.3 and 2.6 on the generated artifact: INSERT/MODIFY with an outbox event id pass;
+    """AWS: eb-pipes-event-filtering on the generated artifact: INSERT/MODIFY with an outbox event id pass;
     a write without it and a REMOVE are skipped."""
     flt = load_filters(BUILD / "entities" / "orders" / "filters.json")
     outbox = {"event": {"M": {"event_id": {"S": "ev-1"}, "event_type": {"S": "order.created"}}}}
@@ -344,7 +344,7 @@ RECORD = {
     ],
 )
 def test_facts_1_3_unquoted_placeholders(template: str, expected: str) -> None:
-    """facts 1.3, unquoted column: strings get quotes, objects/arrays are JSON, booleans and
+    """AWS: eb-pipes-input-transformation, unquoted column: strings get quotes, objects/arrays are JSON, booleans and
     numbers are literals, a missing path is "" (validated on EventBridge)."""
     assert Template(template).render(RECORD) == expected
 
@@ -361,13 +361,13 @@ def test_facts_1_3_unquoted_placeholders(template: str, expected: str) -> None:
     ],
 )
 def test_facts_1_3_quoted_placeholders(template: str, expected: str) -> None:
-    """facts 1.3, inside quotes: strings spliced raw, objects/arrays lose their inner quotes
+    """AWS: eb-pipes-input-transformation, inside quotes: strings spliced raw, objects/arrays lose their inner quotes
     ({k:v}, [A,B]), a missing path leaves nothing."""
     assert Template(template).render(RECORD) == expected
 
 
 def test_facts_1_3_a_quoted_string_template_keeps_its_quotes() -> None:
-    """facts 1.3: a template that is a quoted string is delivered with the quotes kept."""
+    """AWS: eb-pipes-input-transformation: a template that is a quoted string is delivered with the quotes kept."""
     rec = {"detail-type": "core.update-account-command"}
     assert (
         Template('"Event of <$.detail-type> type"').render(rec)
@@ -376,15 +376,15 @@ def test_facts_1_3_a_quoted_string_template_keeps_its_quotes() -> None:
 
 
 def test_facts_1_1_the_docs_example_with_an_unquoted_string_path() -> None:
-    """facts 1.3: the docs' `"instance" : <$.detail.instance-id>` -> `"instance" : "i-0123456789"`."""
+    """AWS: eb-pipes-input-transformation: the docs' `"instance" : <$.detail.instance-id>` -> `"instance" : "i-0123456789"`."""
     rec = {"detail": {"instance-id": "i-0123456789"}}
     assert Template('{"instance" : <$.detail.instance-id>}').render(rec) == '{"instance" : "i-0123456789"}'
 
 
 def test_open_question_6_strings_are_json_escaped_by_default() -> None:
-    """facts 8, open question 6: whether Pipes escapes is undocumented; the model escapes by
+    """see an open question (undocumented by AWS), open question 6: whether Pipes escapes is undocumented; the model escapes by
     default (valid JSON), and escape_strings=False models the unescaped reading. Inside quotes
-    nothing is ever escaped (facts 1.3)."""
+    nothing is ever escaped (AWS: eb-pipes-input-transformation)."""
     rec = {"s": 'say "hi" \\ bye'}
     assert json.loads(Template('{"k": <$.s>}').render(rec)) == {"k": 'say "hi" \\ bye'}
     assert Template('{"k": <$.s>}', escape_strings=False).render(rec) == '{"k": "say "hi" \\ bye"}'
@@ -392,7 +392,7 @@ def test_open_question_6_strings_are_json_escaped_by_default() -> None:
 
 
 def test_facts_1_2_supported_json_path_subset() -> None:
-    """facts 1.2: dot segments of [A-Za-z0-9_/-], each optionally followed by [n] or [*];
+    """AWS: eb-pipes-input-transformation: dot segments of [A-Za-z0-9_/-], each optionally followed by [n] or [*];
     bracket-quoted keys, recursive descent, slices and filters are refused."""
     assert parse_path("$.a-b/c_d[0][*]")[:2] == ("a-b/c_d", 0)
     assert parse_path("$") == ()
@@ -402,7 +402,7 @@ def test_facts_1_2_supported_json_path_subset() -> None:
 
 
 def test_facts_1_2_index_and_wildcard() -> None:
-    """facts 1.2: [n] picks an element; [*] yields an array of matches (open question 2)."""
+    """AWS: eb-pipes-input-transformation: [n] picks an element; [*] yields an array of matches (open question 2)."""
     doc = {"Records": [{"id": "r0"}, {"id": "r1"}]}
     assert resolve(parse_path("$.Records[1].id"), doc) == "r1"
     assert resolve(parse_path("$.Records[*].id"), doc) == ["r0", "r1"]
@@ -411,7 +411,7 @@ def test_facts_1_2_index_and_wildcard() -> None:
 
 
 def test_facts_1_3_angle_brackets_cannot_be_escaped_and_placeholders_are_not_keys() -> None:
-    """facts 1.3: '<' and '>' cannot be escaped (every <...> is a placeholder) and a
+    """AWS: eb-pipes-input-transformation: '<' and '>' cannot be escaped (every <...> is a placeholder) and a
     placeholder cannot be a JSON object key."""
     with pytest.raises(TemplateError, match="cannot be escaped"):
         Template('{"k": "a <b> c"}')
@@ -420,13 +420,13 @@ def test_facts_1_3_angle_brackets_cannot_be_escaped_and_placeholders_are_not_key
 
 
 def test_facts_1_1_template_limit() -> None:
-    """facts 1.1: at most 8192 characters."""
+    """AWS: eb-pipes-input-transformation: at most 8192 characters."""
     with pytest.raises(TemplateError, match="8192"):
         Template('{"k": "' + "x" * 8200 + '"}')
 
 
 def test_facts_1_4_reserved_variables() -> None:
-    """facts 1.4: the reserved variables; aws.pipes.event.json only as a JSON field value."""
+    """AWS: eb-pipes-input-transformation: the reserved variables; aws.pipes.event.json only as a JSON field value."""
     ctx = PipeContext(
         pipe_name="orders-pipe",
         pipe_arn="arn:aws:pipes:us-east-1:1:pipe/orders-pipe",
@@ -456,7 +456,7 @@ def test_facts_1_4_reserved_variables() -> None:
 
 
 def test_facts_1_7_the_generated_template_renders_each_record_to_a_json_object() -> None:
-    """facts 1.7 + 1.3 on the generated artifact: per record, every placeholder unquoted; a
+    """AWS: eb-pipes-batching-concurrency + 1.3 on the generated artifact: per record, every placeholder unquoted; a
     REMOVE record without NewImage renders its attribute fields as ""."""
     tpl = load_template(BUILD / "entities" / "customers" / "input-template.txt")
     rec = ddb_record(None, name="REMOVE", Keys={"customer_id": {"S": "C-1"}})
@@ -467,7 +467,7 @@ def test_facts_1_7_the_generated_template_renders_each_record_to_a_json_object()
 
 
 def test_facts_4_group_and_dedup_ids_come_from_the_original_record() -> None:
-    """facts 4: dynamic parameters are evaluated on the original record, never on the template
+    """AWS: API_PipeTargetSqsQueueParameters: dynamic parameters are evaluated on the original record, never on the template
     output (here the template does not even carry the key)."""
     target = PipeTarget(Template('{"only": <$.eventName>}'), "$.dynamodb.Keys.pk.S", "$.eventID")
     entry = target.entry(ddb_record({}))
@@ -475,14 +475,14 @@ def test_facts_4_group_and_dedup_ids_come_from_the_original_record() -> None:
 
 
 def test_facts_4_the_whole_value_is_one_path_or_a_literal() -> None:
-    """facts 4: "order-$.x" is not a path: it is sent literally."""
+    """AWS: API_PipeTargetSqsQueueParameters: "order-$.x" is not a path: it is sent literally."""
     assert DynamicParameter("MessageGroupId", "order-$.x").resolve({"x": "1"}) == "order-$.x"
     with pytest.raises(TemplateError):
         DynamicParameter("MessageGroupId", "$.a b")
 
 
 def test_facts_4_100_character_cap_and_sqs_limits() -> None:
-    """facts 4: the Pipes parameter is at most 100 characters; the resolved id at most 128
+    """AWS: API_PipeTargetSqsQueueParameters: the Pipes parameter is at most 100 characters; the resolved id at most 128
     (SQS), and a FIFO send without a group id is refused."""
     with pytest.raises(TemplateError, match="100"):
         DynamicParameter("MessageGroupId", "$." + "a" * 99)
@@ -503,7 +503,7 @@ def fifo(clock: VirtualClock, **kw: Any) -> FifoQueue:
 
 
 def test_facts_5_order_within_a_group_and_one_in_flight_batch_per_group() -> None:
-    """facts 5 / 6.2: strict order in a group; while a group has a message in flight no other
+    """AWS: FIFO-queues / 6.2: strict order in a group; while a group has a message in flight no other
     receiver gets that group; other groups are still served."""
     clock = VirtualClock()
     q = fifo(clock)
@@ -520,7 +520,7 @@ def test_facts_5_order_within_a_group_and_one_in_flight_batch_per_group() -> Non
 
 
 def test_facts_5_a_batch_takes_one_group_as_far_as_it_can_then_the_next() -> None:
-    """facts 6.2: a batch may hold several groups; a group's messages come in order."""
+    """AWS: services-sqs-configure: a batch may hold several groups; a group's messages come in order."""
     clock = VirtualClock()
     q = fifo(clock)
     for body, group in (("a0", "A"), ("b0", "B"), ("a1", "A"), ("b1", "B")):
@@ -534,7 +534,7 @@ def test_facts_5_a_batch_takes_one_group_as_far_as_it_can_then_the_next() -> Non
 
 
 def test_facts_5_deduplication_window_is_five_minutes() -> None:
-    """facts 5: a used dedup id within 5 minutes is accepted but not delivered."""
+    """AWS: FIFO-queues: a used dedup id within 5 minutes is accepted but not delivered."""
     clock = VirtualClock()
     q = fifo(clock)
     first = q.send("x", "A", "dup")
@@ -549,7 +549,7 @@ def test_facts_5_deduplication_window_is_five_minutes() -> None:
 
 
 def test_facts_5_visibility_timeout_and_receive_count() -> None:
-    """facts 5 / 6.3: an undeleted message is visible again after the visibility timeout, its
+    """AWS: FIFO-queues / 6.3: an undeleted message is visible again after the visibility timeout, its
     ApproximateReceiveCount incremented; an expired receipt handle deletes nothing."""
     clock = VirtualClock()
     q = fifo(clock)
@@ -566,7 +566,7 @@ def test_facts_5_visibility_timeout_and_receive_count() -> None:
 
 
 def test_facts_5_redrive_to_the_fifo_dlq_replaces_the_dedup_id() -> None:
-    """facts 5: after maxReceiveCount receives the message moves to the FIFO DLQ on the next
+    """AWS: FIFO-queues: after maxReceiveCount receives the message moves to the FIFO DLQ on the next
     receive attempt, its dedup id replaced by its message id; its group goes on without it."""
     clock = VirtualClock()
     dlq = FifoQueue("q-dlq.fifo", clock=clock)
@@ -584,7 +584,7 @@ def test_facts_5_redrive_to_the_fifo_dlq_replaces_the_dedup_id() -> None:
 
 
 def test_facts_5_a_fifo_queue_needs_a_fifo_dlq_and_a_fifo_name() -> None:
-    """facts 5: FIFO names end in .fifo (80 characters with it); the DLQ of a FIFO queue is FIFO."""
+    """AWS: FIFO-queues: FIFO names end in .fifo (80 characters with it); the DLQ of a FIFO queue is FIFO."""
     clock = VirtualClock()
     with pytest.raises(QueueError, match=".fifo"):
         FifoQueue("plain", clock=clock)
@@ -595,7 +595,7 @@ def test_facts_5_a_fifo_queue_needs_a_fifo_dlq_and_a_fifo_name() -> None:
 
 
 def test_facts_4_fifo_sends_need_a_group_and_a_dedup_id_and_batches_of_ten() -> None:
-    """facts 4 / 5: MessageGroupId is required; no dedup id (content-based off) fails;
+    """AWS: API_PipeTargetSqsQueueParameters / 5: MessageGroupId is required; no dedup id (content-based off) fails;
     SendMessageBatch takes at most 10 entries."""
     q = fifo(VirtualClock())
     with pytest.raises(QueueError, match="MessageGroupId"):
@@ -607,7 +607,7 @@ def test_facts_4_fifo_sends_need_a_group_and_a_dedup_id_and_batches_of_ten() -> 
 
 
 def test_facts_6_2_received_messages_have_the_lambda_sqs_record_shape() -> None:
-    """facts 6.2: the record fields Lambda delivers for a FIFO queue (as tests/factories.py)."""
+    """AWS: services-sqs-configure: the record fields Lambda delivers for a FIFO queue (as tests/factories.py)."""
     q = fifo(VirtualClock(1700000000))
     q.send('{"a": 1}', "G", "D")
     (r,) = q.receive(10)
@@ -643,7 +643,7 @@ def test_facts_6_2_received_messages_have_the_lambda_sqs_record_shape() -> None:
 
 @pytest.mark.parametrize("response", [None, {}, {"batchItemFailures": None}, {"batchItemFailures": []}])
 def test_facts_6_5_complete_success(response: Any) -> None:
-    """facts 6.5: null, {}, a null or empty batchItemFailures: the whole batch succeeded."""
+    """AWS: services-sqs-errorhandling: null, {}, a null or empty batchItemFailures: the whole batch succeeded."""
     assert read_response(response, ["m1"]) == (set(), "")
 
 
@@ -661,7 +661,7 @@ def test_facts_6_5_complete_success(response: Any) -> None:
     ],
 )
 def test_facts_6_5_complete_failure(response: Any) -> None:
-    """facts 6.5: an unknown, empty or null itemIdentifier, a bad key name, or an answer that is
+    """AWS: services-sqs-errorhandling: an unknown, empty or null itemIdentifier, a bad key name, or an answer that is
     not a JSON object: the whole batch failed."""
     failed, reason = read_response(response, ["m1", "m2"])
     assert failed is None and reason
@@ -674,7 +674,7 @@ def _poller_setup(handler: Any, **kw: Any) -> tuple[VirtualClock, FifoQueue, Pol
 
 
 def test_facts_6_5_an_exception_fails_the_whole_batch_until_the_visibility_timeout() -> None:
-    """facts 6.5 / 6.3: an exception is a complete failure; the batch reappears after the
+    """AWS: services-sqs-errorhandling / 6.3: an exception is a complete failure; the batch reappears after the
     visibility timeout."""
 
     def boom(event: dict[str, Any], context: Any) -> Any:
@@ -690,7 +690,7 @@ def test_facts_6_5_an_exception_fails_the_whole_batch_until_the_visibility_timeo
 
 
 def test_facts_6_4_listed_failures_stay_and_everything_else_is_deleted() -> None:
-    """facts 6.4: Lambda deletes every message not listed, even one after a failed message of
+    """AWS: services-sqs-errorhandling: Lambda deletes every message not listed, even one after a failed message of
     the same group; that is why the runtime must list the rest of the group."""
 
     def fail_first(event: dict[str, Any], context: Any) -> Any:
@@ -707,15 +707,15 @@ def test_facts_6_4_listed_failures_stay_and_everything_else_is_deleted() -> None
 
 
 def test_facts_6_1_fifo_event_source_mapping_batch_is_at_most_ten() -> None:
-    """facts 6.1: batch size at most 10 on a FIFO queue."""
+    """AWS: services-sqs-parameters: batch size at most 10 on a FIFO queue."""
     with pytest.raises(ValueError, match="1..10"):
         _poller_setup(lambda e, c: None, batch_size=11)
 
 
 def test_facts_6_4_the_runtime_holds_back_only_the_failing_group(tmp_path: Path) -> None:
-    """facts 6.4 + 5 end to end: a poison message of group A holds back the rest of A while
+    """AWS: services-sqs-errorhandling + 5 end to end: a poison message of group A holds back the rest of A while
     group B is applied; the held-back message is received (and counted) with the poison, so
-    both reach the FIFO DLQ together after maxReceiveCount (facts 6.4, inferred)."""
+    both reach the FIFO DLQ together after maxReceiveCount (AWS: services-sqs-errorhandling, inferred)."""
     from runtime.apply import apply_batch
     from runtime.config import make_engine
     from runtime.registry import load_registry
@@ -756,7 +756,7 @@ def rec(event_id: str) -> str:
 
 
 def test_reader_accepts_json_lines_getrecords_documents_and_arrays() -> None:
-    """facts 1.7 / 1.8: JSON lines, GetRecords documents (pretty or not, back to back), and the
+    """AWS: eb-pipes-batching-concurrency / 1.8: JSON lines, GetRecords documents (pretty or not, back to back), and the
     bare array a DynamoDB-sourced Pipe hands downstream."""
     text = (
         f"{rec('1')}\n"
@@ -807,7 +807,7 @@ def test_table_of_reads_the_stream_arn() -> None:
 
 @pytest.mark.parametrize("entity", ["orders", "customers", "order_items"])
 def test_sample_records_follow_the_stream_rules(entity: str) -> None:
-    """facts 1.8: eventVersion 1.1, images per StreamViewType (no NewImage on REMOVE, no
+    """AWS: Streams: eventVersion 1.1, images per StreamViewType (no NewImage on REMOVE, no
     OldImage on INSERT), N values as strings, ApproximateCreationDateTime a number, sequence
     numbers strictly increasing, each item starting with an INSERT."""
     registry = json.loads((BUILD / "registry.json").read_text())

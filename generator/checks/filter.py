@@ -18,7 +18,7 @@ from synctools.local.patterns import unsupported_operators
 
 
 def _pattern_shape(pattern: Any, path: str) -> Iterator[str]:
-    """Leaves of an EventBridge pattern must be arrays (facts 2.3)."""
+    """Leaves of an EventBridge pattern must be arrays (AWS: eb-pipes-event-filtering)."""
     if isinstance(pattern, dict):
         for k, v in pattern.items():
             if k == "$or":
@@ -150,7 +150,7 @@ STREAM_EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 
 
 def passing_event_names(entity: Entity) -> tuple[set[str], set[str]]:
-    """Event names that surely pass the filter, and those that may (facts 2.1: a record passes
+    """Event names that surely pass the filter, and those that may (AWS: eb-pipes-event-filtering: a record passes
     when any filter matches, so an or_pattern adds its eventName values; one that does not list
     eventName literally may let any name through)."""
     names = set(entity.filter.event_names)

@@ -1,6 +1,6 @@
 """EventBridge Pipes artifacts: filter patterns and the input template.
 
-The input template is its own small language, not JSON (facts 1.3): placeholders such as
+The input template is its own small language, not JSON (AWS: eb-pipes-input-transformation): placeholders such as
 `<$.dynamodb.Keys.order_id.S>` sit unquoted where a JSON value goes. It is modelled as a tree
 and rendered by `render_template`; it is never produced by json.dumps plus string surgery.
 """
@@ -20,7 +20,7 @@ from runtime.aws_limits import PIPES_TEMPLATE_CHARS
 class Placeholder:
     """`<$.path>` placed unquoted.
 
-    Unquoted is deliberate for every kind of value (facts 1.3): a string comes out as a JSON
+    Unquoted is deliberate for every kind of value (AWS: eb-pipes-input-transformation): a string comes out as a JSON
     string with the quotes added by Pipes, an object or array as JSON, a boolean as a literal.
     A quoted placeholder ("<$.x>") splices raw text and strips the quotes of objects, so a
     DynamoDB map would arrive as {k:v} and an unescaped '"' in a string breaks the JSON.
@@ -112,13 +112,13 @@ def merge_pattern(base: dict[str, Any], extra: dict[str, Any], path: str = "") -
 
 
 def filter_patterns(entity: Entity) -> list[dict[str, Any]]:
-    """The Pipe's filters: a record passes when any pattern matches (facts 2.1).
+    """The Pipe's filters: a record passes when any pattern matches (AWS: eb-pipes-event-filtering).
 
     Conditions on the new image apply to INSERT and MODIFY records, conditions on the old
-    image to MODIFY and REMOVE records (a record has no image it could not have: facts 1.8),
+    image to MODIFY and REMOVE records (a record has no image it could not have: AWS: Streams),
     so event names are grouped by the conditions that apply to them. Leaves carry the
-    DynamoDB type key, because `exists` only matches leaves (facts 2.3) and a pattern
-    without the type key never matches (facts 0.7).
+    DynamoDB type key, because `exists` only matches leaves (AWS: eb-pipes-event-filtering) and a pattern
+    without the type key never matches (AWS: eb-pipes-event-filtering).
     """
     flt = entity.filter
     src = entity.source

@@ -12,7 +12,7 @@ The file is JSON, rewritten atomically (temporary file, fsync, rename) after eac
      "entities": {"orders": {"<stream ARN>": {"<shard id>": {"sequenceNumber": "...",
                                                             "ended": false}}}}}
 
-`ended` marks a closed shard read to its end: its children may start (facts 1.8, records for
+`ended` marks a closed shard read to its end: its children may start (AWS: Streams, records for
 an item are in order across a parent and its children only if the parent is drained first).
 """
 

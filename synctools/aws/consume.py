@@ -1,14 +1,14 @@
 """`ddb-sql-sync consume`: poll the entity's FIFO queue as the Lambda event source mapping
-does (facts 6) and apply each batch with the sync runtime.
+does (AWS: services-sqs-parameters) and apply each batch with the sync runtime.
 
-- ReceiveMessage with MaxNumberOfMessages = the consumer batch size (<= 10 for FIFO, facts 6.1),
+- ReceiveMessage with MaxNumberOfMessages = the consumer batch size (<= 10 for FIFO, AWS: services-sqs-parameters),
   every system attribute, long polling of `--wait` seconds;
-- each message becomes a Lambda SQS event record in the exact shape (facts 6.2);
+- each message becomes a Lambda SQS event record in the exact shape (AWS: services-sqs-configure);
 - runtime.apply.apply_batch applies the batch (what runtime.handler.handler does with its
   configured engine); the partial batch response decides: every message not reported failed is
   deleted (DeleteMessageBatch, per-entry failures checked), every reported one is left to come
-  back after the visibility timeout (facts 6.4, 6.5), or after `--failure-visibility` seconds;
-  SQS moves it to the FIFO DLQ after maxReceiveCount receives (facts 5);
+  back after the visibility timeout (AWS: services-sqs-errorhandling), or after `--failure-visibility` seconds;
+  SQS moves it to the FIFO DLQ after maxReceiveCount receives (AWS: FIFO-queues);
 - each failure (and each message held back behind one) is appended to `--failures-out` as a
   JSON line, with the reason the runtime logs, so `dlq show` can say why a message is there.
 """
@@ -42,7 +42,7 @@ LAMBDA_ATTRIBUTES = (
 
 
 def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> SqsEventRecord:
-    """An SQS ReceiveMessage message as the Lambda event carries it (facts 6.2)."""
+    """An SQS ReceiveMessage message as the Lambda event carries it (AWS: services-sqs-configure)."""
     attrs = message.get("Attributes") or {}
     attributes = {k: str(attrs[k]) for k in LAMBDA_ATTRIBUTES if k in attrs}
     attributes.update({k: str(v) for k, v in attrs.items() if k not in attributes})

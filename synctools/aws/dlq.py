@@ -2,20 +2,20 @@
 
 Looking never consumes: messages are received with a short visibility timeout, kept in flight
 while the rest is read (a FIFO queue returns nothing more of a group while a message of it is
-in flight, facts 5), then made visible again at once with ChangeMessageVisibility 0. A FIFO
+in flight, AWS: FIFO-queues), then made visible again at once with ChangeMessageVisibility 0. A FIFO
 queue therefore shows at most the messages of the first receive that reaches each group; the
 queue's own count of what is hidden is printed beside.
 
 Redrive (FIFO DLQ -> the entity's queue) uses StartMessageMoveTask where the service supports
-it (facts 5: FIFO redrive is supported by AWS now), else moves messages one at a time:
+it (AWS: FIFO-queues: FIFO redrive is supported by AWS now), else moves messages one at a time:
 receive one, SendMessage it to the queue with its message group and a deduplication id derived
 from its DLQ message id, and only then DeleteMessage it from the DLQ. One message in flight at
 a time keeps each group's order even when the move is killed: the message in flight reappears
 first in its group after the visibility timeout. A kill between the send and the delete leaves
 the message in both queues; moving it again sends the same deduplication id (SQS drops it
-within 5 minutes, facts 5) and else the runtime's ledger absorbs the second copy.
+within 5 minutes, AWS: FIFO-queues) and else the runtime's ledger absorbs the second copy.
 
-The Pipe's DLQ (a standard queue) holds stream positions only (facts 3.3): `--pipe` resolves
+The Pipe's DLQ (a standard queue) holds stream positions only (AWS: eb-pipes-dynamodb): `--pipe` resolves
 them back to the stream records while the stream still has them (24 h), and redrives those
 records through the entity's filter and template to its FIFO queue, then deletes the pointer.
 """
@@ -372,7 +372,7 @@ class Pointer:
 
 
 def parse_pointer(message: dict[str, Any]) -> Pointer | None:
-    """A Pipe DLQ message (facts 3.3: DDBStreamBatchInfo), or None if it is something else."""
+    """A Pipe DLQ message (AWS: eb-pipes-dynamodb: DDBStreamBatchInfo), or None if it is something else."""
     try:
         doc = json.loads(message.get("Body", ""))
         info = doc["DDBStreamBatchInfo"]

@@ -2,11 +2,11 @@
 artifacts of one entity (the Pipe synctools.local.build loads from build/: the local model's
 filter and transformer), sending to SQS.
 
-- filter first, then batch (facts 2.6: a record that matches no pattern is skipped for good);
-- the template is rendered per record, never on the batch (facts 1.7);
-- MessageGroupId / MessageDeduplicationId are evaluated on the original record (facts 4);
-- SendMessageBatch of at most the Pipe's batch size (<= 10: facts 1.7, 3), entries in stream
-  order (FIFO enqueues a batch in order: facts 4); per-entry failures are retried (facts 1.7,
+- filter first, then batch (AWS: eb-pipes-event-filtering: a record that matches no pattern is skipped for good);
+- the template is rendered per record, never on the batch (AWS: eb-pipes-batching-concurrency);
+- MessageGroupId / MessageDeduplicationId are evaluated on the original record (AWS: API_PipeTargetSqsQueueParameters);
+- SendMessageBatch of at most the Pipe's batch size (<= 10: AWS: eb-pipes-batching-concurrency, API_PipeSourceDynamoDBStreamParameters), entries in stream
+  order (FIFO enqueues a batch in order: AWS: API_PipeTargetSqsQueueParameters); per-entry failures are retried (AWS: eb-pipes-batching-concurrency,
   "Partial batch failure") and a record is never reported sent before SQS accepted it.
 
 One deliberate difference from Pipes: a batch never holds two records of one message group.
@@ -104,9 +104,9 @@ class SendResult:
 
 
 class Sender:
-    """SendMessageBatch with per-entry retries (facts 1.7). Entries SQS refuses as the sender's
+    """SendMessageBatch with per-entry retries (AWS: eb-pipes-batching-concurrency). Entries SQS refuses as the sender's
     fault (SenderFault: an invalid id, a body over the queue's limit) are returned as refused:
-    every retry would fail the same way, which is when a Pipe gives up on them (facts 3)."""
+    every retry would fail the same way, which is when a Pipe gives up on them (AWS: API_PipeSourceDynamoDBStreamParameters)."""
 
     def __init__(
         self,
@@ -188,7 +188,7 @@ def pointer_body(
     records: list[dict[str, Any]], shard_id: str, stream_arn: str, reason: str, pipe_arn: str = ""
 ) -> str:
     """The Pipe DLQ message for records the target refused: stream positions only, never the
-    records (facts 3.3; the envelope of the Lambda ESM on-failure record, which LocalStack's
+    records (AWS: eb-pipes-dynamodb; the envelope of the Lambda ESM on-failure record, which LocalStack's
     shared poller also emits for Pipes)."""
     seqs = [int((r.get("dynamodb") or {}).get("SequenceNumber") or 0) for r in records]
     created = [(r.get("dynamodb") or {}).get("ApproximateCreationDateTime") for r in records]

@@ -285,7 +285,7 @@ class Pump:
 
     def _refuse(self, shard: Shard, refused: list[Refused]) -> None:
         """Records the SQS target will never take go to the Pipe's DLQ as stream positions
-        (facts 3.3), one message each, so each can be resolved and redriven on its own."""
+        (AWS: eb-pipes-dynamodb), one message each, so each can be resolved and redriven on its own."""
         self.stats.refused += len(refused)
         for r in refused:
             seq = sequence_of(r.record)

@@ -2,12 +2,12 @@
 
 - DescribeStream is paginated (ExclusiveStartShardId / LastEvaluatedShardId): every page is read.
 - Shards form a tree: a shard splits into children when it closes. Records of one item are in
-  order across the tree only if a parent is read to its end before its children start (facts
-  1.8: records for an item are in modification order), so a child is ready once its parent is
+  order across the tree only if a parent is read to its end before its children start (AWS:
+  Streams: records for an item are in modification order), so a child is ready once its parent is
   drained, or once the parent is gone from the stream (trimmed after 24 h).
 - A record from GetRecords lacks what Pipes and Lambda add: `eventSourceARN` is set to the
   stream ARN; `ApproximateCreationDateTime`, which boto3 parses into a datetime, becomes epoch
-  seconds as a JSON number (facts 1.8); binary values (B, BS), which boto3 returns as bytes,
+  seconds as a JSON number (AWS: Streams); binary values (B, BS), which boto3 returns as bytes,
   become base64 text as in the stream's JSON.
 """
 
@@ -93,7 +93,7 @@ def _plain(value: Any) -> Any:
 
 
 def normalize(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
-    """A GetRecords record in the shape Pipes hands to its filter and template (facts 1.8)."""
+    """A GetRecords record in the shape Pipes hands to its filter and template (AWS: Streams)."""
     out: dict[str, Any] = _plain(record)  # a dict stays a dict
     ddb = out.get("dynamodb")
     if isinstance(ddb, dict):
@@ -135,7 +135,7 @@ def read_range(
     streams: Any, stream_arn: str, shard_id: str, start: str, end: str, *, limit: int = 10_000
 ) -> Iterator[dict[str, Any]]:
     """The records start..end (inclusive) of one shard, normalized, while the stream has them
-    (facts 3.3: a Pipe's DLQ holds only these positions). Raises ToolError(exit 1) when they
+    (AWS: eb-pipes-dynamodb: a Pipe's DLQ holds only these positions). Raises ToolError(exit 1) when they
     are gone."""
     it = shard_iterator(streams, stream_arn, shard_id, "AT_SEQUENCE_NUMBER", start)
     end_n = int(end)

@@ -4,9 +4,9 @@
         --poller--> handler(event, context) --runtime.apply--> database
 
 Each module owns one hop and cites the rule it follows in reference/aws-pipeline-facts.md:
-`patterns` (Pipes filtering, facts 2), `transform` (the input transformer and the dynamic
-SQS target parameters, facts 1 and 4), `fifo` (an SQS FIFO queue and its DLQ on a virtual
-clock, facts 5), `poller` (the Lambda SQS event source mapping, facts 6). `replay` and
+`patterns` (Pipes filtering, AWS: eb-pipes-event-filtering), `transform` (the input transformer and the dynamic
+SQS target parameters, AWS: eb-pipes-input-transformation, API_PipeTargetSqsQueueParameters), `fifo` (an SQS FIFO queue and its DLQ on a virtual
+clock, AWS: FIFO-queues), `poller` (the Lambda SQS event source mapping, AWS: services-sqs-parameters). `replay` and
 `sample` are the command-line tools built on them (`ddb-sql-sync replay|sample`, their
 commands in synctools/local/commands/).
 

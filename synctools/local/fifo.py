@@ -1,6 +1,6 @@
 """An SQS FIFO queue (and its FIFO dead-letter queue) on a virtual clock: nothing sleeps.
 
-Rules modelled (facts 5 and 6.2):
+Rules modelled (AWS: FIFO-queues, services-sqs-configure):
 - strict order within a message group; a group with a message in flight is not returned to
   any receiver until that message is deleted or its visibility timeout expires;
 - a receive fills the batch from one group as far as it can, then from the next;
@@ -8,8 +8,8 @@ Rules modelled (facts 5 and 6.2):
   the window is accepted (the original message id is returned) but never delivered;
 - each receive increments ApproximateReceiveCount; a message received maxReceiveCount times
   and not deleted moves to the FIFO DLQ on the next receive attempt, its deduplication id
-  replaced by its message id (facts 5); order of its group is then broken, as in AWS;
-- received messages are records in the exact shape Lambda's SQS event carries (facts 6.2).
+  replaced by its message id (AWS: FIFO-queues); order of its group is then broken, as in AWS;
+- received messages are records in the exact shape Lambda's SQS event carries (AWS: services-sqs-configure).
 
 The queue holds only messages not yet deleted; dedup ids live only for their window.
 `hold_group` (no AWS equivalent) holds a group back for fault injection.
@@ -146,7 +146,7 @@ class FifoQueue:
                 del self._dedup[dedup_id]
 
     def send(self, body: str, group_id: str, dedup_id: str, *, message_id: str | None = None) -> SendResult:
-        """SendMessage (FIFO): both ids are required (facts 4)."""
+        """SendMessage (FIFO): both ids are required (AWS: API_PipeTargetSqsQueueParameters)."""
         if not group_id:
             raise QueueError("The request must contain the parameter MessageGroupId")
         if not dedup_id:
@@ -175,7 +175,7 @@ class FifoQueue:
         return SendResult(msg.message_id, msg.sequence_number, False)
 
     def send_batch(self, entries: Iterable[tuple[str, str, str]]) -> list[SendResult]:
-        """SendMessageBatch: at most 10 entries, enqueued in the order sent (facts 4)."""
+        """SendMessageBatch: at most 10 entries, enqueued in the order sent (AWS: API_PipeTargetSqsQueueParameters)."""
         entries = list(entries)
         if not 1 <= len(entries) <= SQS_BATCH:
             raise QueueError(f"SendMessageBatch takes 1..{SQS_BATCH} entries, got {len(entries)}")
@@ -228,7 +228,7 @@ class FifoQueue:
     def receive(self, max_messages: int = SQS_BATCH) -> list[dict[str, Any]]:
         """ReceiveMessage: up to `max_messages` records, in the Lambda SQS event record shape.
 
-        Groups with a message in flight, or held back, are skipped (facts 5); a batch takes as
+        Groups with a message in flight, or held back, are skipped (AWS: FIFO-queues); a batch takes as
         many messages of one group as it can, then moves on to the next group."""
         if not 1 <= max_messages <= SQS_BATCH:
             raise QueueError(f"MaxNumberOfMessages must be 1..{SQS_BATCH}")

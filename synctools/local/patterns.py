@@ -1,30 +1,30 @@
 """EventBridge Pipes filter patterns, as Pipes matches them against a DynamoDB stream record.
 
-Semantics (facts 2.1-2.4):
+Semantics (AWS: eb-pipes-event-filtering):
 - a record passes when it matches any pattern (at most 5 per Pipe); inside a pattern
   different fields are AND, the values listed for one field are OR; every field a pattern
   names must be in the record, fields it does not name are ignored;
-- a pattern field's value is a list (a bare scalar is refused: facts 2.3) or a nested object;
+- a pattern field's value is a list (a bare scalar is refused: AWS: eb-pipes-event-filtering) or a nested object;
 - operators: exact values (case-sensitive, type-sensitive), prefix / suffix (also with
   equals-ignore-case), anything-but (one value or a list), equals-ignore-case, numeric ranges,
   exists true / false;
 - matching is on leaves only: an object is not a leaf, so `{"x": [{"exists": false}]}` matches
-  when x is `{"S": "..."}` and `exists: true` does not (facts 2.3, validated);
+  when x is `{"S": "..."}` and `exists: true` does not (AWS: eb-pipes-event-filtering, validated);
 - `[null]` matches only null, `[""]` only the empty string; an empty array has no leaves;
 - an array in the record matches when it intersects the pattern's values; arrays of objects
   are "crushed" (each element is tried), fields are never combined across elements;
-- `numeric` matches JSON numbers only: DynamoDB N values are strings, so never (facts 2.4);
+- `numeric` matches JSON numbers only: DynamoDB N values are strings, so never (AWS: eb-pipes-event-filtering);
 - `anything-but` needs the field: it does not match a missing field but matches null;
 - AWS joins keys with "." into one field path, on both sides: a record key containing a dot
-  (`"state.status"`) is matched by the nested pattern `{"state": {"status": [...]}}` (facts
-  2.3, validated quirk), and a pattern key containing a dot by the nested record fields
+  (`"state.status"`) is matched by the nested pattern `{"state": {"status": [...]}}` (AWS:
+  eb-pipes-event-filtering, validated quirk), and a pattern key containing a dot by the nested record fields
   (`dot_joining_pattern` in tests/conformance/).
 
 Operators this model does not implement are refused at compile time with a PatternError that
 names them, never matched approximately: anything-but with prefix / suffix /
-equals-ignore-case / wildcard, which Pipes does not support (facts 2.2), so CreatePipe would
-refuse them too; and wildcard, cidr and `$or`, which are not confirmed Pipes operators (facts
-2.2). unsupported_operators() lists them, for a warning at validate.
+equals-ignore-case / wildcard, which Pipes does not support (AWS: eb-pipes-event-filtering), so CreatePipe would
+refuse them too; and wildcard, cidr and `$or`, which are not confirmed Pipes operators (AWS:
+eb-pipes-event-filtering). unsupported_operators() lists them, for a warning at validate.
 
 tests/test_conformance.py runs every vector of tests/conformance/eventbridge-patterns.json
 (recorded against AWS, or from aws/event-ruler) through this module.
@@ -121,7 +121,7 @@ def _is_number(v: Any) -> bool:
 
 def _same(a: Any, b: Any) -> bool:
     """Exact-value equality as EventBridge applies it: type-sensitive (the string "300" is not
-    the number 300, true is not 1), numbers compared by value (300 matches 300.0: facts 2.4,
+    the number 300, true is not 1), numbers compared by value (300 matches 300.0: AWS: eb-pipes-event-filtering,
     validated `number_comparison_float`)."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
@@ -236,7 +236,7 @@ def _operator_test(rule: dict[str, Any], where: str) -> tuple[str, Any]:
 
 
 def _leaves(value: Any) -> list[Any]:
-    """The leaf values a list of matchers sees: an object is not a leaf (facts 2.3); an array
+    """The leaf values a list of matchers sees: an object is not a leaf (AWS: eb-pipes-event-filtering); an array
     contributes its scalar elements (intersection semantics); [] has none."""
     if isinstance(value, dict):
         return []
@@ -363,7 +363,7 @@ def _object_matcher(pattern: dict[str, Any], where: str) -> Matcher:
 
 
 def _dotted(key: str, event: dict[str, Any]) -> dict[str, Any] | None:
-    """Record keys "key.rest" seen as {"rest": ...} under `key` (facts 2.3 dot-joining quirk)."""
+    """Record keys "key.rest" seen as {"rest": ...} under `key` (AWS: eb-pipes-event-filtering dot-joining quirk)."""
     extra = None
     prefix = key + "."
     for k in event:
@@ -406,7 +406,7 @@ def compile_pattern(pattern: dict[str, Any] | str) -> Matcher:
 
 
 class FilterSet:
-    """The Pipe's filter criteria: a record passes when any pattern matches (facts 2.1).
+    """The Pipe's filter criteria: a record passes when any pattern matches (AWS: eb-pipes-event-filtering).
 
     No patterns at all means no filtering: every record passes."""
 

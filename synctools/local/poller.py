@@ -1,13 +1,13 @@
-"""The Lambda SQS event source mapping in front of a FIFO queue (facts 6).
+"""The Lambda SQS event source mapping in front of a FIFO queue (AWS: services-sqs-parameters).
 
 One `poll()` receives a batch (at most batch_size <= 10 messages, possibly from several
-message groups: facts 6.1, 6.2), invokes `handler(event, context)` and reads the answer the
-way Lambda does (facts 6.5):
+message groups: AWS: services-sqs-parameters, services-sqs-configure), invokes `handler(event, context)` and reads the answer the
+way Lambda does (AWS: services-sqs-errorhandling):
 
 - complete success (every message deleted): a null response, `{}`, or a null or empty
   `batchItemFailures`;
 - partial failure: the listed messages stay, every other message is deleted (so a message
-  listed after an unlisted one is still deleted: facts 6.4 is the handler's job);
+  listed after an unlisted one is still deleted: AWS: services-sqs-errorhandling is the handler's job);
 - complete failure (nothing deleted): an exception, an answer that is not a JSON object, a
   `batchItemFailures` that is not a list, an item with a bad key name, an empty or null
   `itemIdentifier`, or one naming a message that is not in the batch.
@@ -71,7 +71,7 @@ def _plain_json(value: Any) -> bool:
 
 
 def read_response(response: Any, message_ids: list[str]) -> tuple[set[str] | None, str]:
-    """(ids reported failed, "") or (None, reason) for a complete failure (facts 6.5)."""
+    """(ids reported failed, "") or (None, reason) for a complete failure (AWS: services-sqs-errorhandling)."""
     if response is None:
         return set(), ""
     if not _plain_json(response):

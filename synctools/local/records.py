@@ -4,7 +4,7 @@ Accepted input, in any mix and never loaded whole into memory (docs/local-tools.
 - JSON lines (or any concatenation of JSON objects), one stream record each;
 - the document GetRecords returns, `{"Records": [...], "NextShardIterator": "..."}`, possibly
   pretty-printed and possibly several of them back to back (one per page);
-- a bare JSON array of records (what a DynamoDB-sourced Pipe hands downstream: facts 1.7).
+- a bare JSON array of records (what a DynamoDB-sourced Pipe hands downstream: AWS: eb-pipes-batching-concurrency).
 
 The input is UTF-8, read as bytes; a UTF-8 byte order mark is skipped. Every problem is told
 to `on_error` as `<name>:<line>: <what is wrong> - <how to fix>`, the line being where the

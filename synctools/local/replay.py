@@ -201,7 +201,7 @@ class EntityPipeline:
     # -- the Pipe -------------------------------------------------------------------------
 
     def offer(self, record: dict[str, Any], sink: Callable[[dict[str, Any]], None]) -> bool:
-        """One stream record; filtering happens before batching (facts 2.6). True when a batch
+        """One stream record; filtering happens before batching (AWS: eb-pipes-event-filtering). True when a batch
         went out."""
         if not self.pipe.filters.matches(record):
             self.counts.filtered += 1
@@ -221,7 +221,7 @@ class EntityPipeline:
         return self.batch_since + self.window if self.batch else None
 
     def flush(self, sink: Callable[[dict[str, Any]], None]) -> None:
-        """Send the pending batch with SendMessageBatch (the template runs per record: facts 1.7).
+        """Send the pending batch with SendMessageBatch (the template runs per record: AWS: eb-pipes-batching-concurrency).
         Delayed duplicate sends it decides on are left in `self.later` for the driver."""
         if not self.batch:
             return

@@ -7,8 +7,8 @@ timestamp format, version counters). Nothing entity-specific is hard-coded.
 
 Per item: an INSERT, then MODIFYs, then sometimes a REMOVE; items are interleaved like a real
 stream (a window of live items), SequenceNumbers increase strictly, eventIDs are 32 hex
-digits, ApproximateCreationDateTime is epoch seconds (a JSON number, facts 1.8), N values
-are strings, and Keys / NewImage / OldImage follow the stream view type (facts 1.8). Every
+digits, ApproximateCreationDateTime is epoch seconds (a JSON number, AWS: Streams), N values
+are strings, and Keys / NewImage / OldImage follow the stream view type (AWS: Streams). Every
 record carries the full images, so the final state of each item can be computed from the
 records alone. When the entity has an outbox, a few MODIFYs drop it (writes without a domain
 event): the Pipe's filter skips those, as it would in AWS.

@@ -1,8 +1,8 @@
 """The Pipes input transformer and the dynamic SQS target parameters, applied to one record.
 
-The input template (facts 1.1-1.4) is text with `<path>` placeholders, rendered once per
-stream record, never on the batch (facts 1.7). What a placeholder becomes depends on what
-its path resolves to and on whether it sits inside a JSON string of the template (facts 1.3):
+The input template (AWS: eb-pipes-input-transformation) is text with `<path>` placeholders, rendered once per
+stream record, never on the batch (AWS: eb-pipes-batching-concurrency). What a placeholder becomes depends on what
+its path resolves to and on whether it sits inside a JSON string of the template (AWS: eb-pipes-input-transformation):
 
 | resolved value | unquoted `{"k": <p>}`          | inside quotes `"..<p>.."`         |
 |----------------|--------------------------------|-----------------------------------|
@@ -13,11 +13,11 @@ its path resolves to and on whether it sits inside a JSON string of the template
 | null           | null                           | null                              |
 | missing path   | "" (an empty JSON string)      | nothing                           |
 
-Paths are the subset Pipes accepts (facts 1.2): `$`, then dot segments of [A-Za-z0-9_/-]
+Paths are the subset Pipes accepts (AWS: eb-pipes-input-transformation): `$`, then dot segments of [A-Za-z0-9_/-]
 each optionally followed by `[n]` or `[*]`; `[*]` yields an array of the matches (its real
-shape is undocumented: open question 2). Reserved variables are those of facts 1.4.
+shape is undocumented: open question 2). Reserved variables are those of AWS: eb-pipes-input-transformation.
 
-The SQS target's MessageGroupId / MessageDeduplicationId are dynamic parameters (facts 4):
+The SQS target's MessageGroupId / MessageDeduplicationId are dynamic parameters (AWS: API_PipeTargetSqsQueueParameters):
 the whole value is one JSON path, evaluated on the ORIGINAL record (never the template's
 output); a value not starting with `$` is a literal; the parameter is at most 100 characters
 (the Pipes API cap) and the resolved id at most 128 (SQS's own limit).
@@ -77,7 +77,7 @@ _WILDCARD = object()
 
 @dataclass(frozen=True)
 class PipeContext:
-    """What the reserved variables resolve to (facts 1.4). `clock` gives epoch seconds (the
+    """What the reserved variables resolve to (AWS: eb-pipes-input-transformation). `clock` gives epoch seconds (the
     replay passes its virtual clock)."""
 
     pipe_name: str = "local-pipe"
@@ -93,7 +93,7 @@ class PipeContext:
 
 
 def parse_path(path: str) -> tuple[Any, ...]:
-    """`$.a.b[0][*]` -> ("a", "b", 0, WILDCARD). Raises TemplateError outside facts 1.2."""
+    """`$.a.b[0][*]` -> ("a", "b", 0, WILDCARD). Raises TemplateError outside AWS: eb-pipes-input-transformation."""
     if not PATH_RE.match(path):
         raise TemplateError(
             f"{path!r} is not a JSON path Pipes supports (see {awsdocs.PIPES_INPUT_TRANSFORM}: $ then .segment of "
@@ -149,7 +149,7 @@ def _json(value: Any) -> str:
 
 def _stripped(value: Any) -> str:
     """An object or array inside quotes: EventBridge strips the inner quotes and compacts it,
-    {"a":"x","b":["y"]} -> {a:x,b:[y]} (facts 1.3, validated on EventBridge rules)."""
+    {"a":"x","b":["y"]} -> {a:x,b:[y]} (AWS: eb-pipes-input-transformation, validated on EventBridge rules)."""
     if isinstance(value, dict):
         return "{" + ",".join(f"{k}:{_stripped(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
@@ -352,7 +352,7 @@ def _reserved(name: str, record: dict[str, Any], ctx: PipeContext | None) -> Any
 
 
 class DynamicParameter:
-    """One SQS target parameter (MessageGroupId / MessageDeduplicationId), facts 4."""
+    """One SQS target parameter (MessageGroupId / MessageDeduplicationId), AWS: API_PipeTargetSqsQueueParameters."""
 
     def __init__(self, name: str, value: str) -> None:
         self.name = name
@@ -403,7 +403,7 @@ class SqsEntry:
 
 
 class PipeTarget:
-    """Template + dynamic parameters: stream record -> SQS entry (facts 1.7 and 4)."""
+    """Template + dynamic parameters: stream record -> SQS entry (AWS: eb-pipes-batching-concurrency, API_PipeTargetSqsQueueParameters)."""
 
     def __init__(
         self,

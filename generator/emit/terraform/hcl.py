@@ -1,6 +1,6 @@
 """Terraform expressions, never spliced by hand: `${...}` is written in one place (`interp`);
 references go through `ref`/`expr`, function calls through `call`, and every literal string
-that may carry user input goes through `escape` (facts 1.6 and 7.6: a literal `${` is `$${`, a
+that may carry user input goes through `escape` (AWS: eb-pipes-input-transformation, Terraform JSON configuration syntax: a literal `${` is `$${`, a
 literal `%{` is `%%{`)."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def interp(e: Expr) -> str:
 
 
 def escape(text: str) -> str:
-    """A literal string as a Terraform template: `${` -> `$${`, `%{` -> `%%{` (facts 1.6, 7.6)."""
+    """A literal string as a Terraform template: `${` -> `$${`, `%{` -> `%%{` (AWS: eb-pipes-input-transformation, Terraform JSON configuration syntax)."""
     return text.replace("${", "$${").replace("%{", "%%{")
 
 
@@ -47,7 +47,7 @@ def ref(*parts: str) -> str:
 
 
 def address(kind: str, label: str) -> str:
-    """A bare resource address for `depends_on`: no `${}` there (facts 7.6)."""
+    """A bare resource address for `depends_on`: no `${}` there (see Terraform JSON configuration syntax)."""
     return f"{kind}.{label}"
 
 

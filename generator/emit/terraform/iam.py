@@ -35,7 +35,7 @@ VPC_ENI_ACTIONS = (
 
 
 def policy_document(statements: list[dict[str, Any]]) -> dict[str, Any]:
-    """An aws_iam_policy_document body; `statement` is a repeatable block (facts 7.6: an array)."""
+    """An aws_iam_policy_document body; `statement` is a repeatable block (see Terraform JSON configuration syntax: an array)."""
     return {"statement": statements}
 
 

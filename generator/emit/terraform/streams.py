@@ -39,7 +39,7 @@ def streams(files: Files, model: Model) -> dict[str, Stream]:
 
 def _external_table(table: str, entities: list[Entity]) -> dict[str, Any]:
     """A data source for a table created elsewhere. A table without a stream has an empty
-    stream_arn, and filters on an image the stream does not carry never match (facts 1.8):
+    stream_arn, and filters on an image the stream does not carry never match (AWS: Streams):
     fail the plan with a clear message instead."""
     view_types = sorted({e.source.stream_view_type for e in entities})
     condition = " && ".join(
