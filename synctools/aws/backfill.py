@@ -376,6 +376,37 @@ class ExportSource:
         yield chunk, None
 
 
+def open_source(
+    aws: Any,
+    table: str,
+    *,
+    export_dir: str | None,
+    export: str | None,
+    segments: int,
+    consistent: bool,
+    page_size: int,
+    scan_page_size: int,
+) -> Source:
+    """The items to read: an export's files in a folder or in S3, else a parallel Scan of
+    `table` (described first, so a missing table fails before anything is read)."""
+    from synctools.aws.export import open_dir, open_s3
+
+    if export_dir:
+        return ExportSource(open_dir(export_dir), page_size=page_size)
+    if export:
+        return ExportSource(open_s3(aws.client("s3"), export), page_size=page_size)
+    scan = ScanSource(
+        aws.client("dynamodb", retries=1),
+        table,
+        segments=segments,
+        consistent=consistent,
+        page_size=scan_page_size,
+        backoff=Backoff(),
+    )
+    scan.describe()
+    return scan
+
+
 # -- sinks --------------------------------------------------------------------------------
 
 

@@ -127,20 +127,18 @@ def _backfill(args: argparse.Namespace) -> int:
     from synctools.aws.backfill import (
         Backfill,
         BackfillCheckpoint,
-        Backoff,
         ExportSource,
         QueueSink,
         RateLimit,
         ScanSource,
         Sink,
-        Source,
         Summary,
         Synthesizer,
+        open_source,
         stream_watermark,
         uses_sequence_versions,
     )
     from synctools.aws.checkpoint import Checkpoint
-    from synctools.aws.export import open_dir, open_s3
     from synctools.aws.pipe import Sender
     from synctools.local.build import PipeError, load_pipe
 
@@ -165,27 +163,17 @@ def _backfill(args: argparse.Namespace) -> int:
     aws = options.aws_of(args)
     offline = bool(args.export_dir) and args.to == "db"
 
-    source: Source
-    export_time = None
-    if args.export_dir:
-        export = open_dir(args.export_dir)
-        source = ExportSource(export, page_size=args.batch_size)
-        export_time = export.export_time
-    elif args.export:
-        export = open_s3(aws.client("s3"), args.export)
-        source = ExportSource(export, page_size=args.batch_size)
-        export_time = export.export_time
-    else:
-        scan = ScanSource(
-            aws.client("dynamodb", retries=1),
-            spec.source_table,
-            segments=args.segments,
-            consistent=args.consistent,
-            page_size=min(args.batch_size, 1000) if args.to == "db" else 100,
-            backoff=Backoff(),
-        )
-        scan.describe()
-        source = scan
+    source = open_source(
+        aws,
+        spec.source_table,
+        export_dir=args.export_dir,
+        export=args.export,
+        segments=args.segments,
+        consistent=args.consistent,
+        page_size=args.batch_size,
+        scan_page_size=min(args.batch_size, 1000) if args.to == "db" else 100,
+    )
+    export_time = source.export.export_time if isinstance(source, ExportSource) else None
 
     checkpoint = Checkpoint(args.checkpoint)
     progress = BackfillCheckpoint(checkpoint, name, source.ident)

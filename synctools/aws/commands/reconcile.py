@@ -99,16 +99,12 @@ def run(args: argparse.Namespace) -> int:
 def _reconcile(args: argparse.Namespace) -> int:
     from runtime.config import make_engine
     from synctools.aws.backfill import (
-        Backoff,
         DbSink,
-        ExportSource,
-        ScanSource,
-        Source,
         Synthesizer,
+        open_source,
         stream_watermark,
         uses_sequence_versions,
     )
-    from synctools.aws.export import open_dir, open_s3
     from synctools.aws.reconcile import Reconciler
     from synctools.local.build import PipeError, load_pipe
 
@@ -126,22 +122,16 @@ def _reconcile(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise ToolError(f"--db: {exc}") from None
     ddb = aws.client("dynamodb")
-    source: Source
-    if args.export_dir:
-        source = ExportSource(open_dir(args.export_dir), page_size=args.page_size)
-    elif args.export:
-        source = ExportSource(open_s3(aws.client("s3"), args.export), page_size=args.page_size)
-    else:
-        scan = ScanSource(
-            aws.client("dynamodb", retries=1),
-            spec.source_table,
-            segments=args.segments,
-            consistent=args.consistent,
-            page_size=min(args.page_size, 1000),
-            backoff=Backoff(),
-        )
-        scan.describe()
-        source = scan
+    source = open_source(
+        aws,
+        spec.source_table,
+        export_dir=args.export_dir,
+        export=args.export,
+        segments=args.segments,
+        consistent=args.consistent,
+        page_size=args.page_size,
+        scan_page_size=min(args.page_size, 1000),
+    )
     region = aws.region_name or ""
     try:
         pipe = load_pipe(registry.raw, name, build, region=region)
