@@ -3,15 +3,21 @@
 For each size N (synthetic `orders` items, `order.created`, written once as a DYNAMODB_JSON
 export of 8 gzip files):
 
-- backfill: `ddb-sql-sync backfill orders --export-dir DIR --to db --batch-size B --watermark W`
-  in a fresh process on fresh tables, the whole command timed (reading and decompressing the
-  files, the filter and the template, apply_batch in batches of B);
+- backfill: `ddb-sql-sync backfill orders --export-dir DIR --to db --batch-size B --watermark W
+  --workers K` in a fresh process on fresh tables, the whole command timed (reading and
+  decompressing the files, the filter and the template, apply_batch in batches of B, in K worker
+  processes: K is this machine's core count unless --workers says otherwise);
+- backfill-1: the same in one process (--workers 1): what one core does;
 - stream: the same items as the same stream INSERT records through the same filter and
   template (outside the clock: the Pipe does it, not the Lambda), then
   runtime.apply.apply_batch in batches of 10 (the FIFO limit, what the Lambda gets), in a fresh
   process on fresh tables, the apply loop timed.
 
-Peak memory is each process's own ru_maxrss. Rows are counted after each run.
+Peak memory is each process's own ru_maxrss. Rows are counted after each run. CPU time is
+counted for each mode: the command's (its worker processes included) and the database
+server's (its backend processes, read from /proc while they run). Their sum per event says
+how many events a second this machine's cores could carry at most, however the work was
+spread: the ceiling beside the measured rate.
 
     python benchmarks/backfill_bench.py --sizes 100000,1000000 [--url postgresql+psycopg://...]
                                         [--delay-ms D]
@@ -24,6 +30,7 @@ backfill run from an operator's host, sees of the network that loopback hides.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -112,8 +119,54 @@ def count_rows(url: str) -> int:
     return n
 
 
+class ServerCpu:
+    """CPU seconds used by the PostgreSQL server's processes while it runs (a thread reads
+    utime + stime of every `postgres` process in /proc every 0.5 s, keeping each one's last
+    figure: a backend that ends between two reads loses at most 0.5 s of its time; the backends
+    here live as long as the run)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.start = self._read()
+        self.last = dict(self.start)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    @staticmethod
+    def _read() -> dict[int, int]:
+        out: dict[int, int] = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (d / "stat").read_text()
+                if stat[stat.index("(") + 1 : stat.rindex(")")] != "postgres":
+                    continue
+                fields = stat[stat.rindex(")") + 2 :].split()
+                out[int(d.name)] = int(fields[11]) + int(fields[12])  # utime, stime
+        return out
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            self.last.update(self._read())
+
+    def __enter__(self) -> ServerCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(self._read())
+
+    @property
+    def seconds(self) -> float:
+        return sum(t - self.start.get(pid, 0) for pid, t in self.last.items()) / self.tick
+
+
 def child_backfill(args: argparse.Namespace) -> dict[str, Any]:
-    import contextlib
     import io
 
     from generator.cli import main
@@ -125,7 +178,8 @@ def child_backfill(args: argparse.Namespace) -> dict[str, Any]:
             [
                 "backfill", "orders", "--build", str(ROOT / "build"), "--export-dir", args.dir, "--to", "db",
                 "--db", args.url, "--batch-size", str(args.batch_size), "--watermark", WATERMARK,
-                "--checkpoint", f"{tmp}/ckpt.json", "--quiet", "--format", "json",
+                "--checkpoint", f"{tmp}/ckpt.json", "--quiet", "--format", "json", "--workers",
+                str(args.workers),
             ]
         )  # fmt: skip
         seconds = time.perf_counter() - t0
@@ -134,7 +188,10 @@ def child_backfill(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "events": doc["applied"],
-        "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "rss_kib": max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,  # the largest worker process
+        ),
     }
 
 
@@ -228,12 +285,20 @@ class Delayed:
             self.proc.wait(timeout=10)
 
 
-def run_child(mode: str, directory: Path, url: str, batch_size: int, via: str) -> dict[str, Any]:
+def run_child(
+    mode: str, directory: Path, url: str, batch_size: int, workers: int, via: str
+) -> dict[str, Any]:
     fresh_tables(url).dispose()
-    cmd = [sys.executable, __file__, "--child", mode, "--dir", str(directory), "--url", via]
-    cmd += ["--batch-size", str(batch_size)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    child = "stream" if mode == "stream" else "backfill"
+    cmd = [sys.executable, __file__, "--child", child, "--dir", str(directory), "--url", via]
+    cmd += ["--batch-size", str(batch_size), "--workers", str(1 if mode == "backfill-1" else workers)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with ServerCpu() as server:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     doc: dict[str, Any] = json.loads(out.splitlines()[-1])
+    doc["client_cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    doc["server_cpu"] = server.seconds
     doc["rows"] = count_rows(url)
     return doc
 
@@ -247,7 +312,13 @@ def main() -> int:
     p.add_argument(
         "--batch-size", type=int, default=500, help="backfill's apply_batch size (default: %(default)s)"
     )
-    p.add_argument("--modes", default="backfill,stream", help="(default: %(default)s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="backfill's worker processes (default: %(default)s)",
+    )
+    p.add_argument("--modes", default="backfill,backfill-1,stream", help="(default: %(default)s)")
     p.add_argument(
         "--delay-ms", type=float, default=0.0, help="added per direction by a delay proxy (default: none)"
     )
@@ -270,7 +341,7 @@ def main() -> int:
             print(f"{n:,} items written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             for mode in args.modes.split(","):
                 with Delayed(url, args.delay_ms) as proxy:
-                    doc = run_child(mode, Path(tmp), url, args.batch_size, proxy.url)
+                    doc = run_child(mode, Path(tmp), url, args.batch_size, args.workers, proxy.url)
                 assert doc["rows"] == n and doc["events"] == n, doc
                 print(f"{n:,} {mode}: {doc}", file=sys.stderr, flush=True)
                 results.append((n, mode, doc))
@@ -280,10 +351,12 @@ def main() -> int:
 
 
 def render(args: argparse.Namespace, results: list[tuple[int, str, dict[str, Any]]]) -> str:
+    cores = os.cpu_count() or 1
     lines = [
         "# Backfill against the streaming path (benchmarks/backfill_bench.py)",
         "",
         f"Command: `python benchmarks/backfill_bench.py --sizes {args.sizes} --batch-size {args.batch_size}"
+        f" --workers {args.workers}"
         + (f" --delay-ms {args.delay_ms:g}" if args.delay_ms else "")
         + "`. "
         + (
@@ -292,37 +365,52 @@ def render(args: argparse.Namespace, results: list[tuple[int, str, dict[str, Any
             if args.delay_ms
             else ""
         )
-        + f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        + f"Machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}, "
         f"PostgreSQL on the same machine, {time.strftime('%Y-%m-%d')}.",
         "",
         "Synthetic `orders` items (`order.created`: an upsert each), one DYNAMODB_JSON export of 8 gzip "
         "files on disk. **backfill**: the whole `ddb-sql-sync backfill orders --export-dir DIR --to db` "
-        f"command (read, decompress, filter, template, `apply_batch` in batches of {args.batch_size}). "
+        f"command (read, decompress, filter, template, `apply_batch` in batches of {args.batch_size}) in "
+        f"{args.workers} worker processes; **backfill-1**: the same in one process. "
         "**stream**: the same records rendered by the same Pipe, batch by batch (outside the clock: the Pipe's work), "
         "then `apply_batch` in batches of 10, as the Lambda receives them from the FIFO queue; only the "
         "apply loop is timed. Each in a fresh process on fresh tables; every row checked. Peak memory: "
-        "the process's ru_maxrss (each holds one page or batch of records at a time).",
+        "the largest process's ru_maxrss (each holds one page or batch of records at a time). CPU: the "
+        "command's processes (the stream's includes its rendering) and PostgreSQL's backends, in "
+        f"microseconds per event; the ceiling is what {cores} cores could carry at the backfill's CPU "
+        "cost per event (client and server together), however the work is spread.",
         "",
-        "| items | path | seconds | events/s | with the Pipe's rendering: seconds, events/s | peak RSS (MiB) |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| items | path | seconds | events/s | client CPU us/event | server CPU us/event "
+        "| ceiling events/s | peak RSS (MiB) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for n, mode, doc in results:
-        total = doc.get("with_rendering", doc["seconds"])
+        client = doc["client_cpu"] / doc["events"] * 1e6
+        server = doc["server_cpu"] / doc["events"] * 1e6
+        ceiling = f"{cores * 1e6 / (client + server):,.0f}" if mode != "stream" else "-"
         lines.append(
             f"| {n:,} | {mode} | {doc['seconds']:.1f} | {doc['events'] / doc['seconds']:,.0f} | "
-            f"{total:.1f} s, {doc['events'] / total:,.0f}/s | {doc['rss_kib'] / 1024:,.0f} |"
+            f"{client:.0f} | {server:.0f} | {ceiling} | {doc['rss_kib'] / 1024:,.0f} |"
         )
     by = {(n, m): d for n, m, d in results}
     lines.append("")
     for n in sorted({n for n, _, _ in results}):
-        if (n, "backfill") in by and (n, "stream") in by:
-            b, s = by[(n, "backfill")], by[(n, "stream")]
-            ratio = (b["events"] / b["seconds"]) / (s["events"] / s["seconds"])
-            whole = (b["events"] / b["seconds"]) / (s["events"] / s.get("with_rendering", s["seconds"]))
-            lines.append(
-                f"- {n:,} items: backfill {ratio:.2f}x the streaming path's apply-only events/s, "
-                f"{whole:.2f}x with the Pipe's rendering counted on both sides."
-            )
+        if (n, "stream") not in by:
+            continue
+        s = by[(n, "stream")]
+        stream_rate = s["events"] / s["seconds"]
+        parts = []
+        for mode in ("backfill", "backfill-1"):
+            if (n, mode) in by:
+                b = by[(n, mode)]
+                parts.append(f"{mode} {(b['events'] / b['seconds']) / stream_rate:.2f}x")
+        if (n, "backfill") in by:
+            b = by[(n, "backfill")]
+            cpu = (b["client_cpu"] + b["server_cpu"]) / b["events"]
+            parts.append(f"this machine's ceiling for the backfill's work {cores / cpu / stream_rate:.2f}x")
+        lines.append(
+            f"- {n:,} items, against the streaming path's apply-only events/s: " + "; ".join(parts) + "."
+        )
     return "\n".join(lines) + "\n"
 
 

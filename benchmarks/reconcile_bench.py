@@ -5,11 +5,17 @@ For each size N (the synthetic `orders` export of benchmarks/backfill_bench.py):
 - stream: the items as stream INSERT records through the Pipe, applied with
   runtime.apply.apply_batch in batches of 10 on fresh tables (backfill_bench's stream child);
   its apply loop timed. It leaves every row in the database;
-- reconcile: `synctools.aws.reconcile.Reconciler`'s comparison pass over the same export and
-  those rows, in a fresh process: every item read, its expected rows derived (synthesized
-  record, the Pipe, the runtime's decoder), one keyed SELECT per page, column by column; the
-  whole pass timed (reading and decompressing the export included). Zero drift is checked.
-  The extras pass (rows with no item) looks keys up in DynamoDB and is not in this figure.
+- reconcile: the comparison pass of `ddb-sql-sync reconcile` (its Reconciler, built the
+  command's way) over the same export and those rows, in a fresh process with K worker
+  processes (K: this machine's cores unless --workers says otherwise): every item read, its
+  expected rows derived (synthesized record, the Pipe, the runtime's decoder), one keyed
+  SELECT per page, column by column; the whole pass timed (reading and decompressing the
+  export and starting the workers included). Zero drift is checked. The extras pass (rows with
+  no item) looks keys up in DynamoDB and is not in this figure;
+- reconcile-1: the same in one process.
+
+CPU time is counted as in backfill_bench.py (the command's processes, the server's backends);
+the ceiling is what this machine's cores could carry at reconcile's CPU cost per item.
 
     python benchmarks/reconcile_bench.py --sizes 100000,1000000 [--url postgresql+psycopg://...]
 """
@@ -37,50 +43,45 @@ import backfill_bench as bb  # noqa: E402  (the export writer, tables and the st
 
 
 def child_reconcile(args: argparse.Namespace) -> dict[str, Any]:
-    from runtime.config import make_engine
-    from runtime.registry import load_registry
-    from synctools.aws.backfill import ExportSource, Synthesizer
-    from synctools.aws.export import open_dir
-    from synctools.aws.reconcile import Reconciler
-    from synctools.local.build import load_pipe
+    from synctools.aws.commands.options import SourceOptions
+    from synctools.aws.commands.reconcile import ReconcileRecipe
 
-    build = ROOT / "build"
-    registry = load_registry(build / "registry.json")
-    rec = Reconciler(
-        registry=registry,
+    recipe = ReconcileRecipe(
+        build=str(ROOT / "build"),
         entity="orders",
-        pipe=load_pipe(registry.raw, "orders", build),
-        synthesizer=Synthesizer.of(
-            "orders", registry.raw["entities"]["orders"], bb.WATERMARK, "ap-northeast-1"
-        ),
-        source=ExportSource(open_dir(args.dir), page_size=args.page_size),
-        engine=make_engine(args.url),
-        ddb=None,
+        db=args.url,
+        source=SourceOptions(None, "ap-northeast-1", None, args.dir, None, 1, False),
         page_size=args.page_size,
         grace=0,
+        show_values=False,
     )
     t0 = time.perf_counter()
-    drift = []
-    for unit in rec.source.units():
-        for items, _after in rec.source.pages(unit, None):
-            rec.report.items += len(items)
-            drift += rec.compare_page(rec.expected(items))
+    rec = recipe.reconciler()
+    drift = rec.run(recipe, args.workers, extras=False)
     seconds = time.perf_counter() - t0
     assert drift == [], drift[:3]
     return {
         "seconds": seconds,
         "items": rec.report.items,
-        "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "rss_kib": max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        ),
     }
 
 
-def run_child(mode: str, directory: Path, url: str, page_size: int) -> dict[str, Any]:
+def run_child(mode: str, directory: Path, url: str, page_size: int, workers: int) -> dict[str, Any]:
     if mode == "stream":
         bb.fresh_tables(url).dispose()
-    cmd = [sys.executable, __file__, "--child", mode, "--dir", str(directory), "--url", url]
-    cmd += ["--page-size", str(page_size)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    child = "reconcile" if mode.startswith("reconcile") else mode
+    cmd = [sys.executable, __file__, "--child", child, "--dir", str(directory), "--url", url]
+    cmd += ["--page-size", str(page_size), "--workers", str(1 if mode == "reconcile-1" else workers)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with bb.ServerCpu() as server:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     doc: dict[str, Any] = json.loads(out.splitlines()[-1])
+    doc["cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime + server.seconds
     return doc
 
 
@@ -91,6 +92,12 @@ def main() -> int:
         "--url", default=os.environ.get("SYNC_TEST_POSTGRES_URL", bb.DEFAULT_URL), help="PostgreSQL server"
     )
     p.add_argument("--page-size", type=int, default=500, help="reconcile's page (default: %(default)s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="reconcile's worker processes (default: %(default)s)",
+    )
     p.add_argument("--out", default=str(HERE / "results" / "reconcile.md"), help="(default: %(default)s)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
@@ -104,32 +111,43 @@ def main() -> int:
         print(json.dumps(doc))
         return 0
     url = bb.scratch(args.url)
+    cores = os.cpu_count() or 1
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as tmp:
             bb.write_export(Path(tmp), n)
-            stream = run_child("stream", Path(tmp), url, args.page_size)
+            stream = run_child("stream", Path(tmp), url, args.page_size, args.workers)
             assert stream["events"] == n and bb.count_rows(url) == n, stream
-            rec = run_child("reconcile", Path(tmp), url, args.page_size)
-            assert rec["items"] == n, rec
-            print(f"{n:,}: stream {stream}, reconcile {rec}", file=sys.stderr, flush=True)
-            rows.append((n, stream, rec))
+            docs = {}
+            for mode in ("reconcile", "reconcile-1"):
+                docs[mode] = run_child(mode, Path(tmp), url, args.page_size, args.workers)
+                assert docs[mode]["items"] == n, docs[mode]
+            print(f"{n:,}: stream {stream}, reconcile {docs}", file=sys.stderr, flush=True)
+            rows.append((n, stream, docs))
     lines = [
         "# Reconcile against the streaming path (benchmarks/reconcile_bench.py)",
         "",
-        f"Command: `python benchmarks/reconcile_bench.py --sizes {args.sizes} --page-size {args.page_size}`. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"Command: `python benchmarks/reconcile_bench.py --sizes {args.sizes} --page-size {args.page_size} "
+        f"--workers {args.workers}`. "
+        f"Machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}, "
         f"PostgreSQL on the same machine (loopback), {time.strftime('%Y-%m-%d')}.",
         "",
         (__doc__ or "").split("\n\n")[1],
         "",
-        "| items | stream: apply events/s (batches of 10) | reconcile: items compared/s | ratio | peak RSS reconcile (MiB) |",
-        "|---:|---:|---:|---:|---:|",
+        "| items | stream: apply events/s (batches of 10) | reconcile: items compared/s | ratio "
+        "| reconcile-1: items/s | ratio | CPU us/item (reconcile) | ceiling items/s | ceiling ratio "
+        "| peak RSS reconcile (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n, s, r in rows:
-        srate, rrate = s["events"] / s["seconds"], r["items"] / r["seconds"]
+    for n, s, docs in rows:
+        srate = s["events"] / s["seconds"]
+        r, r1 = docs["reconcile"], docs["reconcile-1"]
+        rrate, r1rate = r["items"] / r["seconds"], r1["items"] / r1["seconds"]
+        cpu = r["cpu"] / r["items"] * 1e6
+        ceiling = cores * 1e6 / cpu
         lines.append(
-            f"| {n:,} | {srate:,.0f} | {rrate:,.0f} | {rrate / srate:.2f}x | {r['rss_kib'] / 1024:,.0f} |"
+            f"| {n:,} | {srate:,.0f} | {rrate:,.0f} | {rrate / srate:.2f}x | {r1rate:,.0f} | {r1rate / srate:.2f}x "
+            f"| {cpu:.0f} | {ceiling:,.0f} | {ceiling / srate:.2f}x | {r['rss_kib'] / 1024:,.0f} |"
         )
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

@@ -247,6 +247,7 @@ class Table:
     version: Version | None
     soft_delete: SoftDelete | None
     where: PathT = ()
+    append_only: bool = False  # a log of events: insert actions only; reconcile skips it
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)

@@ -318,6 +318,7 @@ class _Resolver:
             version,
             soft,
             where,
+            bool(raw.get("append_only", defaults.mapping("target", "tables", ITEMS, "append_only"))),
         )
 
     def events(self, raw: dict[str, Any], fields: tuple[Field, ...], source: Source) -> Events:

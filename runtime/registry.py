@@ -69,6 +69,7 @@ class TableSpec:
     version: VersionSpec | None
     soft_delete: SoftDeleteSpec | None
     tombstones: bool = False  # some rule hard-deletes from this versioned table
+    append_only: bool = False  # a log of events (insert actions only): reconcile skips it
     # schema.name (or name): the plan and the statement cache key rows and statements by it.
     qualified: str = field(init=False, default="", compare=False)
 
@@ -175,6 +176,7 @@ def _table(name: str, raw: dict[str, Any]) -> TableSpec:
         if s
         else None,
         tombstones=bool(raw.get("tombstones", v is not None)),
+        append_only=bool(raw.get("append_only", False)),
     )
 
 

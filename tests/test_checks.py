@@ -357,3 +357,43 @@ def test_every_field_type_a_column_type_accepts_is_one_the_runtimes_coercion_tak
         )
     ]
     assert never == []
+
+
+LOG_TABLE = """\
+    - table: order_events
+      key: [event_id]
+      columns:
+        event_id: {field: eventID, type: string}
+        status: {field: status, type: string}
+"""
+
+
+def _with_log(marker: str, action: str) -> str:
+    text = BASE.replace("events:\n", LOG_TABLE.replace("      key:", marker + "      key:") + "events:\n", 1)
+    return text.replace(
+        "do: [{action: upsert, table: orders}]",
+        f"do: [{{action: upsert, table: orders}}, {{action: {action}, table: order_events}}]",
+    )
+
+
+def test_an_append_only_table_takes_inserts_and_an_unmarked_insert_only_table_is_told() -> None:
+    # GIVEN a log table marked append_only and written by an insert: clean
+    assert diagnose(_with_log("      append_only: true\n", "insert")) == []
+    # GIVEN the same table written by an upsert: refused at the action
+    text = _with_log("      append_only: true\n", "upsert")
+    (d,) = diagnose(text)
+    assert (d.code, d.severity, d.path) == (
+        "append-only-written",
+        Severity.ERROR,
+        "events.rules[0].do[1].action",
+    )
+    line = text.splitlines()[d.line - 1]
+    assert "append_only" in d.message and line[d.col - 1 :].startswith("upsert, table: order_events")
+    # GIVEN it written by inserts only, unmarked: a warning naming the marker
+    (d,) = diagnose(_with_log("", "insert"))
+    assert (d.code, d.severity, d.path) == (
+        "append-only-unmarked",
+        Severity.WARNING,
+        "target.tables[1].table",
+    )
+    assert "append_only: true" in d.hint

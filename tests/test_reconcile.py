@@ -145,7 +145,7 @@ def test_append_only_tables_are_skipped_with_the_reason(aws: Aws, sqldb: Db) -> 
     run, doc = reconcile(aws, sqldb, "customers", "--format", "json")
     assert run.code == 0, run.err + run.out
     assert "customer_status_history" in doc["skipped_tables"]
-    assert "action insert" in doc["skipped_tables"]["customer_status_history"]
+    assert "append_only in the mapping" in doc["skipped_tables"]["customer_status_history"]
     run, _ = reconcile(aws, sqldb, "customers")
     assert "skipped table customer_status_history" in run.out
 
@@ -345,31 +345,38 @@ def test_json_timestamps_and_booleans_compare_by_value_and_soft_deleted_rows_are
     assert sqldb.rows("SELECT external_id FROM customers ORDER BY external_id") == [("c1",), ("c2",), ("c9",)]
 
 
+def _lines_in_step_and_exported(tools: Aws, db: Db, tmp_path: Path, *, lines: int, files: int) -> Path:
+    """Order o1 with `lines` lines (line n: quantity n, rev 1) in DynamoDB, backfilled into the
+    database, and exported in `files` files: the export's folder."""
+    from datetime import UTC, datetime
+
+    ddb = tools.client("dynamodb")
+    put_order(ddb, "o1", "e1", "order.created", status="new")
+    for line in range(1, lines + 1):
+        put_line(ddb, "o1", line, rev=1, qty=line)
+    for entity in ("orders", "order_items"):
+        run, _ = backfill(
+            tools, entity, "--to", "db", "--db", db.url, "--checkpoint", str(tmp_path / f"{entity}.json")
+        )
+        assert run.code == 0, run.err
+    return write_export(
+        tmp_path / "x",
+        scan_all(tools, "order_items"),
+        table="order_items",
+        account_id=tools.account,
+        export_time=datetime.now(UTC),
+        files=files,
+    )
+
+
 def test_an_export_is_read_and_its_stale_states_settle_on_the_live_table(
     aws: Aws,  # noqa: F811 - fixtures
     sqldb: Db,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    from datetime import UTC, datetime
-
-    ddb = aws.client("dynamodb")
-    put_order(ddb, "o1", "e1", "order.created", status="new")
-    for line in range(1, 4):
-        put_line(ddb, "o1", line, rev=1, qty=line)
-    for entity in ("orders", "order_items"):
-        run, _ = backfill(
-            aws, entity, "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / f"{entity}.json")
-        )
-        assert run.code == 0, run.err
     # GIVEN an export taken before line 1 was updated (the stream then brought the update)
-    items = scan_all(aws, "order_items")
-    folder = write_export(
-        tmp_path / "x",
-        items,
-        table="order_items",
-        account_id=aws.account,
-        export_time=datetime.now(UTC),
-    )
+    folder = _lines_in_step_and_exported(aws, sqldb, tmp_path, lines=3, files=2)
+    ddb = aws.client("dynamodb")
     put_line(ddb, "o1", 1, rev=2, qty=50)
     with sqldb.engine.begin() as conn:  # as the stream's record applied it
         conn.execute(text("UPDATE order_items SET quantity = 50, row_version = 2 WHERE line_no = 1"))
@@ -412,3 +419,36 @@ def test_a_key_found_drifted_is_counted_only_if_it_still_is_after_the_grace_peri
         ("differing", "o2", ["status"])
     ]
     assert (rec.report.rechecked, rec.report.settled) == (2, 1)
+
+
+def test_worker_processes_find_exactly_what_one_process_finds(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    folder = _lines_in_step_and_exported(aws, sqldb, tmp_path, lines=30, files=6)
+    # GIVEN drift spread over the export's six files: three rows changed, two deleted
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE order_items SET quantity = 0 WHERE line_no IN (2, 13, 29)"))
+        conn.execute(text("DELETE FROM order_items WHERE line_no IN (7, 20)"))
+    # WHEN reconcile compares the export in 3 worker processes, then in one
+    docs = {}
+    for workers in ("3", "1"):
+        run, docs[workers] = reconcile(
+            aws, sqldb, "order_items", "--format", "json", "--export-dir", str(folder), "--workers", workers
+        )
+        assert run.code == 1, run.out + run.err
+    # THEN both report the same five keys and the same counts
+    lines = {
+        (d["kind"], d["key"]["line_no"], tuple(c["column"] for c in d.get("columns", ())))
+        for d in docs["3"]["drift"]
+    }
+    assert lines == {
+        ("differing", 2, ("quantity",)),
+        ("differing", 13, ("quantity",)),
+        ("differing", 29, ("quantity",)),
+        ("missing", 7, ()),
+        ("missing", 20, ()),
+    }
+    assert docs["3"]["drift"] == docs["1"]["drift"]  # in the same (sorted) order
+    assert docs["3"]["summary"] == {**docs["1"]["summary"], "seconds": docs["3"]["summary"]["seconds"]}

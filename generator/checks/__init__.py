@@ -25,7 +25,7 @@ from generator.checks.problem import EntityCheck, Problem, warn
 from generator.checks.project import check_project
 from generator.checks.retention import check_retention, check_retirement
 from generator.checks.routing import check_routing
-from generator.checks.tables import check_surrogate_keys, check_tables
+from generator.checks.tables import check_append_only, check_surrogate_keys, check_tables
 from generator.diagnostics import Diagnostic, Severity, format_path
 from generator.model import Model
 from generator.yamlload import Located
@@ -44,6 +44,7 @@ ENTITY_CHECKS: tuple[EntityCheck, ...] = (
     check_pipeline,
     check_names,
     check_surrogate_keys,
+    check_append_only,
     check_capacity,
     check_retention,
     check_retirement,

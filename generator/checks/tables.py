@@ -213,3 +213,30 @@ def check_surrogate_keys(entity: Entity, project: Project) -> Iterator[Problem]:
                 "the sync never writes the surrogate key: remove it from columns or rename it",
                 "column-managed",
             )
+
+
+def check_append_only(entity: Entity, project: Project) -> Iterator[Problem]:
+    """A table marked append_only is a log: only insert actions add to it (an update, upsert or
+    delete would make its rows a function of something, which reconcile would then have to
+    compare). A table only inserts write and that is not marked is most likely a log too:
+    reconcile would compare it with the current item and find its older events extra."""
+    actions = [a for rule in entity.events.rules for a in rule.actions]
+    for t in entity.tables:
+        writes = [a for a in actions if a.table == t.name]
+        if t.append_only:
+            for a in writes:
+                if a.kind != "insert":
+                    yield Problem(
+                        a.where + ("action",),
+                        f"table '{t.name}' is append_only (a log of events), but this rule would {a.kind} its rows",
+                        "write a log table with action insert only, or drop append_only from the table",
+                        "append-only-written",
+                    )
+        elif writes and all(a.kind == "insert" for a in writes):
+            yield warn(
+                t.where + ("table",),
+                f"table '{t.name}' is written only by insert actions, so its rows look like a log of events; "
+                "reconcile compares a table with the current item unless it is marked append_only",
+                "add append_only: true to the table if each row is an event (reconcile then skips it)",
+                "append-only-unmarked",
+            )

@@ -44,6 +44,7 @@ def _table(t: Table, deleted: set[str]) -> dict[str, Any]:
         "tombstones": t.version is not None and t.qualified in deleted,
         "schema": t.schema,
         "surrogate_key": t.surrogate_key,
+        "append_only": t.append_only,
         "key": list(t.key),
         "columns": [registry_column(c) for c in t.columns],
         "version": {"column": t.version.column, "fields": list(t.version.fields), "kind": t.version.kind}

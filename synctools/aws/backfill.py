@@ -681,7 +681,112 @@ class Summary:
         )
 
 
+@dataclass
+class UnitRunner:
+    """One unit's pages: each item's synthesized record through the Pipe's filter and template,
+    then into the sink; yields the counts of each page and the position after it, once the
+    page is applied or sent (None: the unit is done)."""
+
+    pipe: Pipe
+    synth: Synthesizer
+    source: Source
+    sink: Sink | None  # None: --dry-run
+    rate: RateLimit = field(default_factory=lambda: RateLimit(None))
+    sink_lock: Any = field(default_factory=threading.Lock)
+
+    def pages(self, unit: str, position: Any, halted: Callable[[], bool]) -> Iterator[tuple[Counts, Any]]:
+        for items, after in self.source.pages(unit, position):
+            if halted():
+                return
+            self.rate.take(len(items))
+            outgoing: list[Outgoing] = []
+            counts = Counts()
+            counts.read = len(items)
+            created = self.source.created
+            for item in items:
+                record = self.synth.record(item, created)
+                if not self.pipe.filters.matches(record):
+                    counts.filtered += 1
+                    continue
+                try:
+                    entry = self.pipe.entry(record)
+                except TargetError as exc:
+                    counts.refused += 1
+                    counts.note(f"{record['eventID']}: {exc}")
+                    continue
+                outgoing.append(Outgoing(record, entry, self.synth.sequence))
+            if self.sink is not None and outgoing:
+                with self.sink_lock:
+                    self.sink.send(outgoing, counts)
+            yield counts, after
+            if after is None:
+                return
+
+    def throttled(self) -> int:
+        backoff = getattr(self.source, "backoff", None)
+        return backoff.throttled if backoff is not None else 0
+
+
+class Recipe(Protocol):
+    """What a worker process needs to build its own UnitRunner (picklable: the command's
+    options, never an open connection or client)."""
+
+    def runner(self) -> UnitRunner: ...
+
+
+@dataclass(frozen=True)
+class _Page:
+    """A worker process's report of one page: applied, so its position may be saved."""
+
+    unit: str
+    counts: Counts
+    after: Any
+    throttled: int  # throttled Scan requests since the last report
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """A worker process's last report of a unit (after its pages: one queue keeps them in
+    order); failed: it ended by an exception, which its future carries."""
+
+    unit: str
+    failed: bool
+
+
+_QUEUE: Any = None  # in a worker process: where pages are reported
+_HALT: Any = None  # in a worker process: set by the coordinator to stop at a page boundary
+
+
+def _worker_init(queue: Any, halt: Any) -> None:
+    import signal
+
+    global _QUEUE, _HALT
+    _QUEUE, _HALT = queue, halt
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator stops us, at a page boundary
+
+
+def _worker_unit(recipe: Recipe, unit: str, position: Any) -> None:
+    failed = True
+    try:
+        if _HALT.is_set():
+            failed = False
+            return
+        runner = recipe.runner()
+        throttled = 0
+        for counts, after in runner.pages(unit, position, _HALT.is_set):
+            now = runner.throttled()
+            _QUEUE.put(_Page(unit, counts, after, now - throttled))
+            throttled = now
+        failed = False
+    finally:
+        _QUEUE.put(_Ended(unit, failed))
+
+
 class Backfill:
+    """Runs every unit not yet done: in threads of this process, or (with a recipe) each unit
+    in a worker process of its own, so the CPU-bound part (the template, the runtime's decode
+    and plan) uses every core. Checkpoint, progress and summary stay here."""
+
     def __init__(
         self,
         *,
@@ -693,25 +798,24 @@ class Backfill:
         summary: Summary,
         rate: RateLimit | None = None,
         workers: int = 1,
+        recipe: Recipe | None = None,
         max_items: int | None = None,
         log: Callable[[str], None] = lambda line: None,
         stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.pipe = pipe
-        self.synth = synthesizer
+        self.runner = UnitRunner(pipe, synthesizer, source, sink, rate or RateLimit(None))
         self.source = source
-        self.sink = sink  # None: --dry-run
+        self.sink = sink
         self.checkpoint = checkpoint
         self.summary = summary
-        self.rate = rate or RateLimit(None)
         self.workers = max(1, workers)
+        self.recipe = recipe
         self.max_items = max_items
         self.log = log
         self.stop = stop
         self.clock = clock
         self._lock = threading.Lock()
-        self._sink_lock = threading.Lock()
         self._halt = threading.Event()
         self._started = 0.0
         self._last_progress = 0.0
@@ -728,7 +832,9 @@ class Backfill:
         self.summary.units_skipped = len(units) - len(todo)
         self._started = self.clock()
         try:
-            if self.workers == 1 or len(todo) <= 1:
+            if self.recipe is not None and self.workers > 1 and len(todo) > 1:
+                self._in_processes(todo)
+            elif self.workers == 1 or len(todo) <= 1:
                 for u in todo:
                     if self._halted():
                         break
@@ -755,38 +861,65 @@ class Backfill:
 
     def _unit(self, unit: str) -> None:
         done, position = self.checkpoint.resume(unit)
-        for items, after in self.source.pages(unit, position):
-            if self._halt.is_set() or self.stop():
+        for counts, after in self.runner.pages(unit, position, self._halted):
+            done += counts.read
+            self._page(unit, done, counts, after)
+            if self._halted():
                 return
-            self.rate.take(len(items))
-            outgoing: list[Outgoing] = []
-            counts = Counts()
-            counts.read = len(items)
-            created = self.source.created
-            for item in items:
-                record = self.synth.record(item, created)
-                if not self.pipe.filters.matches(record):
-                    counts.filtered += 1
-                    continue
+
+    def _page(self, unit: str, done: int, counts: Counts, after: Any) -> None:
+        self.checkpoint.advance(unit, done, after, save=self.sink is not None)
+        with self._lock:
+            self._add(counts)
+            if after is None:
+                self.summary.units_done += 1
+        self.progress()
+
+    def _in_processes(self, todo: list[str]) -> None:
+        """Each unit in a worker process (spawned: nothing of this process's connections or
+        threads is inherited). A worker reports each page after it is applied, then the unit's
+        end, through one queue (so in order); a page's position is saved here, only then."""
+        import multiprocessing
+        import queue as queues
+        from concurrent.futures import ProcessPoolExecutor
+
+        recipe = self.recipe
+        assert recipe is not None
+        ctx = multiprocessing.get_context("spawn")
+        reports = ctx.Queue()
+        halt = ctx.Event()
+        done = {u: self.checkpoint.resume(u)[0] for u in todo}
+        pool = ProcessPoolExecutor(
+            min(self.workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=(reports, halt)
+        )
+        try:
+            futures = {u: pool.submit(_worker_unit, recipe, u, self.checkpoint.resume(u)[1]) for u in todo}
+            ended: set[str] = set()
+            while len(ended) < len(todo):
+                if self._halted():
+                    halt.set()
                 try:
-                    entry = self.pipe.entry(record)
-                except TargetError as exc:
-                    counts.refused += 1
-                    counts.note(f"{record['eventID']}: {exc}")
+                    report = reports.get(timeout=0.2)
+                except queues.Empty:
+                    # a worker process that died reports nothing: its future says so
+                    ended.update(u for u, f in futures.items() if f.done() and f.exception() is not None)
                     continue
-                outgoing.append(Outgoing(record, entry, self.synth.sequence))
-            if self.sink is not None and outgoing:
-                with self._sink_lock:
-                    self.sink.send(outgoing, counts)
-            done += len(items)
-            self.checkpoint.advance(unit, done, after, save=self.sink is not None)
-            with self._lock:
-                self._add(counts)
-                if after is None:
-                    self.summary.units_done += 1
-            self.progress()
-            if after is None or self._halted():
-                return
+                if isinstance(report, _Ended):
+                    ended.add(report.unit)
+                    if report.failed:
+                        halt.set()
+                    continue
+                done[report.unit] += report.counts.read
+                self.summary.throttled += report.throttled
+                self._page(report.unit, done[report.unit], report.counts, report.after)
+        except BaseException:
+            halt.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for f in futures.values():
+            if not f.cancelled() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
 
     def _add(self, c: Counts) -> None:
         s = self.summary.counts

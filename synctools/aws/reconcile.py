@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from runtime import dialects
 from runtime.coerce import converter
 from runtime.decode import DecodeError, decode, parse_sqs_record
-from runtime.kinds import DO_DELETE, DO_INSERT, DO_SOFT_DELETE, DO_UPDATE, DO_UPSERT, IF_MISSING_UPSERT
+from runtime.kinds import DO_DELETE, DO_SOFT_DELETE, DO_UPDATE, DO_UPSERT, IF_MISSING_UPSERT
 from runtime.redact import cut, shown
 from runtime.registry import ColumnSpec, EntitySpec, Registry, TableSpec
 from synctools.aws.backfill import Counts, DbSink, Source, Synthesizer
@@ -95,12 +95,6 @@ class TablePlan:
     # Columns filled from the stream record's metadata only (eventID, ApproximateCreationDateTime,
     # SequenceNumber...): what the record that wrote the row carried, not the item's state.
     meta_columns: frozenset[str] = frozenset()
-
-
-def append_only(entity: EntitySpec, table: str) -> bool:
-    """A table some rule appends to (action insert): its rows are the events that came, not a
-    function of the current item; reconcile skips it."""
-    return any(a.table == table and a.action is DO_INSERT for acts in entity.rules.values() for a in acts)
 
 
 def _key_attrs(
@@ -281,10 +275,10 @@ class Reconciler:
         metadata = build_metadata(registry, foreign_keys=False)
         self.plans: dict[str, TablePlan] = {}
         for name, spec in self.spec.tables.items():
-            if append_only(self.spec, name):
+            if spec.append_only:
                 self.report.skipped[name] = (
-                    "a rule appends rows to it (action insert): its rows are the events that came, "
-                    "not a function of the current item"
+                    "append_only in the mapping: its rows are the events that came (each added by an "
+                    "insert action), not a function of the current item"
                 )
                 continue
             attrs, why = _key_attrs(self.spec, self.raw, spec)
@@ -556,21 +550,57 @@ class Reconciler:
 
     # -- the whole run
 
-    def run(self) -> list[Drift]:
-        """Compare every item and look for extras; the drifted keys (before the grace period)."""
+    def compare_unit(self, unit: str) -> list[Drift]:
+        """Every item of one source unit (a Scan segment, an export file) compared; the drifted keys."""
+        suspects: list[Drift] = []
+        for items, _after in self.source.pages(unit, None):
+            self.report.items += len(items)
+            suspects += self.compare_page(self.expected(items))
+        return suspects
+
+    def run(
+        self, recipe: ReconcilerRecipe | None = None, workers: int = 1, *, extras: bool = True
+    ) -> list[Drift]:
+        """Compare every item and look for extras (unless told not to); the drifted keys (before
+        the grace period).
+        With a recipe and more than one worker, each unit is compared in a process of its own
+        (the comparison is CPU-bound: the template, the decoder, the coercion of both sides)."""
         started = time.monotonic()
         suspects: list[Drift] = []
-        for unit in self.source.units():
-            for items, _after in self.source.pages(unit, None):
-                self.report.items += len(items)
-                suspects += self.compare_page(self.expected(items))
-            self.log(
-                f"reconcile {self.spec.name}: {self.report.items:,} items read, {len(suspects)} drifted so far"
-            )
+        units = self.source.units()
+        if recipe is not None and workers > 1 and len(units) > 1:
+            suspects += self._in_processes(recipe, units, workers)
+        else:
+            for unit in units:
+                suspects += self.compare_unit(unit)
+                self._progress(len(suspects))
         for plan in self.plans.values():
-            if plan.key_attrs is not None:
+            if extras and plan.key_attrs is not None:
                 suspects += self.extras(plan)
         self.report.seconds = time.monotonic() - started
+        return suspects
+
+    def _progress(self, suspects: int) -> None:
+        self.log(f"reconcile {self.spec.name}: {self.report.items:,} items read, {suspects} drifted so far")
+
+    def _in_processes(self, recipe: ReconcilerRecipe, units: list[str], workers: int) -> list[Drift]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = multiprocessing.get_context("spawn")  # nothing of this process's connections inherited
+        suspects: list[Drift] = []
+        with ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx, initializer=_worker_init) as ex:
+            for done in as_completed([ex.submit(_compare_unit, recipe, u) for u in units]):
+                r: UnitResult = done.result()
+                report = self.report
+                report.items += r.items
+                report.compared += r.compared
+                report.filtered += r.filtered
+                report.undecodable += r.undecodable
+                for why in r.problems:
+                    report.note(why)
+                suspects += r.suspects
+                self._progress(len(suspects))
         return suspects
 
     def settle(self, suspects: list[Drift]) -> list[tuple[Drift, dict[str, Any] | None]]:
@@ -595,6 +625,41 @@ class Reconciler:
             else:
                 out.append((still, item))
         return out
+
+
+class ReconcilerRecipe(Protocol):
+    """What a worker process builds its own Reconciler from (picklable: the command's options,
+    never an open connection or client)."""
+
+    def reconciler(self) -> Reconciler: ...
+
+
+@dataclass
+class UnitResult:
+    """One unit compared in a worker process: its counts and drifted keys."""
+
+    items: int
+    compared: int
+    filtered: int
+    undecodable: int
+    problems: list[str]
+    suspects: list[Drift]
+
+
+def _worker_init() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends a worker quietly; the command reports it
+
+
+def _compare_unit(recipe: ReconcilerRecipe, unit: str) -> UnitResult:
+    rec = recipe.reconciler()
+    try:
+        suspects = rec.compare_unit(unit)
+    finally:
+        rec.engine.dispose()
+    r = rec.report
+    return UnitResult(r.items, r.compared, r.filtered, r.undecodable, list(r.problems), suspects)
 
 
 def _ident(key: dict[str, Any], names: list[str]) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synctools.aws.commands import options
 from synctools.aws.session import INCOMPLETE, USAGE, ToolError
@@ -20,6 +21,9 @@ from synctools.local.argtypes import (
     exit_codes,
     positive,
 )
+
+if TYPE_CHECKING:
+    from synctools.aws.backfill import UnitRunner
 
 NAME = "backfill"
 
@@ -75,7 +79,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     )
     p.add_argument("--segments", type=positive, default=4, metavar="N", help="Scan: TotalSegments")
     p.add_argument(
-        "--workers", type=positive, metavar="N", help="segments read at once (default: --segments, at most 8)"
+        "--workers",
+        type=positive,
+        metavar="N",
+        help="segments (or export files) read at once; with --to db each in a process of its own, so the "
+        "template and the runtime's work use every core (default: --segments, at most 8)",
     )
     p.add_argument("--consistent", action="store_true", help="Scan: strongly consistent reads")
     p.add_argument("--to", choices=("db", "queue"), required=True, help="where the records go")
@@ -134,7 +142,6 @@ def _backfill(args: argparse.Namespace) -> int:
         Sink,
         Summary,
         Synthesizer,
-        open_source,
         stream_watermark,
         uses_sequence_versions,
     )
@@ -163,15 +170,9 @@ def _backfill(args: argparse.Namespace) -> int:
     aws = options.aws_of(args)
     offline = bool(args.export_dir) and args.to == "db"
 
-    source = open_source(
-        aws,
-        spec.source_table,
-        export_dir=args.export_dir,
-        export=args.export,
-        segments=args.segments,
-        consistent=args.consistent,
-        page_size=args.batch_size,
-        scan_page_size=min(args.batch_size, 1000) if args.to == "db" else 100,
+    reading = options.SourceOptions.of(args)
+    source = reading.open(
+        aws, spec.source_table, args.batch_size, min(args.batch_size, 1000) if args.to == "db" else 100
     )
     export_time = source.export.export_time if isinstance(source, ExportSource) else None
 
@@ -236,7 +237,7 @@ def _backfill(args: argparse.Namespace) -> int:
         if args.to == "queue":
             sink = QueueSink(Sender(aws.client("sqs"), url), pipe.batch_size)
         else:
-            sink = _db_sink(args, registry, name, columns, region)
+            sink = _db_sink(args.db, registry, name, columns, region, args.batch_size)
 
     # --columns writes differ from a whole-row backfill of the same state: their own event ids,
     # and a new watermark's run is not a duplicate of an earlier one (whose write may have been
@@ -251,6 +252,21 @@ def _backfill(args: argparse.Namespace) -> int:
         checkpoint.dirty = True
         checkpoint.save()
     workers = args.workers or min(args.segments, 8)
+    recipe = None
+    if args.to == "db" and not args.dry_run and workers > 1:
+        recipe = DbRecipe(
+            build=str(build),
+            entity=name,
+            db=args.db,
+            columns=tuple(columns),
+            batch_size=args.batch_size,
+            source=reading,
+            region=region,
+            stream_arn=stream_arn,
+            watermark=watermark,
+            salt=salt,
+            rate=args.rate / workers if args.rate else None,
+        )
     try:
         Backfill(
             pipe=pipe,
@@ -261,6 +277,7 @@ def _backfill(args: argparse.Namespace) -> int:
             summary=summary,
             rate=RateLimit(args.rate),
             workers=workers,
+            recipe=recipe,
             max_items=args.max_items,
             log=log,
             stop=stop,
@@ -268,7 +285,7 @@ def _backfill(args: argparse.Namespace) -> int:
     finally:
         checkpoint.unlock()
         if isinstance(source, ScanSource):
-            summary.throttled = source.backoff.throttled
+            summary.throttled += source.backoff.throttled
         _report(args, summary, log)
     c = summary.counts
     if c.failed or c.refused:
@@ -276,18 +293,51 @@ def _backfill(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _db_sink(args: argparse.Namespace, registry: Any, name: str, columns: list[str], region: str) -> Any:
+def _db_sink(db: str, registry: Any, name: str, columns: Any, region: str, batch_size: int) -> Any:
     from runtime.config import make_engine
     from synctools.aws.backfill import DbSink, columns_registry
 
     if columns:
         registry = columns_registry(registry, name, columns)
     try:
-        engine = make_engine(args.db)
+        engine = make_engine(db)
     except Exception as exc:  # a bad URL, a missing driver
         raise ToolError(f"--db: {exc}") from None
     queue_arn = f"arn:aws:sqs:{region or 'local'}:000000000000:{registry.entities[name].queue}"
-    return DbSink(engine, registry, queue_arn, region, batch_size=args.batch_size)
+    return DbSink(engine, registry, queue_arn, region, batch_size=batch_size)
+
+
+@dataclass(frozen=True)
+class DbRecipe:
+    """What a worker process of `backfill --to db --workers N` builds its own source, Pipe and
+    database sink from: the command's options and what the coordinator worked out (watermark,
+    stream ARN), never an open connection or client."""
+
+    build: str
+    entity: str
+    db: str
+    columns: tuple[str, ...]
+    batch_size: int
+    source: options.SourceOptions
+    region: str
+    stream_arn: str
+    watermark: str
+    salt: str
+    rate: float | None
+
+    def runner(self) -> UnitRunner:
+        from synctools.aws.backfill import RateLimit, Synthesizer, UnitRunner
+        from synctools.local.build import load_pipe
+
+        build = Path(self.build)
+        registry = options.load_registry(build)
+        table = registry.entities[self.entity].source_table
+        source = self.source.open(self.source.aws(), table, self.batch_size, min(self.batch_size, 1000))
+        pipe = load_pipe(registry.raw, self.entity, build, region=self.region, source_arn=self.stream_arn)
+        raw = registry.raw["entities"][self.entity]
+        synth = Synthesizer.of(self.entity, raw, self.watermark, self.region, self.stream_arn, self.salt)
+        sink = _db_sink(self.db, registry, self.entity, list(self.columns), self.region, self.batch_size)
+        return UnitRunner(pipe, synth, source, sink, RateLimit(self.rate))
 
 
 def _report(args: argparse.Namespace, summary: Any, log: Any) -> None:

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from synctools.local.argtypes import EXIT_INTERRUPTED
 
 if TYPE_CHECKING:  # the registry loads when a command runs
     from runtime.registry import EntitySpec, Registry
+    from synctools.aws.backfill import Source
 
 CONFIG = (
     "bad command line or configuration: unknown entity, table or queue name; unreadable build/ or "
@@ -97,6 +99,49 @@ def entity_of(registry: Registry, name: str) -> EntitySpec:
 
 def aws_of(args: argparse.Namespace) -> Aws:
     return Aws(endpoint_url=args.endpoint_url or None, region=args.region, profile=args.profile)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Where backfill and reconcile read items (the AWS options, an export or a Scan), kept as
+    plain values so that a worker process can open the same source again."""
+
+    endpoint_url: str | None
+    region: str | None
+    profile: str | None
+    export_dir: str | None
+    export: str | None
+    segments: int
+    consistent: bool
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> SourceOptions:
+        return cls(
+            args.endpoint_url or None,
+            args.region,
+            args.profile,
+            args.export_dir,
+            args.export,
+            args.segments,
+            args.consistent,
+        )
+
+    def aws(self) -> Aws:
+        return Aws(endpoint_url=self.endpoint_url, region=self.region, profile=self.profile)
+
+    def open(self, aws: Aws, table: str, page_size: int, scan_page_size: int) -> Source:
+        from synctools.aws.backfill import open_source
+
+        return open_source(
+            aws,
+            table,
+            export_dir=self.export_dir,
+            export=self.export,
+            segments=self.segments,
+            consistent=self.consistent,
+            page_size=page_size,
+            scan_page_size=scan_page_size,
+        )
 
 
 def arn_parts(arn: str) -> tuple[str, str]:

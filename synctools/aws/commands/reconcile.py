@@ -6,9 +6,13 @@ re-applies the drifted keys the backfill's way (synctools/aws/reconcile.py; docs
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from synctools.aws.commands import options
 from synctools.aws.session import USAGE, ToolError
@@ -22,6 +26,9 @@ from synctools.local.argtypes import (
     positive,
     seconds,
 )
+
+if TYPE_CHECKING:
+    from synctools.aws.reconcile import Reconciler
 
 NAME = "reconcile"
 
@@ -63,6 +70,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     )
     p.add_argument("--segments", type=positive, default=1, metavar="N", help="Scan: TotalSegments")
     p.add_argument("--consistent", action="store_true", help="Scan: strongly consistent reads")
+    p.add_argument(
+        "--workers",
+        type=positive,
+        metavar="N",
+        help="segments (or export files) compared at once, each in a process of its own (default: the "
+        "machine's cores, at most 8)",
+    )
     p.add_argument("--db", metavar="URL", required=True, help="the database URL, SQLAlchemy")
     p.add_argument(
         "--page-size",
@@ -96,17 +110,65 @@ def run(args: argparse.Namespace) -> int:
     return options.guarded(_reconcile, args)
 
 
+@dataclass(frozen=True)
+class ReconcileRecipe:
+    """How the command (and each of its worker processes) builds its Reconciler: the options,
+    never an open connection or client."""
+
+    build: str
+    entity: str
+    db: str
+    source: options.SourceOptions
+    page_size: int
+    grace: float
+    show_values: bool
+    log: Callable[[str], None] | None = field(default=None, compare=False)  # not sent to a worker
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "log"} | {"log": None}
+
+    def reconciler(self) -> Reconciler:
+        from runtime.config import make_engine
+        from synctools.aws.backfill import Synthesizer
+        from synctools.aws.reconcile import Reconciler
+        from synctools.local.build import PipeError, load_pipe
+
+        build = Path(self.build)
+        registry = options.load_registry(build)
+        name = self.entity
+        spec = registry.entities[name]
+        aws = self.source.aws()
+        try:
+            engine = make_engine(self.db)
+            with engine.connect():
+                pass
+        except Exception as exc:
+            raise ToolError(f"--db: {exc}") from None
+        source = self.source.open(aws, spec.source_table, self.page_size, min(self.page_size, 1000))
+        region = aws.region_name or ""
+        try:
+            pipe = load_pipe(registry.raw, name, build, region=region)
+        except PipeError as exc:
+            raise ToolError(str(exc)) from None
+        # The version does not take part in the comparison: any sequence number decodes.
+        synth = Synthesizer.of(name, registry.raw["entities"][name], "1", region)
+        return Reconciler(
+            registry=registry,
+            entity=name,
+            pipe=pipe,
+            synthesizer=synth,
+            source=source,
+            engine=engine,
+            ddb=aws.client("dynamodb"),
+            page_size=self.page_size,
+            grace=self.grace,
+            show_values=self.show_values,
+            log=self.log or (lambda line: None),
+        )
+
+
 def _reconcile(args: argparse.Namespace) -> int:
-    from runtime.config import make_engine
-    from synctools.aws.backfill import (
-        DbSink,
-        Synthesizer,
-        open_source,
-        stream_watermark,
-        uses_sequence_versions,
-    )
-    from synctools.aws.reconcile import Reconciler
-    from synctools.local.build import PipeError, load_pipe
+    from synctools.aws.backfill import DbSink, Synthesizer, stream_watermark, uses_sequence_versions
 
     build = Path(args.build)
     registry = options.load_registry(build)
@@ -115,46 +177,26 @@ def _reconcile(args: argparse.Namespace) -> int:
     raw = registry.raw["entities"][name]
     log = options.stderr_log(args)
     aws = options.aws_of(args)
-    try:
-        engine = make_engine(args.db)
-        with engine.connect():
-            pass
-    except Exception as exc:
-        raise ToolError(f"--db: {exc}") from None
-    ddb = aws.client("dynamodb")
-    source = open_source(
-        aws,
-        spec.source_table,
-        export_dir=args.export_dir,
-        export=args.export,
-        segments=args.segments,
-        consistent=args.consistent,
-        page_size=args.page_size,
-        scan_page_size=min(args.page_size, 1000),
-    )
-    region = aws.region_name or ""
-    try:
-        pipe = load_pipe(registry.raw, name, build, region=region)
-    except PipeError as exc:
-        raise ToolError(str(exc)) from None
-    # The version does not take part in the comparison: any sequence number decodes.
-    synth = Synthesizer.of(name, raw, "1", region)
-    rec = Reconciler(
-        registry=registry,
+    recipe = ReconcileRecipe(
+        build=str(build),
         entity=name,
-        pipe=pipe,
-        synthesizer=synth,
-        source=source,
-        engine=engine,
-        ddb=ddb,
+        db=args.db,
+        source=options.SourceOptions.of(args),
         page_size=args.page_size,
         grace=args.grace,
         show_values=args.show_values,
         log=log,
     )
+    rec = recipe.reconciler()
+    engine = rec.engine
+    region = aws.region_name or ""
+    workers = args.workers or min(os.cpu_count() or 1, 8)
     report = rec.report
-    suspects = rec.run()
+    suspects = rec.run(recipe, workers)
     drift = rec.settle(suspects)
+    drift.sort(
+        key=lambda pair: (pair[0].table, pair[0].kind, pair[0].ident()[1])
+    )  # whatever the workers' order
     report.drift = [d for d, _ in drift]
     if (args.repair or args.delete_extra) and drift and not args.dry_run:
         stream_arn = ""
