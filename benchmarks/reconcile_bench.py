@@ -56,7 +56,7 @@ def child_reconcile(args: argparse.Namespace) -> dict[str, Any]:
         show_values=False,
     )
     t0 = time.perf_counter()
-    rec = recipe.reconciler()
+    rec = recipe.reconciler(dynamodb=False)
     drift = rec.run(recipe, args.workers, extras=False)
     seconds = time.perf_counter() - t0
     assert drift == [], drift[:3]

@@ -50,6 +50,19 @@ def _json_value(value: Any) -> Any:
         return text
 
 
+_PLAIN: dict[int, tuple[ColumnSpec, Callable[[Any], Any]]] = {}
+
+
+def _plain_converter(col: ColumnSpec) -> Callable[[Any], Any]:
+    """The runtime's coercion of the column's type alone (no default, map or constant), made
+    once per column: normalize runs for both sides of every compared value."""
+    kept = _PLAIN.get(id(col))
+    if kept is None or kept[0] is not col:
+        plain = dataclasses.replace(col, has_const=False, value_map=None, has_default=False, nullable=True)
+        kept = _PLAIN[id(col)] = (col, converter(plain))
+    return kept[1]
+
+
 def normalize(col: ColumnSpec, value: Any, *, naive_utc: bool = True) -> Any:
     """One column's value, from the database or from the decoder, in a form both compare in:
     the runtime's coercion of the column type (no default, map or constant: those were applied
@@ -61,9 +74,8 @@ def normalize(col: ColumnSpec, value: Any, *, naive_utc: bool = True) -> Any:
         return _json_value(value)
     if col.type == "timestamp" and isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    plain = dataclasses.replace(col, has_const=False, value_map=None, has_default=False, nullable=True)
     try:
-        out = converter(plain)(value)
+        out = _plain_converter(col)(value)
     except ValueError:
         return value
     if isinstance(out, Decimal):
@@ -370,7 +382,10 @@ class Reconciler:
             col = plan.spec.columns.get(c)
             if col is None or c in plan.meta_columns:
                 continue
-            e, a = normalize(col, v), normalize(col, row.get(c))
+            actual = row.get(c)
+            if v == actual and type(v) is type(actual):  # the same value as it stands: nothing to normalize
+                continue
+            e, a = normalize(col, v), normalize(col, actual)
             if e != a:
                 diff.append((c, e, a))
         return diff
@@ -631,7 +646,7 @@ class ReconcilerRecipe(Protocol):
     """What a worker process builds its own Reconciler from (picklable: the command's options,
     never an open connection or client)."""
 
-    def reconciler(self) -> Reconciler: ...
+    def reconciler(self, *, dynamodb: bool = True) -> Reconciler: ...
 
 
 @dataclass
@@ -653,7 +668,7 @@ def _worker_init() -> None:
 
 
 def _compare_unit(recipe: ReconcilerRecipe, unit: str) -> UnitResult:
-    rec = recipe.reconciler()
+    rec = recipe.reconciler(dynamodb=False)
     try:
         suspects = rec.compare_unit(unit)
     finally:

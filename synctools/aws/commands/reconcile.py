@@ -127,7 +127,10 @@ class ReconcileRecipe:
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "log"} | {"log": None}
 
-    def reconciler(self) -> Reconciler:
+    def reconciler(self, *, dynamodb: bool = True) -> Reconciler:
+        """The Reconciler; without `dynamodb` it has no DynamoDB client (a worker compares its
+        unit only: the extras pass and the re-check, which read the table, stay with the
+        command)."""
         from runtime.config import make_engine
         from synctools.aws.backfill import Synthesizer
         from synctools.aws.reconcile import Reconciler
@@ -159,7 +162,7 @@ class ReconcileRecipe:
             synthesizer=synth,
             source=source,
             engine=engine,
-            ddb=aws.client("dynamodb"),
+            ddb=aws.client("dynamodb") if dynamodb else None,
             page_size=self.page_size,
             grace=self.grace,
             show_values=self.show_values,
