@@ -134,6 +134,11 @@ def tombstone_table(metadata: MetaData, name: str) -> Table:
     )
 
 
+def sync_key_name(table: str) -> str:
+    """The unique constraint on the conflict key of a table with a surrogate key."""
+    return f"{table}_sync_key"
+
+
 def target_table(
     metadata: MetaData, spec: TableSpec, *, foreign_keys: bool = True, known: set[str] | None = None
 ) -> Table:
@@ -174,7 +179,7 @@ def target_table(
         columns.append(Column(spec.soft_delete.column, sd_type, nullable=True))
     constraints = []
     if spec.surrogate_key:
-        constraints.append(UniqueConstraint(*spec.key, name=f"{spec.name}_sync_key"))
+        constraints.append(UniqueConstraint(*spec.key, name=sync_key_name(spec.name)))
     return Table(spec.name, metadata, *columns, *constraints, schema=spec.schema)
 
 

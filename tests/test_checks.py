@@ -397,3 +397,28 @@ def test_an_append_only_table_takes_inserts_and_an_unmarked_insert_only_table_is
         "target.tables[1].table",
     )
     assert "append_only: true" in d.hint
+
+
+def test_index_and_key_names_made_from_a_long_table_name_must_fit(tmp_path: Path) -> None:
+    # GIVEN a ledger name of 60 characters (its index `<name>_applied_at` would be 71) and a
+    # table with a surrogate key named with 58 (its unique key `<name>_sync_key` would be 67)
+    (tmp_path / "mappings").mkdir()
+    ledger = "l" * 60
+    text = (REPO_ROOT / "project.yaml").read_text()
+    assert "database:\n" in text
+    (tmp_path / "project.yaml").write_text(
+        text.replace("database:\n", f"database:\n  ledger_table: {ledger}\n", 1)
+    )
+    table = "t" * 58
+    mapping = BASE.replace("    - table: orders\n", f"    - table: {table}\n      surrogate_key: id\n")
+    (tmp_path / "mappings" / "orders.yaml").write_text(mapping.replace("table: orders}", f"table: {table}}}"))
+
+    # WHEN loaded
+    loaded = load(tmp_path)
+
+    # THEN each is an error where the name is written, saying by how much to shorten it
+    found = {(d.file, d.path, d.hint) for d in loaded.diagnostics.sorted() if d.code == "identifier-too-long"}
+    assert found == {
+        ("project.yaml", "database.ledger_table", f"shorten '{ledger}' by at least 8 character(s)"),
+        ("mappings/orders.yaml", "target.tables[0].table", f"shorten '{table}' by at least 4 character(s)"),
+    }

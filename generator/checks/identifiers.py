@@ -18,6 +18,25 @@ from generator.model import Entity, Project
 # (MariaDB's list is on no preparer class: a MySQL preparer takes it once the server is MariaDB.)
 RESERVED = RESERVED_WORDS_POSTGRESQL | RESERVED_WORDS_MYSQL | RESERVED_WORDS_MARIADB
 
+# PostgreSQL cuts a longer identifier to 63 bytes (NAMEDATALEN - 1), so two long names can
+# become one; MySQL and MariaDB refuse more than 64 characters. The schema's identifier pattern
+# holds a name to 63; the names made from one (an index, a constraint) must fit too.
+IDENTIFIER_MAX = 63
+
+
+def derived_name_problems(path: PathT, base: str, names: list[str], what: str) -> Iterator[Problem]:
+    """The longest of the names made from `base` (index and constraint names), if it is longer
+    than the databases allow."""
+    name = max(names, key=len, default="")
+    if len(name) > IDENTIFIER_MAX:
+        yield Problem(
+            path,
+            f"{what} '{name}' made from '{base}' is {len(name)} characters; PostgreSQL cuts names at "
+            f"{IDENTIFIER_MAX} and MySQL refuses more than 64",
+            f"shorten '{base}' by at least {len(name) - IDENTIFIER_MAX} character(s)",
+            "identifier-too-long",
+        )
+
 
 def sql_identifier_problems(path: PathT, ident: str) -> Iterator[Problem]:
     """A table or column name that the databases reserve, or that PostgreSQL would fold to lower case."""

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import PurePosixPath, PureWindowsPath
 
+from sqlalchemy import MetaData
+
+from generator.checks.identifiers import derived_name_problems
 from generator.checks.problem import Problem, warn
 from generator.model import Project
+from runtime.schema import ledger_table, tombstone_table
 
 
 def check_project(project: Project) -> Iterator[Problem]:
@@ -38,6 +42,11 @@ def check_project(project: Project) -> Iterator[Problem]:
             "shorten lambda.function_name or the project name",
             "iam-role-name",
         )
+    for key, build in (("ledger_table", ledger_table), ("tombstone_table", tombstone_table)):
+        base = getattr(project.database, key)
+        table = build(MetaData(), base)
+        names = [str(i.name) for i in table.indexes] + [str(c.name) for c in table.constraints if c.name]
+        yield from derived_name_problems(("database", key), base, names, "the index or key")
     if project.database.ledger_table == project.database.tombstone_table:
         yield Problem(
             ("database", "tombstone_table"),

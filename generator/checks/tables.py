@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 from generator.checks.columns import check_column
 from generator.checks.filter import STREAM_EVENT_NAMES, passing_event_names
-from generator.checks.identifiers import sql_identifier_problems
+from generator.checks.identifiers import derived_name_problems, sql_identifier_problems
 from generator.checks.problem import Problem, missing_field_hint, warn
 from generator.model import Entity, Field, Project, Table
 from runtime import dialects
+from runtime.schema import sync_key_name
 
 
 def check_tables(entity: Entity, project: Project) -> Iterator[Problem]:
@@ -200,8 +201,13 @@ def written_on(entity: Entity, t: Table, event_name: str) -> bool:
 
 
 def check_surrogate_keys(entity: Entity, project: Project) -> Iterator[Problem]:
-    """The sync never writes a surrogate key, so it must not also be a written column."""
+    """The sync never writes a surrogate key, so it must not also be a written column; the
+    unique constraint the reference DDL puts on the conflict key beside it needs a name that fits."""
     for t in entity.tables:
+        if t.surrogate_key:
+            yield from derived_name_problems(
+                t.where + ("table",), t.name, [sync_key_name(t.name)], "the unique key"
+            )
         if t.surrogate_key and (
             t.column(t.surrogate_key)
             or t.surrogate_key
