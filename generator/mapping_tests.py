@@ -718,6 +718,7 @@ def collect(
         entity = data["entity"]
         if entity not in registry_raw["entities"]:
             loc = doc.loc(("entity",))
+            retired = entity in (registry_raw.get("retired") or {})
             diagnostics.append(
                 Diagnostic(
                     display,
@@ -725,9 +726,13 @@ def collect(
                     loc.col,
                     Severity.ERROR,
                     "entity",
-                    f"entity '{entity}' has no mapping",
-                    f"use one of: {', '.join(sorted(registry_raw['entities']))}",
-                    "test-entity",
+                    f"entity '{entity}' is retired (retired: true in its mapping): nothing syncs it any more"
+                    if retired
+                    else f"entity '{entity}' has no mapping",
+                    "delete this test file, or drop retired: true from the mapping to sync the entity again"
+                    if retired
+                    else f"use one of: {', '.join(sorted(registry_raw['entities']))}",
+                    "test-entity-retired" if retired else "test-entity",
                 )
             )
             continue

@@ -386,3 +386,18 @@ def test_a_malformed_raw_record_is_reported_at_its_place(
         "mappings/tests/raw.yaml:14:9: error: tests[2].given[0]: holds \\uDC80, a lone UTF-16 surrogate, which "
         "is not a character - write the character itself, or a surrogate pair for one beyond U+FFFF"
     ) in lines
+
+
+def test_a_test_of_a_retired_entity_says_it_is_retired(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN customers retired while its mapping tests are still there
+    mapping = project / "mappings" / "customers.yaml"
+    mapping.write_text(mapping.read_text(encoding="utf-8") + "retired: true\n", encoding="utf-8")
+    # WHEN the mapping tests run
+    assert main(["test", "--root", str(project)]) == 1
+    err = capsys.readouterr().err
+    # THEN the test file is told why it cannot run and what to do
+    assert "mappings/tests/customers.yaml:" in err
+    assert "entity 'customers' is retired (retired: true in its mapping)" in err
+    assert "delete this test file, or drop retired: true" in err
