@@ -11,7 +11,12 @@ export of 8 gzip files):
 - stream: the same items as the same stream INSERT records through the same filter and
   template (outside the clock: the Pipe does it, not the Lambda), then
   runtime.apply.apply_batch in batches of 10 (the FIFO limit, what the Lambda gets), in a fresh
-  process on fresh tables, the apply loop timed.
+  process on fresh tables, the apply loop timed;
+- runtime: the same apply-only loop in batches of B (the backfill's size): the runtime's own
+  work per event at that batch size, with nothing before it. Its CPU per event (this process
+  inside apply_batch, and the server's) is the floor of anything that goes through the
+  runtime, as the backfill must: this machine's cores divided by it is the most events a
+  second any backfill could apply here, however it read, rendered or spread its work.
 
 Peak memory is each process's own ru_maxrss. Rows are counted after each run. CPU time is
 counted for each mode: the command's (its worker processes included) and the database
@@ -213,11 +218,15 @@ def child_stream(args: argparse.Namespace) -> dict[str, Any]:
     applied = 0
     seconds = 0.0  # the apply loop only: rendering (the Pipe's work) is outside the clock
 
+    size = getattr(args, "stream_batch", 10)
+    apply_cpu = 0.0  # this process's CPU inside apply_batch only
+
     def flush(batch: list[Any]) -> None:
-        nonlocal applied, seconds
-        t0 = time.perf_counter()
+        nonlocal applied, seconds, apply_cpu
+        t0, c0 = time.perf_counter(), time.process_time()
         result = apply_batch(batch, engine, registry)
         seconds += time.perf_counter() - t0
+        apply_cpu += time.process_time() - c0
         applied += sum(1 for o in result.outcomes if o.status == "applied")
 
     batch: list[Any] = []
@@ -241,7 +250,7 @@ def child_stream(args: argparse.Namespace) -> dict[str, Any]:
                     "awsRegion": "ap-northeast-1",
                 }
             )
-            if len(batch) == 10:
+            if len(batch) == size:
                 flush(batch)
                 batch = []
     if batch:
@@ -250,6 +259,7 @@ def child_stream(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "with_rendering": total,
+        "apply_cpu": apply_cpu,
         "events": applied,
         "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
@@ -289,9 +299,10 @@ def run_child(
     mode: str, directory: Path, url: str, batch_size: int, workers: int, via: str
 ) -> dict[str, Any]:
     fresh_tables(url).dispose()
-    child = "stream" if mode == "stream" else "backfill"
+    child = "backfill" if mode.startswith("backfill") else "stream"
     cmd = [sys.executable, __file__, "--child", child, "--dir", str(directory), "--url", via]
     cmd += ["--batch-size", str(batch_size), "--workers", str(1 if mode == "backfill-1" else workers)]
+    cmd += ["--stream-batch", str(batch_size if mode == "runtime" else 10)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ServerCpu() as server:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -318,7 +329,7 @@ def main() -> int:
         default=os.cpu_count() or 1,
         help="backfill's worker processes (default: %(default)s)",
     )
-    p.add_argument("--modes", default="backfill,backfill-1,stream", help="(default: %(default)s)")
+    p.add_argument("--modes", default="backfill,backfill-1,stream,runtime", help="(default: %(default)s)")
     p.add_argument(
         "--delay-ms", type=float, default=0.0, help="added per direction by a delay proxy (default: none)"
     )
@@ -326,6 +337,7 @@ def main() -> int:
         "--out", default=str(ROOT / "benchmarks" / "results" / "backfill.md"), help="(default: %(default)s)"
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--stream-batch", type=int, default=10, help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -376,16 +388,17 @@ def render(args: argparse.Namespace, results: list[tuple[int, str, dict[str, Any
         "then `apply_batch` in batches of 10, as the Lambda receives them from the FIFO queue; only the "
         "apply loop is timed. Each in a fresh process on fresh tables; every row checked. Peak memory: "
         "the largest process's ru_maxrss (each holds one page or batch of records at a time). CPU: the "
-        "command's processes (the stream's includes its rendering) and PostgreSQL's backends, in "
-        f"microseconds per event; the ceiling is what {cores} cores could carry at the backfill's CPU "
-        "cost per event (client and server together), however the work is spread.",
+        "command's processes (the stream's includes its rendering; **runtime**'s is only inside "
+        f"`apply_batch`, batches of {args.batch_size}) and PostgreSQL's backends, in microseconds per "
+        f"event; the ceiling is what {cores} cores could carry at that CPU cost per event (client and "
+        "server together), however the work is spread.",
         "",
         "| items | path | seconds | events/s | client CPU us/event | server CPU us/event "
         "| ceiling events/s | peak RSS (MiB) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for n, mode, doc in results:
-        client = doc["client_cpu"] / doc["events"] * 1e6
+        client = (doc["apply_cpu"] if mode == "runtime" else doc["client_cpu"]) / doc["events"] * 1e6
         server = doc["server_cpu"] / doc["events"] * 1e6
         ceiling = f"{cores * 1e6 / (client + server):,.0f}" if mode != "stream" else "-"
         lines.append(
@@ -407,7 +420,23 @@ def render(args: argparse.Namespace, results: list[tuple[int, str, dict[str, Any
         if (n, "backfill") in by:
             b = by[(n, "backfill")]
             cpu = (b["client_cpu"] + b["server_cpu"]) / b["events"]
-            parts.append(f"this machine's ceiling for the backfill's work {cores / cpu / stream_rate:.2f}x")
+            parts.append(
+                f"this machine's ceiling at the backfill's CPU per event {cores / cpu / stream_rate:.2f}x"
+            )
+        if (n, "runtime") in by:
+            r = by[(n, "runtime")]
+            cpu = (r["apply_cpu"] + r["server_cpu"]) / r["events"]
+            parts.append(
+                f"the floor (the runtime alone in batches of {args.batch_size}, on {cores} cores) "
+                f"{cores / cpu / stream_rate:.2f}x"
+            )
+            if (n, "backfill-1") in by:
+                b1 = by[(n, "backfill-1")]
+                rest = (b1["client_cpu"] - r["apply_cpu"] * b1["events"] / r["events"]) / b1["events"] * 1e6
+                parts.append(
+                    f"the backfill's own work besides the runtime (reading, the synthesized record, the "
+                    f"filter, the template, the checkpoint) {rest:.0f} us of client CPU per event"
+                )
         lines.append(
             f"- {n:,} items, against the streaming path's apply-only events/s: " + "; ".join(parts) + "."
         )
