@@ -218,6 +218,7 @@ class Column:
     references: str | None = None
     description: str = ""
     where: PathT = ()
+    expr: str | None = None  # a computed column: its expression's text (generator.expr)
 
 
 @dataclass(frozen=True)

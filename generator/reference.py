@@ -106,6 +106,7 @@ class _Schema:
     """One schema's sections and the words for its types."""
 
     def __init__(self, kind: str) -> None:
+        self.kind = kind
         self.schema = load_schema(kind)
         self.defs: dict[str, Any] = self.schema.get("$defs", {})
         self.sections: list[_Section] = []
@@ -260,6 +261,72 @@ def _rows(schema: _Schema, section: _Section) -> list[str]:
     return out
 
 
+EXPR_HEADING = "Computed columns (`expr`)"
+# Where the section goes: after the section of the key that takes an expression.
+EXPR_AFTER = ("mapping", "target.tables[].columns{}")
+
+EXPR_INTRO = """A column with `expr:` instead of `field:` or `const:` is computed from the message fields
+by the sync Lambda, in Python, on every message, the same way on every database (the statement
+only binds the result). `validate` parses the text (a small subset of Python's expression
+syntax, never run as Python) and checks it against the fields' DynamoDB types and the
+column's type; each error points at its line and column inside the string.
+
+- **Names** are message fields, dotted as declared (`name.given`); text is quoted (`' '`);
+  numbers are exact decimals (`100`, `0.5`). `map['key']` and `list[0]` read inside an `M` or
+  `L` field; what they read is checked when the message arrives.
+- **Operators**: `+` adds two numbers or joins two texts; `-`, `*`, `/` take numbers; `-x`.
+  Arithmetic is exact: a division that does not come out exact (`1 / 3`) fails the message;
+  `round(a / b, places)` rounds the quotient once.
+- **Null**: a missing field is null, and a function of null is null (`upper` of a missing
+  attribute writes NULL, or the column's `default`, or fails a `nullable: false` column),
+  except `concat` (null counts as empty text), `join` (nulls and empty texts left out) and
+  `coalesce` (the first value that is not null).
+- **Failures**: a value a function cannot take (a number where text is needed, text that is not
+  a number or ISO 8601 time, an epoch out of range) and a result the column refuses (too
+  long, too many decimal places) fail that message permanently, naming the column, as any
+  refused value does. Key columns cannot be computed.
+"""
+
+EXPR_EXAMPLE = """
+```yaml
+full_name: {expr: "join(' ', name.given, name.family)", type: string, length: 201}
+display_name: {expr: "coalesce(nonempty(nickname), nonempty(name.given), email)", type: string, length: 255}
+initials: {expr: "concat(substr(name.given, 1, 1), substr(name.family, 1, 1))", type: string, length: 2}
+plan_code: {expr: "upper(profile['plan'])", type: string, length: 16}
+credit_limit: {expr: "creditLimitCents / 100", type: decimal, precision: 12, scale: 2}
+last_login_at: {expr: "from_epoch_millis(lastLoginMs)", type: timestamp}
+```
+"""
+
+
+def _expr_section() -> list[str]:
+    """The functions of runtime.expr.FUNCTIONS, the one list the checker and the runtime use."""
+    from runtime.expr import FUNCTIONS, OPERATORS
+
+    words = {"scalar": "text, number, bool or timestamp", "same": "the arguments' type", "any": "anything"}
+    out = [
+        f"\n### {EXPR_HEADING}\n",
+        EXPR_INTRO,
+        "| function | arguments | gives | what it gives | example |",
+    ]
+    out.append("|---|---|---|---|---|")
+    for name in sorted(FUNCTIONS):
+        if name in OPERATORS:
+            continue
+        sig = FUNCTIONS[name]
+        params = [words.get(p, p) for p in sig.params]
+        if sig.variadic:
+            params[-1] += ", ..."
+        elif sig.least < len(params):
+            params = params[: sig.least] + [f"[{p}]" for p in params[sig.least :]]
+        out.append(
+            f"| `{name}` | {_cell('; '.join(params))} | {words.get(sig.result, sig.result)} | "
+            f"{_cell(sig.doc)} | `{sig.example}` |"
+        )
+    out.append(EXPR_EXAMPLE.rstrip("\n"))
+    return out
+
+
 def render_reference() -> str:
     anchors = Anchors()
     anchors.add("Mapping language reference")
@@ -273,6 +340,8 @@ def render_reference() -> str:
             anchor = anchors.add(section.heading)
             schema.anchors[section.path] = anchor
             placed.append(section)
+            if (kind, section.path) == EXPR_AFTER:
+                anchors.add(EXPR_HEADING)
         schema.sections = placed
         plans.append((schema, title))
     out = [INTRO]
@@ -284,4 +353,6 @@ def render_reference() -> str:
             if section.path and section.node.get("description"):
                 out.append(section.node["description"] + "\n")
             out.extend(_rows(schema, section))
+            if (schema.kind, section.path) == EXPR_AFTER:
+                out.extend(_expr_section())
     return "\n".join(out).rstrip() + "\n"

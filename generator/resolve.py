@@ -293,6 +293,7 @@ class _Resolver:
                     references=spec.get("references"),
                     description=spec.get("description", ""),
                     where=where + ("columns", cname),
+                    expr=spec.get("expr"),
                 )
             )
         version = None

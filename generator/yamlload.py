@@ -55,6 +55,9 @@ class Located:
     data: object
     values: dict[PathT, Loc] = field(default_factory=dict)
     keys: dict[PathT, Loc] = field(default_factory=dict)
+    # Where the text of a string scalar starts when it stands verbatim on one line (plain, or
+    # quoted without escapes): a position inside the string is then a position in the file.
+    verbatim: dict[PathT, Loc] = field(default_factory=dict)
 
     def loc(self, path: PathT, *, key: bool = False) -> Loc:
         """Location of a path; falls back to the nearest located ancestor."""
@@ -67,6 +70,12 @@ class Located:
             if not path:
                 return Loc(1, 1)
             path = path[:-1]
+
+    def loc_in(self, path: PathT, offset: int) -> Loc | None:
+        """The location of character `offset` of the string at `path`, if its text stands
+        verbatim on one line of the file."""
+        start = self.verbatim.get(tuple(path))
+        return Loc(start.line, start.col + offset) if start is not None else None
 
 
 class LoadError(Exception):
@@ -556,11 +565,23 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         try:
-            return self.loader.construct_object(node)
+            value = self.loader.construct_object(node)
         except (ValueError, yaml.YAMLError):
             # An explicit tag the text does not fit (`!!int abc`, `!!binary zz`).
             self.problems.append(_tag_problem(self.file, node, path))
             return None
+        if isinstance(value, str) and isinstance(node, yaml.ScalarNode):
+            self._verbatim(node, value, path)
+        return value
+
+    def _verbatim(self, node: yaml.ScalarNode, value: str, path: PathT) -> None:
+        """Record where a one-line string's text starts when the file holds it as it is."""
+        start, end = node.start_mark, node.end_mark
+        quoted = node.style in ("'", '"')
+        if start.line != end.line or node.style not in (None, "'", '"'):
+            return
+        if end.column - start.column == len(value) + (2 if quoted else 0):
+            self.doc.verbatim[path] = Loc(start.line + 1, start.column + 1 + quoted)
 
 
 def _tag_problem(file: str, node: yaml.Node, path: PathT) -> Diagnostic:

@@ -165,6 +165,8 @@ def _timestamp(value: Any, col: ColumnSpec) -> datetime:
 def timestamp_value(value: Any, fmt: str | None, where: str, col: ColumnSpec | None = None) -> datetime:
     """A time as an aware UTC datetime: ISO 8601 text, or epoch seconds or milliseconds
     (`fmt`; None: ISO 8601 for text, epoch seconds for numbers)."""
+    if isinstance(value, datetime):  # a computed column's timestamp (runtime.expr)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if fmt is None:
         fmt = "iso8601" if isinstance(value, str) else "epoch_seconds"
     if fmt == "iso8601":
@@ -332,6 +334,12 @@ def _converter_for(col: ColumnSpec, nul_ok: bool) -> Callable[[Any], Any]:
     return unknown
 
 
+def _no_value(col: ColumnSpec) -> str:
+    if col.expr is not None:
+        return f"column {col.name}: no value (its expression gives null) and the column is NOT NULL"
+    return f"column {col.name}: no value (field {' / '.join(col.fields) or '-'} is missing) and the column is NOT NULL"
+
+
 def converter(col: ColumnSpec, *, nul_ok: bool = True) -> Callable[[Any], Any]:
     """`coerce(col, value)` as a function of the value, its choices made once per column
     (decode runs it for every column of every message); same results, same errors.
@@ -340,7 +348,7 @@ def converter(col: ColumnSpec, *, nul_ok: bool = True) -> Callable[[Any], Any]:
         return lambda value: coerce(col, value, nul_ok=nul_ok)
     convert = _converter_for(col, nul_ok)
     has_default, default, nullable = col.has_default, col.default, col.nullable
-    missing = f"column {col.name}: no value (field {' / '.join(col.fields) or '-'} is missing) and the column is NOT NULL"
+    missing = _no_value(col)
 
     def run(value: Any) -> Any:
         if value is MISSING or value is None:
@@ -376,9 +384,7 @@ def coerce(col: ColumnSpec, value: Any, *, nul_ok: bool = True) -> Any:
         elif col.nullable:
             return None
         else:
-            raise CoercionError(
-                f"column {col.name}: no value (field {' / '.join(col.fields) or '-'} is missing) and the column is NOT NULL"
-            )
+            raise CoercionError(_no_value(col))
     if col.value_map is not None:
         key = canonical_text(value)
         if key in col.value_map:

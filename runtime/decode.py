@@ -22,6 +22,7 @@ from runtime.ddbjson import (
     unmarshal,
     unmarshal_map,
 )
+from runtime.expr import evaluator
 from runtime.kinds import (
     DO_INSERT,
     DO_SOFT_DELETE,
@@ -235,6 +236,11 @@ class _Values:
         value = cache[name] = MISSING if reader is None else reader(self.body)
         return value
 
+    def value(self, name: str) -> Any:
+        """A field's value for an expression: None when missing or null."""
+        v = self.get(name)
+        return None if v is MISSING else v
+
     def first(self, names: tuple[str, ...]) -> Any:
         for n in names:
             v = self.get(n)
@@ -249,6 +255,10 @@ class _ActionProgram:
     table: TableSpec
     key: list[tuple[tuple[str, ...], Callable[[Any], Any]]]  # (fields, converter) per key column
     row: list[tuple[str, tuple[str, ...], Callable[[Any], Any]]]  # (column, fields, converter)
+    # Computed columns: (column, its expression's evaluator, converter), after the others.
+    computed: list[tuple[str, Callable[[Callable[[str], Any]], Any], Callable[[Any], Any]]] = field(
+        default_factory=list
+    )
 
 
 @dataclass(slots=True)
@@ -270,6 +280,16 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
             converters[k] = converter(table.columns[column], nul_ok=nul_ok)
         return converters[k]
 
+    evaluators: dict[tuple[str, str], Callable[[Callable[[str], Any]], Any]] = {}
+
+    def computed(table: TableSpec, column: str) -> Callable[[Callable[[str], Any]], Any]:
+        k = (table.name, column)
+        if k not in evaluators:
+            expr = table.columns[column].expr
+            assert expr is not None
+            evaluators[k] = evaluator(expr, column)
+        return evaluators[k]
+
     rules: dict[str, list[_ActionProgram]] = {}
     for event_type, actions in entity.rules.items():
         progs = []
@@ -288,7 +308,16 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
                     act,
                     table,
                     [(table.columns[k].fields, conv(table, k)) for k in table.key],
-                    [(c, table.columns[c].fields, conv(table, c)) for c in cols],
+                    [
+                        (c, table.columns[c].fields, conv(table, c))
+                        for c in cols
+                        if table.columns[c].expr is None
+                    ],
+                    [
+                        (c, computed(table, c), conv(table, c))
+                        for c in cols
+                        if table.columns[c].expr is not None
+                    ],
                 )
             )
         rules[event_type] = progs
@@ -420,6 +449,10 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
             if None in key:
                 raise DecodeError(f"table {table.name}: key {', '.join(table.key)} has no value")
             row = {c: convert(first(fields)) for c, fields, convert in ap.row}
+            if ap.computed:
+                get = values.value
+                for c, evaluate, convert in ap.computed:
+                    row[c] = convert(evaluate(get))
             for k, v in zip(table.key, key, strict=True):
                 row[k] = v
             if act.action is DO_SOFT_DELETE and table.soft_delete is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from runtime.kinds import Action, IfMissing, SoftDeleteKind, VersionKind
 
-SUPPORTED_VERSIONS = (1,)
+SUPPORTED_VERSIONS = (1, 2)  # 2: computed columns (a column's expr)
 
 
 class RegistryError(Exception):
@@ -42,6 +42,8 @@ class ColumnSpec:
     has_default: bool
     default: Any
     references: str | None
+    # A computed column: its compiled expression (runtime.expr), evaluated on the message's fields.
+    expr: list[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,7 @@ def column_spec(raw: dict[str, Any]) -> ColumnSpec:
         has_default="default" in raw,
         default=raw.get("default"),
         references=raw.get("references"),
+        expr=raw.get("expr"),
     )
 
 

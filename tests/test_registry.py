@@ -24,7 +24,7 @@ def reg(model: Model) -> dict[str, Any]:
 
 def test_the_registry_is_versioned_and_names_the_project_and_database(reg: dict[str, Any]) -> None:
     # GIVEN the bundled model  WHEN registered  THEN version, project and database
-    assert reg["registry_version"] == registry.REGISTRY_VERSION == 1
+    assert reg["registry_version"] == registry.REGISTRY_VERSION == 2
     assert reg["generator_version"] == __version__
     assert reg["project"] == "legacy-sync"
     assert reg["database"] == {

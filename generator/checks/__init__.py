@@ -53,13 +53,20 @@ ENTITY_CHECKS: tuple[EntityCheck, ...] = (
 
 def _diagnostic(doc: Located, problem: Problem) -> Diagnostic:
     loc = doc.loc(problem.path, key=problem.key)
+    message = problem.message
+    if problem.offset is not None:
+        inside = doc.loc_in(problem.path, problem.offset)
+        if inside is not None:
+            loc = inside
+        else:  # a string folded over lines: its first line, and where in the text
+            message += f" (at character {problem.offset + 1} of the expression)"
     return Diagnostic(
         doc.file,
         loc.line,
         loc.col,
         problem.severity,
         format_path(problem.path),
-        problem.message,
+        message,
         problem.hint,
         problem.code,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from generator import expr as expressions
 from generator.checks.problem import Problem, missing_field_hint, warn
 from generator.emit.registry import registry_column
 from generator.model import Column, Entity, Table
@@ -38,7 +39,70 @@ def _refusal(c: Column, value: Any, nul_ok: bool) -> str | None:
         return refusal(spec, value, nul_ok=nul_ok)
 
 
+# The DynamoDB type standing for an expression's value type, for COLUMN_ACCEPTS.
+_EXPR_AS_FIELD = {"text": "S", "number": "N", "bool": "BOOL", "map": "M", "list": "L"}
+_TAKES_TIMESTAMP = {"timestamp", "date", "string", "text"}
+
+
+def _check_expr(entity: Entity, c: Column, nul_ok: bool) -> Iterator[Problem]:
+    """The expression parses, every name is a field and a function, every argument fits, and the
+    result fits the column: what the runtime would refuse for every message is refused here."""
+    assert c.expr is not None
+    where = c.where + ("expr",)
+    try:
+        compiled = expressions.compile_expr(c.expr, {f.name: f.type for f in entity.fields})
+    except expressions.ExprProblem as p:
+        yield Problem(where, p.message, p.hint, p.code, offset=p.offset)
+        return
+    t = compiled.type
+    if t == "timestamp":
+        if c.type not in _TAKES_TIMESTAMP:
+            yield Problem(
+                where,
+                f"the expression gives a timestamp, which column type {c.type} cannot take",
+                "use type: timestamp (or date, string, text), or to_epoch(...) for a number",
+                "expr-column-type",
+            )
+        elif c.format is not None:
+            yield Problem(
+                c.where + ("format",),
+                "format says how text or a number arrives; the expression gives a timestamp already",
+                "remove format",
+                "column-option",
+            )
+    elif t != "any" and c.value_map is None and _EXPR_AS_FIELD[t] not in COLUMN_ACCEPTS[c.type]:
+        yield Problem(
+            where,
+            f"the expression gives {'a ' + t if t != 'text' else 'text'}, which column type {c.type} cannot take",
+            "convert it (text(...), number(...), timestamp(...)) or change the column type",
+            "expr-column-type",
+        )
+    elif t == "number" and c.type in {"timestamp", "date"} and c.format is None:
+        yield Problem(
+            where,
+            f"a numeric expression feeds {c.type} column '{c.name}' without a format",
+            "add format: epoch_seconds or epoch_millis, or use from_epoch(...)",
+            "column-format",
+        )
+    if not compiled.fields:
+        # No field: the same value for every message; compute it now, as the runtime would.
+        from runtime.expr import ExprError, evaluator
+
+        try:
+            value = evaluator(compiled.tree, c.name)(lambda name: None)
+        except ExprError as exc:
+            yield Problem(where, str(exc), "fix the expression", "expr-value")
+            return
+        why = _refusal(c, value, nul_ok) if value is not None else None
+        if why:
+            yield Problem(
+                where, f"its value is refused by column '{c.name}': {why}", "fix the expression", "expr-value"
+            )
+
+
 def check_column(entity: Entity, t: Table, c: Column, nul_ok: bool) -> Iterator[Problem]:
+    if c.expr is not None:
+        yield from _check_expr(entity, c, nul_ok)
     for name in c.fields:
         f = entity.field(name)
         if f is None:

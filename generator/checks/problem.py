@@ -17,6 +17,7 @@ class Problem:
     code: str
     severity: Severity = Severity.ERROR
     key: bool = False  # point at the key rather than the value
+    offset: int | None = None  # a character inside a string value (an expression's node)
 
 
 def warn(path: PathT, message: str, hint: str, code: str) -> Problem:

@@ -47,6 +47,15 @@ def _check_table(entity: Entity, t: Table, project: Project) -> Iterator[Problem
                 "feed it from a message field",
                 "key-const",
             )
+        elif col.expr is not None:
+            # The tools that find a row from an item (reconcile, the DLQ's key summary) read the
+            # key columns' fields; a computed key is a follow-up, not silently half supported.
+            yield Problem(
+                col.where + ("expr",),
+                f"conflict column '{k}' is computed; key columns must be fed by a message field",
+                "feed the key column from a field (compute the value into a field upstream)",
+                "key-expr",
+            )
     reserved_cols = {
         t.version.column if t.version else None,
         t.soft_delete.column if t.soft_delete else None,

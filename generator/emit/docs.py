@@ -9,6 +9,7 @@ from typing import Any
 import jinja2
 
 from generator.emit import pipes
+from generator.expr import compile_expr
 from generator.model import Entity, Field
 
 
@@ -21,6 +22,11 @@ def _env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=False,
     )
+
+
+def _code(text: str) -> str:
+    """Text inside a Markdown code span in a table cell: no backquote, no cell separator."""
+    return text.replace("`", "'").replace("|", "\\|")
 
 
 def _field_source(f: Field) -> str:
@@ -60,6 +66,11 @@ def entity_doc(e: Entity) -> str:
         for c in t.columns:
             if c.has_const:
                 field_text, source = f"constant `{c.const}`", "-"
+            elif c.expr is not None:
+                # Computed: the expression, then the source of each field it reads.
+                used = compile_expr(c.expr, {f.name: f.type for f in e.fields}).fields
+                field_text = f"computed `{_code(' '.join(c.expr.split()))}`"
+                source = "; ".join(f"`{n}`: {_field_source(f)}" for n in used if (f := e.field(n))) or "-"
             else:
                 fields = [e.field(n) for n in c.fields]
                 field_text = " or ".join(f"`{n}`" for n in c.fields)

@@ -10,13 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from generator import __version__
+from generator.expr import compile_expr
 from generator.model import Column, Entity, Model, Table
 
-REGISTRY_VERSION = 1
+# 2: a column may be computed ("expr", runtime.expr); a runtime of version 1 would ignore it.
+REGISTRY_VERSION = 2
 
 
-def registry_column(c: Column) -> dict[str, Any]:
-    """One column as the registry file holds it."""
+def registry_column(c: Column, expr_tree: list[Any] | None = None) -> dict[str, Any]:
+    """One column as the registry file holds it (a computed column with its compiled tree)."""
     out: dict[str, Any] = {
         "name": c.name,
         "type": c.type,
@@ -34,10 +36,19 @@ def registry_column(c: Column) -> dict[str, Any]:
         out["const"] = c.const
     if c.has_default:
         out["default"] = c.default
+    if expr_tree is not None:
+        out["expr"] = expr_tree
     return out
 
 
-def _table(t: Table, deleted: set[str]) -> dict[str, Any]:
+def _expr_tree(e: Entity, c: Column) -> list[Any] | None:
+    """A computed column's tree (validate has type-checked it: a problem here is a defect)."""
+    if c.expr is None:
+        return None
+    return compile_expr(c.expr, {f.name: f.type for f in e.fields}).tree
+
+
+def _table(e: Entity, t: Table, deleted: set[str]) -> dict[str, Any]:
     return {
         # Tombstones are kept (and checked) only where some rule deletes from the table: a hard
         # delete, or a soft delete, which leaves one when the row it deletes is not there.
@@ -46,7 +57,7 @@ def _table(t: Table, deleted: set[str]) -> dict[str, Any]:
         "surrogate_key": t.surrogate_key,
         "append_only": t.append_only,
         "key": list(t.key),
-        "columns": [registry_column(c) for c in t.columns],
+        "columns": [registry_column(c, _expr_tree(e, c)) for c in t.columns],
         "version": {"column": t.version.column, "fields": list(t.version.fields), "kind": t.version.kind}
         if t.version
         else None,
@@ -130,7 +141,7 @@ def _entity(e: Entity, deleted: set[str]) -> dict[str, Any]:
         "type_from": list(e.events.type_from),
         "unknown": e.events.unknown,
         "rules": rules,
-        "tables": {t.name: _table(t, deleted) for t in e.tables},
+        "tables": {t.name: _table(e, t, deleted) for t in e.tables},
         # runtime.prune: how long its ledger rows and its tables' tombstones are kept.
         "retention": {
             "ledger_seconds": e.pipeline.retention.ledger_seconds,

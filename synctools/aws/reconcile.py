@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from runtime import dialects
 from runtime.coerce import converter
 from runtime.decode import DecodeError, decode, parse_sqs_record
+from runtime.expr import fields_of
 from runtime.kinds import DO_DELETE, DO_SOFT_DELETE, DO_UPDATE, DO_UPSERT, IF_MISSING_UPSERT
 from runtime.redact import cut, shown
 from runtime.registry import ColumnSpec, EntitySpec, Registry, TableSpec
@@ -300,8 +301,8 @@ class Reconciler:
                 c
                 for c, col in spec.columns.items()
                 if c not in spec.key
-                and col.fields
-                and all((self.raw["fields"].get(f) or {}).get("kind") == "meta" for f in col.fields)
+                and (inputs := col.fields or (fields_of(col.expr) if col.expr is not None else ()))
+                and all((self.raw["fields"].get(f) or {}).get("kind") == "meta" for f in inputs)
             )
             if meta:
                 self.report.uncompared[name] = sorted(meta)
