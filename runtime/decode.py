@@ -30,6 +30,7 @@ from runtime.kinds import (
     IF_MISSING_UPSERT,
     SOFT_DELETE_TIMESTAMP,
     VERSION_SEQUENCE,
+    WHEN_MISSING_NULL,
     Action,
     IfMissing,
 )
@@ -249,6 +250,10 @@ class _ActionProgram:
     table: TableSpec
     key: list[tuple[tuple[str, ...], Callable[[Any], Any]]]  # (fields, converter) per key column
     row: list[tuple[str, tuple[str, ...], Callable[[Any], Any]]]  # (column, fields, converter)
+    # Looked-up columns: (column, (fields, converter) per match column, NULL when missing?)
+    lookups: list[tuple[str, list[tuple[tuple[str, ...], Callable[[Any], Any]]], bool]] = field(
+        default_factory=list
+    )
 
 
 @dataclass(slots=True)
@@ -283,12 +288,19 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
                 cols = act.columns
             else:
                 cols = ()
+            lookups = []
+            for c in cols:
+                lk = table.columns[c].lookup
+                if lk is not None:
+                    parts = [(m.fields, converter(m, nul_ok=nul_ok)) for m in lk.match]
+                    lookups.append((c, parts, lk.when_missing is WHEN_MISSING_NULL))
             progs.append(
                 _ActionProgram(
                     act,
                     table,
                     [(table.columns[k].fields, conv(table, k)) for k in table.key],
-                    [(c, table.columns[c].fields, conv(table, c)) for c in cols],
+                    [(c, table.columns[c].fields, conv(table, c)) for c in cols if c not in table.lookups],
+                    lookups,
                 )
             )
         rules[event_type] = progs
@@ -420,6 +432,15 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
             if None in key:
                 raise DecodeError(f"table {table.name}: key {', '.join(table.key)} has no value")
             row = {c: convert(first(fields)) for c, fields, convert in ap.row}
+            for c, parts, null_when_missing in ap.lookups:
+                # The values the row is looked up by; the statement finds the row (runtime.statements).
+                match = tuple([convert(first(fields)) for fields, convert in parts])
+                if None in match and not null_when_missing:
+                    raise DecodeError(
+                        f"table {table.name}: column {c} is looked up by "
+                        f"{' / '.join(f for fields, _ in parts for f in fields)}, which the message lacks"
+                    )
+                row[c] = None if None in match else match
             for k, v in zip(table.key, key, strict=True):
                 row[k] = v
             if act.action is DO_SOFT_DELETE and table.soft_delete is not None:
