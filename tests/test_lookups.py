@@ -189,3 +189,68 @@ def test_the_reference_ddl_declares_the_foreign_key_to_the_looked_up_column(regi
     assert ("order_pk", "orders", "id") in fks
     orders = metadata.tables["orders"]
     assert [c.name for c in orders.primary_key.columns] == ["id"]
+
+
+def diagnostics_with(tmp_path: Path, old: str, new: str) -> list[str]:
+    """The located errors of the bundled mappings with order_items.yaml's `old` made `new`."""
+    root = tmp_path / "broken"
+    shutil.copytree(REPO_ROOT / "mappings", root / "mappings", ignore=shutil.ignore_patterns("tests"))
+    shutil.copy(REPO_ROOT / "project.yaml", root / "project.yaml")
+    path = root / "mappings" / "order_items.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    loaded = load(root)
+    assert loaded.model is None
+    return [d.render() for d in loaded.diagnostics.sorted() if d.severity.value == "error"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "table: orders\n            match",
+            "table: ordrs\n            match",
+            "mappings/order_items.yaml:58:20: error: target.tables[0].columns.order_pk.lookup.table: "
+            "table 'ordrs' is not written by any mapping - look up in a table some mapping's "
+            "target.tables declares: customer_status_history, customers, order_items, orders",
+        ),
+        (
+            "match: {order_id: orderID}",
+            "match: {order_no: orderID}",
+            "mappings/order_items.yaml:59:21: error: target.tables[0].columns.order_pk.lookup.match.order_no: "
+            "table 'orders' has no column 'order_no' - match on its key: order_id",
+        ),
+        (
+            "select: id",
+            "select: uid",
+            "mappings/order_items.yaml:60:21: error: target.tables[0].columns.order_pk.lookup.select: "
+            "table 'orders' has no column 'uid' - select one of: id, order_id, customer_id, total_amount, "
+            "status, updated_at",
+        ),
+        (
+            "order_pk:\n          type: bigint",
+            "order_pk:\n          type: string",
+            "mappings/order_items.yaml:55:17: error: target.tables[0].columns.order_pk.type: column 'order_pk' "
+            "is string but looks up 'orders.id', which is bigint - declare type: bigint",
+        ),
+        (
+            "match: {order_id: orderID}",
+            "match: {order_id: options}",
+            "mappings/order_items.yaml:59:31: error: target.tables[0].columns.order_pk.lookup.match.order_id: "
+            "field 'options' of DynamoDB type M cannot match column 'order_id' (string) of table 'orders' "
+            "- match a field of a type string takes",
+        ),
+        (
+            "match: {order_id: orderID}",
+            "match: {order_id: orderID, status: sku}",
+            "mappings/order_items.yaml:59:20: error: target.tables[0].columns.order_pk.lookup.match: columns "
+            "order_id, status are not the unique key of table 'orders' (its key: order_id) - match every "
+            "column of the table's key and no other: a lookup must find at most one row",
+        ),
+    ],
+)
+def test_a_lookup_the_tables_cannot_answer_is_a_located_error(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    assert expected in diagnostics_with(tmp_path, old, new)
