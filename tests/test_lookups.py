@@ -254,3 +254,18 @@ def test_a_lookup_the_tables_cannot_answer_is_a_located_error(
     tmp_path: Path, old: str, new: str, expected: str
 ) -> None:
     assert expected in diagnostics_with(tmp_path, old, new)
+
+
+def test_retiring_the_looked_up_entity_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    shutil.copytree(REPO_ROOT / "mappings", root / "mappings", ignore=shutil.ignore_patterns("tests"))
+    shutil.copy(REPO_ROOT / "project.yaml", root / "project.yaml")
+    orders = root / "mappings" / "orders.yaml"
+    orders.write_text(orders.read_text() + "retired: true\n")
+    loaded = load(root)
+    errors = [d.render() for d in loaded.diagnostics.sorted() if d.severity.value == "error"]
+    assert errors == [
+        "mappings/order_items.yaml:58:20: error: target.tables[0].columns.order_pk.lookup.table: table 'orders' "
+        "is written only by a retired mapping (mappings/orders.yaml): nothing keeps it up to date, and the "
+        "runtime no longer knows it - remove the lookup before retiring that mapping"
+    ]

@@ -158,6 +158,23 @@ def check_lookups(model: Model) -> Iterator[tuple[Entity, Problem]]:
                 if lk is None:
                     continue
                 parent = tables.get(lk.table)
+                retired = [
+                    r.file
+                    for r in model.entities
+                    if r.retired and any(x.qualified == lk.table for x in r.tables)
+                ]
+                if parent is None and retired:
+                    yield (
+                        e,
+                        Problem(
+                            lk.where + ("table",),
+                            f"table '{lk.table}' is written only by a retired mapping ({', '.join(retired)}): "
+                            "nothing keeps it up to date, and the runtime no longer knows it",
+                            "remove the lookup before retiring that mapping",
+                            "lookup-table",
+                        ),
+                    )
+                    continue
                 if parent is None:
                     yield (
                         e,
