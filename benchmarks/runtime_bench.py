@@ -1390,6 +1390,191 @@ def notes(r: dict) -> list[str]:
     return out
 
 
+# --- lookups -------------------------------------------------------------------------------
+
+ITEMS_ARN = "arn:aws:sqs:ap-northeast-1:123456789012:order_items-sync.fifo"
+
+
+def lookup_registries() -> dict[str, Registry]:
+    """The bundled mappings' registry generated twice: order_items.order_pk looked up from
+    orders.id with when_missing "retry" (the form that also checks the row exists), and
+    "plain", without the column."""
+    import re
+    import shutil
+    import tempfile
+
+    from generator.emit.registry import registry as emit_registry
+    from generator.load import load
+    from runtime.registry import parse_registry
+
+    out = {}
+    block = re.compile(r"        order_pk:\n(?:          .*\n)+")
+    for name in ("plain", "lookup"):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            shutil.copytree(ROOT / "mappings", root / "mappings", ignore=shutil.ignore_patterns("tests"))
+            shutil.copy(ROOT / "project.yaml", root / "project.yaml")
+            path = root / "mappings" / "order_items.yaml"
+            text = path.read_text()
+            if name == "plain":
+                text, n = block.subn("", text)
+            else:
+                text, n = re.subn(r'when_missing: "null"', 'when_missing: "retry"', text)
+            assert n == 1, name
+            path.write_text(text)
+            loaded = load(root)
+            assert loaded.model is not None
+            out[name] = parse_registry(emit_registry(loaded.model))
+    return out
+
+
+def item_batches(tag: str, n_batches: int, n_orders: int) -> list[list[dict]]:
+    """Batches of 10 new order lines (INSERT), one order per message group, every order there."""
+    batches = []
+    for b in range(n_batches):
+        batch = []
+        for j in range(10):
+            i = b * 10 + j
+            oid, line = f"o-{i % n_orders:06d}", i // n_orders + 1
+            event_id = f"{tag}-{i:07d}"
+            body = json.dumps(
+                {
+                    "eventID": event_id,
+                    "eventName": "INSERT",
+                    "changedAt": 1700000000,
+                    "orderID": oid,
+                    "lineNo": str(line),
+                    "sku": {"S": "SKU-1"},
+                    "quantity": "2",
+                    "unitPrice": "10.50",
+                    "options": {"gift": {"BOOL": True}},
+                    "rev": "1",
+                    "oldRev": "",
+                }
+            )
+            batch.append(
+                {
+                    "messageId": f"{tag}-msg-{i:07d}",
+                    "receiptHandle": f"rh-{tag}-{i}",
+                    "body": body,
+                    "attributes": {
+                        "ApproximateReceiveCount": "1",
+                        "SentTimestamp": "1700000000250",
+                        "SequenceNumber": str(10**19 + i),
+                        "MessageGroupId": oid,
+                        "SenderId": "AROAEXAMPLE:pipes-items",
+                        "MessageDeduplicationId": event_id,
+                        "ApproximateFirstReceiveTimestamp": "1700000000290",
+                    },
+                    "messageAttributes": {},
+                    "md5OfBody": "0" * 32,
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": ITEMS_ARN,
+                    "awsRegion": "ap-northeast-1",
+                }
+            )
+        batches.append(batch)
+    return batches
+
+
+def _fresh_items(url: str, md: sqlalchemy.MetaData, n_orders: int) -> None:
+    """The tables afresh, every order there (the parents the lines look up)."""
+    fresh_tables(url, md)
+    eng = admin_engine(url)
+    with eng.begin() as c:
+        c.execute(md.tables["orders"].insert(), [{"order_id": f"o-{i:06d}"} for i in range(n_orders)])
+    eng.dispose()
+
+
+def lookups(args: argparse.Namespace, dialect: str, url: str) -> dict:
+    """order_items batches with and without the order_pk lookup, same run: round trips per
+    batch counted by the TCP proxy, and events per second (median of --reps, alternating)."""
+    regs = lookup_registries()
+    md = build_metadata(regs["lookup"])
+    n_orders, n_batches = 500, max(10, args.lookup_events // 10)
+    out: dict[str, Any] = {"events": n_batches * 10, "orders": n_orders, "turns": {}, "runs": {}}
+    u = make_url(url)
+    port = u.port or (5432 if dialect == "postgresql" else 3306)
+    for name, registry in regs.items():
+        _fresh_items(url, md, n_orders)
+        batches = item_batches(f"turns-{name}", 10 + args.turn_batches, n_orders)
+        with TurnCounter(u.host or "127.0.0.1", port) as proxy:
+            engine = make_engine(u.set(host="127.0.0.1", port=proxy.port))
+            for b in batches[:10]:  # connect, compile, prepare
+                apply_batch(b, engine, registry)
+            per_batch, paths, failures = [], Counter(), 0
+            for b in batches[10:]:
+                before = proxy.snapshot()["turns"]
+                r = apply_batch(b, engine, registry)
+                per_batch.append(proxy.snapshot()["turns"] - before)
+                paths[r.path] += 1
+                failures += len(r.response()["batchItemFailures"])
+            engine.dispose()
+        out["turns"][name] = {
+            "mean": sum(per_batch) / len(per_batch),
+            "min": min(per_batch),
+            "max": max(per_batch),
+            "paths": dict(paths),
+            "failures": failures,
+        }
+    for rep in range(args.reps):
+        for name in ("plain", "lookup") if rep % 2 == 0 else ("lookup", "plain"):
+            _fresh_items(url, md, n_orders)
+            res = run_runtime(url, regs[name], item_batches(f"tp{rep}-{name}", n_batches, n_orders))
+            assert res["failures"] == 0, res
+            out["runs"].setdefault(name, []).append(out["events"] / res["elapsed"])
+    eng = admin_engine(url)
+    with eng.connect() as c:
+        missing = c.execute(text("SELECT COUNT(*) FROM order_items WHERE order_pk IS NULL")).scalar()
+        wrong = c.execute(
+            text(
+                "SELECT COUNT(*) FROM order_items i JOIN orders o ON o.order_id = i.order_id "
+                "WHERE i.order_pk <> o.id"
+            )
+        ).scalar()
+    eng.dispose()
+    out["checked"] = {"lines_without_order_pk": missing, "lines_with_a_wrong_order_pk": wrong}
+    out["eps"] = {name: median(v) for name, v in out["runs"].items()}
+    out["ratio"] = out["eps"]["lookup"] / out["eps"]["plain"]
+    log(
+        f"{dialect} lookups: turns/batch plain {out['turns']['plain']['mean']:.2f}, "
+        f"lookup {out['turns']['lookup']['mean']:.2f}; events/s plain {out['eps']['plain']:.0f}, "
+        f"lookup {out['eps']['lookup']:.0f} ({out['ratio']:.2f}x); {out['checked']}"
+    )
+    return out
+
+
+def render_lookups(cmd: str, env: dict[str, str], res: dict[str, dict]) -> str:
+    lines = [
+        "# Runtime benchmark: lookups",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        "Batches of 10 new order_items lines, each of its own order (all orders present), applied "
+        "with the order_pk lookup (when_missing retry: the form that also checks the order exists) "
+        "and without the column (plain), same run, fresh tables for each run.",
+        "",
+        "| database | mapping | round trips per batch (proxy: mean, min-max) | events/s (median) | runs |",
+        "|---|---|---|---|---|",
+    ]
+    for dialect, r in res.items():
+        for name in ("plain", "lookup"):
+            t = r["turns"][name]
+            runs = ", ".join(f"{x:.0f}" for x in r["runs"][name])
+            lines.append(
+                f"| {DIALECT_NAMES[dialect]} | {name} | {t['mean']:.2f} ({t['min']}-{t['max']}) "
+                f"| {r['eps'][name]:.0f} | {runs} |"
+            )
+        lines.append(f"| {DIALECT_NAMES[dialect]} | lookup / plain | | {r['ratio']:.2f}x | |")
+    lines += [
+        "",
+        "Checks after the last run: " + "; ".join(f"{d}: {r['checked']}" for d, r in res.items()),
+        "",
+    ]
+    lines += [f"- {k}: {v}" for k, v in env.items()]
+    return "\n".join(lines) + "\n"
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -1414,8 +1599,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sections",
         default="throughput,turns,latency,cold,memory,phases",
-        help="comma-separated subset of throughput,turns,latency,cold,memory,phases",
+        help="comma-separated subset of throughput,turns,latency,cold,memory,phases; or lookups alone "
+        "(order_items with and without its order_pk lookup, written to --out)",
     )
+    ap.add_argument("--lookup-events", type=int, default=2000, help="events per run of the lookups section")
     ap.add_argument("--child", choices=["memory", "imports"], help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--modules-file", help=argparse.SUPPRESS)
@@ -1436,6 +1623,14 @@ def main(argv: list[str] | None = None) -> int:
     urls = {d: args.pg_url if d == "postgresql" else args.mysql_url for d in dialects}
     for url in urls.values():
         ensure_database(url)
+    if sections == {"lookups"}:
+        cmd = "python benchmarks/runtime_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        res = {d: lookups(args, d, urls[d]) for d in dialects}
+        out = ROOT / args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_lookups(cmd.strip(), environment(urls), res))
+        log(f"wrote {out}")
+        return 0
     registry = load_registry(REGISTRY_PATH)
     wl = generate(args.events)
     cmd = "python benchmarks/runtime_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)

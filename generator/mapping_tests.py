@@ -695,6 +695,42 @@ def given_problems(
     return out
 
 
+def _database_problems(
+    doc: Located, display: str, index: int, case: dict[str, Any], registry_raw: dict[str, Any]
+) -> list[Diagnostic]:
+    """Rows a test puts in the database first must name tables and columns of the build."""
+    columns: dict[str, list[str]] = {}
+    for e in registry_raw["entities"].values():
+        for name, t in e["tables"].items():
+            qualified = f"{t['schema']}.{name}" if t.get("schema") else name
+            extra = [t["surrogate_key"]] if t.get("surrogate_key") else []
+            columns[qualified] = extra + [c["name"] for c in t["columns"]]
+    out = []
+    for table, rows in (case.get("database") or {}).items():
+        here: PathT = ("tests", index, "database", table)
+        if table not in columns:
+            fix = f"use one of: {', '.join(sorted(columns))}"
+            out.append(
+                _diag(doc, display, here, f"no mapping writes table '{table}'", fix, "test-table", key=True)
+            )
+            continue
+        for i, row in enumerate(rows):
+            for column in row:
+                if column not in columns[table]:
+                    out.append(
+                        _diag(
+                            doc,
+                            display,
+                            (*here, i, column),
+                            f"table '{table}' has no column '{column}'",
+                            f"use one of: {', '.join(columns[table])}",
+                            "test-column",
+                            key=True,
+                        )
+                    )
+    return out
+
+
 def collect(
     mappings: Path, root: Path, registry_raw: dict[str, Any], select: str | None = None
 ) -> tuple[list[Case], list[Diagnostic]]:
@@ -756,6 +792,7 @@ def collect(
             names.setdefault(case["name"], index)
             bad = given_problems(doc, display, index, case, registry_raw["entities"][entity])
             bad += expect_problems(doc, display, index, case, tables)
+            bad += _database_problems(doc, display, index, case, registry_raw)
             diagnostics.extend(bad)
             if select and select not in case["name"]:
                 continue
@@ -881,6 +918,11 @@ def run_case(
     try:
         metadata.drop_all(engine)
         metadata.create_all(engine)
+        # Rows already there (a parent a lookup finds), in the given order.
+        with engine.begin() as conn:
+            for table, rows in (case.get("database") or {}).items():
+                for row in rows:
+                    conn.execute(metadata.tables[table].insert().values(row))
         faults_spec = case.get("faults", {})
         faults = Faults(
             case.get("seed", 0),

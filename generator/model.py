@@ -200,6 +200,18 @@ class Field:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """A column's value taken from another table: `select` of the row of `table` whose
+    `match` columns equal the message fields (parent column, field), resolved inside the write."""
+
+    table: str
+    match: tuple[tuple[str, str], ...]
+    select: str
+    when_missing: str  # retry | null | fail
+    where: PathT = ()
+
+
+@dataclass(frozen=True)
 class Column:
     name: str
     type: str
@@ -219,6 +231,7 @@ class Column:
     description: str = ""
     where: PathT = ()
     expr: str | None = None  # a computed column: its expression's text (generator.expr)
+    lookup: Lookup | None = None
 
 
 @dataclass(frozen=True)

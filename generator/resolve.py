@@ -28,6 +28,7 @@ from generator.model import (
     Idempotency,
     KeyAttr,
     LambdaSettings,
+    Lookup,
     Outbox,
     PathSyntaxError,
     Pipeline,
@@ -106,6 +107,21 @@ def resolve_project(doc: Located) -> Project:
             schedule=raw.get("prune", {}).get("schedule", defaults.project("prune", "schedule")),
             batch_rows=raw.get("prune", {}).get("batch_rows", defaults.project("prune", "batch_rows")),
         ),
+    )
+
+
+def _lookup(raw: dict[str, Any] | None, where: PathT) -> Lookup | None:
+    if raw is None:
+        return None
+    return Lookup(
+        table=raw["table"],
+        match=tuple(raw["match"].items()),
+        select=raw["select"],
+        when_missing=raw.get(
+            "when_missing",
+            defaults.mapping("target", "tables", ITEMS, "columns", EACH, "lookup", "when_missing"),
+        ),
+        where=where,
     )
 
 
@@ -294,6 +310,7 @@ class _Resolver:
                     description=spec.get("description", ""),
                     where=where + ("columns", cname),
                     expr=spec.get("expr"),
+                    lookup=_lookup(spec.get("lookup"), where + ("columns", cname, "lookup")),
                 )
             )
         version = None

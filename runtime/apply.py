@@ -64,6 +64,13 @@ from runtime.kinds import (
     IGNORED as IGNORED,
 )
 from runtime.kinds import (
+    OP_UPDATE,
+    WHEN_MISSING_NULL,
+    WHEN_MISSING_RETRY,
+    Kind,
+    Status,
+)
+from runtime.kinds import (
     PERMANENT as PERMANENT,
 )
 from runtime.kinds import (
@@ -74,10 +81,6 @@ from runtime.kinds import (
 )
 from runtime.kinds import (
     TRANSIENT as TRANSIENT,
-)
-from runtime.kinds import (
-    Kind,
-    Status,
 )
 from runtime.plan import Op, Plan, State, plan_change, read_state
 from runtime.redact import cut
@@ -390,6 +393,8 @@ def _slow(
             except DBAPIError as exc:
                 c = stmts.dialect.classify(exc, foreign_key_transient=fk_transient)
                 _rollback_to(savepoint, c, exc)
+                if c.lookup:
+                    c = _missed_lookup(plan.ops, statement_index(exc), 1 if ledger else 0, c)
                 if c.whole_transaction:
                     raise _TransactionLost(c) from exc
                 if c.unique and ledger and statement_index(exc) == 0:
@@ -407,6 +412,33 @@ def _slow(
             savepoint.commit()
             _commit_plan(ch, plan, state)
     return executor.round_trips + 1  # + COMMIT
+
+
+def _missed_lookup(ops: list[Op], index: int | None, before: int, c: Classified) -> Classified:
+    """A write whose lookup found no row, classified by the lookups of its columns: transient
+    when one says when_missing: retry (the row may arrive later: the message and the rest of
+    its group wait for SQS to deliver them again), else permanent (fail)."""
+    i = index - before if index is not None else -1
+    op = ops[i] if 0 <= i < len(ops) else None
+    spec = op.spec if op is not None else None
+    if op is None or spec is None:
+        return c
+    columns = [spec.columns[x] for x in spec.lookups if op.kind is not OP_UPDATE or x in op.columns]
+    required = [
+        col for col in columns if col.lookup is not None and col.lookup.when_missing is not WHEN_MISSING_NULL
+    ]
+    if not required:
+        return c
+    retry = any(col.lookup is not None and col.lookup.when_missing is WHEN_MISSING_RETRY for col in required)
+    what = "; ".join(
+        f"{spec.name}.{col.name} from {col.lookup.table} by {', '.join(m.name for m in col.lookup.match)}"
+        for col in required
+        if col.lookup is not None
+    )
+    then = "retry: SQS delivers it again" if retry else "fail"
+    return Classified(
+        TRANSIENT if retry else PERMANENT, f"lookup found no row: {what} (when_missing: {then})"
+    )
 
 
 def _event_id_of(record: SqsRecord, entity: Any) -> str:

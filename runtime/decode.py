@@ -31,6 +31,7 @@ from runtime.kinds import (
     IF_MISSING_UPSERT,
     SOFT_DELETE_TIMESTAMP,
     VERSION_SEQUENCE,
+    WHEN_MISSING_NULL,
     Action,
     IfMissing,
 )
@@ -259,6 +260,10 @@ class _ActionProgram:
     computed: list[tuple[str, Callable[[Callable[[str], Any]], Any], Callable[[Any], Any]]] = field(
         default_factory=list
     )
+    # Looked-up columns: (column, (fields, converter) per match column, NULL when missing?)
+    lookups: list[tuple[str, list[tuple[tuple[str, ...], Callable[[Any], Any]]], bool]] = field(
+        default_factory=list
+    )
 
 
 @dataclass(slots=True)
@@ -303,6 +308,12 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
                 cols = act.columns
             else:
                 cols = ()
+            lookups = []
+            for c in cols:
+                lk = table.columns[c].lookup
+                if lk is not None:
+                    parts = [(m.fields, converter(m, nul_ok=nul_ok)) for m in lk.match]
+                    lookups.append((c, parts, lk.when_missing is WHEN_MISSING_NULL))
             progs.append(
                 _ActionProgram(
                     act,
@@ -311,13 +322,14 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
                     [
                         (c, table.columns[c].fields, conv(table, c))
                         for c in cols
-                        if table.columns[c].expr is None
+                        if table.columns[c].expr is None and c not in table.lookups
                     ],
                     [
                         (c, computed(table, c), conv(table, c))
                         for c in cols
                         if table.columns[c].expr is not None
                     ],
+                    lookups,
                 )
             )
         rules[event_type] = progs
@@ -449,6 +461,15 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
             if None in key:
                 raise DecodeError(f"table {table.name}: key {', '.join(table.key)} has no value")
             row = {c: convert(first(fields)) for c, fields, convert in ap.row}
+            for c, parts, null_when_missing in ap.lookups:
+                # The values the row is looked up by; the statement finds the row (runtime.statements).
+                match = tuple([convert(first(fields)) for fields, convert in parts])
+                if None in match and not null_when_missing:
+                    raise DecodeError(
+                        f"table {table.name}: column {c} is looked up by "
+                        f"{' / '.join(f for fields, _ in parts for f in fields)}, which the message lacks"
+                    )
+                row[c] = None if None in match else match
             if ap.computed:
                 get = values.value
                 for c, evaluate, convert in ap.computed:

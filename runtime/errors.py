@@ -37,6 +37,7 @@ class Classified:
     unique: bool = False  # a unique key refused the row (on the ledger: the event is recorded already)
     lock: bool = False  # a lock wait or statement ran out of time: trying again now would wait again
     auth: bool = False  # the login was refused: the credentials may have rotated
+    lookup: bool = False  # a column's lookup found no row (its when_missing decides the kind)
 
 
 def redact_values(text: str) -> str:

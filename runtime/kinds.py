@@ -48,6 +48,14 @@ class IfMissing(StrEnum):
     UPSERT = "upsert"
 
 
+class WhenMissing(StrEnum):
+    """What a write does when its lookup finds no row (generator: column lookup.when_missing)."""
+
+    RETRY = "retry"  # a transient failure: the parent may arrive later
+    NULL = "null"  # write NULL
+    FAIL = "fail"  # a permanent failure
+
+
 class OpKind(StrEnum):
     """A statement shape the planner asks for."""
 
@@ -79,6 +87,7 @@ APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = Status
 PERMANENT, TRANSIENT = Kind
 DO_INSERT, DO_UPSERT, DO_UPDATE, DO_DELETE, DO_SOFT_DELETE = Action
 IF_MISSING_FAIL, IF_MISSING_IGNORE, IF_MISSING_UPSERT = IfMissing
+WHEN_MISSING_RETRY, WHEN_MISSING_NULL, WHEN_MISSING_FAIL = WhenMissing
 OP_INSERT, OP_UPSERT, OP_UPSERT_AS_UPDATE, OP_UPDATE, OP_SOFT_DELETE, OP_DELETE, OP_TOMBSTONE = OpKind
 VERSION_SEQUENCE, VERSION_INTEGER = VersionKind
 SOFT_DELETE_TIMESTAMP, SOFT_DELETE_BOOLEAN = SoftDeleteKind

@@ -49,6 +49,7 @@ from runtime.statements import (
     KEY_PREFIX,
     VALUE_PREFIX,
     bind_name,
+    lookup_params,
     row_bind,
 )
 
@@ -125,6 +126,8 @@ def _upsert_params(w: Write) -> dict[str, Any]:
     spec = w.table
     values = w.values
     params = {bind_name(VALUE_PREFIX, c): values.get(c) for c in spec.columns}
+    for c in spec.lookups:
+        params.update(lookup_params(spec, c, values.get(c)))
     if spec.version:
         params[BIND_VERSION] = w.version
     if spec.tombstones:
@@ -200,6 +203,9 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
             if action is DO_UPDATE:
                 columns = tuple(c for c in w.values if c not in spec.key)
                 params.update({bind_name(VALUE_PREFIX, c): w.values[c] for c in columns})
+                for c in spec.lookups:
+                    if c in w.values:
+                        params.update(lookup_params(spec, c, w.values[c]))
             else:
                 assert spec.soft_delete is not None
                 params[BIND_SOFT_DELETED] = w.values.get(spec.soft_delete.column)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.kinds import Action, IfMissing, SoftDeleteKind, VersionKind
+from runtime.kinds import Action, IfMissing, SoftDeleteKind, VersionKind, WhenMissing
 
 SUPPORTED_VERSIONS = (1, 2)  # 2: computed columns (a column's expr)
 
@@ -44,6 +44,18 @@ class ColumnSpec:
     references: str | None
     # A computed column: its compiled expression (runtime.expr), evaluated on the message's fields.
     expr: list[Any] | None = None
+    lookup: LookupSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LookupSpec:
+    """The column's value is `select` of the row of `table` (qualified) whose `match` columns
+    equal the message's values (each a ColumnSpec of that table, its fields the message's)."""
+
+    table: str
+    match: tuple[ColumnSpec, ...]
+    select: str
+    when_missing: WhenMissing
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +84,14 @@ class TableSpec:
     soft_delete: SoftDeleteSpec | None
     tombstones: bool = False  # some rule hard-deletes from this versioned table
     append_only: bool = False  # a log of events (insert actions only): reconcile skips it
+    # The columns whose value a lookup finds (ColumnSpec.lookup), in column order.
+    lookups: tuple[str, ...] = field(init=False, default=(), compare=False)
     # schema.name (or name): the plan and the statement cache key rows and statements by it.
     qualified: str = field(init=False, default="", compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "qualified", f"{self.schema}.{self.name}" if self.schema else self.name)
+        object.__setattr__(self, "lookups", tuple(c.name for c in self.columns.values() if c.lookup))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +177,16 @@ def column_spec(raw: dict[str, Any]) -> ColumnSpec:
         default=raw.get("default"),
         references=raw.get("references"),
         expr=raw.get("expr"),
+        lookup=_lookup(raw["lookup"]) if raw.get("lookup") else None,
+    )
+
+
+def _lookup(raw: dict[str, Any]) -> LookupSpec:
+    return LookupSpec(
+        table=raw["table"],
+        match=tuple(column_spec(m) for m in raw["match"]),
+        select=raw["select"],
+        when_missing=WhenMissing(raw.get("when_missing", "retry")),
     )
 
 

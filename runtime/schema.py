@@ -159,6 +159,11 @@ def target_table(
         args = []
         if foreign_keys and col.references and (known is None or col.references.rsplit(".", 1)[0] in known):
             args.append(ForeignKey(col.references))
+        lk = col.lookup
+        if foreign_keys and lk is not None and not col.references and (known is None or lk.table in known):
+            # A looked-up value is a row of the table looked in (its match is that table's
+            # unique key, which the reference DDL declares: the primary or the sync key).
+            args.append(ForeignKey(f"{lk.table}.{lk.select}"))
         columns.append(
             Column(
                 col.name,

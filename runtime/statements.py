@@ -31,6 +31,7 @@ from runtime.kinds import (
     OP_UPDATE,
     OP_UPSERT,
     OP_UPSERT_AS_UPDATE,
+    WHEN_MISSING_NULL,
     OpKind,
 )
 from runtime.registry import Registry, TableSpec
@@ -49,6 +50,9 @@ BIND_TOMB_VERSION = "tomb_version"  # the tombstone's version, as text
 VALUE_PREFIX = "value_"
 KEY_PREFIX = "key_"
 
+# Per looked-up column: the i-th value it is looked up by (lookup_<column>_<i>).
+LOOKUP_PREFIX = "lookup_"
+
 _NAMES: dict[tuple[str, str], str] = {}
 
 
@@ -58,6 +62,21 @@ def bind_name(prefix: str, column: str) -> str:
     if name is None:
         name = _NAMES[(prefix, column)] = prefix + column
     return name
+
+
+def lookup_bind(column: str, i: int) -> str:
+    """lookup_<column>_<i>: the i-th match value of a looked-up column (kept: built once)."""
+    return bind_name(LOOKUP_PREFIX, f"{column}_{i}")
+
+
+def lookup_params(spec: TableSpec, column: str, value: tuple[Any, ...] | None) -> dict[str, Any]:
+    """The bind parameters of a looked-up column's value (runtime.decode: the match values,
+    None when the message lacks them and the lookup writes NULL then)."""
+    lk = spec.columns[column].lookup
+    assert lk is not None
+    if value is None:
+        return {lookup_bind(column, i): None for i in range(len(lk.match))}
+    return {lookup_bind(column, i): v for i, v in enumerate(value)}
 
 
 class Statements:
@@ -88,11 +107,38 @@ class Statements:
         return bindparam(name, type_=self.tombstones.c[column].type)
 
     def _value(self, spec: TableSpec, column: str) -> Any:
-        """The value written to `column`, typed; JSON travels as text (runtime.coerce.json_text)."""
+        """The value written to `column`, typed; JSON travels as text (runtime.coerce.json_text);
+        a looked-up column's value is found by a subquery (_lookup)."""
+        if column in spec.lookups:
+            return self._lookup(spec, column)
         name = bind_name(VALUE_PREFIX, column)
         if spec.columns[column].type == "json":
             return self.dialect.json_value(bindparam(name, type_=Text()))
         return bindparam(name, type_=self.table(spec).c[column].type)
+
+    def _lookup(self, spec: TableSpec, column: str) -> Any:
+        """(SELECT select FROM table WHERE match = :lookup_<column>_<i> ...): the value is found
+        inside the write itself, so a lookup costs no statement and no round trip. The match
+        is the looked-in table's unique key: at most one row. When no row matches, the
+        column is NULL (when_missing: null), or the dialect's form makes the write fail
+        (Dialect.lookup_required), which the runtime reads as a missed lookup."""
+        lk = spec.columns[column].lookup
+        assert lk is not None
+        parent = self.metadata.tables[lk.table]
+
+        def matching(alias: Any) -> list[Any]:
+            return [
+                alias.c[m.name] == bindparam(lookup_bind(column, i), type_=parent.c[m.name].type)
+                for i, m in enumerate(lk.match)
+            ]
+
+        found = parent.alias(f"lk_{column}")
+        query = select(found.c[lk.select]).where(*matching(found))
+        if lk.when_missing is WHEN_MISSING_NULL:
+            return query.scalar_subquery()
+        again = parent.alias(f"lk_{column}_any")
+        missing = ~exists().where(*matching(again))
+        return self.dialect.lookup_required(query, missing, f"lookup of {spec.name}.{column} in {lk.table}")
 
     def _key(self, spec: TableSpec, column: str) -> BindParameter[Any]:
         return bindparam(bind_name(KEY_PREFIX, column), type_=self.table(spec).c[column].type)

@@ -85,7 +85,10 @@ def statuses(result: Any) -> list[str]:
 
 def blocker_session(db: Db, *sql: str) -> tuple[Any, Any]:
     """Another session holding the locks its statements take, in an open transaction."""
-    engine = create_engine(db.url)
+    # READ COMMITTED: the rows alone are locked, never the gaps beside them (InnoDB), so the
+    # blocker holds what it names whatever index it finds the rows by (orders: its unique
+    # order_id beside the surrogate primary key).
+    engine = create_engine(db.url, isolation_level="READ COMMITTED")
     conn = engine.connect()
     trans = conn.begin()
     for statement in sql:

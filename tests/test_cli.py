@@ -222,7 +222,7 @@ def test_strict_turns_the_orders_warnings_into_exit_1(repo: Path, capsys: pytest
 
     # THEN the warnings count: exit 1
     assert code == cli.EXIT_PROBLEMS == 1
-    assert "mappings/orders.yaml:81:33: warning: pipeline.queue.visibility_timeout_seconds" in err
+    assert "mappings/orders.yaml:82:33: warning: pipeline.queue.visibility_timeout_seconds" in err
     assert (
         err.splitlines()[-1]
         == "validate: 0 error(s), 2 warning(s); nothing written (--strict: warnings count)"

@@ -127,7 +127,7 @@ def test_wrong_counts_and_messages_are_shown_side_by_side(
         (
             "    expect: {rows: {orders: [{nope: 1}]}}\n",
             "mappings/tests/x.yaml:6:31: error: tests[0].expect.rows.orders[0].nope: table 'orders' has no "
-            "column 'nope' - use one of: order_id, customer_id, total_amount, status, updated_at, sync_version",
+            "column 'nope' - use one of: id, order_id, customer_id, total_amount, status, updated_at, sync_version",
         ),
         (
             "    expect: {rows: {order: []}}\n",

@@ -120,13 +120,21 @@ def test_the_version_kind_follows_the_field_feeding_it() -> None:
 
 
 # Every part that has a default somewhere under it, each left to its default.
-WITH_EVERY_DEFAULTED_PART = MINIMAL.replace(
-    "  partition_key: {name: invoice_no, type: N}\n",
-    "  partition_key: {name: invoice_no, type: N}\n  outbox: {attribute: outbox}\n"
-    "filter:\n  require_attributes: [{path: total, type: N}]\n",
-).replace(
-    "    invoiceNo: {key: invoice_no}\n",
-    "    invoiceNo: {key: invoice_no}\n    total: {attribute: total, type: N}\n",
+WITH_EVERY_DEFAULTED_PART = (
+    MINIMAL.replace(
+        "  partition_key: {name: invoice_no, type: N}\n",
+        "  partition_key: {name: invoice_no, type: N}\n  outbox: {attribute: outbox}\n"
+        "filter:\n  require_attributes: [{path: total, type: N}]\n",
+    )
+    .replace(
+        "    invoiceNo: {key: invoice_no}\n",
+        "    invoiceNo: {key: invoice_no}\n    total: {attribute: total, type: N}\n",
+    )
+    .replace(
+        "        note: {const: synced, type: string}\n",
+        "        note: {const: synced, type: string}\n"
+        "        customer_pk: {type: bigint, lookup: {table: customers, match: {external_id: invoiceNo}, select: id}}\n",
+    )
 )
 
 

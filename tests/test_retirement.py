@@ -4,6 +4,7 @@ prune, as generated: what build/ holds and lacks, terraform validate, the valida
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -91,7 +92,10 @@ def test_validate_explains_a_retirement_and_a_short_window(tmp_path: Path) -> No
     orders = root / "mappings" / "orders.yaml"
     orders.write_text(orders.read_text(encoding="utf-8") + "retired: true\n", encoding="utf-8")
     items = root / "mappings" / "order_items.yaml"
-    text = items.read_text(encoding="utf-8")
+    # A lookup in a retired entity's table is an error (tests/test_lookups.py): the lines stop
+    # looking up orders first.
+    text, n = re.subn(r"        order_pk:\n(?:          .*\n)+", "", items.read_text(encoding="utf-8"))
+    assert n == 1
     assert "\npipeline:\n" in text
     items.write_text(
         text.replace("\npipeline:\n", "\npipeline:\n  retention:\n    ledger_seconds: 86400\n", 1),

@@ -483,6 +483,8 @@ def rotating_user(db: Db) -> Any:
         if db.name == "postgresql":
             conn.execute(text(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'"))
             conn.execute(text(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}"))
+            # The surrogate keys' sequences (orders.id numbers itself on every insert).
+            conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {name}"))
         else:
             conn.execute(text(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'"))
             conn.execute(text(f"GRANT ALL ON {url.database}.* TO '{name}'@'%'"))

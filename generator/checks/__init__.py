@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from generator.checks.capacity import check_capacity
 from generator.checks.cross_entity import (
+    check_lookups,
     check_references,
     check_sources,
     check_terraform_claims,
@@ -79,7 +80,7 @@ def run_checks(model: Model, docs: dict[str, Located], project_doc: Located | No
     for entity in model.entities:
         for check in ENTITY_CHECKS:
             out.extend(_diagnostic(docs[entity.file], p) for p in check(entity, model.project))
-    for model_check in (check_uniqueness, check_sources, check_references):
+    for model_check in (check_uniqueness, check_sources, check_references, check_lookups):
         out.extend(_diagnostic(docs[e.file], p) for e, p in model_check(model))
     if not any(d.severity is Severity.ERROR for d in out):
         out.extend(_diagnostic(docs[e.file], p) for e, p in check_terraform_claims(model))

@@ -190,6 +190,8 @@ def check_column(entity: Entity, t: Table, c: Column, nul_ok: bool) -> Iterator[
                 f"write a value column '{c.name}' ({c.type}) takes",
                 f"column-{key}",
             )
+    if c.lookup is not None:
+        yield from _check_lookup_column(t, c)
     if c.references:
         parent, _, _ = c.references.partition(".")
         if parent == t.name:
@@ -199,3 +201,30 @@ def check_column(entity: Entity, t: Table, c: Column, nul_ok: bool) -> Iterator[
                 "check the foreign key",
                 "column-references",
             )
+
+
+def _check_lookup_column(t: Table, c: Column) -> Iterator[Problem]:
+    """What a looked-up column cannot also be (the lookup's table and columns: check_lookups)."""
+    assert c.lookup is not None
+    if c.name in t.key:
+        yield Problem(
+            c.where + ("lookup",),
+            f"key column '{c.name}' cannot be looked up: rows are found by values the message holds",
+            "fill key columns from message fields",
+            "lookup-key",
+        )
+    for option, present in (("map", c.value_map is not None), ("default", c.has_default)):
+        if present:
+            yield Problem(
+                c.where + (option,),
+                f"{option} does not apply to a looked-up column",
+                f"remove {option}",
+                "column-option",
+            )
+    if c.lookup.when_missing == "null" and not c.nullable:
+        yield Problem(
+            c.where + ("lookup", "when_missing"),
+            f"when_missing: null writes NULL, but column '{c.name}' is not nullable",
+            "use when_missing: retry or fail, or remove nullable: false",
+            "lookup-null",
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 
-from generator.checks.problem import Problem, warn
+from generator.checks.problem import Problem, missing_field_hint, warn
 from generator.diagnostics import PathT
 from generator.model import Entity, Model
 from runtime.aws_limits import (
@@ -139,3 +139,138 @@ def check_terraform_claims(model: Model) -> Iterator[tuple[Entity, Problem]]:
                     "entity-name",
                 ),
             )
+
+
+# The type a surrogate key has (the reference DDL's auto-increment BIGINT: runtime.schema).
+SURROGATE_KEY_TYPE = "bigint"
+
+
+def check_lookups(model: Model) -> Iterator[tuple[Entity, Problem]]:
+    """A lookup reads a table some mapping writes, by that table's key, and selects a column
+    of it whose type is the looked-up column's."""
+    from generator.checks.columns import COLUMN_ACCEPTS
+
+    tables = {t.qualified: t for e in model.live for t in e.tables}
+    for e in model.live:
+        for t in e.tables:
+            for c in t.columns:
+                lk = c.lookup
+                if lk is None:
+                    continue
+                parent = tables.get(lk.table)
+                retired = [
+                    r.file
+                    for r in model.entities
+                    if r.retired and any(x.qualified == lk.table for x in r.tables)
+                ]
+                if parent is None and retired:
+                    yield (
+                        e,
+                        Problem(
+                            lk.where + ("table",),
+                            f"table '{lk.table}' is written only by a retired mapping ({', '.join(retired)}): "
+                            "nothing keeps it up to date, and the runtime no longer knows it",
+                            "remove the lookup before retiring that mapping",
+                            "lookup-table",
+                        ),
+                    )
+                    continue
+                if parent is None:
+                    yield (
+                        e,
+                        Problem(
+                            lk.where + ("table",),
+                            f"table '{lk.table}' is not written by any mapping",
+                            f"look up in a table some mapping's target.tables declares: {', '.join(sorted(tables))}",
+                            "lookup-table",
+                        ),
+                    )
+                    continue
+                if parent.qualified == t.qualified:
+                    yield (
+                        e,
+                        Problem(
+                            lk.where + ("table",),
+                            "a column cannot look up a row of its own table",
+                            "look up in the parent table",
+                            "lookup-table",
+                        ),
+                    )
+                    continue
+                for column, field in lk.match:
+                    pc = parent.column(column)
+                    if pc is None:
+                        yield (
+                            e,
+                            Problem(
+                                lk.where + ("match", column),
+                                f"table '{parent.qualified}' has no column '{column}'",
+                                f"match on its key: {', '.join(parent.key)}",
+                                "lookup-column",
+                                key=True,
+                            ),
+                        )
+                        continue
+                    f = e.field(field)
+                    if f is None:
+                        yield (
+                            e,
+                            Problem(
+                                lk.where + ("match", column),
+                                f"field '{field}' is not in the message",
+                                missing_field_hint(e, field, "add it under message.fields"),
+                                "field-missing",
+                            ),
+                        )
+                    elif f.type not in COLUMN_ACCEPTS[pc.type]:
+                        yield (
+                            e,
+                            Problem(
+                                lk.where + ("match", column),
+                                f"field '{field}' of DynamoDB type {f.type} cannot match column "
+                                f"'{column}' ({pc.type}) of table '{parent.qualified}'",
+                                f"match a field of a type {pc.type} takes",
+                                "lookup-type",
+                            ),
+                        )
+                matched = {column for column, _ in lk.match}
+                if all(parent.column(m) for m in matched) and matched != set(parent.key):
+                    yield (
+                        e,
+                        Problem(
+                            lk.where + ("match",),
+                            f"columns {', '.join(sorted(matched))} are not the unique key of table "
+                            f"'{parent.qualified}' (its key: {', '.join(parent.key)})",
+                            "match every column of the table's key and no other: a lookup must find at most one row",
+                            "lookup-key",
+                        ),
+                    )
+                if lk.select == parent.surrogate_key:
+                    selected_type: str | None = SURROGATE_KEY_TYPE
+                else:
+                    sc = parent.column(lk.select)
+                    selected_type = sc.type if sc is not None else None
+                if selected_type is None:
+                    choices = ([parent.surrogate_key] if parent.surrogate_key else []) + [
+                        x.name for x in parent.columns
+                    ]
+                    yield (
+                        e,
+                        Problem(
+                            lk.where + ("select",),
+                            f"table '{parent.qualified}' has no column '{lk.select}'",
+                            f"select one of: {', '.join(choices)}",
+                            "lookup-column",
+                        ),
+                    )
+                elif selected_type != c.type:
+                    yield (
+                        e,
+                        Problem(
+                            c.where + ("type",),
+                            f"column '{c.name}' is {c.type} but looks up '{parent.qualified}.{lk.select}', "
+                            f"which is {selected_type}",
+                            f"declare type: {selected_type}",
+                            "lookup-type",
+                        ),
+                    )

@@ -71,6 +71,18 @@ def entity_doc(e: Entity) -> str:
                 used = compile_expr(c.expr, {f.name: f.type for f in e.fields}).fields
                 field_text = f"computed `{_code(' '.join(c.expr.split()))}`"
                 source = "; ".join(f"`{n}`: {_field_source(f)}" for n in used if (f := e.field(n))) or "-"
+            elif c.lookup is not None:
+                lk = c.lookup
+                field_text = f"`{lk.table}.{lk.select}` where " + " and ".join(
+                    f"`{column}` = `{name}`" for column, name in lk.match
+                )
+                fields = [e.field(name) for _, name in lk.match]
+                source = "; ".join(_field_source(f) for f in fields if f is not None)
+                source += {
+                    "retry": "; no such row: retried (the message waits)",
+                    "null": "; no such row: NULL",
+                    "fail": "; no such row: the message fails",
+                }[lk.when_missing]
             else:
                 fields = [e.field(n) for n in c.fields]
                 field_text = " or ".join(f"`{n}`" for n in c.fields)
@@ -80,6 +92,8 @@ def entity_doc(e: Entity) -> str:
                 extra.append("mapped " + ", ".join(f"{k}->{v}" for k, v in c.value_map))
             if c.has_default:
                 extra.append(f"default {json.dumps(c.default)}")
+            if c.lookup is not None:
+                extra.append(f"looked up in `{c.lookup.table}`")
             type_text = c.type + (f" ({'; '.join(extra)})" if extra else "")
             column_rows.append(
                 {"table": t.name, "column": c.name, "type": type_text, "field": field_text, "source": source}

@@ -17,8 +17,12 @@ from generator.model import Column, Entity, Model, Table
 REGISTRY_VERSION = 2
 
 
-def registry_column(c: Column, expr_tree: list[Any] | None = None) -> dict[str, Any]:
-    """One column as the registry file holds it (a computed column with its compiled tree)."""
+def registry_column(
+    c: Column, expr_tree: list[Any] | None = None, tables: dict[str, Table] | None = None
+) -> dict[str, Any]:
+    """One column as the registry file holds it: a computed column with its compiled tree; a
+    lookup's match columns as the table it looks in (`tables`, by qualified name) declares
+    them, so values coerce to their types."""
     out: dict[str, Any] = {
         "name": c.name,
         "type": c.type,
@@ -38,6 +42,21 @@ def registry_column(c: Column, expr_tree: list[Any] | None = None) -> dict[str, 
         out["default"] = c.default
     if expr_tree is not None:
         out["expr"] = expr_tree
+    if c.lookup is not None and tables is not None and c.lookup.table in tables:
+        parent = tables[c.lookup.table]
+        match = []
+        for column, field in c.lookup.match:
+            pc = parent.column(column)
+            assert pc is not None  # checked: generator.checks.cross_entity.check_lookups
+            # The parent column's type, filled from the field (a missing value: no match).
+            spec = {k: v for k, v in registry_column(pc).items() if k not in ("const", "default")}
+            match.append({**spec, "fields": [field], "map": None, "nullable": True, "references": None})
+        out["lookup"] = {
+            "table": parent.qualified,
+            "match": match,
+            "select": c.lookup.select,
+            "when_missing": c.lookup.when_missing,
+        }
     return out
 
 
@@ -48,7 +67,7 @@ def _expr_tree(e: Entity, c: Column) -> list[Any] | None:
     return compile_expr(c.expr, {f.name: f.type for f in e.fields}).tree
 
 
-def _table(e: Entity, t: Table, deleted: set[str]) -> dict[str, Any]:
+def _table(e: Entity, t: Table, deleted: set[str], tables: dict[str, Table]) -> dict[str, Any]:
     return {
         # Tombstones are kept (and checked) only where some rule deletes from the table: a hard
         # delete, or a soft delete, which leaves one when the row it deletes is not there.
@@ -57,7 +76,7 @@ def _table(e: Entity, t: Table, deleted: set[str]) -> dict[str, Any]:
         "surrogate_key": t.surrogate_key,
         "append_only": t.append_only,
         "key": list(t.key),
-        "columns": [registry_column(c, _expr_tree(e, c)) for c in t.columns],
+        "columns": [registry_column(c, _expr_tree(e, c), tables) for c in t.columns],
         "version": {"column": t.version.column, "fields": list(t.version.fields), "kind": t.version.kind}
         if t.version
         else None,
@@ -72,7 +91,7 @@ def _table(e: Entity, t: Table, deleted: set[str]) -> dict[str, Any]:
     }
 
 
-def _entity(e: Entity, deleted: set[str]) -> dict[str, Any]:
+def _entity(e: Entity, deleted: set[str], tables: dict[str, Table]) -> dict[str, Any]:
     rules: dict[str, list[dict[str, Any]]] = {}
     for rule in e.events.rules:
         actions = []
@@ -141,7 +160,7 @@ def _entity(e: Entity, deleted: set[str]) -> dict[str, Any]:
         "type_from": list(e.events.type_from),
         "unknown": e.events.unknown,
         "rules": rules,
-        "tables": {t.name: _table(e, t, deleted) for t in e.tables},
+        "tables": {t.name: _table(e, t, deleted, tables) for t in e.tables},
         # runtime.prune: how long its ledger rows and its tables' tombstones are kept.
         "retention": {
             "ledger_seconds": e.pipeline.retention.ledger_seconds,
@@ -174,6 +193,7 @@ def registry(model: Model) -> dict[str, Any]:
         for a in rule.actions
         if a.kind in ("delete", "soft_delete") and (table := e.table(a.table)) is not None
     }
+    tables = {t.qualified: t for e in model.live for t in e.tables}
     return {
         "registry_version": REGISTRY_VERSION,
         "generator_version": __version__,
@@ -186,6 +206,6 @@ def registry(model: Model) -> dict[str, Any]:
             "prune": {"batch_rows": model.project.prune.batch_rows},
         },
         "queues": {e.pipeline.queue.name: e.name for e in model.live},
-        "entities": {e.name: _entity(e, deleted) for e in model.live},
+        "entities": {e.name: _entity(e, deleted, tables) for e in model.live},
         "retired": _retired(model, deleted),
     }

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from sqlalchemy import Table, func, or_
+from sqlalchemy import Table, func, literal_column, null, or_, select
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine import Dialect as SQLAlchemyDialect
 from sqlalchemy.exc import DBAPIError
@@ -22,7 +22,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeEngine
 
-from runtime.errors import Classified, connection_lost, first_line
+from runtime.errors import PERMANENT, Classified, connection_lost, first_line
 
 if TYPE_CHECKING:
     from runtime.config import Limits
@@ -397,6 +397,24 @@ class Dialect:
         """How a bound JSON text becomes the column's value."""
         return param
 
+    def lookup_required(self, query: Any, missing: Any, what: str) -> Any:
+        """`query` (one column of at most one row) as a scalar subquery that fails the
+        statement when it finds no row: UNION ALL two rows that exist only when nothing
+        matches (`missing`), and a scalar subquery of two rows is an error the database
+        raises inside the write (PostgreSQL SQLSTATE 21000, MySQL and MariaDB error 1242),
+        so the write and everything of its transaction are refused (lookup_missed)."""
+        two = select(literal_column("1").label("n")).union_all(select(literal_column("2"))).subquery("lk_two")
+        miss = select(self._lookup_miss_value(two.c.n, what)).select_from(two).where(missing)
+        return query.union_all(miss).scalar_subquery()
+
+    def _lookup_miss_value(self, n: Any, what: str) -> Any:
+        """What a missed lookup's rows hold (NULL: the second row is the error)."""
+        return null()
+
+    def lookup_missed(self, orig: BaseException) -> bool:
+        """Whether the driver error is a lookup_required subquery that found no row."""
+        return False
+
     # -- connections ----------------------------------------------------------------------
 
     def engine_options(self, limits: Limits) -> EngineOptions:
@@ -424,6 +442,9 @@ class Dialect:
             return refused
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return connection_lost(reason)
+        if self.lookup_missed(orig):
+            # Permanent until the runtime reads which lookup it was (runtime.apply).
+            return Classified(PERMANENT, f"lookup found no row: {reason}", lookup=True)
         return self.classify_error(exc, orig, reason, foreign_key_transient)
 
     def login_refused(self, orig: BaseException, reason: str) -> Classified | None:

@@ -68,6 +68,9 @@ TRANSIENT_ERRORS = {
     1698,
 }
 FOREIGN_KEY = {1451, 1452, 1216, 1217}
+# "Subquery returns more than 1 row": how a lookup that found no row fails
+# (Dialect.lookup_required); no other statement of the runtime has a scalar subquery.
+SUBQUERY_ROWS = 1242
 UNIQUE = {1062, 1586}
 LOCK = {1205, 3024, 1969}  # lock wait timeout; max_execution_time / max_statement_time exceeded
 AUTH = {1045, 1698}
@@ -179,6 +182,9 @@ class MySQL(Dialect):
         return lambda: sock.shutdown(socket.SHUT_RDWR)
 
     # -- errors ---------------------------------------------------------------------------
+
+    def lookup_missed(self, orig: BaseException) -> bool:
+        return _errno(orig) == SUBQUERY_ROWS
 
     def login_refused(self, orig: BaseException, reason: str) -> Classified | None:
         return login_refused(reason) if _errno(orig) in AUTH else None

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 TRANSIENT_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator intervention, system
 TRANSIENT_CODES = {"40001", "40P01", "55P03", "55006", "42P01", "42703", "3D000", "3F000"}
 FOREIGN_KEY = {"23503"}
+# cardinality_violation: a scalar subquery of two rows, how a lookup that found none fails
+# (Dialect.lookup_required); no other statement of the runtime has a scalar subquery.
+CARDINALITY = "21000"
 UNIQUE = {"23505"}
 LOCK = {"55P03", "57014"}  # lock_not_available (lock_timeout), query_canceled (statement_timeout)
 AUTH_CLASS = "28"  # invalid authorization specification / invalid password
@@ -102,6 +105,9 @@ class PostgreSQL(OnConflictUpserts):
         fails, and the pipeline's transaction is rolled back with everything else it did."""
         changed = write.returning(literal_column("1")).cte("w")  # type: ignore[attr-defined]
         return select(literal_column("1 / COUNT(*)")).select_from(changed)
+
+    def lookup_missed(self, orig: BaseException) -> bool:
+        return _sqlstate(orig) == CARDINALITY
 
     def json_value(self, param: Any) -> Any:
         from sqlalchemy import cast

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, literal_column
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -30,6 +30,10 @@ from runtime.errors import PERMANENT, TRANSIENT, Classified, foreign_key
 
 if TYPE_CHECKING:
     from runtime.config import Limits
+
+
+# The text of a missed lookup's row (SQLite.lookup_required): not JSON, so json() refuses it.
+LOOKUP_MISSED = "no row found "
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,17 @@ class SQLite(OnConflictUpserts):
 
     def asserted(self, write: ClauseElement) -> Any:
         return Asserted(write)
+
+    def _lookup_miss_value(self, n: Any, what: str) -> Any:
+        """SQLite takes the first row of a scalar subquery of several, so a missed lookup's
+        row raises by itself: json() of text that is not JSON ("malformed JSON"), computed
+        from the row (not a constant SQLite could evaluate before it is needed)."""
+        from sqlalchemy import func
+
+        return func.json(literal_column(f"'{LOOKUP_MISSED}'").concat(n))
+
+    def lookup_missed(self, orig: BaseException) -> bool:
+        return "malformed json" in str(orig).lower()
 
     def engine_options(self, limits: Limits) -> EngineOptions:
         # SQLAlchemy's own pool for SQLite (one connection per thread for a file, a static

@@ -370,8 +370,18 @@ class Reconciler:
         cols = [t.c[k] for k in plan.spec.key]
         cond = cols[0].in_([k[0] for k in keys]) if len(cols) == 1 else tuple_(*cols).in_(keys)
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # A looked-up column holds the looked-in row's value (a surrogate id): the key that row
+        # has now is what the item's values are compared with (_compare).
+        natural = []
+        for c in plan.spec.lookups:
+            lk = plan.spec.columns[c].lookup
+            assert lk is not None
+            parent = t.metadata.tables[lk.table].alias(f"lk_{c}")
+            for i, m in enumerate(lk.match):
+                found = select(parent.c[m.name]).where(parent.c[lk.select] == t.c[c]).scalar_subquery()
+                natural.append(found.label(f"lookup_{c}_{i}"))
         with self.engine.connect() as conn:
-            for r in conn.execute(select(t).where(cond)).mappings():
+            for r in conn.execute(select(t, *natural).where(cond)).mappings():
                 rows[self._norm_key(plan.spec, [r[k] for k in plan.spec.key])] = dict(r)
         return rows
 
@@ -382,6 +392,18 @@ class Reconciler:
         for c, v in values.items():
             col = plan.spec.columns.get(c)
             if col is None or c in plan.meta_columns:
+                continue
+            if col.lookup is not None:
+                # The item's match values against the key of the row the column points at.
+                match = col.lookup.match
+                e = None if v is None else tuple(normalize(m, x) for m, x in zip(match, v, strict=True))
+                a = (
+                    None
+                    if row.get(c) is None
+                    else tuple(normalize(m, row.get(f"lookup_{c}_{i}")) for i, m in enumerate(match))
+                )
+                if e != a:
+                    diff.append((c, e, a))
                 continue
             actual = row.get(c)
             if v == actual and type(v) is type(actual):  # the same value as it stands: nothing to normalize

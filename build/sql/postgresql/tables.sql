@@ -34,18 +34,21 @@ CREATE TABLE customers (
 );
 
 CREATE TABLE orders (
+	id BIGSERIAL NOT NULL, 
 	order_id VARCHAR(64) NOT NULL, 
 	customer_id BIGINT, 
 	total_amount NUMERIC(12, 2), 
 	status VARCHAR(32), 
 	updated_at TIMESTAMP WITH TIME ZONE, 
 	sync_version VARCHAR(40), 
-	PRIMARY KEY (order_id)
+	PRIMARY KEY (id), 
+	CONSTRAINT orders_sync_key UNIQUE (order_id)
 );
 
 CREATE TABLE order_items (
 	id BIGSERIAL NOT NULL, 
 	order_id VARCHAR(64) NOT NULL, 
+	order_pk BIGINT, 
 	line_no INTEGER NOT NULL, 
 	sku VARCHAR(64), 
 	quantity INTEGER, 
@@ -54,5 +57,6 @@ CREATE TABLE order_items (
 	row_version BIGINT, 
 	PRIMARY KEY (id), 
 	CONSTRAINT order_items_sync_key UNIQUE (order_id, line_no), 
-	FOREIGN KEY(order_id) REFERENCES orders (order_id)
+	FOREIGN KEY(order_id) REFERENCES orders (order_id), 
+	FOREIGN KEY(order_pk) REFERENCES orders (id)
 );
