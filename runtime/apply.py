@@ -64,6 +64,7 @@ from runtime.kinds import (
     IGNORED as IGNORED,
 )
 from runtime.kinds import (
+    OP_FILL,
     OP_UPDATE,
     WHEN_MISSING_NULL,
     WHEN_MISSING_RETRY,
@@ -423,7 +424,9 @@ def _missed_lookup(ops: list[Op], index: int | None, before: int, c: Classified)
     spec = op.spec if op is not None else None
     if op is None or spec is None:
         return c
-    columns = [spec.columns[x] for x in spec.lookups if op.kind is not OP_UPDATE or x in op.columns]
+    columns = [
+        spec.columns[x] for x in spec.lookups if op.kind not in (OP_UPDATE, OP_FILL) or x in op.columns
+    ]
     required = [
         col for col in columns if col.lookup is not None and col.lookup.when_missing is not WHEN_MISSING_NULL
     ]

@@ -24,6 +24,7 @@ from runtime.ddbjson import (
 )
 from runtime.expr import evaluator
 from runtime.kinds import (
+    DO_FILL,
     DO_INSERT,
     DO_SOFT_DELETE,
     DO_UPDATE,
@@ -304,7 +305,7 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
                 act.action is DO_UPDATE and act.if_missing is IF_MISSING_UPSERT
             ):
                 cols: Any = table.columns.keys()
-            elif act.action is DO_UPDATE:
+            elif act.action is DO_UPDATE or act.action is DO_FILL:
                 cols = act.columns
             else:
                 cols = ()

@@ -38,6 +38,9 @@ class Action(StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     SOFT_DELETE = "soft_delete"
+    # Never in a mapping (its schema has no such action): `backfill --columns` sets chosen
+    # columns of a row that is there and no newer than the write, leaving its version as it is.
+    FILL = "fill"
 
 
 class IfMissing(StrEnum):
@@ -66,6 +69,7 @@ class OpKind(StrEnum):
     SOFT_DELETE = "soft_delete"
     DELETE = "delete"
     TOMBSTONE = "tombstone"
+    FILL = "fill"  # an UPDATE of chosen columns that leaves the version (Action.FILL)
 
 
 class VersionKind(StrEnum):
@@ -85,9 +89,11 @@ _NOT_DONE = frozenset({Status.FAILED, Status.BLOCKED})
 # times the cost of reading a global, and the planner alone reads a dozen per message.
 APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = Status
 PERMANENT, TRANSIENT = Kind
-DO_INSERT, DO_UPSERT, DO_UPDATE, DO_DELETE, DO_SOFT_DELETE = Action
+DO_INSERT, DO_UPSERT, DO_UPDATE, DO_DELETE, DO_SOFT_DELETE, DO_FILL = Action
 IF_MISSING_FAIL, IF_MISSING_IGNORE, IF_MISSING_UPSERT = IfMissing
 WHEN_MISSING_RETRY, WHEN_MISSING_NULL, WHEN_MISSING_FAIL = WhenMissing
-OP_INSERT, OP_UPSERT, OP_UPSERT_AS_UPDATE, OP_UPDATE, OP_SOFT_DELETE, OP_DELETE, OP_TOMBSTONE = OpKind
+OP_INSERT, OP_UPSERT, OP_UPSERT_AS_UPDATE, OP_UPDATE, OP_SOFT_DELETE, OP_DELETE, OP_TOMBSTONE, OP_FILL = (
+    OpKind
+)
 VERSION_SEQUENCE, VERSION_INTEGER = VersionKind
 SOFT_DELETE_TIMESTAMP, SOFT_DELETE_BOOLEAN = SoftDeleteKind

@@ -17,6 +17,7 @@ from runtime.decode import SEQUENCE_WIDTH, Change, Write, row_key
 from runtime.kinds import (
     APPLIED,
     DO_DELETE,
+    DO_FILL,
     DO_INSERT,
     DO_SOFT_DELETE,
     DO_UPDATE,
@@ -27,6 +28,7 @@ from runtime.kinds import (
     IF_MISSING_UPSERT,
     IGNORED,
     OP_DELETE,
+    OP_FILL,
     OP_INSERT,
     OP_SOFT_DELETE,
     OP_TOMBSTONE,
@@ -171,6 +173,24 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
                 kind = OP_UPSERT
             plan.ops.append(Op(kind, spec, (), params, k))
             plan.rows[k] = (True, v if v is not None else current)
+        elif action is DO_FILL:
+            # Chosen columns of a row that is there and no newer than the write; the version
+            # stays (runtime.statements: fill).
+            if exists is False:
+                continue
+            if current is not None and v is not None and current > v:
+                stale += 1
+                continue
+            params = _key_params(w)
+            columns: tuple[str, ...] = tuple(c for c in w.values if c not in spec.key)
+            params.update({bind_name(VALUE_PREFIX, c): w.values[c] for c in columns})
+            for c in spec.lookups:
+                if c in w.values:
+                    params.update(lookup_params(spec, c, w.values[c]))
+            if v is not None:
+                params[BIND_VERSION] = v
+            plan.ops.append(Op(OP_FILL, spec, columns, params, k))
+            plan.rows[k] = (True, current)
         elif action is DO_UPDATE or action is DO_SOFT_DELETE:
             if exists is False:
                 if tomb_newer:
@@ -199,7 +219,7 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
                 stale += 1
                 continue
             params = _key_params(w)
-            columns: tuple[str, ...] = ()
+            columns = ()
             if action is DO_UPDATE:
                 columns = tuple(c for c in w.values if c not in spec.key)
                 params.update({bind_name(VALUE_PREFIX, c): w.values[c] for c in columns})

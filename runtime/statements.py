@@ -6,7 +6,9 @@ Idempotency and ordering live in the SQL itself:
   (MySQL: an UPDATE or a plain INSERT, chosen from the batch's read; runtime.dialects.mysql);
 - update / soft delete: ... WHERE key = :key AND (version IS NULL OR version < / <= :v);
 - delete: DELETE ... WHERE key = :key AND version <= :v, plus a tombstone row so a late, older
-  insert cannot bring the row back.
+  insert cannot bring the row back;
+- fill (tools only: backfill --columns): UPDATE of chosen columns WHERE key = :key AND
+  (version IS NULL OR version <= :v), the version itself left as it is.
 Every value is a bound parameter; every identifier comes from the validated registry. The bind
 parameters' names are those below (BIND_*, value_<column>, key_<column>).
 """
@@ -25,6 +27,7 @@ from runtime.dialects import Dialect
 from runtime.dialects.base import Item
 from runtime.kinds import (
     OP_DELETE,
+    OP_FILL,
     OP_INSERT,
     OP_SOFT_DELETE,
     OP_TOMBSTONE,
@@ -171,6 +174,13 @@ class Statements:
                 where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= self._version(spec)))
             return delete(t).where(*where)
         sets: dict[str, Any]
+        if kind is OP_FILL:
+            # The version is left as it is: a change older than the write but still on its way
+            # (in the queue) applies after it, as it would have without it.
+            sets = {c: self._value(spec, c) for c in columns}
+            if vcol:
+                where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= self._version(spec)))
+            return update(t).where(*where).values(sets)
         if kind is OP_UPDATE:
             sets = {c: self._value(spec, c) for c in columns}
         elif kind is OP_UPSERT_AS_UPDATE:

@@ -587,31 +587,57 @@ def test_columns_updates_only_the_chosen_columns_under_the_version_guard(
     with pgdb.engine.begin() as conn:
         conn.execute(text("UPDATE orders SET status = NULL, total_amount = 1"))
     base = ("--to", "db", "--db", pgdb.url)
-    # WHEN --columns status runs with the computed watermark (the row is at it: nothing newer)
-    run, doc = backfill(aws, "orders", *base, "--columns", "status", "--checkpoint", str(tmp_path / "a.json"))
-    assert run.code == 0, run.err
-    assert doc["stale"] == 1
-    # WHEN it runs with a watermark above the row's version (the new mapping deployed after s1)
+    # WHEN --columns status runs with a watermark below the row's version (the row is newer)
     run, doc = backfill(
-        aws,
-        "orders",
-        *base,
-        "--columns",
-        "status",
-        "--watermark",
-        str(s1 + 5),
-        "--checkpoint",
-        str(tmp_path / "b.json"),
-    )
+        aws, "orders", *base, "--columns", "status", "--watermark", str(s1 - 1),
+        "--checkpoint", str(tmp_path / "a.json"),
+    )  # fmt: skip
     assert run.code == 0, run.err
-    # THEN only status is written
+    # THEN nothing is written
+    assert doc["stale"] == 1
+    assert pgdb.rows("SELECT status FROM orders") == [(None,)]
+    # WHEN it runs with the computed watermark (the stream's highest: the row is at it)
+    run, doc = backfill(aws, "orders", *base, "--columns", "status", "--checkpoint", str(tmp_path / "b.json"))
+    assert run.code == 0, run.err
+    # THEN only status is written, and the row keeps its version
     assert doc["applied"] == 1
-    assert pgdb.rows("SELECT status, total_amount FROM orders") == [("new", 1)]
+    assert pgdb.rows("SELECT status, total_amount, sync_version FROM orders") == [("new", 1, padded(s1))]
     # AND --columns cannot go through the queue (the Lambda writes what its registry says)
     bad, _ = backfill(
         aws, "orders", "--to", "queue", "--columns", "status", "--checkpoint", str(tmp_path / "c.json")
     )
     assert bad.code == 2 and "--columns needs --to db" in bad.err
+
+
+def test_columns_leaves_the_version_so_a_change_still_in_the_queue_applies_after_it(
+    aws: Aws, sqldb: Db, tmp_path: Path
+) -> None:
+    ddb = aws.client("dynamodb")
+    sqldb.reset()
+    put_order(ddb, "o1", "e1", "order.created", status="new", total="10.50")
+    pump(aws, "orders", tmp_path / "p.json")
+    consume(aws, sqldb, "orders")
+    (s1,) = stream_seqs(aws, "orders")
+    # GIVEN a column the old mapping did not fill (total_amount NULL), and a later change of the
+    # item (confirmed) already in the queue but not yet applied when --columns runs
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE orders SET total_amount = NULL"))
+    update_order(ddb, "o1", "e2", "order.confirmed", status="confirmed")
+    pump(aws, "orders", tmp_path / "p.json")
+    s2 = max(stream_seqs(aws, "orders"))
+    # WHEN --columns total_amount runs (its watermark: the stream's highest, s2)
+    run, doc = backfill(
+        aws, "orders", "--to", "db", "--db", sqldb.url, "--columns", "total_amount",
+        "--checkpoint", str(tmp_path / "b.json"),
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    assert doc["applied"] == 1 and int(doc["watermark"]) == s2
+    # THEN the column is filled and the row's version is still s1
+    assert orders(sqldb) == [("o1", "new", padded(s1))]
+    # AND the change in the queue, older than the watermark, still applies after it
+    consume(aws, sqldb, "orders")
+    assert orders(sqldb) == [("o1", "confirmed", padded(s2))]
+    assert [float(v) for (v,) in sqldb.rows("SELECT total_amount FROM orders")] == [10.5]
 
 
 def test_scan_throttling_backs_off_and_is_counted(aws: Aws) -> None:

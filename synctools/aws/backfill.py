@@ -33,6 +33,7 @@ from typing import Any, Protocol, cast
 from runtime.kinds import (
     APPLIED,
     BLOCKED,
+    DO_FILL,
     DO_INSERT,
     DO_UPDATE,
     DO_UPSERT,
@@ -541,9 +542,11 @@ class DbSink:
 
 
 def columns_registry(registry: Registry, entity: str, columns: Sequence[str]) -> Registry:
-    """The registry with the entity's writing actions narrowed to an UPDATE of `columns` only
-    (if_missing: ignore; still version-guarded). Deletes are dropped: a backfill record is an
-    INSERT. Raises ToolError for a column no table of the entity has."""
+    """The registry with the entity's writing actions narrowed to a fill of `columns` only: an
+    UPDATE of a row that is there and no newer than the watermark, which leaves the row's
+    version as it is, so a change older than the watermark still on its way (in the queue)
+    applies after it, as it would have (runtime.statements: fill). Deletes are dropped: a
+    backfill record is an INSERT. Raises ToolError for a column no table of the entity has."""
     import dataclasses
 
     spec = registry.entities[entity]
@@ -565,7 +568,7 @@ def columns_registry(registry: Registry, entity: str, columns: Sequence[str]) ->
                 chosen = tuple(c for c in chosen if c in act.columns)  # what the rule itself writes
             if chosen:
                 narrowed.append(
-                    dataclasses.replace(act, action=DO_UPDATE, columns=chosen, if_missing=IF_MISSING_IGNORE)
+                    dataclasses.replace(act, action=DO_FILL, columns=chosen, if_missing=IF_MISSING_IGNORE)
                 )
         rules[event_type] = tuple(narrowed)
     entities = dict(registry.entities)

@@ -113,7 +113,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p.add_argument(
         "--columns",
         metavar="A,B",
-        help="--to db: write only these columns (an UPDATE, still version-guarded) after a mapping change "
+        help="--to db: write only these columns of rows no newer than the watermark, leaving their version "
+        "(an UPDATE), after a mapping change "
         "added them (default: every column, as the stream would)",
     )
     p.add_argument(
