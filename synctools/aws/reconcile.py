@@ -541,17 +541,23 @@ class Reconciler:
         *,
         sink: DbSink,
         synthesizer: Synthesizer,
+        fill_sink: DbSink,
+        fill_synthesizer: Synthesizer,
         delete_extra: bool,
     ) -> None:
-        """Missing and differing keys: the differing row deleted (so that the row's version
-        cannot guard the re-apply off), then the item's current state applied the backfill's
-        way (its Synthesizer with a fresh watermark and a salt of its own, so the ledger does not
-        take it for the earlier backfill's record; DbSink). Extra rows: deleted with
-        `delete_extra` only."""
+        """Missing and differing keys: the item's current state applied the backfill's way
+        (its Synthesizer with a fresh watermark and a salt of its own, so the ledger does not
+        take it for the earlier backfill's record; DbSink), which creates a missing row; then,
+        for the items with a differing row, a fill of every compared column (fill_sink: the
+        backfill's --columns write, which sets the columns of a row no newer than the watermark
+        and leaves its version, so the row is never absent and a change still in the queue
+        applies after it). Extra rows: deleted with `delete_extra` only."""
         from sqlalchemy import and_, delete
 
         outgoing: list[Outgoing] = []
+        fills: list[Outgoing] = []
         deletes: list[Drift] = []
+        created = int(time.time())
         for d, item in drift:
             if d.kind == EXTRA:
                 if delete_extra:
@@ -559,27 +565,29 @@ class Reconciler:
                 continue
             if item is None:
                 continue
-            if d.kind == DIFFERING:
-                deletes.append(d)
-            record = synthesizer.record(item, int(time.time()))
-            if self.pipe.filters.matches(record):
-                try:
-                    outgoing.append(Outgoing(record, self.pipe.entry(record), synthesizer.sequence))
-                except TargetError:
-                    continue
-        with self.engine.begin() as conn:
-            for d in deletes:
-                t = self.plans[d.table].table
-                conn.execute(delete(t).where(and_(*[t.c[k] == v for k, v in d.key.items()])))
+            pairs = [(synthesizer, outgoing)] + ([(fill_synthesizer, fills)] if d.kind == DIFFERING else [])
+            for synth, out in pairs:
+                record = synth.record(item, created)
+                if self.pipe.filters.matches(record):
+                    try:
+                        out.append(Outgoing(record, self.pipe.entry(record), synth.sequence))
+                    except TargetError:
+                        continue
+        if deletes:
+            with self.engine.begin() as conn:
+                for d in deletes:
+                    t = self.plans[d.table].table
+                    conn.execute(delete(t).where(and_(*[t.c[k] == v for k, v in d.key.items()])))
         counts = Counts()
-        seen: set[str] = set()
-        unique = []
-        for o in outgoing:  # one record per item, though several of its tables drifted
-            if o.record["eventID"] not in seen:
-                seen.add(o.record["eventID"])
-                unique.append(o)
-        if unique:
-            sink.send(unique, counts)
+        for target, records in ((sink, outgoing), (fill_sink, fills)):
+            seen: set[str] = set()
+            unique = []
+            for o in records:  # one record per item, though several of its tables drifted
+                if o.record["eventID"] not in seen:
+                    seen.add(o.record["eventID"])
+                    unique.append(o)
+            if unique:
+                target.send(unique, counts)
         for c in counts.reasons:
             self.report.note(f"repair: {c}")
         for d, _ in drift:

@@ -171,7 +171,15 @@ class ReconcileRecipe:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from synctools.aws.backfill import DbSink, Synthesizer, stream_watermark, uses_sequence_versions
+    import dataclasses
+
+    from synctools.aws.backfill import (
+        DbSink,
+        Synthesizer,
+        columns_registry,
+        stream_watermark,
+        uses_sequence_versions,
+    )
 
     build = Path(args.build)
     registry = options.load_registry(build)
@@ -217,7 +225,22 @@ def _reconcile(args: argparse.Namespace) -> int:
         )
         queue_arn = f"arn:aws:sqs:{region or 'local'}:000000000000:{spec.queue}"
         sink = DbSink(engine, registry, queue_arn, region, batch_size=args.page_size)
-        rec.repair(chosen, sink=sink, synthesizer=repair_synth, delete_extra=args.delete_extra)
+        # A differing row is then filled: every compared column, the version left as it is.
+        compared = sorted(
+            {c for t in spec.tables.values() if not t.append_only for c in t.columns if c not in t.key}
+        )
+        fill_sink = DbSink(
+            engine, columns_registry(registry, name, compared), queue_arn, region, batch_size=args.page_size
+        )
+        fill_synth = dataclasses.replace(repair_synth, salt=repair_synth.salt + ":fill")
+        rec.repair(
+            chosen,
+            sink=sink,
+            synthesizer=repair_synth,
+            fill_sink=fill_sink,
+            fill_synthesizer=fill_synth,
+            delete_extra=args.delete_extra,
+        )
         # What the repair did, checked again (no grace: the repair is the last writer).
         for d, _ in chosen:
             still, _item = rec.recheck(d)
