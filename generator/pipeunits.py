@@ -11,6 +11,7 @@ that Pipe (generator.checks.shared), so the unit takes them from its first membe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from generator.model import Discriminator, Entity, Model, Pipeline, Routing, Source
@@ -53,10 +54,14 @@ class PipeUnit:
         return ", ".join(e.name for e in self.members)
 
 
+def table_label(table: str) -> str:
+    """A Terraform label for a table name ([A-Za-z0-9_.-]+)."""
+    label = re.sub(r"[^A-Za-z0-9_-]", "_", table)
+    return label if re.match(r"^[A-Za-z_]", label) else "_" + label
+
+
 def shared_label(table: str) -> str:
     """The Terraform label base of a table's shared Pipe."""
-    from generator.emit.terraform.files import table_label  # the package imports this module
-
     return f"{table_label(table)}_shared"
 
 

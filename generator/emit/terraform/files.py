@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from generator.emit.terraform.hcl import escape
 from generator.model import Entity
+from generator.pipeunits import table_label
+
+__all__ = ["table_label"]  # a data source label for an unmanaged table
 
 if TYPE_CHECKING:
     from generator.pipeunits import PipeUnit
@@ -76,12 +79,6 @@ def entity_file(entity: Entity) -> str:
             f"entity name {entity.name!r} would produce the reserved Terraform file name {name!r}"
         )
     return name
-
-
-def table_label(table: str) -> str:
-    """A data source label for an unmanaged table name ([A-Za-z0-9_.-]+)."""
-    label = re.sub(r"[^A-Za-z0-9_-]", "_", table)
-    return label if re.match(r"^[A-Za-z_]", label) else "_" + label
 
 
 @dataclass(frozen=True)
