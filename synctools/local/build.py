@@ -111,7 +111,8 @@ def load_pipe(
     except TemplateError as exc:
         raise PipeError(f"{entity}: {exc}") from None
     return Pipe(
-        name=entity,
+        # The shared Pipe is named for the table it reads (its checkpoints, its log lines).
+        name=shared if whole and shared else entity,
         pipe_name=pipe_name,
         queue=raw["queue"],
         pipe_dlq=raw.get("pipe_dlq", ""),
