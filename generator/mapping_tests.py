@@ -881,8 +881,9 @@ def run_case(
     problems: list[Problem] = []
     expect = case["expect"]
 
-    # What the Pipe sends (the filter and the input template of build/).
-    pipe = load_pipe(registry_raw, entity_name, build)
+    # What the Pipe sends (the filter and the input template of build/): for an entity of a
+    # single-table design, its table's shared Pipe, as the replay below runs it.
+    pipe = load_pipe(registry_raw, entity_name, build, whole=True)
     first_deliveries = list(_records(entity, [{**g, "deliver": 1} for g in case["given"]], salt))
     passing = [r for r in first_deliveries if pipe.filters.matches(r)]
     bodies = [json.loads(pipe.target.entry(r).body) for r in passing]

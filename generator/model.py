@@ -117,6 +117,23 @@ class Outbox:
 
 
 @dataclass(frozen=True)
+class Discriminator:
+    """How one entity's items are told apart in a single-table design: an attribute's exact
+    value (`attribute`, `value`), or a key attribute's prefix (`key`, `prefix`)."""
+
+    kind: str  # attribute | key
+    name: str  # the attribute or key attribute name
+    value: str  # the attribute value, or the key prefix
+    where: PathT = ("source", "discriminator")
+
+    @property
+    def describe(self) -> str:
+        if self.kind == "key":
+            return f"key {self.name} starts with {self.value!r}"
+        return f"attribute {self.name} = {self.value!r}"
+
+
+@dataclass(frozen=True)
 class Source:
     table: str
     managed: bool
@@ -131,6 +148,7 @@ class Source:
     where: PathT = ("source",)
     point_in_time_recovery: bool = True
     deletion_protection: bool = True
+    discriminator: Discriminator | None = None  # single-table design: one shared Pipe per table
 
     @property
     def keys(self) -> tuple[KeyAttr, ...]:

@@ -18,6 +18,7 @@ from generator import __version__
 from generator.emit import ddl, docs, pipes, registry, terraform
 from generator.jsondump import dump_json
 from generator.model import Model
+from generator.pipeunits import pipe_units
 from generator.schema import schema_text
 
 MANIFEST = "manifest.json"
@@ -32,11 +33,18 @@ def render(model: Model) -> dict[str, str]:
     }
     reg = registry.registry(model)
     files["registry.json"] = dump_json(reg)
-    for entity in model.live:  # a retired entity has no Pipe to describe
-        base = f"entities/{entity.name}"
-        files[f"{base}/filters.json"] = dump_json(pipes.filter_patterns(entity))
-        files[f"{base}/input-template.txt"] = pipes.input_template(entity) + "\n"
-        files[f"{base}/README.md"] = docs.entity_doc(entity)
+    for unit in pipe_units(model):  # a retired entity has no Pipe to describe
+        template = pipes.unit_template(unit) + "\n"
+        for entity in unit.members:
+            # An entity of a shared Pipe: its own patterns (its items: backfill, reconcile)
+            # and the shared template; the Pipe itself is under pipes/.
+            base = f"entities/{entity.name}"
+            files[f"{base}/filters.json"] = dump_json(pipes.filter_patterns(entity))
+            files[f"{base}/input-template.txt"] = template
+            files[f"{base}/README.md"] = docs.entity_doc(entity, unit)
+        if unit.shared:
+            files[f"pipes/{unit.name}/filters.json"] = dump_json(pipes.unit_patterns(unit))
+            files[f"pipes/{unit.name}/input-template.txt"] = template
     for name, data in terraform.terraform_files(model).items():
         files[f"terraform/{name}"] = dump_json(data)
     files.update(ddl.ddl_files(reg))

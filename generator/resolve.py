@@ -21,6 +21,7 @@ from generator.model import (
     Condition,
     ConsumerSettings,
     DatabaseSettings,
+    Discriminator,
     Entity,
     Events,
     Field,
@@ -179,6 +180,7 @@ class _Resolver:
                 "deletion_protection", defaults.mapping("source", "deletion_protection")
             ),
             expected_writes_per_second=src.get("expected_writes_per_second"),
+            discriminator=_discriminator(src.get("discriminator")),
         )
         fields = self.fields(raw["message"]["fields"], source)
         flt = raw.get("filter", {})
@@ -232,7 +234,8 @@ class _Resolver:
                 ledger=idem.get("ledger", defaults.mapping("idempotency", "ledger")),
                 event_id_field=event_id_field,
             ),
-            pipeline=self.pipeline(raw.get("pipeline", {}), name),
+            # A single-table entity shares its table's Pipe: the default names come from the table.
+            pipeline=self.pipeline(raw.get("pipeline", {}), src["table"] if source.discriminator else name),
             retired=raw.get("retired", defaults.mapping("retired")),
         )
 
@@ -490,6 +493,14 @@ def retention_window(pipeline: Pipeline) -> int:
         + q.dlq_retention_seconds
         + q.message_retention_seconds
     )
+
+
+def _discriminator(raw: dict[str, Any] | None) -> Discriminator | None:
+    if not raw:
+        return None
+    if "key" in raw:
+        return Discriminator("key", raw["key"], raw["prefix"])
+    return Discriminator("attribute", raw["attribute"], raw["value"])
 
 
 def resolve_entity(doc: Located, project: Project) -> tuple[Entity, list[Diagnostic]]:

@@ -37,7 +37,7 @@ from runtime.kinds import (
     IfMissing,
 )
 from runtime.redact import cut, name, shown
-from runtime.registry import ActionSpec, EntitySpec, FieldSpec, Registry, TableSpec
+from runtime.registry import ActionSpec, EntitySpec, FieldSpec, Registry, SharedQueueSpec, TableSpec
 from runtime.schema import EVENT_ID_TEXT
 
 # Sequence numbers zero-padded to their longest, so that they compare as text.
@@ -501,6 +501,9 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
 
 
 def entity_for(record: SqsRecord, registry: Registry) -> EntitySpec:
+    shared = registry.shared_queues.get(record.queue)
+    if shared is not None:
+        return _shared_entity(record, registry, shared)
     entity = registry.entity_for_queue(record.queue)
     if entity is None:
         if len(registry.entities) == 1 and not record.queue:
@@ -510,3 +513,25 @@ def entity_for(record: SqsRecord, registry: Registry) -> EntitySpec:
             f"queue {record.queue!r} is not in the registry (queues: {known}); rebuild and redeploy"
         )
     return entity
+
+
+def _shared_entity(record: SqsRecord, registry: Registry, shared: SharedQueueSpec) -> EntitySpec:
+    """The entity of a message on a shared queue, by the discriminator the template put in
+    it. The Pipe's filter lets through only items some entity claims, so a miss means a
+    message of another build or a hand-sent one: permanent."""
+    try:
+        body = _BODY(record.body) if record.body else None
+    except (json.JSONDecodeError, RecursionError):
+        body = None  # decode() says what is wrong with it
+    name_, value = shared.entity_name(body)
+    if name_ is None:
+        if not isinstance(body, dict):
+            return registry.entities[shared.values[0][1]]  # decode() refuses the body
+        what = "prefix" if shared.kind == "key" else "value"
+        known = ", ".join(f"{e}: {v!r}" for v, e in shared.values)
+        raise DecodeError(
+            f"queue {record.queue!r} is shared by several entities and the message's "
+            f"{shared.kind} {shared.name} ({name(value) if value else 'missing'}) matches no entity's "
+            f"{what} ({known}); rebuild and redeploy, or check the message's origin"
+        )
+    return registry.entities[name_]

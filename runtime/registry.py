@@ -10,7 +10,7 @@ from typing import Any
 
 from runtime.kinds import Action, IfMissing, SoftDeleteKind, VersionKind, WhenMissing
 
-SUPPORTED_VERSIONS = (1, 2)  # 2: computed columns (a column's expr)
+SUPPORTED_VERSIONS = (1, 2, 3)  # 2: computed columns (a column's expr); 3: shared queues
 
 
 class RegistryError(Exception):
@@ -129,6 +129,30 @@ class EntitySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedQueueSpec:
+    """A queue of several entities (a single-table design's shared Pipe): the message field
+    holding the discriminator, and each entity's attribute value or key prefix."""
+
+    queue: str
+    kind: str  # attribute: the value equals; key: the key's value starts with the prefix
+    name: str  # the attribute or key attribute
+    field: str  # the top-level message field carrying it
+    values: tuple[tuple[str, str], ...]  # (value or prefix, entity)
+
+    def entity_name(self, body: Any) -> tuple[str | None, str]:
+        """The entity of a decoded message body, and the discriminator value read (for errors).
+        An attribute travels per image ({"new": ..., "old": ...}: a REMOVE has only the old)."""
+        raw = body.get(self.field) if isinstance(body, dict) else None
+        if isinstance(raw, dict):
+            raw = next((v for v in (raw.get("new"), raw.get("old")) if isinstance(v, str) and v), "")
+        value = raw if isinstance(raw, str) else ""
+        for expected, entity in self.values:
+            if (value.startswith(expected) if self.kind == "key" else value == expected) and value:
+                return entity, value
+        return None, value
+
+
+@dataclass(frozen=True, slots=True)
 class RetiredSpec:
     """An entity whose mapping says `retired: true`: nothing syncs it; runtime.prune removes
     all its ledger rows, and the tombstones of `tables` (the tables no live entity writes)."""
@@ -148,6 +172,7 @@ class Registry:
     entities: dict[str, EntitySpec]
     queues: dict[str, str] = field(default_factory=dict)
     retired: dict[str, RetiredSpec] = field(default_factory=dict)
+    shared_queues: dict[str, SharedQueueSpec] = field(default_factory=dict)
     prune_batch_rows: int = 1000  # rows per DELETE of runtime.prune, each its own transaction
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     # Built statements per dialect, kept with the registry they come from (warm invocations reuse them).
@@ -244,6 +269,13 @@ def _entity(name: str, raw: dict[str, Any]) -> EntitySpec:
     )
 
 
+def _shared(queue: str, raw: dict[str, Any]) -> SharedQueueSpec:
+    d = raw["discriminator"]
+    return SharedQueueSpec(
+        queue, d["kind"], d["name"], d["field"], tuple((v, e) for e, v in sorted(raw["entities"].items()))
+    )
+
+
 def parse_registry(raw: dict[str, Any]) -> Registry:
     version = raw.get("registry_version") if isinstance(raw, dict) else None
     if version not in SUPPORTED_VERSIONS:
@@ -268,6 +300,7 @@ def parse_registry(raw: dict[str, Any]) -> Registry:
                 for n, r in raw.get("retired", {}).items()
             },
             prune_batch_rows=int((db.get("prune") or {}).get("batch_rows", 1000)),
+            shared_queues={q: _shared(q, s) for q, s in (raw.get("shared_queues") or {}).items()},
             raw=raw,
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -482,8 +482,13 @@ def create_resources(aws: Aws, *, visibility: int = 1) -> None:
     of the mapping's view type, its FIFO queue with a RedrivePolicy to its FIFO DLQ at the
     registry's maxReceiveCount, and the Pipe's DLQ. A short visibility timeout keeps retries fast."""
     ddb, sqs = aws.client("dynamodb"), aws.client("sqs")
+    made: set[str] = set()
     for entity in REGISTRY["entities"].values():
         src = entity["source"]
+        # A single-table design's entities share their table and queues: create them once.
+        if src["table"] in made and entity["queue"] in made:
+            continue
+        made |= {src["table"], entity["queue"]}
         keys = [(src["partition_key"], "HASH")] + (
             [(src["sort_key"], "RANGE")] if src.get("sort_key") else []
         )

@@ -16,6 +16,7 @@ import pytest
 
 from runtime.decode import decode, parse_sqs_record
 from runtime.registry import load_registry
+from synctools.local.build import shared_pipe
 from synctools.local.patterns import load_filters
 from synctools.local.sample import Sampler
 from synctools.local.transform import PipeContext, PipeTarget, load_template
@@ -69,16 +70,23 @@ def test_template_output_decodes_in_the_runtime(entity: str) -> None:
 def test_terraform_registry_and_runtime_agree(entity: str) -> None:
     raw = REGISTRY.raw["entities"][entity]
     spec = REGISTRY.entities[entity]
-    queue = TF["aws_sqs_queue"][entity]
-    dlq = TF["aws_sqs_queue"][f"{entity}_dlq"]
-    pipe_dlq = TF["aws_sqs_queue"][f"{entity}_pipe_dlq"]
-    esm = TF["aws_lambda_event_source_mapping"][entity]
-    pipe = TF["aws_pipes_pipe"][entity]
+    # A single-table design's entity: its table's shared Pipe and queues (labelled by the Pipe).
+    shared = shared_pipe(REGISTRY.raw, entity)
+    label = shared or entity
+    queue = TF["aws_sqs_queue"][label]
+    dlq = TF["aws_sqs_queue"][f"{label}_dlq"]
+    pipe_dlq = TF["aws_sqs_queue"][f"{label}_pipe_dlq"]
+    esm = TF["aws_lambda_event_source_mapping"][label]
+    pipe = TF["aws_pipes_pipe"][label]
     # Queue names: Terraform creates what the registry routes by.
     assert queue["name"] == spec.queue and queue["fifo_queue"] is True
     assert dlq["name"] == spec.dlq and dlq["fifo_queue"] is True
     assert pipe_dlq["name"] == spec.pipe_dlq and not pipe_dlq.get("fifo_queue")
-    assert REGISTRY.entity_for_queue(queue["name"]) is spec
+    if shared:
+        assert REGISTRY.entity_for_queue(queue["name"]) is None
+        assert dict(REGISTRY.shared_queues[queue["name"]].values)[raw["discriminator"]["value"]] == entity
+    else:
+        assert REGISTRY.entity_for_queue(queue["name"]) is spec
     # Batch sizes and the partial batch response contract.
     assert esm["batch_size"] == spec.batch_size == raw["consumer"]["batch_size"] <= 10
     assert (
@@ -99,4 +107,5 @@ def test_terraform_registry_and_runtime_agree(entity: str) -> None:
         "message_deduplication_id": spec.deduplication_id,
     }
     patterns = [json.loads(f["pattern"]) for f in pipe["source_parameters"]["filter_criteria"]["filter"]]
-    assert patterns == json.loads((BUILD / "entities" / entity / "filters.json").read_text())
+    filters = BUILD / ("pipes/" + shared if shared else "entities/" + entity) / "filters.json"
+    assert patterns == json.loads(filters.read_text())

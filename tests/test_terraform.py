@@ -17,6 +17,7 @@ from generator.emit import pipes
 from generator.emit.terraform import DuplicateLabel, escape, hcl, terraform_files
 from generator.load import load
 from generator.model import Entity, Model
+from generator.pipeunits import pipe_units
 from tests.conftest import terraform_or_skip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,9 +84,12 @@ def with_entities(model: Model, *entities: Entity) -> Model:
 def test_one_file_per_entity_beside_the_shared_files(model: Model, files: dict[str, dict[str, Any]]) -> None:
     # GIVEN the bundled project WHEN the Terraform is generated
     # THEN the provider, shared data sources and the Lambda have their own files, and each entity one
-    expected = {"providers.tf.json", "data.tf.json", "lambda.tf.json"} | {
-        f"{e.name}.tf.json" for e in model.entities
-    }
+    expected = (
+        {"providers.tf.json", "data.tf.json", "lambda.tf.json"}
+        | {f"{e.name}.tf.json" for e in model.entities}
+        # AND a table's shared Pipe (a single-table design) one of its own
+        | {f"{u.name}.tf.json" for u in pipe_units(model) if u.shared}
+    )
     assert set(files) == expected
     assert "provider" in files["providers.tf.json"]
     assert all("provider" not in doc for name, doc in files.items() if name != "providers.tf.json")
@@ -137,19 +141,21 @@ def test_orders_pipe_reads_the_stream_with_the_mapping_settings(
 def test_pipe_filters_template_and_routing_come_from_the_pipes_emitter(
     model: Model, files: dict[str, dict[str, Any]]
 ) -> None:
-    for e in model.entities:
-        # GIVEN each entity's pipe
-        pipe = files[f"{e.name}.tf.json"]["resource"]["aws_pipes_pipe"][e.name]
+    for u in pipe_units(model):
+        # GIVEN each Pipe (an entity's own, or a table's shared one)
+        pipe = files[f"{u.name}.tf.json"]["resource"]["aws_pipes_pipe"][u.name]
         # THEN filters, template and SQS parameters are the pipes emitter's output verbatim
         # (none of the bundled strings contains `${` or `%{`, so escaping leaves them alone)
         assert pipe["source_parameters"]["filter_criteria"]["filter"] == [
-            {"pattern": pipes.pattern_text(p)} for p in pipes.filter_patterns(e)
+            {"pattern": pipes.pattern_text(p)} for p in pipes.unit_patterns(u)
         ]
         target = pipe["target_parameters"]
-        assert target["input_template"] == pipes.input_template(e)
+        assert target["input_template"] == pipes.unit_template(u)
+        if not u.shared:
+            assert target["input_template"] == pipes.input_template(u.first)
         assert target["sqs_queue_parameters"] == {
-            "message_group_id": e.routing.message_group_id,
-            "message_deduplication_id": e.routing.deduplication_id,
+            "message_group_id": u.routing.message_group_id,
+            "message_deduplication_id": u.routing.deduplication_id,
         }
     orders = files["orders.tf.json"]["resource"]["aws_pipes_pipe"]["orders"]["target_parameters"]
     assert orders["sqs_queue_parameters"]["message_group_id"] == "$.dynamodb.Keys.order_id.S"
@@ -195,7 +201,7 @@ def test_queues_fifo_dlq_is_fifo_and_pipe_dlq_is_standard(
 def test_redrive_policy_has_an_integer_max_receive_count(
     model: Model, files: dict[str, dict[str, Any]]
 ) -> None:
-    for e in model.entities:
+    for e in pipe_units(model):
         # GIVEN each FIFO queue's redrive policy
         policy = files[f"{e.name}.tf.json"]["resource"]["aws_sqs_queue"][e.name]["redrive_policy"]
         # THEN it is one jsonencode call with a bare integer (facts 5: not a string)
@@ -299,7 +305,7 @@ def test_sync_lambda_function_role_and_log_group(model: Model, files: dict[str, 
     # AND its policy consumes every entity queue, writes its logs, reads the secret, manages ENIs
     statements = {s["sid"]: s for s in doc["data"]["aws_iam_policy_document"]["sync"]["statement"]}
     assert statements["ConsumeQueues"]["resources"] == [
-        f"${{aws_sqs_queue.{e.name}.arn}}" for e in model.entities
+        f"${{aws_sqs_queue.{u.name}.arn}}" for u in pipe_units(model)
     ]
     assert set(statements["ConsumeQueues"]["actions"]) == {
         "sqs:ReceiveMessage",

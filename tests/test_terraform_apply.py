@@ -21,6 +21,8 @@ import pytest
 
 from generator import override as ov
 from generator.model import Entity, Model
+from generator.pipeunits import pipe_units
+from synctools.local.build import shared_pipe
 from tests.conftest import DeployedPipeline, copy_project, run_generator, terraform_or_skip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -101,9 +103,9 @@ def test_override_options(project: Path) -> None:
     )
     # AND every redrive allow policy is disabled with count = 0, saying why
     omitted = doc["resource"]["aws_sqs_queue_redrive_allow_policy"]
-    assert sorted(omitted) == ["customers_dlq", "order_items_dlq", "orders_dlq"]
+    assert sorted(omitted) == ["customers_dlq", "order_items_dlq", "orders_dlq", "shop_shared_dlq"]
     assert all(body["count"] == 0 and "RedriveAllowPolicy" in body["//"] for body in omitted.values())
-    assert "left out: aws_sqs_queue_redrive_allow_policy (3)" in proc.stderr
+    assert "left out: aws_sqs_queue_redrive_allow_policy (4)" in proc.stderr
 
 
 def test_override_dry_run_prints_and_writes_nothing(project: Path) -> None:
@@ -187,7 +189,7 @@ def test_every_generated_resource_is_in_the_state(deployed: DeployedPipeline) ->
     ).stdout.split()
     # THEN all of them were created, but the redrive allow policies moto cannot hold
     omitted = {a for a in generated if a.startswith("aws_sqs_queue_redrive_allow_policy.")}
-    assert len(omitted) == 3
+    assert len(omitted) == 4  # one per FIFO DLQ: a shared Pipe has one
     assert {a for a in listed if not a.startswith("data.")} == generated - omitted
 
 
@@ -238,6 +240,10 @@ def test_pipe_dlqs_are_standard_queues(deployed: DeployedPipeline, aws: Any, mod
         assert int(attrs["MessageRetentionPeriod"]) == e.pipeline.pipe.dlq_retention_seconds
 
 
+def deployed_registry() -> dict[str, Any]:
+    return json.loads((BUILD / "registry.json").read_text())
+
+
 @pytest.mark.terraform
 def test_pipes_carry_the_generated_filters_template_and_routing(
     deployed: DeployedPipeline, aws: Any, model: Model
@@ -253,7 +259,11 @@ def test_pipes_carry_the_generated_filters_template_and_routing(
         assert pipe["DesiredState"] == p.desired_state
         # AND the filter patterns and the input template are build/'s, exactly
         source = pipe["SourceParameters"]
-        filters = json.loads((BUILD / "entities" / e.name / "filters.json").read_text())
+        # A single-table design's entity: its table's shared Pipe, whose filter ORs every entity's.
+        shared = shared_pipe(deployed_registry(), e.name)
+        filters = json.loads(
+            (BUILD / (f"pipes/{shared}" if shared else f"entities/{e.name}") / "filters.json").read_text()
+        )
         assert [
             json.loads(f["Pattern"]) for f in source.get("FilterCriteria", {}).get("Filters", [])
         ] == filters
@@ -305,7 +315,7 @@ def test_one_event_source_mapping_per_queue_with_partial_batch_responses(
     # moto filters list_event_source_mappings by function ARN only (AWS takes a name too)
     mappings = aws("lambda").list_event_source_mappings(FunctionName=function_arn)["EventSourceMappings"]
     by_queue = {m["EventSourceArn"]: m for m in mappings}
-    assert len(mappings) == len(by_queue) == len(model.entities)
+    assert len(mappings) == len(by_queue) == len(pipe_units(model))  # one per queue: a shared Pipe has one
     for e in model.entities:
         c = e.pipeline.consumer
         esm = by_queue[deployed.outputs[f"{e.name}_queue_arn"]]

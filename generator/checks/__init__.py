@@ -26,6 +26,7 @@ from generator.checks.problem import EntityCheck, Problem, warn
 from generator.checks.project import check_project
 from generator.checks.retention import check_retention, check_retirement
 from generator.checks.routing import check_routing
+from generator.checks.shared import check_shared
 from generator.checks.tables import check_append_only, check_surrogate_keys, check_tables
 from generator.diagnostics import Diagnostic, Severity, format_path
 from generator.model import Model
@@ -80,7 +81,7 @@ def run_checks(model: Model, docs: dict[str, Located], project_doc: Located | No
     for entity in model.entities:
         for check in ENTITY_CHECKS:
             out.extend(_diagnostic(docs[entity.file], p) for p in check(entity, model.project))
-    for model_check in (check_uniqueness, check_sources, check_references, check_lookups):
+    for model_check in (check_uniqueness, check_sources, check_references, check_lookups, check_shared):
         out.extend(_diagnostic(docs[e.file], p) for e, p in model_check(model))
     if not any(d.severity is Severity.ERROR for d in out):
         out.extend(_diagnostic(docs[e.file], p) for e, p in check_terraform_claims(model))

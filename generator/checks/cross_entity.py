@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from generator.checks.problem import Problem, missing_field_hint, warn
 from generator.diagnostics import PathT
 from generator.model import Entity, Model
+from generator.pipeunits import pipe_units
 from runtime.aws_limits import (
     DYNAMODB_STREAM_READERS_PER_SHARD,
 )
@@ -18,6 +19,9 @@ from synctools import awsdocs
 def check_uniqueness(model: Model) -> Iterator[tuple[Entity, Problem]]:
     """Entity names, AWS names and SQL tables must not be claimed twice."""
     claims: dict[tuple[str, str], list[tuple[Entity, PathT]]] = defaultdict(list)
+    units = [u for u in pipe_units(model) if u.shared]
+    shared = {e.name: u.name for u in units for e in u.members}
+    shared_first = {u.name: u.first.name for u in units}
     for e in model.entities:
         claims[("entity", e.name)].append((e, ("entity",)))
         p = e.pipeline
@@ -26,9 +30,12 @@ def check_uniqueness(model: Model) -> Iterator[tuple[Entity, Problem]]:
             (("pipeline", "queue", "dlq", "name"), p.queue.dlq_name),
             (("pipeline", "pipe", "dlq", "name"), p.pipe.dlq_name),
         )
+        if e.name in shared and e.name != shared_first[shared[e.name]]:
+            queues = ()  # a shared Pipe's names are claimed once, by its first entity
+        else:
+            claims[("pipe", p.pipe.name)].append((e, ("pipeline", "pipe", "name")))
         for where, name in queues:
             claims[("queue", name)].append((e, where))
-        claims[("pipe", p.pipe.name)].append((e, ("pipeline", "pipe", "name")))
         if e.source.managed:
             claims[("dynamodb table", e.source.table)].append((e, ("source", "table")))
         for t in e.tables:
@@ -52,15 +59,16 @@ def check_uniqueness(model: Model) -> Iterator[tuple[Entity, Problem]]:
                 entity,
                 Problem(where, f"{kind} '{name}' is also claimed by {others}", hint, "duplicate-name"),
             )
-    readers = Counter(e.source.table for e in model.entities)
-    for e in model.entities:
+    # Readers of a stream: its Pipes, so a table's shared Pipe counts once.
+    readers = Counter(u.source.table for u in pipe_units(model))
+    for e in model.live:
         if readers[e.source.table] > DYNAMODB_STREAM_READERS_PER_SHARD:
             yield (
                 e,
                 warn(
                     ("source", "table"),
                     f"{readers[e.source.table]} Pipes read the stream of '{e.source.table}'; more than {DYNAMODB_STREAM_READERS_PER_SHARD} readers per shard risks throttling (see {awsdocs.DYNAMODB_STREAMS})",
-                    "merge entities on one table, or accept throttling",
+                    "merge the entities of the table into one shared Pipe: give each a source.discriminator (see the README's Single-table designs), or accept throttling",
                     "stream-readers",
                 ),
             )

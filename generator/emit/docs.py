@@ -11,6 +11,7 @@ import jinja2
 from generator.emit import pipes
 from generator.expr import compile_expr
 from generator.model import Entity, Field
+from generator.pipeunits import DISCRIMINATOR_FIELD, PipeUnit
 
 
 @cache
@@ -60,7 +61,8 @@ def _pattern_words(pattern: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def entity_doc(e: Entity) -> str:
+def entity_doc(e: Entity, unit: PipeUnit | None = None) -> str:
+    """The entity's README (`unit`: the Pipe that carries it, told when shared)."""
     column_rows = []
     for t in e.tables:
         for c in t.columns:
@@ -143,5 +145,7 @@ def entity_doc(e: Entity) -> str:
             column_rows=column_rows,
             rules=rules,
             type_from=", ".join(f"`{n}`" for n in e.events.type_from),
+            shared=unit if unit is not None and unit.shared else None,
+            discriminator_field=DISCRIMINATOR_FIELD,
         )
     )

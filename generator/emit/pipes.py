@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from generator.model import Entity, Field
+from generator.model import IMAGE_KEY, Entity, Field
+from generator.pipeunits import DISCRIMINATOR_FIELD, PipeUnit
 from runtime.aws_limits import PIPES_TEMPLATE_CHARS
 
 
@@ -76,9 +77,69 @@ def render_template(node: TObject | Placeholder, *, indent: int | None = 2, _lev
     return "{\n" + inner + "\n" + " " * (indent * _level) + "}"
 
 
-def input_template(entity: Entity) -> str:
+class FieldConflict(ValueError):
+    """Two entities of one shared Pipe give one message field different sources."""
+
+    def __init__(self, name: str, first: Entity, other: Entity) -> None:
+        super().__init__(name)
+        self.name, self.first, self.other = name, first, other
+
+
+def union_fields(unit: PipeUnit) -> tuple[Field, ...]:
+    """Every field any member needs, once (members in name order, fields in declaration
+    order). A name given two different sources is a FieldConflict (checks report it)."""
+    seen: dict[str, tuple[Field, Entity]] = {}
+    out: list[Field] = []
+    for e in unit.members:
+        for f in e.fields:
+            prior = seen.get(f.name)
+            if prior is None:
+                seen[f.name] = (f, e)
+                out.append(f)
+            elif (prior[0].json_path, prior[0].type, prior[0].carry) != (f.json_path, f.type, f.carry):
+                raise FieldConflict(f.name, prior[1], e)
+    return tuple(out)
+
+
+def discriminator_node(unit: PipeUnit) -> Placeholder | TObject | None:
+    """Where a shared Pipe's message carries the discriminator: the key's string value, or the
+    attribute's value in each image the stream carries (REMOVE records have only the old one)."""
+    d = unit.discriminator
+    if d is None:
+        return None
+    if d.kind == "key":
+        return Placeholder(f"$.dynamodb.Keys.{d.name}.S")
+    return TObject(
+        tuple(
+            (image, Placeholder(f"$.dynamodb.{IMAGE_KEY[image]}.{d.name}.S"))
+            for image in ("new", "old")
+            if image in unit.source.images
+        )
+    )
+
+
+def unit_tree(unit: PipeUnit) -> TObject:
+    """The template of a Pipe: its entity's fields, or every member's plus the discriminator."""
+    if not unit.shared:
+        return template_tree(unit.first.fields)
+    tree = template_tree(union_fields(unit))
+    node = discriminator_node(unit)
+    if node is None:
+        return tree
+    return TObject(tree.entries + ((DISCRIMINATOR_FIELD, node),))
+
+
+def unit_template(unit: PipeUnit) -> str:
     """Pretty when it fits the 8192-character limit, compact otherwise (checks report overflow)."""
-    tree = template_tree(entity.fields)
+    return _fit(unit_tree(unit))
+
+
+def input_template(entity: Entity) -> str:
+    """An entity's own template (of its own Pipe)."""
+    return _fit(template_tree(entity.fields))
+
+
+def _fit(tree: TObject) -> str:
     pretty = render_template(tree)
     if len(pretty) <= PIPES_TEMPLATE_CHARS:
         return pretty
@@ -122,6 +183,7 @@ def filter_patterns(entity: Entity) -> list[dict[str, Any]]:
     """
     flt = entity.filter
     src = entity.source
+    disc = src.discriminator
     new_conds: list[tuple[list[str], Any]] = []
     old_conds: list[tuple[list[str], Any]] = []
     if flt.require_outbox and src.outbox:
@@ -142,6 +204,13 @@ def filter_patterns(entity: Entity) -> list[dict[str, Any]]:
             conds += [("NewImage", k, v) for k, v in new_conds]
         if name in ("MODIFY", "REMOVE"):
             conds += [("OldImage", k, v) for k, v in old_conds]
+        if disc is not None and disc.kind == "key":
+            # Keys are in every record; prefix matching is supported by Pipes (AWS: eb-pipes-event-filtering).
+            conds.append(("Keys", [disc.name, "S"], [{"prefix": disc.value}]))
+        elif disc is not None:
+            # The entity type is read where the record has it: the new image, or the old one of a REMOVE.
+            image = "OldImage" if name == "REMOVE" else "NewImage"
+            conds.append((image, [disc.name, "S"], [disc.value]))
         signature = json.dumps(conds, sort_keys=True)
         groups.setdefault(signature, []).append(name)
         conds_for[signature] = conds
@@ -157,6 +226,61 @@ def filter_patterns(entity: Entity) -> list[dict[str, Any]]:
         patterns.append(pattern)
     patterns.extend(copy.deepcopy(p) for p in flt.or_patterns)
     return patterns
+
+
+def _leaves(node: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if isinstance(node, dict):
+        out: dict[tuple[str, ...], Any] = {}
+        for k, v in node.items():
+            out.update(_leaves(v, path + (k,)))
+        return out
+    return {path: node}
+
+
+def _merge_one_leaf(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """a OR b as one pattern, when they differ in the value list of exactly one leaf (the
+    values of one field are OR'ed: AWS: eb-pipes-event-filtering); otherwise None."""
+    la, lb = _leaves(a), _leaves(b)
+    if la.keys() != lb.keys():
+        return None
+    differ = [k for k in la if la[k] != lb[k]]
+    if len(differ) != 1 or not (isinstance(la[differ[0]], list) and isinstance(lb[differ[0]], list)):
+        return None
+    merged = copy.deepcopy(a)
+    node = merged
+    for k in differ[0][:-1]:
+        node = node[k]
+    node[differ[0][-1]] = la[differ[0]] + [v for v in lb[differ[0]] if v not in la[differ[0]]]
+    return merged
+
+
+def compact(patterns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same OR of patterns in fewer of them: two patterns that differ in one leaf's value
+    list become one (the filter holds at most five: AWS: eb-pipes-event-filtering). Exact:
+    `{a: [x], b: [1]} OR {a: [x], b: [2]}` is `{a: [x], b: [1, 2]}`."""
+    out = [copy.deepcopy(p) for p in patterns]
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                merged = _merge_one_leaf(out[i], out[j])
+                if merged is not None:
+                    out[i] = merged
+                    del out[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return out
+
+
+def unit_patterns(unit: PipeUnit) -> list[dict[str, Any]]:
+    """A Pipe's filter: its entity's patterns, or the OR of every member's (each with its
+    discriminator), compacted."""
+    if not unit.shared:
+        return filter_patterns(unit.first)
+    return compact([p for e in unit.members for p in filter_patterns(e)])
 
 
 def pattern_text(pattern: dict[str, Any]) -> str:

@@ -12,9 +12,12 @@ from typing import Any
 from generator import __version__
 from generator.expr import compile_expr
 from generator.model import Column, Entity, Model, Table
+from generator.pipeunits import DISCRIMINATOR_FIELD, pipe_units
 
 # 2: a column may be computed ("expr", runtime.expr); a runtime of version 1 would ignore it.
-REGISTRY_VERSION = 2
+# 3: shared queues (single-table designs): a queue of several entities told apart by a
+# discriminator in the message; a runtime of version 2 would not find their entity.
+REGISTRY_VERSION = 3
 
 
 def registry_column(
@@ -91,6 +94,24 @@ def _table(e: Entity, t: Table, deleted: set[str], tables: dict[str, Table]) -> 
     }
 
 
+def _shared_queues(model: Model) -> dict[str, Any]:
+    """The queues of shared Pipes: the message field holding the discriminator, and each
+    entity's value (an attribute's value) or prefix (a key's)."""
+    out: dict[str, Any] = {}
+    for unit in pipe_units(model):
+        d = unit.discriminator
+        if d is None:
+            continue
+        out[unit.pipeline.queue.name] = {
+            "pipe": unit.name,
+            "discriminator": {"kind": d.kind, "name": d.name, "field": DISCRIMINATOR_FIELD},
+            "entities": {
+                e.name: e.source.discriminator.value for e in unit.members if e.source.discriminator
+            },
+        }
+    return out
+
+
 def _entity(e: Entity, deleted: set[str], tables: dict[str, Table]) -> dict[str, Any]:
     rules: dict[str, list[dict[str, Any]]] = {}
     for rule in e.events.rules:
@@ -106,8 +127,11 @@ def _entity(e: Entity, deleted: set[str], tables: dict[str, Table]) -> dict[str,
             rules[name] = actions
     lag = e.fields_with_meta("ApproximateCreationDateTime")
     src = e.source
+    disc = src.discriminator
     return {
         "file": e.file,
+        # Single-table design: how this entity's items are told apart on its shared queue.
+        "discriminator": {"kind": disc.kind, "name": disc.name, "value": disc.value} if disc else None,
         # Where records come from and how the Pipe batches them: for local tools (replay,
         # mapping tests) that emulate the Pipe; the Lambda does not need them.
         "source": {
@@ -205,7 +229,8 @@ def registry(model: Model) -> dict[str, Any]:
             "foreign_key_violation": db.foreign_key_violation,
             "prune": {"batch_rows": model.project.prune.batch_rows},
         },
-        "queues": {e.pipeline.queue.name: e.name for e in model.live},
+        "queues": {e.pipeline.queue.name: e.name for e in model.live if e.source.discriminator is None},
+        "shared_queues": _shared_queues(model),
         "entities": {e.name: _entity(e, deleted, tables) for e in model.live},
         "retired": _retired(model, deleted),
     }

@@ -58,8 +58,10 @@ def load_pipe(
     account: str = "",
     source_arn: str = "",
     target_arn: str = "",
+    whole: bool = False,
 ) -> Pipe:
-    """The entity's Pipe from build/ (synctools.local.build), its problems as a ToolError."""
+    """The entity's Pipe from build/ (synctools.local.build), its problems as a ToolError;
+    `whole`: an entity of a single-table design gets its table's shared Pipe."""
     try:
         return local_build.load_pipe(
             registry_raw,
@@ -69,6 +71,7 @@ def load_pipe(
             account=account,
             source_arn=source_arn,
             target_arn=target_arn,
+            whole=whole,
         )
     except PipeError as exc:
         raise ToolError(str(exc)) from None

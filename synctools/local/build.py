@@ -1,6 +1,8 @@
 """One entity's EventBridge Pipe as build/ describes it: the filter patterns
 (build/entities/<entity>/filters.json), the input template (input-template.txt) and the
-routing, batch size and queue names of registry.json. The one loader of those files for every
+routing, batch size and queue names of registry.json; for an entity of a single-table design,
+its table's shared Pipe (build/pipes/<pipe>/filters.json: every entity's patterns OR'ed) when
+the whole Pipe is asked for. The one loader of those files for every
 tool that plays the Pipe: the replay (synctools.local.replay), the AWS pump and DLQ redrive
 (synctools.aws) and the generator's mapping tests.
 """
@@ -50,6 +52,13 @@ class Pipe:
         return entry
 
 
+def shared_pipe(registry_raw: dict[str, Any], entity: str) -> str | None:
+    """The shared Pipe (its build/pipes/ name) that carries `entity`, if any."""
+    queue = registry_raw["entities"][entity].get("queue")
+    shared = (registry_raw.get("shared_queues") or {}).get(queue)
+    return shared["pipe"] if shared and entity in shared.get("entities", {}) else None
+
+
 def load_pipe(
     registry_raw: dict[str, Any],
     entity: str,
@@ -60,14 +69,21 @@ def load_pipe(
     source_arn: str = "",
     target_arn: str = "",
     clock: Callable[[], float] | None = None,
+    whole: bool = False,
 ) -> Pipe:
     """The Pipe of `entity` from build/ and its registry.json (already parsed: `registry_raw`).
     The ARNs are what the template's reserved variables resolve to; `clock` gives the
-    ingestion time (the replay's virtual clock). Raises PipeError."""
+    ingestion time (the replay's virtual clock). An entity of a shared Pipe: its own items
+    only (its patterns), or with `whole` the shared Pipe as AWS runs it (every entity's
+    items of the table). Raises PipeError."""
     raw = registry_raw["entities"][entity]
     entity_dir = build / "entities" / entity
+    shared = shared_pipe(registry_raw, entity)
+    filters_file = (
+        (build / "pipes" / shared / "filters.json") if whole and shared else entity_dir / "filters.json"
+    )
     try:
-        filters = load_filters(entity_dir / "filters.json")
+        filters = load_filters(filters_file)
         template = load_template(entity_dir / "input-template.txt")
     except OSError as exc:
         raise PipeError(
@@ -95,7 +111,8 @@ def load_pipe(
     except TemplateError as exc:
         raise PipeError(f"{entity}: {exc}") from None
     return Pipe(
-        name=entity,
+        # The shared Pipe is named for the table it reads (its checkpoints, its log lines).
+        name=shared if whole and shared else entity,
         pipe_name=pipe_name,
         queue=raw["queue"],
         pipe_dlq=raw.get("pipe_dlq", ""),

@@ -32,7 +32,7 @@ from runtime.kinds import Status
 from runtime.observe import batch_documents
 from runtime.registry import Registry
 from runtime.wire import BatchResponse
-from synctools.local.build import Pipe, PipeError, load_pipe
+from synctools.local.build import Pipe, PipeError, load_pipe, shared_pipe
 from synctools.local.fifo import FifoQueue, Message, VirtualClock
 from synctools.local.poller import Poller, PollResult
 from synctools.local.records import region_account, table_of
@@ -136,7 +136,8 @@ class _Handler:
 
 
 class EntityPipeline:
-    """One entity's Pipe, FIFO queue, FIFO DLQ and event source mapping."""
+    """One entity's Pipe, FIFO queue, FIFO DLQ and event source mapping; or a single-table
+    design's shared ones (`name` the shared Pipe, `entity` one of its entities)."""
 
     def __init__(
         self,
@@ -149,11 +150,13 @@ class EntityPipeline:
         region: str,
         account: str,
         source_arn: str,
+        entity: str | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
         self.faults = faults
-        raw = registry_raw["entities"][name]
+        entity = entity or name
+        raw = registry_raw["entities"][entity]
         consumer = raw["consumer"]
         ids = faults.rng["ids"]
         self.dlq = FifoQueue(raw["dlq"], clock=clock, region=region, account=account, rng=ids)
@@ -170,8 +173,9 @@ class EntityPipeline:
         try:
             self.pipe: Pipe = load_pipe(
                 registry_raw,
-                name,
+                entity,
                 build,
+                whole=True,
                 region=region,
                 account=account,
                 source_arn=source_arn,
@@ -538,10 +542,16 @@ class Replay:
         self.handler = _Handler(engine, registry, self.faults)
         self.pipelines: dict[str, EntityPipeline] = {}
         self.by_table: dict[str, list[str]] = {}
+        # The Pipe of each entity: its own, or its table's shared one (run once for all of them).
+        self.pipe_of: dict[str, str] = {}
+        self.entity_of: dict[str, str] = {}
         for name, raw in self.raw.items():
+            key = shared_pipe(registry.raw, name) or name
+            self.pipe_of[name] = key
+            self.entity_of.setdefault(key, name)
             table = (raw.get("source") or {}).get("table")
-            if table:
-                self.by_table.setdefault(table, []).append(name)
+            if table and key not in self.by_table.get(table, []):
+                self.by_table.setdefault(table, []).append(key)
         self.later: list[tuple[float, int, str, SqsEntry]] = []
         self._tie = itertools.count()
         self.summary = Summary()
@@ -566,6 +576,7 @@ class Replay:
                 region,
                 account,
                 str(record.get("eventSourceARN", "")),
+                entity=self.entity_of.get(name, name),
             )
             self.pipelines[name] = p
             self.summary.entities[name] = p.counts
@@ -573,7 +584,7 @@ class Replay:
 
     def _route(self, record: dict[str, Any]) -> list[str]:
         if self.forced is not None:
-            return [self.forced]
+            return [self.pipe_of[self.forced]]
         table = table_of(record)
         return self.by_table.get(table, []) if table else []
 

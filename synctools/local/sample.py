@@ -117,6 +117,9 @@ class Sampler:
         self.sequence = SEQUENCE_BASE + self.rng.randrange(10**9)
         self.key_counter = self.rng.randrange(1, 10**5)
         self.attrs = self._attributes()
+        # A single-table design's entity: its items carry its discriminator (a key prefix, or
+        # an attribute's value), or its Pipe would filter them out.
+        self.discriminator: dict[str, Any] | None = self.raw.get("discriminator")
         self.insert_types, self.modify_types = self._event_types()
         self.key_attrs = {self.pk["name"]} | ({self.sk["name"]} if self.sk else set())
 
@@ -193,6 +196,9 @@ class Sampler:
             return {"N": str(n)}
         if spec["type"] == "B":
             return {"B": "".join(self.rng.choice("ABCDEFGHIJKLMNOP") for _ in range(8)) + "=="}
+        d = self.discriminator
+        if d and d["kind"] == "key" and d["name"] == spec["name"]:
+            return {"S": f"{d['value']}{n:03d}" if sort else f"{d['value']}{n:08d}"}
         base = re.sub(r"_?id$", "", spec["name"], flags=re.I) or spec["name"]
         prefix = re.sub(r"[^A-Za-z]", "", base)[:3].upper() or "K"
         return {"S": f"{prefix}#{n:03d}" if sort else f"{prefix}-{n:08d}"}
@@ -363,6 +369,9 @@ class Sampler:
         image: dict[str, Any] = dict(item.keys)
         for tokens, value in values.items():
             _place(image, tokens, value)
+        d = self.discriminator
+        if d and d["kind"] == "attribute":
+            image[d["name"]] = {"S": d["value"]}
         if box and not noise:
             # The Transactional Outbox: each domain write carries a new event in the item.
             image[box["attribute"]] = {

@@ -45,6 +45,24 @@ CREATE TABLE orders (
 	CONSTRAINT orders_sync_key UNIQUE (order_id)
 );
 
+CREATE TABLE shop_customers (
+	customer_id VARCHAR(64) NOT NULL, 
+	email VARCHAR(255), 
+	name VARCHAR(200), 
+	status VARCHAR(32), 
+	sync_version VARCHAR(40), 
+	PRIMARY KEY (customer_id)
+);
+
+CREATE TABLE shop_orders (
+	order_id VARCHAR(64) NOT NULL, 
+	customer_id VARCHAR(64), 
+	status VARCHAR(32), 
+	total_amount NUMERIC(12, 2), 
+	sync_version VARCHAR(40), 
+	PRIMARY KEY (order_id)
+);
+
 CREATE TABLE order_items (
 	id BIGSERIAL NOT NULL, 
 	order_id VARCHAR(64) NOT NULL, 
@@ -59,4 +77,15 @@ CREATE TABLE order_items (
 	CONSTRAINT order_items_sync_key UNIQUE (order_id, line_no), 
 	FOREIGN KEY(order_id) REFERENCES orders (order_id), 
 	FOREIGN KEY(order_pk) REFERENCES orders (id)
+);
+
+CREATE TABLE shop_order_lines (
+	order_id VARCHAR(64) NOT NULL, 
+	line_no INTEGER NOT NULL, 
+	sku VARCHAR(64), 
+	quantity INTEGER, 
+	unit_price NUMERIC(12, 2), 
+	sync_version VARCHAR(40), 
+	PRIMARY KEY (order_id, line_no), 
+	FOREIGN KEY(order_id) REFERENCES shop_orders (order_id)
 );

@@ -47,8 +47,9 @@ def alarm(name: str, description: str, metric: Metric, project: Project) -> dict
 
 def alarms(out: EntityFile, project: Project) -> None:
     """The entity's four alarms."""
-    entity, lb = out.entity, out.labels
-    p = entity.pipeline
+    lb = out.labels
+    p = out.unit.pipeline
+    who = out.unit.description
     for label, name, queue_name in (
         (lb.pipe_dlq, p.pipe.dlq_name, "Pipe DLQ (batch pointers of stream records the Pipe gave up on)"),
         (lb.dlq, p.queue.dlq_name, "FIFO DLQ (messages the sync Lambda failed maxReceiveCount times)"),
@@ -64,9 +65,7 @@ def alarms(out: EntityFile, project: Project) -> None:
         out.resource(
             "aws_cloudwatch_metric_alarm",
             f"{label}_messages",
-            alarm(
-                f"{name}-messages-visible", f"{entity.name}: messages in the {queue_name}", visible, project
-            ),
+            alarm(f"{name}-messages-visible", f"{who}: messages in the {queue_name}", visible, project),
         )
     oldest = Metric(
         "AWS/SQS",
@@ -81,7 +80,7 @@ def alarms(out: EntityFile, project: Project) -> None:
         f"{lb.queue}_oldest_message",
         alarm(
             f"{p.queue.name}-oldest-message-age",
-            f"{entity.name}: the oldest message waits too long (a stuck message group?)",
+            f"{who}: the oldest message waits too long (a stuck message group?)",
             oldest,
             project,
         ),
@@ -99,7 +98,7 @@ def alarms(out: EntityFile, project: Project) -> None:
         f"{lb.pipe}_pipe_failures",
         alarm(
             f"{p.pipe.name}-execution-failed",
-            f"{entity.name}: Pipe executions failed (target or permission errors)",
+            f"{who}: Pipe executions failed (target or permission errors)",
             failed,
             project,
         ),

@@ -11,6 +11,7 @@ from generator.emit.terraform.hcl import escape, expr, interp, ref, template
 from generator.emit.terraform.queues import queue_arn
 from generator.emit.terraform.streams import Stream
 from generator.model import Model
+from generator.pipeunits import pipe_units
 
 # facts 4: what the Pipe needs on its source stream.
 STREAM_READ_ACTIONS = (
@@ -111,7 +112,7 @@ def pipe_role(out: EntityFile, stream: Stream) -> None:
             ]
         ),
     )
-    role(out.files, out.name, lb.pipe_role, out.entity.pipeline.pipe.role_name, "pipe-access")
+    role(out.files, out.name, lb.pipe_role, out.unit.pipeline.pipe.role_name, "pipe-access")
 
 
 def lambda_role(files: Files, model: Model) -> None:
@@ -129,7 +130,7 @@ def lambda_role(files: Files, model: Model) -> None:
 def _lambda_statements(model: Model) -> list[dict[str, Any]]:
     project = model.project
     statements = []
-    queues = [ref("aws_sqs_queue", labels(e).queue, "arn") for e in model.live]
+    queues = [ref("aws_sqs_queue", labels(u).queue, "arn") for u in pipe_units(model)]
     if queues:
         statements.append(statement("ConsumeQueues", QUEUE_CONSUME_ACTIONS, queues))
     # Log streams live under the group: arn:...:log-group:NAME:log-stream:STREAM.

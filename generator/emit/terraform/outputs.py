@@ -10,6 +10,7 @@ from generator.emit.terraform.streams import Stream
 
 
 def entity_outputs(out: EntityFile, stream: Stream) -> None:
+    """The entity's outputs (an entity of a shared Pipe: that Pipe's queues and Pipe)."""
     n, lb = out.entity.name, out.labels
     out.output(f"{n}_queue_url", ref("aws_sqs_queue", lb.queue, "url"), f"{n}: FIFO queue URL")
     out.output(f"{n}_queue_arn", interp(queue_arn(lb.queue)), f"{n}: FIFO queue ARN")

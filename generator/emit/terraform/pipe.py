@@ -14,15 +14,15 @@ from generator.emit.terraform.streams import Stream
 
 def pipe(out: EntityFile, stream: Stream) -> None:
     """The aws_pipes_pipe, started only once its role's policy exists."""
-    entity, lb = out.entity, out.labels
-    p = entity.pipeline
+    unit, lb = out.unit, out.labels
+    p = unit.pipeline
     out.resource(
         "aws_pipes_pipe",
         lb.pipe,
         {
             "name": escape(p.pipe.name),
             "description": escape(
-                f"ddb-sql-sync {entity.name}: stream of {entity.source.table} to {p.queue.name}"
+                f"ddb-sql-sync {unit.description}: stream of {unit.source.table} to {p.queue.name}"
             ),
             "role_arn": ref("aws_iam_role", lb.pipe_role, "arn"),
             "source": interp(stream.arn),
@@ -34,11 +34,11 @@ def pipe(out: EntityFile, stream: Stream) -> None:
             "source_parameters": _source_parameters(out),
             "target_parameters": {
                 # facts 1.3: the template is its own language, rendered by emit.pipes; `<$.x>` needs no escaping.
-                "input_template": escape(pipes.input_template(entity)),
+                "input_template": escape(pipes.unit_template(unit)),
                 # facts 4: each value is one JSON path evaluated against the source record.
                 "sqs_queue_parameters": {
-                    "message_group_id": escape(entity.routing.message_group_id),
-                    "message_deduplication_id": escape(entity.routing.deduplication_id),
+                    "message_group_id": escape(unit.routing.message_group_id),
+                    "message_deduplication_id": escape(unit.routing.deduplication_id),
                 },
             },
         },
@@ -46,7 +46,7 @@ def pipe(out: EntityFile, stream: Stream) -> None:
 
 
 def _source_parameters(out: EntityFile) -> dict[str, Any]:
-    settings = out.entity.pipeline.pipe
+    settings = out.unit.pipeline.pipe
     stream_params: dict[str, Any] = {
         "starting_position": settings.starting_position,
         # facts 1.7 / 3: at most 10 with an SQS target; always explicit.
@@ -59,7 +59,7 @@ def _source_parameters(out: EntityFile) -> dict[str, Any]:
         "dead_letter_config": {"arn": interp(queue_arn(out.labels.pipe_dlq))},
     }
     params: dict[str, Any] = {"dynamodb_stream_parameters": stream_params}
-    patterns = pipes.filter_patterns(out.entity)
+    patterns = pipes.unit_patterns(out.unit)
     if patterns:
         # facts 3.2 / 7.1: filter_criteria sits beside dynamodb_stream_parameters; `filter`
         # is a repeatable block (an array, facts 7.6).

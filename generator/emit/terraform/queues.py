@@ -15,7 +15,7 @@ def queue_arn(label: str) -> Expr:
 
 def queues(out: EntityFile) -> None:
     """The Pipe DLQ, the FIFO DLQ, the FIFO queue and the DLQ's redrive allow policy."""
-    p = out.entity.pipeline
+    p = out.unit.pipeline
     lb = out.labels
     # facts 3.3: a stream source's DLQ receives batch metadata only, and FIFO is not
     # supported there, so the Pipe DLQ is a standard queue.
@@ -50,7 +50,7 @@ def queues(out: EntityFile) -> None:
 
 
 def _fifo_queue(out: EntityFile) -> dict[str, Any]:
-    q = out.entity.pipeline.queue
+    q = out.unit.pipeline.queue
     body: dict[str, Any] = {
         "name": escape(q.name),
         "fifo_queue": True,

@@ -89,10 +89,10 @@ def _function(project: Project) -> dict[str, Any]:
 
 def event_source_mapping(out: EntityFile) -> None:
     """The entity's FIFO queue feeding the sync Lambda."""
-    c = out.entity.pipeline.consumer
+    c = out.unit.pipeline.consumer
     out.resource(
         "aws_lambda_event_source_mapping",
-        out.entity.name,
+        out.unit.name,
         {
             "event_source_arn": interp(queue_arn(out.labels.queue)),
             "function_name": ref("aws_lambda_function", FUNCTION, "arn"),

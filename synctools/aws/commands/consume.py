@@ -97,8 +97,12 @@ def _consume(args: argparse.Namespace) -> int:
         entity = options.entity_of(registry, args.entity)
     else:
         found = registry.entity_for_queue(args.queue)
+        shared = registry.shared_queues.get(args.queue)
+        if found is None and shared is not None:
+            # A single-table design's queue: the runtime picks each message's entity.
+            found = registry.entities[shared.values[0][1]]
         if found is None:
-            known = ", ".join(sorted(registry.queues)) or "none"
+            known = ", ".join(sorted([*registry.queues, *registry.shared_queues])) or "none"
             raise ToolError(f"queue {args.queue!r} is not in the registry (queues: {known})")
         entity = found
     log = options.stderr_log(args)

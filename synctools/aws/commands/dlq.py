@@ -174,6 +174,7 @@ class _Dlq:
             region=region,
             account=account,
             target_arn=queue_arn,
+            whole=True,  # a Pipe DLQ holds stream positions of every entity the Pipe carries
         )
         return pipe, queue_url
 

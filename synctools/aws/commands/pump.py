@@ -84,6 +84,7 @@ def _pump(args: argparse.Namespace) -> int:
     from synctools.aws.checkpoint import Checkpoint
     from synctools.aws.pipe import Sender, load_pipe
     from synctools.aws.pump import Pump
+    from synctools.local.build import shared_pipe
 
     build = Path(args.build)
     registry = options.load_registry(build)
@@ -104,7 +105,14 @@ def _pump(args: argparse.Namespace) -> int:
     try:
         sqs = aws.client("sqs")
         streams = aws.client("dynamodbstreams")
+        pumped: set[str] = set()
         for name in names:
+            # A single-table design's entities share one Pipe: pump it once, for all of them.
+            shared = shared_pipe(registry.raw, name)
+            if shared in pumped:
+                continue
+            if shared:
+                pumped.add(shared)
             entity = registry.entities[name]
             stream_arn = aws.stream_arn(entity.source_table)
             queue_url = aws.queue_url(entity.queue)
@@ -118,6 +126,7 @@ def _pump(args: argparse.Namespace) -> int:
                 account=account,
                 source_arn=stream_arn,
                 target_arn=queue_arn,
+                whole=True,
             )
             pumps.append(
                 Pump(
