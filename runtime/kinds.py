@@ -58,6 +58,9 @@ class OpKind(StrEnum):
     SOFT_DELETE = "soft_delete"
     DELETE = "delete"
     TOMBSTONE = "tombstone"
+    # A child table's rows of one parent that the event's list or map no longer holds
+    # (runtime.children): one DELETE for the whole set.
+    PRUNE = "prune"
 
 
 class VersionKind(StrEnum):
@@ -79,6 +82,8 @@ APPLIED, DUPLICATE, STALE, IGNORED, SKIPPED, FAILED, BLOCKED = Status
 PERMANENT, TRANSIENT = Kind
 DO_INSERT, DO_UPSERT, DO_UPDATE, DO_DELETE, DO_SOFT_DELETE = Action
 IF_MISSING_FAIL, IF_MISSING_IGNORE, IF_MISSING_UPSERT = IfMissing
-OP_INSERT, OP_UPSERT, OP_UPSERT_AS_UPDATE, OP_UPDATE, OP_SOFT_DELETE, OP_DELETE, OP_TOMBSTONE = OpKind
+OP_INSERT, OP_UPSERT, OP_UPSERT_AS_UPDATE, OP_UPDATE, OP_SOFT_DELETE, OP_DELETE, OP_TOMBSTONE, OP_PRUNE = (
+    OpKind
+)
 VERSION_SEQUENCE, VERSION_INTEGER = VersionKind
 SOFT_DELETE_TIMESTAMP, SOFT_DELETE_BOOLEAN = SoftDeleteKind

@@ -10,7 +10,7 @@ from typing import Any
 
 from runtime.kinds import Action, IfMissing, SoftDeleteKind, VersionKind
 
-SUPPORTED_VERSIONS = (1, 2)  # 2: computed columns (a column's expr)
+SUPPORTED_VERSIONS = (1, 2, 3)  # 2: computed columns (a column's expr); 3: child rows (a table's each)
 
 
 class RegistryError(Exception):
@@ -44,6 +44,10 @@ class ColumnSpec:
     references: str | None
     # A computed column: its compiled expression (runtime.expr), evaluated on the message's fields.
     expr: list[Any] | None = None
+    # A child table's column (a table with `each`): a path inside the element, or the
+    # element's position (its index in a list, its key in a map).
+    element: tuple[str, ...] | None = None
+    position: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,18 @@ class SoftDeleteSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class EachSpec:
+    """A child table: one row per element of a list (L) or map (M) message field."""
+
+    field: str
+    kind: str  # L | M
+    position: str  # the column taking the element's position (list: start + index; map: key)
+    parent_key: tuple[str, ...]  # the key columns that are not the position
+    start: int = 1
+    max_elements: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TableSpec:
     name: str
     schema: str | None
@@ -72,6 +88,7 @@ class TableSpec:
     soft_delete: SoftDeleteSpec | None
     tombstones: bool = False  # some rule hard-deletes from this versioned table
     append_only: bool = False  # a log of events (insert actions only): reconcile skips it
+    each: EachSpec | None = None  # a child table: one row per element (runtime.children)
     # schema.name (or name): the plan and the statement cache key rows and statements by it.
     qualified: str = field(init=False, default="", compare=False)
 
@@ -162,6 +179,8 @@ def column_spec(raw: dict[str, Any]) -> ColumnSpec:
         default=raw.get("default"),
         references=raw.get("references"),
         expr=raw.get("expr"),
+        element=tuple(raw["element"]) if raw.get("element") is not None else None,
+        position=bool(raw.get("position", False)),
     )
 
 
@@ -180,6 +199,19 @@ def _table(name: str, raw: dict[str, Any]) -> TableSpec:
         else None,
         tombstones=bool(raw.get("tombstones", v is not None)),
         append_only=bool(raw.get("append_only", False)),
+        each=_each(raw["each"], tuple(raw["key"])) if raw.get("each") else None,
+    )
+
+
+def _each(raw: dict[str, Any], key: tuple[str, ...]) -> EachSpec:
+    position = raw["position"]
+    return EachSpec(
+        field=raw["field"],
+        kind=raw["kind"],
+        position=position,
+        parent_key=tuple(k for k in key if k != position),
+        start=int(raw.get("start", 1)),
+        max_elements=raw.get("max_elements"),
     )
 
 
