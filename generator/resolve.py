@@ -21,6 +21,7 @@ from generator.model import (
     Condition,
     ConsumerSettings,
     DatabaseSettings,
+    Each,
     Entity,
     Events,
     Field,
@@ -294,6 +295,8 @@ class _Resolver:
                     description=spec.get("description", ""),
                     where=where + ("columns", cname),
                     expr=spec.get("expr"),
+                    element=tuple(spec["element"].split(".")) if "element" in spec else None,
+                    position=bool(spec.get("position", False)),
                 )
             )
         version = None
@@ -320,6 +323,7 @@ class _Resolver:
             soft,
             where,
             bool(raw.get("append_only", defaults.mapping("target", "tables", ITEMS, "append_only"))),
+            _each(raw.get("each"), where),
         )
 
     def events(self, raw: dict[str, Any], fields: tuple[Field, ...], source: Source) -> Events:
@@ -450,6 +454,17 @@ class _Resolver:
                 window=window,
             ),
         )
+
+
+def _each(raw: dict[str, Any] | None, where: PathT) -> Each | None:
+    if not raw:
+        return None
+    return Each(
+        raw["field"],
+        int(raw.get("start", defaults.mapping("target", "tables", ITEMS, "each", "start"))),
+        raw.get("max_elements"),
+        where + ("each",),
+    )
 
 
 def retention_window(pipeline: Pipeline) -> int:
