@@ -87,6 +87,9 @@ class State:
     ledger: set[tuple[str, str]] = field(default_factory=set)  # (entity, event id)
     rows: dict[RowKey, RowState] = field(default_factory=dict)
     tombs: dict[RowKey, str] = field(default_factory=dict)  # row -> its tombstone's version text
+    # A child table's rows the batch writes, by their parent's set: row -> its position (a
+    # prune marks those it deletes absent, for the planning of the next events of the batch).
+    members: dict[RowKey, dict[RowKey, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -262,6 +265,9 @@ def _plan_prune(w: Write, plan: Plan, state: State) -> bool:
         kept = tuple(keep_bind(i) for i in range(len(w.prune)))
         params.update(zip(kept, w.prune, strict=True))
     plan.ops.append(Op(OP_PRUNE, spec, kept, params, k))
+    for row, position in state.members.get(k, {}).items():
+        if position >= params[BIND_PRUNE_FROM] if isinstance(w.prune, int) else position not in w.prune:
+            plan.rows[row] = ABSENT
     plan.ops.append(Op(OP_TOMBSTONE, None, (), _tomb_params(spec, w, v), k))
     plan.tombs[k] = max(version_text(v), tomb or "")
     return True
@@ -302,9 +308,13 @@ def read_state(
     for ch in changes:
         for w in ch.writes:
             if w.tomb_row is not None:  # a child table's write: its parent's set tombstone
-                tomb_keys[(w.table.qualified, w.tomb_row)] = None
+                parent = (w.table.qualified, w.tomb_row)
+                tomb_keys[parent] = None
                 if w.prune is not None:
                     continue
+                each = w.table.each
+                assert each is not None
+                state.members.setdefault(parent, {})[(w.table.qualified, w.row_key)] = w.values[each.position]
             if not needs_row(w, dialect):
                 continue
             spec_keys = keys.setdefault(w.table.qualified, (w.table, {}))[1]

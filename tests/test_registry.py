@@ -24,7 +24,7 @@ def reg(model: Model) -> dict[str, Any]:
 
 def test_the_registry_is_versioned_and_names_the_project_and_database(reg: dict[str, Any]) -> None:
     # GIVEN the bundled model  WHEN registered  THEN version, project and database
-    assert reg["registry_version"] == registry.REGISTRY_VERSION == 2
+    assert reg["registry_version"] == registry.REGISTRY_VERSION == 3
     assert reg["generator_version"] == __version__
     assert reg["project"] == "legacy-sync"
     assert reg["database"] == {
@@ -42,6 +42,7 @@ def test_each_queue_maps_to_its_entity(reg: dict[str, Any]) -> None:
         "orders-sync.fifo": "orders",
         "customers-sync.fifo": "customers",
         "order_items-sync.fifo": "order_items",
+        "invoices-sync.fifo": "invoices",
     }
 
 
@@ -138,7 +139,7 @@ def test_the_runtime_parses_what_the_generator_writes(reg: dict[str, Any]) -> No
 
     # THEN it knows every entity by its queue, with the tables and rules the generator wrote
     assert data == reg
-    assert sorted(parsed.entities) == ["customers", "order_items", "orders"]
+    assert sorted(parsed.entities) == ["customers", "invoices", "order_items", "orders"]
     orders = parsed.entity_for_queue("orders-sync.fifo")
     assert orders is not None and orders.name == "orders"
     assert orders.tables["orders"].key == ("order_id",)
