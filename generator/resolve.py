@@ -296,7 +296,7 @@ class _Resolver:
                     where=where + ("columns", cname),
                     expr=spec.get("expr"),
                     element=tuple(spec["element"].split(".")) if "element" in spec else None,
-                    position=bool(spec.get("position", False)),
+                    position="position" in spec,
                 )
             )
         version = None
