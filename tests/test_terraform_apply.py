@@ -101,9 +101,9 @@ def test_override_options(project: Path) -> None:
     )
     # AND every redrive allow policy is disabled with count = 0, saying why
     omitted = doc["resource"]["aws_sqs_queue_redrive_allow_policy"]
-    assert sorted(omitted) == ["customers_dlq", "order_items_dlq", "orders_dlq"]
+    assert sorted(omitted) == ["customers_dlq", "invoices_dlq", "order_items_dlq", "orders_dlq"]
     assert all(body["count"] == 0 and "RedriveAllowPolicy" in body["//"] for body in omitted.values())
-    assert "left out: aws_sqs_queue_redrive_allow_policy (3)" in proc.stderr
+    assert "left out: aws_sqs_queue_redrive_allow_policy (4)" in proc.stderr
 
 
 def test_override_dry_run_prints_and_writes_nothing(project: Path) -> None:
@@ -187,7 +187,7 @@ def test_every_generated_resource_is_in_the_state(deployed: DeployedPipeline) ->
     ).stdout.split()
     # THEN all of them were created, but the redrive allow policies moto cannot hold
     omitted = {a for a in generated if a.startswith("aws_sqs_queue_redrive_allow_policy.")}
-    assert len(omitted) == 3
+    assert len(omitted) == 4  # one per bundled entity
     assert {a for a in listed if not a.startswith("data.")} == generated - omitted
 
 
