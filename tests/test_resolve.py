@@ -120,20 +120,24 @@ def test_the_version_kind_follows_the_field_feeding_it() -> None:
 
 
 # Every part that has a default somewhere under it, each left to its default.
-WITH_EVERY_DEFAULTED_PART = MINIMAL.replace(
-    "  partition_key: {name: invoice_no, type: N}\n",
-    "  partition_key: {name: invoice_no, type: N}\n  outbox: {attribute: outbox}\n"
-    "filter:\n  require_attributes: [{path: total, type: N}]\n",
-).replace(
-    "    invoiceNo: {key: invoice_no}\n",
-    "    invoiceNo: {key: invoice_no}\n    total: {attribute: total, type: N}\n"
-    "    seq: {meta: SequenceNumber}\n    lines: {attribute: lines, type: L}\n",
-).replace(
-    "events:\n",
-    "    - table: invoice_lines\n      each: {field: lines}\n      key: [invoice_no, line_no]\n"
-    "      columns:\n        invoice_no: {field: invoiceNo, type: bigint}\n"
-    "        line_no: {position: true, type: integer}\n      version: {column: v, field: seq}\n"
-    "events:\n",
+WITH_EVERY_DEFAULTED_PART = (
+    MINIMAL.replace(
+        "  partition_key: {name: invoice_no, type: N}\n",
+        "  partition_key: {name: invoice_no, type: N}\n  outbox: {attribute: outbox}\n"
+        "filter:\n  require_attributes: [{path: total, type: N}]\n",
+    )
+    .replace(
+        "    invoiceNo: {key: invoice_no}\n",
+        "    invoiceNo: {key: invoice_no}\n    total: {attribute: total, type: N}\n"
+        "    seq: {meta: SequenceNumber}\n    lines: {attribute: lines, type: L}\n",
+    )
+    .replace(
+        "events:\n",
+        "    - table: invoice_lines\n      each: {field: lines}\n      key: [invoice_no, line_no]\n"
+        "      columns:\n        invoice_no: {field: invoiceNo, type: bigint}\n"
+        "        line_no: {position: true, type: integer}\n      version: {column: v, field: seq}\n"
+        "events:\n",
+    )
 )
 
 
