@@ -250,6 +250,9 @@ class Column:
     where: PathT = ()
     expr: str | None = None  # a computed column: its expression's text (generator.expr)
     lookup: Lookup | None = None
+    # A child table's column: a path inside the element, or the element's position.
+    element: tuple[str, ...] | None = None
+    position: bool = False
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,16 @@ class SoftDelete:
 
 
 @dataclass(frozen=True)
+class Each:
+    """A child table: one row per element of a list (L) or map (M) message field."""
+
+    field: str
+    start: int
+    max_elements: int | None
+    where: PathT = ()
+
+
+@dataclass(frozen=True)
 class Table:
     name: str
     schema: str | None
@@ -280,6 +293,12 @@ class Table:
     soft_delete: SoftDelete | None
     where: PathT = ()
     append_only: bool = False  # a log of events: insert actions only; reconcile skips it
+    each: Each | None = None  # a child table (runtime.decode expands it per element)
+
+    @property
+    def position(self) -> Column | None:
+        """A child table's position column."""
+        return next((c for c in self.columns if c.position), None)
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)

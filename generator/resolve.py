@@ -22,6 +22,7 @@ from generator.model import (
     ConsumerSettings,
     DatabaseSettings,
     Discriminator,
+    Each,
     Entity,
     Events,
     Field,
@@ -314,6 +315,8 @@ class _Resolver:
                     where=where + ("columns", cname),
                     expr=spec.get("expr"),
                     lookup=_lookup(spec.get("lookup"), where + ("columns", cname, "lookup")),
+                    element=tuple(spec["element"].split(".")) if "element" in spec else None,
+                    position="position" in spec,
                 )
             )
         version = None
@@ -340,6 +343,7 @@ class _Resolver:
             soft,
             where,
             bool(raw.get("append_only", defaults.mapping("target", "tables", ITEMS, "append_only"))),
+            _each(raw.get("each"), where),
         )
 
     def events(self, raw: dict[str, Any], fields: tuple[Field, ...], source: Source) -> Events:
@@ -470,6 +474,17 @@ class _Resolver:
                 window=window,
             ),
         )
+
+
+def _each(raw: dict[str, Any] | None, where: PathT) -> Each | None:
+    if not raw:
+        return None
+    return Each(
+        raw["field"],
+        int(raw.get("start", defaults.mapping("target", "tables", ITEMS, "each", "start"))),
+        raw.get("max_elements"),
+        where + ("each",),
+    )
 
 
 def retention_window(pipeline: Pipeline) -> int:

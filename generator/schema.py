@@ -104,6 +104,7 @@ PATTERN_WORDS = {
     r"^[A-Za-z0-9_-]+(\[[0-9]+\])*(\.[A-Za-z0-9_-]+(\[[0-9]+\])*)*$": (
         "names of letters, digits, '_' and '-' joined by '.', each optionally followed by list indexes such as [0]"
     ),
+    r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$": "names of letters, digits, '_' and '-' joined by '.'",
     r"^[A-Za-z0-9_-]{0,20}$": "at most 20 letters, digits, '_' or '-'",
     r"^[A-Za-z0-9_-]{1,255}$": "1 to 255 letters, digits, '_' or '-'",
     r"^[A-Za-z0-9_-]{1,64}$": "1 to 64 letters, digits, '_' or '-'",

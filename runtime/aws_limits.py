@@ -14,6 +14,7 @@ DYNAMODB_SEQUENCE_NUMBER_DIGITS = 40  # a stream record's SequenceNumber: 21 to 
 DYNAMODB_STREAM_READERS_PER_SHARD = 2  # more readers of one shard are throttled
 DYNAMODB_GET_RECORDS_MAX = 1000  # records one GetRecords call returns at most
 DYNAMODB_STREAM_RETENTION_SECONDS = 86_400  # a stream keeps a record 24 hours
+DYNAMODB_ITEM_BYTES = 409_600  # an item, attribute names and values together (400 KB)
 
 # --- EventBridge Pipes (awsdocs.PIPES_INPUT_TRANSFORM, PIPES_FILTERING, PIPES_SQS_TARGET) -------
 PIPES_TEMPLATE_CHARS = 8192  # an input template

@@ -24,6 +24,7 @@ from runtime.ddbjson import (
 )
 from runtime.expr import evaluator
 from runtime.kinds import (
+    DO_DELETE,
     DO_FILL,
     DO_INSERT,
     DO_SOFT_DELETE,
@@ -95,6 +96,12 @@ class Write:
     values: dict[str, Any]
     version: Any  # comparable version (padded text or int), None when the table has none
     if_missing: IfMissing
+    # A child table's write (a table with `each`): the row key of its parent, which keys the
+    # one tombstone that versions the parent's whole set of child rows.
+    tomb_row: str | None = None
+    # The set's prune (runtime.statements, OP_PRUNE): the positions kept, as the list's
+    # length (int) or the map's keys (tuple); None for any other write.
+    prune: Any = None
 
 
 @dataclass(slots=True)
@@ -265,6 +272,10 @@ class _ActionProgram:
     lookups: list[tuple[str, list[tuple[tuple[str, ...], Callable[[Any], Any]]], bool]] = field(
         default_factory=list
     )
+    # A child table: (column, path inside the element, converter) per element column, and the
+    # position column's converter.
+    elements: list[tuple[str, tuple[str, ...], Callable[[Any], Any]]] = field(default_factory=list)
+    position: Callable[[Any], Any] | None = None
 
 
 @dataclass(slots=True)
@@ -315,15 +326,22 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
                 if lk is not None:
                     parts = [(m.fields, converter(m, nul_ok=nul_ok)) for m in lk.match]
                     lookups.append((c, parts, lk.when_missing is WHEN_MISSING_NULL))
+            each = table.each
             progs.append(
                 _ActionProgram(
                     act,
                     table,
-                    [(table.columns[k].fields, conv(table, k)) for k in table.key],
+                    [
+                        (table.columns[k].fields, conv(table, k))
+                        for k in (each.parent_key if each else table.key)
+                    ],
                     [
                         (c, table.columns[c].fields, conv(table, c))
                         for c in cols
-                        if table.columns[c].expr is None and c not in table.lookups
+                        if table.columns[c].expr is None
+                        and c not in table.lookups
+                        and table.columns[c].element is None
+                        and not table.columns[c].position
                     ],
                     [
                         (c, computed(table, c), conv(table, c))
@@ -331,6 +349,8 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
                         if table.columns[c].expr is not None
                     ],
                     lookups,
+                    [(c, el, conv(table, c)) for c in cols if (el := table.columns[c].element) is not None],
+                    conv(table, each.position) if each else None,
                 )
             )
         rules[event_type] = progs
@@ -475,6 +495,9 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
                 get = values.value
                 for c, evaluate, convert in ap.computed:
                     row[c] = convert(evaluate(get))
+            if table.each is not None:
+                writes.extend(_child_writes(ap, key, row, _version(table, values), values))
+                continue
             for k, v in zip(table.key, key, strict=True):
                 row[k] = v
             if act.action is DO_SOFT_DELETE and table.soft_delete is not None:
@@ -498,6 +521,64 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
     except CoercionError as exc:
         raise RefusedValue(str(exc)) from None
     return Change(record, entity, event_id, event_type, writes, created_at)
+
+
+def _element_value(element: Any, path: tuple[str, ...]) -> Any:
+    node = element
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def _child_writes(
+    ap: _ActionProgram, parent_key: tuple[Any, ...], parent_row: dict[str, Any], version: Any, values: _Values
+) -> list[Write]:
+    """A child table's writes for one action: an upsert per element of the list (or map),
+    then the prune of the parent's rows at positions the event no longer holds; a delete
+    action prunes them all. Every write carries the parent's version and its row key, which
+    keys the set's tombstone (runtime.plan)."""
+    table, act = ap.table, ap.act
+    each = table.each
+    assert each is not None and ap.position is not None
+    parent = row_key(table, parent_key)
+    if version is None:  # validate requires a version on a child table
+        raise DecodeError(f"table {table.name}: a child table needs a version")
+    writes: list[Write] = []
+    items: list[tuple[Any, Any]] = []
+    if act.action is DO_UPSERT:
+        raw = values.get(each.field)
+        if raw is MISSING or raw is None:
+            raw = [] if each.kind == "L" else {}
+        if each.kind == "L":
+            if not isinstance(raw, list):
+                raise DecodeError(f"table {table.name}: field {each.field} is not a list")
+            items = [(each.start + i, e) for i, e in enumerate(raw)]
+        else:
+            if not isinstance(raw, dict):
+                raise DecodeError(f"table {table.name}: field {each.field} is not a map")
+            items = sorted(raw.items())
+        if each.max_elements is not None and len(items) > each.max_elements:
+            raise DecodeError(
+                f"table {table.name}: field {each.field} has {len(items):,} elements, more than "
+                f"max_elements {each.max_elements:,}"
+            )
+        for pos, element in items:
+            row = dict(parent_row)
+            for c, path, convert in ap.elements:
+                row[c] = convert(_element_value(element, path))
+            position = ap.position(pos)
+            row[each.position] = position
+            for k, v in zip(each.parent_key, parent_key, strict=True):
+                row[k] = v
+            key = tuple(row[k] for k in table.key)
+            writes.append(
+                Write(act.action, table, key, row_key(table, key), row, version, act.if_missing, parent)
+            )
+    kept: Any = len(items) if each.kind == "L" else tuple(ap.position(p) for p, _ in items)
+    writes.append(Write(DO_DELETE, table, parent_key, parent, {}, version, act.if_missing, parent, kept))
+    return writes
 
 
 def entity_for(record: SqsRecord, registry: Registry) -> EntitySpec:

@@ -70,6 +70,9 @@ class OpKind(StrEnum):
     DELETE = "delete"
     TOMBSTONE = "tombstone"
     FILL = "fill"  # an UPDATE of chosen columns that leaves the version (Action.FILL)
+    # A child table's rows of one parent that the event's list or map no longer holds
+    # (runtime.children): one DELETE for the whole set.
+    PRUNE = "prune"
 
 
 class VersionKind(StrEnum):
@@ -92,8 +95,16 @@ PERMANENT, TRANSIENT = Kind
 DO_INSERT, DO_UPSERT, DO_UPDATE, DO_DELETE, DO_SOFT_DELETE, DO_FILL = Action
 IF_MISSING_FAIL, IF_MISSING_IGNORE, IF_MISSING_UPSERT = IfMissing
 WHEN_MISSING_RETRY, WHEN_MISSING_NULL, WHEN_MISSING_FAIL = WhenMissing
-OP_INSERT, OP_UPSERT, OP_UPSERT_AS_UPDATE, OP_UPDATE, OP_SOFT_DELETE, OP_DELETE, OP_TOMBSTONE, OP_FILL = (
-    OpKind
-)
+(
+    OP_INSERT,
+    OP_UPSERT,
+    OP_UPSERT_AS_UPDATE,
+    OP_UPDATE,
+    OP_SOFT_DELETE,
+    OP_DELETE,
+    OP_TOMBSTONE,
+    OP_FILL,
+    OP_PRUNE,
+) = OpKind
 VERSION_SEQUENCE, VERSION_INTEGER = VersionKind
 SOFT_DELETE_TIMESTAMP, SOFT_DELETE_BOOLEAN = SoftDeleteKind

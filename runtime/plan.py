@@ -30,6 +30,7 @@ from runtime.kinds import (
     OP_DELETE,
     OP_FILL,
     OP_INSERT,
+    OP_PRUNE,
     OP_SOFT_DELETE,
     OP_TOMBSTONE,
     OP_UPDATE,
@@ -43,6 +44,7 @@ from runtime.kinds import (
 )
 from runtime.registry import TableSpec
 from runtime.statements import (
+    BIND_PRUNE_FROM,
     BIND_SOFT_DELETED,
     BIND_TOMB_ROW,
     BIND_TOMB_TABLE,
@@ -51,6 +53,7 @@ from runtime.statements import (
     KEY_PREFIX,
     VALUE_PREFIX,
     bind_name,
+    keep_bind,
     lookup_params,
     row_bind,
 )
@@ -87,6 +90,9 @@ class State:
     ledger: set[tuple[str, str]] = field(default_factory=set)  # (entity, event id)
     rows: dict[RowKey, RowState] = field(default_factory=dict)
     tombs: dict[RowKey, str] = field(default_factory=dict)  # row -> its tombstone's version text
+    # A child table's rows the batch writes, by their parent's set: row -> its position (a
+    # prune marks those it deletes absent, for the planning of the next events of the batch).
+    members: dict[RowKey, dict[RowKey, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,7 +125,7 @@ def _key_params(w: Write) -> dict[str, Any]:
 def _tomb_params(spec: TableSpec, w: Write, version: Any) -> dict[str, Any]:
     return {
         BIND_TOMB_TABLE: spec.qualified,
-        BIND_TOMB_ROW: w.row_key,
+        BIND_TOMB_ROW: w.tomb_row or w.row_key,
         BIND_TOMB_VERSION: version_text(version),
     }
 
@@ -152,8 +158,15 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
     for w in change.writes:
         spec = w.table
         k = (spec.qualified, w.row_key)
+        if w.prune is not None:
+            if _plan_prune(w, plan, state):
+                applied += 1
+            else:
+                stale += 1
+            continue
         exists, current = plan.rows.get(k, state.rows.get(k, UNKNOWN))
-        tomb = plan.tombs.get(k, state.tombs.get(k))
+        tk = (spec.qualified, w.tomb_row) if w.tomb_row else k
+        tomb = plan.tombs.get(tk, state.tombs.get(tk))
         v = w.version
         tomb_newer = v is not None and tomb is not None and tomb >= version_text(v)
         action = w.action
@@ -256,6 +269,36 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
     return plan
 
 
+def _plan_prune(w: Write, plan: Plan, state: State) -> bool:
+    """A child table's prune (runtime.decode, _child_writes): delete the parent's rows at the
+    positions its event no longer holds, and renew the tombstone of the parent's set, which
+    every later write to the set checks (so an older event neither overwrites nor brings
+    back a row of a newer set). False: the set is newer than this event (stale)."""
+    spec = w.table
+    each = spec.each
+    assert each is not None
+    k = (spec.qualified, w.row_key)  # the parent's row key: the set's tombstone
+    tomb = plan.tombs.get(k, state.tombs.get(k))
+    v = w.version
+    if tomb is not None and tomb >= version_text(v):
+        return False
+    params = {bind_name(KEY_PREFIX, c): value for c, value in zip(each.parent_key, w.key, strict=True)}
+    params[BIND_VERSION] = v
+    kept: tuple[str, ...] = ()
+    if isinstance(w.prune, int):
+        params[BIND_PRUNE_FROM] = each.start + w.prune
+    else:
+        kept = tuple(keep_bind(i) for i in range(len(w.prune)))
+        params.update(zip(kept, w.prune, strict=True))
+    plan.ops.append(Op(OP_PRUNE, spec, kept, params, k))
+    for row, position in state.members.get(k, {}).items():
+        if position >= params[BIND_PRUNE_FROM] if isinstance(w.prune, int) else position not in w.prune:
+            plan.rows[row] = ABSENT
+    plan.ops.append(Op(OP_TOMBSTONE, None, (), _tomb_params(spec, w, v), k))
+    plan.tombs[k] = max(version_text(v), tomb or "")
+    return True
+
+
 def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
@@ -290,11 +333,19 @@ def read_state(
     tomb_keys: dict[RowKey, None] = {}
     for ch in changes:
         for w in ch.writes:
+            if w.tomb_row is not None:  # a child table's write: its parent's set tombstone
+                parent = (w.table.qualified, w.tomb_row)
+                tomb_keys[parent] = None
+                if w.prune is not None:
+                    continue
+                each = w.table.each
+                assert each is not None
+                state.members.setdefault(parent, {})[(w.table.qualified, w.row_key)] = w.values[each.position]
             if not needs_row(w, dialect):
                 continue
             spec_keys = keys.setdefault(w.table.qualified, (w.table, {}))[1]
             spec_keys.setdefault(w.row_key, w)
-            if w.table.tombstones:
+            if w.table.tombstones and w.tomb_row is None:
                 tomb_keys[(w.table.qualified, w.row_key)] = None
     for qualified, (spec, wanted) in keys.items():
         writes = list(wanted.values())

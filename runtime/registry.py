@@ -10,7 +10,7 @@ from typing import Any
 
 from runtime.kinds import Action, IfMissing, SoftDeleteKind, VersionKind, WhenMissing
 
-SUPPORTED_VERSIONS = (1, 2, 3)  # 2: computed columns (a column's expr); 3: shared queues
+SUPPORTED_VERSIONS = (1, 2, 3)  # 2: computed columns (a column's expr); 3: shared queues, child rows
 
 
 class RegistryError(Exception):
@@ -44,6 +44,10 @@ class ColumnSpec:
     references: str | None
     # A computed column: its compiled expression (runtime.expr), evaluated on the message's fields.
     expr: list[Any] | None = None
+    # A child table's column (a table with `each`): a path inside the element, or the
+    # element's position (its index in a list, its key in a map).
+    element: tuple[str, ...] | None = None
+    position: bool = False
     lookup: LookupSpec | None = None
 
 
@@ -74,6 +78,18 @@ class SoftDeleteSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class EachSpec:
+    """A child table: one row per element of a list (L) or map (M) message field."""
+
+    field: str
+    kind: str  # L | M
+    position: str  # the column taking the element's position (list: start + index; map: key)
+    parent_key: tuple[str, ...]  # the key columns that are not the position
+    start: int = 1
+    max_elements: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TableSpec:
     name: str
     schema: str | None
@@ -86,6 +102,7 @@ class TableSpec:
     append_only: bool = False  # a log of events (insert actions only): reconcile skips it
     # The columns whose value a lookup finds (ColumnSpec.lookup), in column order.
     lookups: tuple[str, ...] = field(init=False, default=(), compare=False)
+    each: EachSpec | None = None  # a child table: one row per element (runtime.children)
     # schema.name (or name): the plan and the statement cache key rows and statements by it.
     qualified: str = field(init=False, default="", compare=False)
 
@@ -202,6 +219,8 @@ def column_spec(raw: dict[str, Any]) -> ColumnSpec:
         default=raw.get("default"),
         references=raw.get("references"),
         expr=raw.get("expr"),
+        element=tuple(raw["element"]) if raw.get("element") is not None else None,
+        position=bool(raw.get("position", False)),
         lookup=_lookup(raw["lookup"]) if raw.get("lookup") else None,
     )
 
@@ -230,6 +249,19 @@ def _table(name: str, raw: dict[str, Any]) -> TableSpec:
         else None,
         tombstones=bool(raw.get("tombstones", v is not None)),
         append_only=bool(raw.get("append_only", False)),
+        each=_each(raw["each"], tuple(raw["key"])) if raw.get("each") else None,
+    )
+
+
+def _each(raw: dict[str, Any], key: tuple[str, ...]) -> EachSpec:
+    position = raw["position"]
+    return EachSpec(
+        field=raw["field"],
+        kind=raw["kind"],
+        position=position,
+        parent_key=tuple(k for k in key if k != position),
+        start=int(raw.get("start", 1)),
+        max_elements=raw.get("max_elements"),
     )
 
 

@@ -29,6 +29,7 @@ from runtime.kinds import (
     OP_DELETE,
     OP_FILL,
     OP_INSERT,
+    OP_PRUNE,
     OP_SOFT_DELETE,
     OP_TOMBSTONE,
     OP_UPDATE,
@@ -49,6 +50,7 @@ BIND_SOFT_DELETED = "soft_deleted"  # the soft-delete column's value
 BIND_TOMB_TABLE = "tomb_table"  # the tombstone's table (the mapped table, qualified)
 BIND_TOMB_ROW = "tomb_row"  # the tombstone's row key
 BIND_TOMB_VERSION = "tomb_version"  # the tombstone's version, as text
+BIND_PRUNE_FROM = "prune_from"  # a child list's prune: the first position the event does not hold
 # Per column: the value written, and the key a row is found by.
 VALUE_PREFIX = "value_"
 KEY_PREFIX = "key_"
@@ -164,6 +166,8 @@ class Statements:
         if kind is OP_TOMBSTONE:
             return self._tombstone()
         assert spec is not None
+        if kind is OP_PRUNE:
+            return self._prune(spec, len(columns))
         if kind is OP_INSERT or kind is OP_UPSERT:
             return self._insert(kind, spec)
         t = self.table(spec)
@@ -232,6 +236,23 @@ class Statements:
         non_key = [c for c in cols if c not in spec.key]
         return self.dialect.upsert(ins, t, spec.key, non_key, vcol)
 
+    def _prune(self, spec: TableSpec, kept: int) -> ClauseElement:
+        """A child table's rows of one parent at positions the event no longer holds, at most
+        as new as the event: DELETE ... WHERE <parent key> AND position >= :prune_from (a
+        list) or position NOT IN (:keep_0, ...) (a map; none kept: every row of the parent)."""
+        each, version = spec.each, spec.version
+        assert each is not None and version is not None  # validate: a child table has both
+        t = self.table(spec)
+        position = t.c[each.position]
+        where = [t.c[k] == self._key(spec, k) for k in each.parent_key]
+        if each.kind == "L":
+            where.append(position >= bindparam(BIND_PRUNE_FROM, type_=position.type))
+        elif kept:
+            where.append(position.not_in([bindparam(keep_bind(i), type_=position.type) for i in range(kept)]))
+        vcol = t.c[version.column]
+        where.append(or_(vcol.is_(None), vcol <= self._version(spec)))
+        return delete(t).where(*where)
+
     def _tombstone(self) -> ClauseElement:
         tb = self.tombstones
         ins = self.dialect.insert(tb).values(
@@ -254,8 +275,9 @@ class Statements:
             return [
                 (
                     self.asserted(op.kind, op.spec, op.columns)
-                    if op.kind is not OP_TOMBSTONE
-                    else self.statement(op.kind, None),
+                    if op.kind is not OP_TOMBSTONE and op.kind is not OP_PRUNE
+                    # A prune may find nothing to delete; a tombstone keeps the newer version.
+                    else self.statement(op.kind, op.spec, op.columns),
                     op.params,
                 )
                 for op in ops
@@ -335,6 +357,11 @@ class Statements:
 
 
 LEDGER_COLUMNS = ("entity", "event_id", "message_id", "outcome")
+
+
+def keep_bind(i: int) -> str:
+    """A child map's prune: the i-th key the event holds."""
+    return f"keep_{i}"
 
 
 def row_bind(i: int, column: str) -> str:

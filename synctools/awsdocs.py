@@ -23,6 +23,9 @@ SQS_FIFO = "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDevelope
 SQS_FIFO_QUOTAS = (
     "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-fifo.html"
 )
+SQS_MESSAGE_QUOTAS = (
+    "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html"
+)
 SQS_FIFO_THROTTLING = (
     "https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/"
     "troubleshooting-fifo-throttling-issues.html"

@@ -174,3 +174,32 @@ def customer_record(customer_id: str, event_type: str = "customer.registered", *
     return sqs_record(
         customer_body(customer_id, event_type, **kw), group=customer_id, queue="customers-sync.fifo"
     )
+
+
+def invoice_body(
+    invoice_id: str,
+    lines: list[dict[str, Any]] | None,
+    *,
+    event_name: str = "INSERT",
+    seq: str | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A body of mappings/invoices.yaml's template: `lines` as the Pipe renders a list of maps
+    (each element its DynamoDB attribute value); None: the attribute is missing ("")."""
+
+    def typed(v: Any) -> dict[str, Any]:
+        return {"S": v} if isinstance(v, str) else {"N": str(v)}
+
+    return {
+        "eventID": event_id or uuid.uuid4().hex,
+        "eventName": event_name,
+        "sequenceNumber": seq or next_sequence(),
+        "invoiceID": invoice_id,
+        "customerID": {"S": "C-1"} if event_name != "REMOVE" else "",
+        "currency": "",
+        "lines": "" if lines is None else [{"M": {k: typed(v) for k, v in e.items()}} for e in lines],
+    }
+
+
+def invoice_record(invoice_id: str, lines: list[dict[str, Any]] | None, **kw: Any) -> dict[str, Any]:
+    return sqs_record(invoice_body(invoice_id, lines, **kw), group=invoice_id, queue="invoices-sync.fifo")

@@ -85,6 +85,8 @@ NOT_AWS = {
     f"{P}/alarms/properties/oldest_message_age_seconds",
     "properties/lambda/properties/reserved_concurrency",
     "properties/prune/properties/batch_rows",  # rows per DELETE of runtime/prune.py
+    "$defs/table/properties/each/properties/start",  # how the legacy table counts positions
+    "$defs/table/properties/each/properties/max_elements",  # the user's bound; validate holds it to SQS's
 }
 
 

@@ -211,7 +211,7 @@ def test_validate_accepts_the_bundled_mappings_and_writes_nothing(
     # THEN it passes with the two orders warnings, and nothing changed on disk
     assert code == cli.EXIT_OK == 0
     assert out == ""
-    assert err.splitlines()[-1] == "validate: 6 mapping(s) valid; 0 error(s), 2 warning(s)"
+    assert err.splitlines()[-1] == "validate: 7 mapping(s) valid; 0 error(s), 2 warning(s)"
     assert tree(repo) == before
 
 

@@ -213,8 +213,8 @@ def diagnostics_with(tmp_path: Path, old: str, new: str) -> list[str]:
             "table: ordrs\n            match",
             "mappings/order_items.yaml:58:20: error: target.tables[0].columns.order_pk.lookup.table: "
             "table 'ordrs' is not written by any mapping - look up in a table some mapping's "
-            "target.tables declares: customer_status_history, customers, order_items, orders, shop_customers, "
-            "shop_order_lines, shop_orders",
+            "target.tables declares: customer_status_history, customers, invoice_lines, invoices, order_items, "
+            "orders, shop_customers, shop_order_lines, shop_orders",
         ),
         (
             "match: {order_id: orderID}",

@@ -42,6 +42,7 @@ def test_each_queue_maps_to_its_entity(reg: dict[str, Any]) -> None:
         "orders-sync.fifo": "orders",
         "customers-sync.fifo": "customers",
         "order_items-sync.fifo": "order_items",
+        "invoices-sync.fifo": "invoices",
     }
 
 
@@ -140,6 +141,7 @@ def test_the_runtime_parses_what_the_generator_writes(reg: dict[str, Any]) -> No
     assert data == reg
     assert sorted(parsed.entities) == [
         "customers",
+        "invoices",
         "order_items",
         "orders",
         "shop_customers",

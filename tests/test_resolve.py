@@ -128,12 +128,20 @@ WITH_EVERY_DEFAULTED_PART = (
     )
     .replace(
         "    invoiceNo: {key: invoice_no}\n",
-        "    invoiceNo: {key: invoice_no}\n    total: {attribute: total, type: N}\n",
+        "    invoiceNo: {key: invoice_no}\n    total: {attribute: total, type: N}\n"
+        "    seq: {meta: SequenceNumber}\n    lines: {attribute: lines, type: L}\n",
     )
     .replace(
         "        note: {const: synced, type: string}\n",
         "        note: {const: synced, type: string}\n"
         "        customer_pk: {type: bigint, lookup: {table: customers, match: {external_id: invoiceNo}, select: id}}\n",
+    )
+    .replace(
+        "events:\n",
+        "    - table: invoice_lines\n      each: {field: lines}\n      key: [invoice_no, line_no]\n"
+        "      columns:\n        invoice_no: {field: invoiceNo, type: bigint}\n"
+        "        line_no: {position: true, type: integer}\n      version: {column: v, field: seq}\n"
+        "events:\n",
     )
 )
 

@@ -103,7 +103,13 @@ def test_override_options(project: Path) -> None:
     )
     # AND every redrive allow policy is disabled with count = 0, saying why
     omitted = doc["resource"]["aws_sqs_queue_redrive_allow_policy"]
-    assert sorted(omitted) == ["customers_dlq", "order_items_dlq", "orders_dlq", "shop_shared_dlq"]
+    assert sorted(omitted) == [
+        "customers_dlq",
+        "invoices_dlq",
+        "order_items_dlq",
+        "orders_dlq",
+        "shop_shared_dlq",
+    ]
     assert all(body["count"] == 0 and "RedriveAllowPolicy" in body["//"] for body in omitted.values())
     assert "left out: aws_sqs_queue_redrive_allow_policy (4)" in proc.stderr
 
@@ -189,7 +195,7 @@ def test_every_generated_resource_is_in_the_state(deployed: DeployedPipeline) ->
     ).stdout.split()
     # THEN all of them were created, but the redrive allow policies moto cannot hold
     omitted = {a for a in generated if a.startswith("aws_sqs_queue_redrive_allow_policy.")}
-    assert len(omitted) == 4  # one per FIFO DLQ: a shared Pipe has one
+    assert len(omitted) == 5  # one per FIFO DLQ: a shared Pipe has one
     assert {a for a in listed if not a.startswith("data.")} == generated - omitted
 
 

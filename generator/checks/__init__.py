@@ -9,6 +9,7 @@ into located diagnostics. The structural shape was already enforced by the JSON 
 from __future__ import annotations
 
 from generator.checks.capacity import check_capacity
+from generator.checks.children import check_children
 from generator.checks.cross_entity import (
     check_lookups,
     check_references,
@@ -47,6 +48,7 @@ ENTITY_CHECKS: tuple[EntityCheck, ...] = (
     check_names,
     check_surrogate_keys,
     check_append_only,
+    check_children,
     check_capacity,
     check_retention,
     check_retirement,

@@ -10,7 +10,7 @@ import jinja2
 
 from generator.emit import pipes
 from generator.expr import compile_expr
-from generator.model import Entity, Field
+from generator.model import Column, Entity, Field, Table
 from generator.pipeunits import DISCRIMINATOR_FIELD, PipeUnit
 
 
@@ -36,6 +36,34 @@ def _field_source(f: Field) -> str:
     if f.kind == "key":
         return f"key attribute `{f.key}` (`{f.json_path}`)"
     return f"{f.image} image attribute `{f.attribute.text if f.attribute else ''}` (`{f.json_path}`)"
+
+
+def _element_source(e: Entity, t: Table, c: Column) -> tuple[str, str]:
+    """A child table's element column: the element attribute (or position) and the list."""
+    assert t.each is not None
+    f = e.field(t.each.field)
+    listed = f"each element of {_field_source(f)}" if f is not None else "-"
+    if c.position:
+        if f is not None and f.type == "M":
+            return f"key in `{t.each.field}`", listed
+        return f"position in `{t.each.field}` (from {t.each.start})", listed
+    assert c.element is not None
+    return f"`{t.each.field}[].{'.'.join(c.element)}`", f"attribute `{'.'.join(c.element)}` of {listed}"
+
+
+def _child_words(t: Table, kind: str) -> str:
+    """What an action on a child table does, in words."""
+    assert t.each is not None and t.version is not None
+    parent = ", ".join(f"`{k}`" for k in t.key if (c := t.column(k)) is not None and not c.position)
+    if kind == "delete":
+        return (
+            f": every row of the parent ({parent}) whose `{t.version.column}` is not newer, "
+            "with a tombstone so a late older event cannot bring them back"
+        )
+    return (
+        f": one row per element of `{t.each.field}` when `{t.version.column}` is older, and the parent's "
+        f"({parent}) rows at positions no longer in it deleted"
+    )
 
 
 def _pattern_words(pattern: dict[str, Any]) -> str:
@@ -66,7 +94,9 @@ def entity_doc(e: Entity, unit: PipeUnit | None = None) -> str:
     column_rows = []
     for t in e.tables:
         for c in t.columns:
-            if c.has_const:
+            if t.each is not None and (c.element is not None or c.position):
+                field_text, source = _element_source(e, t, c)
+            elif c.has_const:
                 field_text, source = f"constant `{c.const}`", "-"
             elif c.expr is not None:
                 # Computed: the expression, then the source of each field it reads.
@@ -132,7 +162,9 @@ def entity_doc(e: Entity, unit: PipeUnit | None = None) -> str:
             if a.columns:
                 text += " setting " + ", ".join(f"`{c}`" for c in a.columns)
             target = e.table(a.table)
-            if target and target.version and a.kind in ("insert", "upsert", "update"):
+            if target and target.each is not None:
+                text += _child_words(target, a.kind)
+            elif target and target.version and a.kind in ("insert", "upsert", "update"):
                 text += f" when `{target.version.column}` is older"
             words.append(text)
         rules.append(f"{on}: " + ", then ".join(words) + " (one transaction).")

@@ -16,7 +16,9 @@ from generator.pipeunits import DISCRIMINATOR_FIELD, pipe_units
 
 # 2: a column may be computed ("expr", runtime.expr); a runtime of version 1 would ignore it.
 # 3: shared queues (single-table designs): a queue of several entities told apart by a
-# discriminator in the message; a runtime of version 2 would not find their entity.
+# discriminator in the message; a runtime of version 2 would not find their entity. And a
+# table may be a child table ("each", a column's "element" or "position"); a runtime of
+# version 2 would write one row with the element columns NULL.
 REGISTRY_VERSION = 3
 
 
@@ -60,6 +62,10 @@ def registry_column(
             "select": c.lookup.select,
             "when_missing": c.lookup.when_missing,
         }
+    if c.element is not None:
+        out["element"] = list(c.element)
+    if c.position:
+        out["position"] = True
     return out
 
 
@@ -70,7 +76,32 @@ def _expr_tree(e: Entity, c: Column) -> list[Any] | None:
     return compile_expr(c.expr, {f.name: f.type for f in e.fields}).tree
 
 
+def _each(e: Entity, t: Table) -> dict[str, Any] | None:
+    """A child table's expansion: the list (or map) field, the position column, the bounds."""
+    if t.each is None:
+        return None
+    field = next(f for f in e.fields if f.name == t.each.field)  # validate: it exists
+    position = t.position
+    assert position is not None  # validate: a child table has one
+    return {
+        "field": t.each.field,
+        "kind": field.type,
+        "position": position.name,
+        "start": t.each.start,
+        "max_elements": t.each.max_elements,
+    }
+
+
 def _table(e: Entity, t: Table, deleted: set[str], tables: dict[str, Table]) -> dict[str, Any]:
+    out = _table_common(e, t, deleted, tables)
+    each = _each(e, t)
+    if each is not None:
+        out["each"] = each
+        out["tombstones"] = True  # the set's tombstone (runtime.plan, _plan_prune)
+    return out
+
+
+def _table_common(e: Entity, t: Table, deleted: set[str], tables: dict[str, Table]) -> dict[str, Any]:
     return {
         # Tombstones are kept (and checked) only where some rule deletes from the table: a hard
         # delete, or a soft delete, which leaves one when the row it deletes is not there.

@@ -346,7 +346,7 @@ class Reconciler:
                 continue
             for w in change.writes:
                 plan = self.plans.get(w.table.name)
-                if plan is None:
+                if plan is None or w.prune is not None:  # a child set's prune: its rows are the elements
                     continue
                 nk = self._norm_key(w.table, w.key)
                 if w.action in (DO_DELETE, DO_SOFT_DELETE):

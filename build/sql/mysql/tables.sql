@@ -33,6 +33,14 @@ CREATE TABLE customers (
 	CONSTRAINT customers_sync_key UNIQUE (external_id)
 );
 
+CREATE TABLE invoices (
+	invoice_id VARCHAR(64) NOT NULL, 
+	customer_id VARCHAR(64), 
+	currency VARCHAR(3), 
+	sync_version VARCHAR(40), 
+	PRIMARY KEY (invoice_id)
+);
+
 CREATE TABLE orders (
 	id BIGINT NOT NULL AUTO_INCREMENT, 
 	order_id VARCHAR(64) NOT NULL, 
@@ -61,6 +69,17 @@ CREATE TABLE shop_orders (
 	total_amount NUMERIC(12, 2), 
 	sync_version VARCHAR(40), 
 	PRIMARY KEY (order_id)
+);
+
+CREATE TABLE invoice_lines (
+	invoice_id VARCHAR(64) NOT NULL, 
+	line_no INTEGER NOT NULL, 
+	sku VARCHAR(64), 
+	qty INTEGER, 
+	price NUMERIC(12, 2), 
+	sync_version VARCHAR(40), 
+	PRIMARY KEY (invoice_id, line_no), 
+	FOREIGN KEY(invoice_id) REFERENCES invoices (invoice_id)
 );
 
 CREATE TABLE order_items (
