@@ -452,3 +452,126 @@ def test_worker_processes_find_exactly_what_one_process_finds(
     }
     assert docs["3"]["drift"] == docs["1"]["drift"]  # in the same (sorted) order
     assert docs["3"]["summary"] == {**docs["1"]["summary"], "seconds": docs["3"]["summary"]["seconds"]}
+
+
+def _invoice(ddb: Any, invoice_id: str, lines: list[tuple[str, int, str]]) -> None:
+    ddb.put_item(
+        TableName="invoices",
+        Item={
+            "invoice_id": {"S": invoice_id},
+            "customer_id": {"S": "c1"},
+            "currency": {"S": "EUR"},
+            "lines": {
+                "L": [
+                    {"M": {"sku": {"S": sku}, "qty": {"N": str(qty)}, "price": {"N": price}}}
+                    for sku, qty, price in lines
+                ]
+            },
+        },
+    )
+
+
+def test_a_child_table_is_reconciled_like_any_other(aws: Aws, sqldb: Db, tmp_path: Path) -> None:  # noqa: F811
+    ddb = aws.client("dynamodb")
+    _invoice(ddb, "i1", [("A", 1, "1.50"), ("B", 2, "2.00"), ("C", 3, "3.25")])
+    _invoice(ddb, "i2", [("D", 4, "4.00"), ("E", 5, "5.00")])
+    run, _ = backfill(
+        aws, "invoices", "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / "b.json")
+    )
+    assert run.code == 0, run.err
+    run, doc = reconcile(aws, sqldb, "invoices", "--format", "json")
+    assert run.code == 0, run.out + run.err
+    assert doc["summary"]["rows_compared"] == 7 and "invoice_lines" not in doc["extras_not_checked"]
+
+    # GIVEN a line changed, a line deleted, a line the item no longer has (i1 line 9) and the lines
+    # of an invoice DynamoDB does not have (i3)
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE invoice_lines SET qty = 40 WHERE invoice_id = 'i2' AND line_no = 1"))
+        conn.execute(text("DELETE FROM invoice_lines WHERE invoice_id = 'i1' AND line_no = 2"))
+        conn.execute(text("INSERT INTO invoices (invoice_id, currency) VALUES ('i3', 'EUR')"))
+        for inv, line in (("i1", 9), ("i3", 1)):
+            conn.execute(
+                text(
+                    "INSERT INTO invoice_lines (invoice_id, line_no, sku, qty, price) VALUES (:i, :n, 'X', 1, 1)"
+                ),
+                {"i": inv, "n": line},
+            )
+    # WHEN reconcile runs
+    run, doc = reconcile(aws, sqldb, "invoices", "--format", "json")
+    # THEN it names exactly those child rows (and the parent row of i3)
+    assert run.code == 1, run.out + run.err
+    found = {
+        (
+            d["table"],
+            d["kind"],
+            d["key"]["invoice_id"],
+            d["key"].get("line_no"),
+            tuple(c["column"] for c in d.get("columns", ())),
+        )
+        for d in doc["drift"]
+    }
+    assert found == {
+        ("invoice_lines", "differing", "i2", 1, ("qty",)),
+        ("invoice_lines", "missing", "i1", 2, ()),
+        ("invoice_lines", "extra", "i1", 9, ()),
+        ("invoice_lines", "extra", "i3", 1, ()),
+        ("invoices", "extra", "i3", None, ()),
+    }
+    # WHEN it repairs and deletes the extras  THEN a run after it finds the two in step
+    run, doc = reconcile(aws, sqldb, "invoices", "--format", "json", "--repair", "--delete-extra")
+    assert all(d.get("repaired") for d in doc["drift"]), [
+        (d["key"], d["kind"], d.get("repaired")) for d in doc["drift"]
+    ]
+    run, _ = reconcile(aws, sqldb, "invoices")
+    assert run.code == 0, run.out + run.err
+    assert sqldb.rows("SELECT invoice_id, line_no, sku, qty FROM invoice_lines ORDER BY invoice_id, line_no") == [
+        ("i1", 1, "A", 1), ("i1", 2, "B", 2), ("i1", 3, "C", 3), ("i2", 1, "D", 4), ("i2", 2, "E", 5),
+    ]  # fmt: skip
+
+
+def test_the_entities_of_a_single_table_design_backfill_and_reconcile_apart(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ddb = aws.client("dynamodb")
+
+    def put(**attrs: Any) -> None:
+        ddb.put_item(
+            TableName="shop",
+            Item={k: ({"N": str(v)} if isinstance(v, int) else {"S": v}) for k, v in attrs.items()},
+        )
+
+    # GIVEN one shop table holding a customer, two orders and three lines (and an item of a
+    # type no mapping takes)
+    put(PK="CUSTOMER#c1", SK="PROFILE", customer_id="c1", email="a@example.com", name="Ann", status="active")
+    for o in ("o1", "o2"):
+        put(PK=f"ORDER#{o}", SK=f"ORDER#{o}", order_id=o, customer_id="c1", status="placed", total=30)
+    for n in (1, 2, 3):
+        put(PK="ORDER#o1", SK=f"LINE#{n}", order_id="o1", line_no=n, sku=f"S{n}", quantity=n, unit_price=10)
+    put(PK="ORDER#o1", SK="NOTE#1", text="not an entity of the mappings")
+    # WHEN each entity is backfilled from the one table (one Scan each, the entity's own filter)
+    read = {}
+    for entity in ("shop_customers", "shop_orders", "shop_order_lines"):
+        run, doc = backfill(
+            aws, entity, "--to", "db", "--db", sqldb.url, "--checkpoint", str(tmp_path / f"{entity}.json")
+        )
+        assert run.code == 0, run.err
+        read[entity] = (doc["read"], doc["filtered"], doc["applied"])
+    # THEN each took its own items only
+    assert read == {"shop_customers": (7, 6, 1), "shop_orders": (7, 5, 2), "shop_order_lines": (7, 4, 3)}
+    assert sqldb.rows("SELECT order_id, line_no, quantity FROM shop_order_lines ORDER BY line_no") == [
+        ("o1", 1, 1), ("o1", 2, 2), ("o1", 3, 3),
+    ]  # fmt: skip
+    # AND reconcile finds each in step, then names a changed order and no other entity's row
+    for entity in ("shop_customers", "shop_orders", "shop_order_lines"):
+        run, doc = reconcile(aws, sqldb, entity, "--format", "json")
+        assert run.code == 0, (entity, run.out + run.err)
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE shop_orders SET status = 'lost' WHERE order_id = 'o2'"))
+    run, doc = reconcile(aws, sqldb, "shop_orders", "--format", "json")
+    assert run.code == 1 and [(d["kind"], d["key"]) for d in doc["drift"]] == [
+        ("differing", {"order_id": "o2"})
+    ]
+    run, _ = reconcile(aws, sqldb, "shop_customers")
+    assert run.code == 0, run.out

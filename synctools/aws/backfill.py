@@ -561,8 +561,10 @@ def columns_registry(registry: Registry, entity: str, columns: Sequence[str]) ->
         narrowed = []
         for act in actions:
             table = spec.tables[act.table]
-            if act.action not in (DO_INSERT, DO_UPSERT, DO_UPDATE) or table.append_only:
-                continue  # a delete or soft delete (a backfill record is an INSERT); a log's rows are events
+            if act.action not in (DO_INSERT, DO_UPSERT, DO_UPDATE) or table.append_only or table.each:
+                # a delete or soft delete (a backfill record is an INSERT); a log's rows are
+                # events; a child table's rows are written as a whole set, never filled
+                continue
             chosen = tuple(c for c in columns if c in table.columns and c not in table.key)
             if act.action is DO_UPDATE and act.if_missing is not IF_MISSING_UPSERT:
                 chosen = tuple(c for c in chosen if c in act.columns)  # what the rule itself writes

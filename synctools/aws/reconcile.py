@@ -110,13 +110,19 @@ class TablePlan:
     meta_columns: frozenset[str] = frozenset()
 
 
+def item_key_columns(spec: TableSpec) -> tuple[str, ...]:
+    """The key columns that are the item's key: a child table's parent key (its position
+    column is the element's), every key column of any other table."""
+    return spec.each.parent_key if spec.each is not None else spec.key
+
+
 def _key_attrs(
     entity: EntitySpec, raw: dict[str, Any], spec: TableSpec
 ) -> tuple[list[tuple[str, str]] | None, str | None]:
     src = raw["source"]
     item_keys = [src["partition_key"]["name"]] + ([src["sort_key"]["name"]] if src.get("sort_key") else [])
     out: list[tuple[str, str]] = []
-    for k in spec.key:
+    for k in item_key_columns(spec):
         col = spec.columns[k]
         if col.has_const or col.value_map is not None or len(col.fields) != 1:
             return None, f"key column {k} is not a single item attribute"
@@ -127,7 +133,8 @@ def _key_attrs(
             return None, f"key column {k} is not one of the item's key attributes (field {col.fields[0]})"
         out.append((parts[3], parts[4]))
     if sorted(a for a, _ in out) != sorted(item_keys):
-        return None, f"the key columns {', '.join(spec.key)} are not the item key {', '.join(item_keys)}"
+        names = ", ".join(item_key_columns(spec))
+        return None, f"the key columns {names} are not the item key {', '.join(item_keys)}"
     return out, None
 
 
@@ -247,8 +254,17 @@ class Report:
 
 # -- the run ---------------------------------------------------------------------------------
 
-Expected = dict[str, dict[tuple[Any, ...], tuple[dict[str, Any] | None, dict[str, Any]]]]
+Rows = dict[str, dict[tuple[Any, ...], tuple[dict[str, Any] | None, dict[str, Any]]]]
 # table -> normalized key -> (expected values or None: no expected row, the item's key)
+
+
+@dataclass
+class Expected:
+    """What a page of items derives: the rows, and for a child table the parents whose whole
+    set of child rows is known (a row of such a parent that is not among the rows is extra)."""
+
+    rows: Rows
+    sets: dict[str, dict[tuple[Any, ...], dict[str, Any]]]  # table -> normalized parent key -> item key
 
 
 class Reconciler:
@@ -316,7 +332,8 @@ class Reconciler:
     def expected(self, items: Iterable[dict[str, Any]]) -> Expected:
         """Per table and key, the row the item's write would leave (its columns), or None when
         the item's rule deletes, soft deletes or has no write for the table."""
-        out: Expected = {t: {} for t in self.plans}
+        out: Rows = {t: {} for t in self.plans}
+        sets: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {t: {} for t in self.plans}
         created = self.source.created
         for item in items:
             record = self.synth.record(item, created)
@@ -346,7 +363,10 @@ class Reconciler:
                 continue
             for w in change.writes:
                 plan = self.plans.get(w.table.name)
-                if plan is None or w.prune is not None:  # a child set's prune: its rows are the elements
+                if plan is None:
+                    continue
+                if w.prune is not None:  # a child set's prune: the set is the elements written before it
+                    sets[w.table.name][self._norm_parent(w.table, w.key)] = item_key
                     continue
                 nk = self._norm_key(w.table, w.key)
                 if w.action in (DO_DELETE, DO_SOFT_DELETE):
@@ -359,7 +379,22 @@ class Reconciler:
                 if prev and prev[0] is not None and w.action not in (DO_UPSERT,):
                     values = {**prev[0], **values}
                 out[w.table.name][nk] = (values, item_key)
-        return out
+        return Expected(out, sets)
+
+    def _norm_parent(self, spec: TableSpec, key: Iterable[Any]) -> tuple[Any, ...]:
+        cols = item_key_columns(spec)
+        return tuple(normalize(spec.columns[k], v) for k, v in zip(cols, key, strict=True))
+
+    def _children(self, plan: TablePlan, parents: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The normalized keys of every row of these parents in a child table."""
+        from sqlalchemy import select, tuple_
+
+        t = plan.table
+        cols = [t.c[k] for k in item_key_columns(plan.spec)]
+        cond = cols[0].in_([p[0] for p in parents]) if len(cols) == 1 else tuple_(*cols).in_(parents)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*[t.c[k] for k in plan.spec.key]).where(cond)).all()
+        return [self._norm_key(plan.spec, r) for r in rows]
 
     # -- database side
 
@@ -420,7 +455,20 @@ class Reconciler:
 
     def compare_page(self, expected: Expected) -> list[Drift]:
         drift = []
-        for name, rows in expected.items():
+        for name, known in expected.sets.items():
+            if not known:
+                continue
+            plan = self.plans[name]
+            rows = expected.rows[name]
+            parents = list(known)
+            for i in range(0, len(parents), self.page_size):
+                for nk in self._children(plan, parents[i : i + self.page_size]):
+                    if nk not in rows or rows[nk][0] is None:
+                        parent = self._norm_parent(
+                            plan.spec, [nk[plan.spec.key.index(k)] for k in item_key_columns(plan.spec)]
+                        )
+                        drift.append(Drift(name, EXTRA, self._key_dict(plan, nk), known[parent]))
+        for name, rows in expected.rows.items():
             plan = self.plans[name]
             wanted = [(nk, v) for nk, v in rows.items() if v[0] is not None]
             for i in range(0, len(wanted), self.page_size):
@@ -463,7 +511,7 @@ class Reconciler:
 
         assert plan.key_attrs is not None
         key = {}
-        for k, (attr, t) in zip(plan.spec.key, plan.key_attrs, strict=True):
+        for k, (attr, t) in zip(item_key_columns(plan.spec), plan.key_attrs, strict=True):
             v = row[k]
             key[attr] = {
                 t: v if isinstance(v, str) else canonical_text(v if not isinstance(v, int) else Decimal(v))
@@ -476,6 +524,8 @@ class Reconciler:
         table = self.spec.source_table
         names = list(self.synth.keys)
         found: set[str] = set()
+        # BatchGetItem refuses a key twice in a request (a child table's rows share their parent's)
+        keys = list({_ident(k, names): k for k in keys}.values())
         for i in range(0, len(keys), BATCH_GET_KEYS):
             pending: dict[str, Any] = {
                 table: {
@@ -520,12 +570,14 @@ class Reconciler:
         item = resp.get("Item")
         plan = self.plans[d.table]
         nk = self._norm_key(plan.spec, [d.key[k] for k in plan.spec.key])
-        exp = self.expected([item]) if item else {d.table: {}}
-        want = exp.get(d.table, {}).get(nk)
+        want = self.expected([item]).rows.get(d.table, {}).get(nk) if item else None
         row = self._select(plan, [nk]).get(nk)
         if want is None or want[0] is None:  # no row expected
             sd = plan.spec.soft_delete
-            if row is None or item is not None or (sd is not None and row.get(sd.column)):
+            # A row of another table with its item there is that item's (not compared); a child
+            # row is its parent item's only when the item's set holds it.
+            excused = item is not None and plan.spec.each is None
+            if row is None or excused or (sd is not None and row.get(sd.column)):
                 return None, item
             return Drift(d.table, EXTRA, d.key, d.item_key), item
         if row is None:
@@ -557,6 +609,7 @@ class Reconciler:
         outgoing: list[Outgoing] = []
         fills: list[Outgoing] = []
         deletes: list[Drift] = []
+        sets: dict[tuple[str, tuple[Any, ...]], TablePlan] = {}  # child sets written again whole
         created = int(time.time())
         for d, item in drift:
             if d.kind == EXTRA:
@@ -565,7 +618,12 @@ class Reconciler:
                 continue
             if item is None:
                 continue
-            pairs = [(synthesizer, outgoing)] + ([(fill_synthesizer, fills)] if d.kind == DIFFERING else [])
+            plan = self.plans[d.table]
+            child = plan.spec.each is not None
+            if child:
+                sets[(d.table, tuple(d.key[k] for k in item_key_columns(plan.spec)))] = plan
+            fill = d.kind == DIFFERING and not child
+            pairs = [(synthesizer, outgoing)] + ([(fill_synthesizer, fills)] if fill else [])
             for synth, out in pairs:
                 record = synth.record(item, created)
                 if self.pipe.filters.matches(record):
@@ -573,11 +631,16 @@ class Reconciler:
                         out.append(Outgoing(record, self.pipe.entry(record), synth.sequence))
                     except TargetError:
                         continue
-        if deletes:
+        if deletes or sets:
             with self.engine.begin() as conn:
                 for d in deletes:
                     t = self.plans[d.table].table
                     conn.execute(delete(t).where(and_(*[t.c[k] == v for k, v in d.key.items()])))
+                # A child set with a missing or differing row is written again whole: its rows
+                # and its tombstone (which would hold the re-apply off at the same version) go
+                # first, in one transaction; the re-apply below writes both again.
+                for (_, parent), plan in sets.items():
+                    self._drop_set(conn, plan, parent)
         counts = Counts()
         for target, records in ((sink, outgoing), (fill_sink, fills)):
             seen: set[str] = set()
@@ -593,6 +656,24 @@ class Reconciler:
         for d, _ in drift:
             if d.kind == EXTRA and delete_extra:
                 self.report.deleted += 1
+
+    def _drop_set(self, conn: Any, plan: TablePlan, parent: tuple[Any, ...]) -> None:
+        from sqlalchemy import and_, delete
+
+        from runtime.decode import row_key
+        from runtime.schema import build_metadata
+
+        spec = plan.spec
+        cols = item_key_columns(spec)
+        t = plan.table
+        conn.execute(delete(t).where(and_(*[t.c[k] == v for k, v in zip(cols, parent, strict=True)])))
+        typed = tuple(converter(spec.columns[k])(v) for k, v in zip(cols, parent, strict=True))
+        tombs = build_metadata(self.registry, foreign_keys=False).tables[self.registry.tombstone_table]
+        conn.execute(
+            delete(tombs).where(
+                and_(tombs.c.table_name == spec.qualified, tombs.c.row_key == row_key(spec, typed))
+            )
+        )
 
     # -- the whole run
 
