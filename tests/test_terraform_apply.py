@@ -111,7 +111,7 @@ def test_override_options(project: Path) -> None:
         "shop_shared_dlq",
     ]
     assert all(body["count"] == 0 and "RedriveAllowPolicy" in body["//"] for body in omitted.values())
-    assert "left out: aws_sqs_queue_redrive_allow_policy (4)" in proc.stderr
+    assert "left out: aws_sqs_queue_redrive_allow_policy (5)" in proc.stderr
 
 
 def test_override_dry_run_prints_and_writes_nothing(project: Path) -> None:
