@@ -452,8 +452,15 @@ def _package(args: argparse.Namespace, model: Model, files: dict[str, str], buil
                 print(f"package: {exc}\npackage: nothing written{hint}", file=sys.stderr)
                 return EXIT_TOOL
         try:
+            ca = model.project.database.ca_bundle
             summary = pkg.build_package(
-                dest, registry, source=source, dependencies=site, installed=reqs, compile_bytecode=compiled
+                dest,
+                registry,
+                source=source,
+                dependencies=site,
+                installed=reqs,
+                compile_bytecode=compiled,
+                ca_bundle=args.root / ca if ca else None,
             )
         except pkg.PackageError as exc:
             print(f"package: {exc}; nothing written", file=sys.stderr)

@@ -128,6 +128,7 @@ def load(root: Path, project_file: Path | None = None, mappings: Path | None = N
         return Loaded(None, diags, docs)
     assert project_doc is not None
     project = resolve.resolve_project(project_doc)
+    diags.extend(_ca_bundle_problems(project_doc, project.database.ca_bundle, root))
     entities: list[Entity] = []
     for doc in valid_docs:
         entity, problems = resolve.resolve_entity(doc, project)
@@ -137,3 +138,32 @@ def load(root: Path, project_file: Path | None = None, mappings: Path | None = N
     model = Model(project, tuple(entities))
     diags.extend(checks.run_checks(model, docs, project_doc))
     return Loaded(model if not diags.errors else None, diags, docs)
+
+
+def _ca_bundle_problems(doc: Located, ca_bundle: str | None, root: Path) -> list[Diagnostic]:
+    """database.tls.ca_bundle must be a PEM file of certificates in the project (package ships it)."""
+    if not ca_bundle:
+        return []
+    path = root / ca_bundle
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        why = f"database.tls.ca_bundle {ca_bundle!r}: cannot read {path}: {exc.strerror or exc}"
+    else:
+        if "-----BEGIN CERTIFICATE-----" in text:
+            return []
+        why = f"database.tls.ca_bundle {ca_bundle!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    loc = doc.loc(("database", "tls", "ca_bundle"))
+    return [
+        Diagnostic(
+            doc.file,
+            loc.line,
+            loc.col,
+            Severity.ERROR,
+            "database.tls.ca_bundle",
+            why,
+            "name the PEM file of the CA certificates that sign the database's certificate, relative to the "
+            "project root (for Amazon RDS: https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)",
+            "tls-ca-bundle",
+        )
+    ]

@@ -459,6 +459,8 @@ class DatabaseSettings:
     ledger_table: str
     tombstone_table: str
     foreign_key_violation: str
+    tls_mode: str = "verify-full"  # verify-full | require | off (runtime.tls)
+    ca_bundle: str | None = None  # a PEM file, relative to the project root
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from runtime import dialects
 from runtime.aws_limits import LAMBDA_UNZIPPED_BYTES, LAMBDA_ZIP_DIRECT_UPLOAD_BYTES
 
 REGISTRY = "registry.json"
+CA_BUNDLE = "ca-bundle.pem"  # project.yaml database.tls.ca_bundle, at the zip root (SYNC_DB_CA_BUNDLE)
 RUNTIME_PACKAGE = "runtime"
 HANDLER_MODULE = "runtime/handler.py"
 
@@ -366,14 +367,17 @@ def build_package(
     dependencies: Path | None = None,
     installed: tuple[str, ...] = (),
     compile_bytecode: bool = False,
+    ca_bundle: Path | None = None,
 ) -> Summary:
     """The zip at `dest`: runtime/ from `source`, `registry` as registry.json, the files of
-    the `dependencies` directory (a pip --target tree) at the root, and with
-    `compile_bytecode` a .pyc for every module (see can_compile)."""
+    the `dependencies` directory (a pip --target tree) at the root, the database's CA bundle
+    as ca-bundle.pem, and with `compile_bytecode` a .pyc for every module (see can_compile)."""
     entries: dict[str, bytes | Path] = dict(runtime_files(source or runtime_dir()))
     if dependencies is not None:
         entries.update(dependency_files(dependencies))
     entries[REGISTRY] = registry
+    if ca_bundle is not None:
+        entries[CA_BUNDLE] = ca_bundle
     with tempfile.TemporaryDirectory(prefix="ddb-sql-sync-pyc-") as tmp:
         if compile_bytecode:
             entries.update(compile_entries(entries, Path(tmp)))

@@ -95,6 +95,8 @@ def resolve_project(doc: Located) -> Project:
             foreign_key_violation=db.get(
                 "foreign_key_violation", defaults.project("database", "foreign_key_violation")
             ),
+            tls_mode=(db.get("tls") or {}).get("mode", defaults.project("database", "tls", "mode")),
+            ca_bundle=(db.get("tls") or {}).get("ca_bundle"),
         ),
         terraform_required_version=tf.get(
             "required_version", defaults.project("terraform", "required_version")

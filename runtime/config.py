@@ -19,6 +19,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine, make_url
 
 from runtime import dialects
+from runtime.tls import Tls, TlsError
 
 
 class ConfigError(Exception):
@@ -225,7 +226,7 @@ def make_engine(
     """An engine suited to a Lambda: one pooled connection kept across warm invocations,
     every wait bounded by `limits` (by default Limits.for_timeout(None): a 30 s Lambda, or the
     environment's settings); the connect arguments, pool and connection hooks are the
-    dialect's (runtime.dialects)."""
+    dialect's (runtime.dialects), TLS as SYNC_DB_TLS / SYNC_DB_CA_BUNDLE say (runtime.tls)."""
     url = make_url(url)
     limits = limits or Limits.for_timeout(None)
     if lock_timeout_ms is not None:
@@ -234,7 +235,12 @@ def make_engine(
         limits = replace(limits, statement_timeout_ms=statement_timeout_ms)
     dialect = dialects.of(url)
     options = dialect.engine_options(limits)
-    engine = create_engine(url, connect_args=options.connect_args, **options.pool)
+    try:
+        tls = Tls.from_env()
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
+    connect_args = {**options.connect_args, **dialect.tls_args(tls, url)}
+    engine = create_engine(url, connect_args=connect_args, **options.pool)
     _LIMITS[engine] = limits
     dialect.on_engine(engine, limits)
     return engine

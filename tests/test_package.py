@@ -344,3 +344,57 @@ def test_an_unreachable_index_is_told_apart(tmp_path: Path, monkeypatch: pytest.
     # THEN the failure says the index could not be reached (what the package test skips on)
     assert exc.value.offline, str(exc.value)
     assert str(exc.value).startswith("pip could not reach the package index")
+
+
+def _with_tls(project: Path, tls: str) -> None:
+    text = (project / "project.yaml").read_text()
+    assert "database:\n" in text
+    (project / "project.yaml").write_text(text.replace("database:\n", f"database:\n  tls: {tls}\n", 1))
+
+
+def test_the_ca_bundle_ships_in_the_zip_where_the_lambda_looks_for_it(project: Path) -> None:
+    import zipfile
+
+    from generator.load import load
+    from runtime.tls import LAMBDA_ROOT
+
+    # GIVEN project.yaml naming a CA bundle in the project
+    (project / "certs").mkdir()
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    (project / "certs" / "db-ca.pem").write_text(pem)
+    _with_tls(project, "{ca_bundle: certs/db-ca.pem}")
+    assert generator("build", "--root", project).returncode == 0
+    # WHEN packaged
+    proc = generator("package", "--root", project, "--no-deps")
+    assert proc.returncode == 0, proc.stderr
+    # THEN the file is at the zip root, and the Lambda's environment names it there, relative
+    # to the folder holding runtime/
+    with zipfile.ZipFile(project / "build" / "lambda.zip") as z:
+        assert z.read("ca-bundle.pem").decode() == pem
+    model = load(project).model
+    assert model is not None and model.project.database.ca_bundle == "certs/db-ca.pem"
+    env = json.loads((project / "build" / "terraform" / "lambda.tf.json").read_text())["resource"][
+        "aws_lambda_function"
+    ]["sync"]["environment"]["variables"]
+    assert env["SYNC_DB_CA_BUNDLE"] == "ca-bundle.pem" and env["SYNC_DB_TLS"] == "verify-full"
+    assert (LAMBDA_ROOT / "runtime").is_dir()  # the zip's layout: runtime/ beside ca-bundle.pem
+
+
+@pytest.mark.parametrize(
+    ("tls", "code", "message"),
+    [
+        ("{ca_bundle: certs/none.pem}", "tls-ca-bundle", "cannot read"),
+        ("{ca_bundle: mappings/orders.yaml}", "tls-ca-bundle", "holds no PEM certificate"),
+        ("{mode: require}", "tls-unverified", "is not verified"),
+        ("{mode: 'off'}", "tls-unverified", "may not even be encrypted"),
+    ],
+)
+def test_tls_settings_validate_refuses_or_warns_about(
+    project: Path, tls: str, code: str, message: str
+) -> None:
+    from generator.load import load
+
+    _with_tls(project, tls)
+    found = [d for d in load(project).diagnostics.sorted() if d.code == code]
+    assert len(found) == 1 and message in found[0].message, [d.render() for d in found]
+    assert found[0].file == "project.yaml" and found[0].path.startswith("database.tls")

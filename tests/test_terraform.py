@@ -295,6 +295,7 @@ def test_sync_lambda_function_role_and_log_group(model: Model, files: dict[str, 
     assert fn["environment"]["variables"] == {
         "SYNC_REGISTRY": "registry.json",
         "SYNC_DB_SECRET_ARN": model.project.database.secret_arn,
+        "SYNC_DB_TLS": "verify-full",
     }
     assert fn["vpc_config"]["subnet_ids"] == list(model.project.lambda_.subnet_ids)
     assert set(fn["depends_on"]) == {"aws_cloudwatch_log_group.sync", "aws_iam_role_policy.sync"}
@@ -440,7 +441,9 @@ def test_project_without_vpc_secret_and_with_options(model: Model) -> None:
     project = replace(
         model.project,
         lambda_=lam,
-        database=replace(model.project.database, secret_arn=None),
+        database=replace(
+            model.project.database, secret_arn=None, tls_mode="require", ca_bundle="certs/ca.pem"
+        ),
         alarm_topic_arns=("arn:aws:sns:ap-northeast-1:123456789012:oncall",),
     )
     orders = entity(model, "orders")
@@ -454,7 +457,11 @@ def test_project_without_vpc_secret_and_with_options(model: Model) -> None:
     # THEN the function has no vpc_config, no secret variable, and its reserved concurrency
     assert "vpc_config" not in fn
     assert fn["reserved_concurrent_executions"] == 5
-    assert fn["environment"]["variables"] == {"SYNC_REGISTRY": "registry.json"}
+    assert fn["environment"]["variables"] == {
+        "SYNC_REGISTRY": "registry.json",
+        "SYNC_DB_TLS": "require",
+        "SYNC_DB_CA_BUNDLE": "ca-bundle.pem",
+    }
     sids = {s["sid"] for s in files["lambda.tf.json"]["data"]["aws_iam_policy_document"]["sync"]["statement"]}
     assert sids == {"ConsumeQueues", "WriteLogs"}
     # AND the table has capacities, the queue high-throughput settings (facts 5), alarms actions

@@ -47,6 +47,16 @@ def check_project(project: Project) -> Iterator[Problem]:
         table = build(MetaData(), base)
         names = [str(i.name) for i in table.indexes] + [str(c.name) for c in table.constraints if c.name]
         yield from derived_name_problems(("database", key), base, names, "the index or key")
+    db = project.database
+    if db.tls_mode != "verify-full":
+        yield warn(
+            ("database", "tls", "mode"),
+            f"database.tls.mode {db.tls_mode}: the database's certificate is not verified, so a man in the "
+            "middle inside the network goes unnoticed"
+            + ("" if db.tls_mode == "require" else ", and the connection may not even be encrypted"),
+            "use mode: verify-full with the database's CA bundle (ca_bundle)",
+            "tls-unverified",
+        )
     if project.database.ledger_table == project.database.tombstone_table:
         yield Problem(
             ("database", "tombstone_table"),

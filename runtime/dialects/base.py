@@ -26,6 +26,7 @@ from runtime.errors import PERMANENT, Classified, connection_lost, first_line
 
 if TYPE_CHECKING:
     from runtime.config import Limits
+    from runtime.tls import Tls
 
 Params = dict[str, Any] | list[dict[str, Any]]  # a list: executemany
 # A statement (a SQLAlchemy construct, or a dialect's wrapper of one) and its parameters.
@@ -419,6 +420,11 @@ class Dialect:
 
     def engine_options(self, limits: Limits) -> EngineOptions:
         return EngineOptions()
+
+    def tls_args(self, tls: Tls, url: URL) -> dict[str, Any]:
+        """The driver's connect arguments for `tls` (runtime.tls) on a connection to `url`:
+        none for a loopback host, or when the URL sets TLS itself."""
+        return {}
 
     def on_engine(self, engine: Engine, limits: Limits) -> None:
         """Hook the engine's connection events (per-connection settings, timeouts)."""

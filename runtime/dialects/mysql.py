@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, case, event, func
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeEngine
@@ -35,6 +35,7 @@ from runtime.dialects.base import (
     mark_statement,
 )
 from runtime.errors import PERMANENT, TRANSIENT, Classified, first_line, foreign_key, login_refused
+from runtime.tls import Tls, TlsMode
 
 if TYPE_CHECKING:
     from runtime.config import Limits
@@ -142,6 +143,18 @@ class MySQL(Dialect):
             },
             pool=self.LAMBDA_POOL,
         )
+
+    def tls_args(self, tls: Tls, url: URL) -> dict[str, Any]:
+        """An SSLContext (PyMySQL then requires TLS: a server without it is refused)."""
+        if not tls.applies_to(url.host) or any(k.startswith("ssl") for k in url.query):
+            return {}
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=tls.ca_bundle)
+        if tls.mode is TlsMode.REQUIRE:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return {"ssl": ctx}
 
     def on_engine(self, engine: Engine, limits: Limits) -> None:
         """A new connection never waits past the batch's deadline (runtime.deadline.CURRENT):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, event, literal_column, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.dml import Insert
@@ -35,6 +35,7 @@ from runtime.dialects.base import (
     positional,
 )
 from runtime.errors import PERMANENT, TRANSIENT, Classified, foreign_key, login_refused
+from runtime.tls import Tls, TlsMode
 
 if TYPE_CHECKING:
     from psycopg.pq.abc import PGresult
@@ -145,6 +146,14 @@ class PostgreSQL(OnConflictUpserts):
             },
             pool=self.LAMBDA_POOL,
         )
+
+    def tls_args(self, tls: Tls, url: URL) -> dict[str, Any]:
+        if not tls.applies_to(url.host) or any(k.startswith("ssl") for k in url.query):
+            return {}
+        if tls.mode is TlsMode.REQUIRE:
+            return {"sslmode": "require"}
+        # libpq 16 and later read sslrootcert=system as the system's trust store.
+        return {"sslmode": "verify-full", "sslrootcert": tls.ca_bundle or "system"}
 
     def on_engine(self, engine: Engine, limits: Limits) -> None:
         """A new connection never waits past the batch's deadline (runtime.deadline.CURRENT):

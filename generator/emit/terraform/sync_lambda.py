@@ -22,6 +22,7 @@ from generator.model import Project
 
 HANDLER = "runtime.handler.handler"
 REGISTRY_FILE = "registry.json"
+CA_BUNDLE = "ca-bundle.pem"  # at the zip root: the project's database.tls.ca_bundle (generator.package)
 
 
 def sync_lambda(files: Files, project: Project) -> None:
@@ -40,9 +41,11 @@ def sync_lambda(files: Files, project: Project) -> None:
 def _environment(project: Project) -> dict[str, str]:
     """The mapping's environment plus what the generator sets, which it may not set itself."""
     env = {escape(key): escape(value) for key, value in project.lambda_.environment}
-    generated = {"SYNC_REGISTRY": REGISTRY_FILE}
+    generated = {"SYNC_REGISTRY": REGISTRY_FILE, "SYNC_DB_TLS": project.database.tls_mode}
     if project.database.secret_arn:
         generated["SYNC_DB_SECRET_ARN"] = escape(project.database.secret_arn)
+    if project.database.ca_bundle:
+        generated["SYNC_DB_CA_BUNDLE"] = CA_BUNDLE  # `package` puts the project's file there
     for key, value in generated.items():
         if key in env:
             raise ValueError(f"lambda.environment sets {key}, which the generator sets itself")
