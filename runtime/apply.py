@@ -523,6 +523,9 @@ def _decode_all(
         entity = registry.entity_for_queue(rec.queue)
         out.entity = entity.name if entity else ""
         if rec.group_id in failed_groups:
+            if entity is None:  # a shared queue: the entity is told by the message (its discriminator)
+                with contextlib.suppress(Exception):
+                    out.entity = entity_for(rec, registry).name
             out.fail(
                 PERMANENT,
                 f"held back behind message {failed_groups[rec.group_id]} of group {rec.group_id}",
