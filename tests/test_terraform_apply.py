@@ -303,6 +303,7 @@ def test_the_sync_lambda_is_the_packaged_zip_with_its_configuration(
     assert config["Environment"]["Variables"] == {
         "SYNC_REGISTRY": "registry.json",
         "SYNC_DB_SECRET_ARN": model.project.database.secret_arn,
+        "SYNC_DB_TLS": "verify-full",
     }
     assert sorted(config["VpcConfig"]["SubnetIds"]) == sorted(lam.subnet_ids)
     assert config["Role"].endswith(":role/" + lam.role_name)
