@@ -389,6 +389,8 @@ class ConsumerSettings:
 class AlarmSettings:
     dlq_messages: int
     oldest_message_age_seconds: int
+    transient_failure_minutes: int = 5
+    stale_events_per_minute: int = 100
 
 
 @dataclass(frozen=True)

@@ -464,6 +464,14 @@ class _Resolver:
                     "oldest_message_age_seconds",
                     defaults.mapping("pipeline", "alarms", "oldest_message_age_seconds"),
                 ),
+                transient_failure_minutes=alarms.get(
+                    "transient_failure_minutes",
+                    defaults.mapping("pipeline", "alarms", "transient_failure_minutes"),
+                ),
+                stale_events_per_minute=alarms.get(
+                    "stale_events_per_minute",
+                    defaults.mapping("pipeline", "alarms", "stale_events_per_minute"),
+                ),
             ),
         )
         kept = raw.get("retention", {})

@@ -25,7 +25,8 @@ from runtime.apply import (
     Outcome,
 )
 
-NAMESPACE = os.environ.get("SYNC_METRICS_NAMESPACE", "DdbSqlSync")
+DEFAULT_NAMESPACE = "DdbSqlSync"  # the generated alarms watch it (generator.emit.terraform.alarms)
+NAMESPACE = os.environ.get("SYNC_METRICS_NAMESPACE", DEFAULT_NAMESPACE)
 # Each metric: the messages it counts.
 METRICS: dict[str, Callable[[Outcome], bool]] = {
     "Applied": lambda o: o.status is APPLIED,

@@ -226,6 +226,9 @@ def test_alarms_watch_both_dlqs_the_queue_age_and_the_pipe(files: dict[str, dict
         "orders_dlq_messages",
         "orders_oldest_message",
         "orders_pipe_failures",
+        "orders_failed_permanent",
+        "orders_failed_transient",
+        "orders_stale",
     }
     assert alarms["orders_dlq_messages"]["dimensions"] == {"QueueName": "${aws_sqs_queue.orders_dlq.name}"}
     assert alarms["orders_dlq_messages"]["metric_name"] == "ApproximateNumberOfMessagesVisible"
@@ -237,9 +240,37 @@ def test_alarms_watch_both_dlqs_the_queue_age_and_the_pipe(files: dict[str, dict
     assert alarms["orders_pipe_failures"]["namespace"] == "AWS/EventBridge/Pipes"
     assert alarms["orders_pipe_failures"]["dimensions"] == {"PipeName": "${aws_pipes_pipe.orders.name}"}
     assert all(a["treat_missing_data"] == "notBreaching" for a in alarms.values())
+    # AND the sync Lambda's counts of the entity's messages: a permanent failure at once,
+    # transient failures five minutes running, a flood of stale events
+    runtime = {
+        label: (a["namespace"], a["metric_name"], a["dimensions"], a["threshold"], a["evaluation_periods"])
+        for label, a in alarms.items()
+        if a["namespace"] == "DdbSqlSync"
+    }
+    assert runtime == {
+        "orders_failed_permanent": ("DdbSqlSync", "FailedPermanent", {"Entity": "orders"}, 1, 1),
+        "orders_failed_transient": ("DdbSqlSync", "FailedTransient", {"Entity": "orders"}, 1, 5),
+        "orders_stale": ("DdbSqlSync", "Stale", {"Entity": "orders"}, 100, 1),
+    }
+    # AND the sync Lambda alarms on its errors and throttles
+    fn_alarms = files["lambda.tf.json"]["resource"]["aws_cloudwatch_metric_alarm"]
+    assert {label: (a["namespace"], a["metric_name"], a["dimensions"]) for label, a in fn_alarms.items()} == {
+        "sync_errors": (
+            "AWS/Lambda",
+            "Errors",
+            {"FunctionName": "${aws_lambda_function.sync.function_name}"},
+        ),
+        "sync_throttles": (
+            "AWS/Lambda",
+            "Throttles",
+            {"FunctionName": "${aws_lambda_function.sync.function_name}"},
+        ),
+    }
     # AND every alarm notifies the project's topics, when it fires and when it clears
     topics = ["arn:aws:sns:ap-northeast-1:123456789012:legacy-sync-oncall"]
-    assert all(a["alarm_actions"] == a["ok_actions"] == topics for a in alarms.values())
+    assert all(
+        a["alarm_actions"] == a["ok_actions"] == topics for a in [*alarms.values(), *fn_alarms.values()]
+    )
 
 
 def test_iam_policies_list_explicit_actions_on_specific_resources(files: dict[str, dict[str, Any]]) -> None:

@@ -359,6 +359,28 @@ def test_alarms_watch_every_dlq_queue_age_and_pipe(
         pipe = alarms[f"{p.pipe.name}-execution-failed"]
         assert pipe["Dimensions"] == [{"Name": "PipeName", "Value": p.pipe.name}]
         expected |= {age["AlarmName"], pipe["AlarmName"]}
+        # the sync Lambda's counts of the entity's messages
+        fn = model.project.lambda_.function_name
+        for suffix, metric, threshold, periods in (
+            ("failed-permanent", "FailedPermanent", 1, 1),
+            ("failed-transient", "FailedTransient", 1, p.alarms.transient_failure_minutes),
+            ("stale", "Stale", p.alarms.stale_events_per_minute, 1),
+        ):
+            alarm = alarms[f"{fn}-{e.name}-{suffix}"]
+            assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"]) == (
+                "DdbSqlSync",
+                metric,
+                threshold,
+            )
+            assert alarm["Dimensions"] == [{"Name": "Entity", "Value": e.name}]
+            assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (periods, periods)
+            expected.add(alarm["AlarmName"])
+    # and the sync Lambda's errors and throttles
+    for suffix, metric in (("errors", "Errors"), ("throttles", "Throttles")):
+        alarm = alarms[f"{model.project.lambda_.function_name}-{suffix}"]
+        assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Lambda", metric)
+        assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": model.project.lambda_.function_name}]
+        expected.add(alarm["AlarmName"])
     assert set(alarms) == expected
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from generator.emit.terraform.alarms import alarms
+from generator.emit.terraform.alarms import alarms, entity_alarms, lambda_alarms
 from generator.emit.terraform.files import ACCOUNT, DATA_FILE, DuplicateLabel, EntityFile, Files
 from generator.emit.terraform.hcl import escape, hcl
 from generator.emit.terraform.iam import lambda_role, pipe_role
@@ -37,6 +37,7 @@ def _entity(files: Files, model: Model, entity: Entity, unit: PipeUnit, stream: 
     dynamodb_table(out)
     if not unit.shared:
         _pipe(out, model, stream)
+    entity_alarms(out, model.project)
     entity_outputs(out, stream)
 
 
@@ -74,6 +75,7 @@ def terraform_files(model: Model) -> dict[str, dict[str, Any]]:
             if unit.shared:
                 _pipe(EntityFile.open_shared(files, unit), model, found[unit.source.table])
     sync_lambda(files, model.project)
+    lambda_alarms(files, model.project)
     lambda_role(files, model)
     if model.entities:
         prune_schedule(files, model.project)

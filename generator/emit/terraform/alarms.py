@@ -1,14 +1,17 @@
-"""CloudWatch alarms of an entity: messages in either DLQ, the age of the oldest message in the
-FIFO queue (a stuck message group), and failed Pipe executions."""
+"""CloudWatch alarms: of a Pipe, messages in either DLQ, the age of the oldest message in the
+FIFO queue (a stuck message group) and failed Pipe executions; of each entity, the sync
+Lambda's counts of its messages (runtime.observe): a permanent failure, transient failures
+minute after minute, a flood of stale events; of the sync Lambda, errors and throttles."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from generator.emit.terraform.files import EntityFile
+from generator.emit.terraform.files import FUNCTION, LAMBDA_FILE, EntityFile, Files
 from generator.emit.terraform.hcl import escape, ref
 from generator.model import Project
+from runtime.observe import DEFAULT_NAMESPACE as NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Metric:
     comparison: str
     threshold: int
     dimensions: dict[str, str]
+    minutes: int = 1  # consecutive one-minute periods that must breach
 
 
 def alarm(name: str, description: str, metric: Metric, project: Project) -> dict[str, Any]:
@@ -33,7 +37,8 @@ def alarm(name: str, description: str, metric: Metric, project: Project) -> dict
         "dimensions": metric.dimensions,
         "statistic": metric.statistic,
         "period": 60,
-        "evaluation_periods": 1,
+        "evaluation_periods": metric.minutes,
+        "datapoints_to_alarm": metric.minutes,
         "threshold": metric.threshold,
         "comparison_operator": metric.comparison,
         # An idle queue publishes nothing; that is not a problem.
@@ -103,3 +108,67 @@ def alarms(out: EntityFile, project: Project) -> None:
             project,
         ),
     )
+
+
+def entity_alarms(out: EntityFile, project: Project) -> None:
+    """The sync Lambda's counts of the entity's messages (EMF metrics, dimension Entity)."""
+    e = out.entity
+    a = e.pipeline.alarms
+    for label, metric_name, threshold, minutes, description in (
+        (
+            "failed_permanent", "FailedPermanent", 1, 1,
+            "a message failed permanently (on its way to the FIFO DLQ: see the sync Lambda's log)",
+        ),
+        (
+            "failed_transient", "FailedTransient", 1, a.transient_failure_minutes,
+            f"messages failed transiently {a.transient_failure_minutes} minute(s) running (the database "
+            "unreachable, lock waits)",
+        ),
+        (
+            "stale", "Stale", a.stale_events_per_minute, 1,
+            f"at least {a.stale_events_per_minute} stale events in a minute (a source writing out of order, "
+            "or a replay of old records)",
+        ),
+    ):  # fmt: skip
+        metric = Metric(
+            NAMESPACE,
+            metric_name,
+            "Sum",
+            "GreaterThanOrEqualToThreshold",
+            threshold,
+            {"Entity": e.name},
+            minutes,
+        )
+        out.resource(
+            "aws_cloudwatch_metric_alarm",
+            f"{e.name}_{label}",
+            alarm(
+                f"{project.lambda_.function_name}-{e.name}-{label.replace('_', '-')}",
+                f"ddb-sql-sync {e.name}: {description}",
+                metric,
+                project,
+            ),
+        )
+
+
+def lambda_alarms(files: Files, project: Project) -> None:
+    """The sync Lambda's errors (an invocation that failed as a whole) and throttles."""
+    name = project.lambda_.function_name
+    for label, metric_name, description in (
+        ("errors", "Errors", "invocations failed as a whole (a timeout, an out-of-memory, a crash)"),
+        ("throttles", "Throttles", "invocations throttled (reserved concurrency or the account's limit)"),
+    ):
+        metric = Metric(
+            "AWS/Lambda",
+            metric_name,
+            "Sum",
+            "GreaterThanOrEqualToThreshold",
+            1,
+            {"FunctionName": ref("aws_lambda_function", FUNCTION, "function_name")},
+        )
+        files.resource(
+            LAMBDA_FILE,
+            "aws_cloudwatch_metric_alarm",
+            f"{FUNCTION}_{label}",
+            alarm(f"{name}-{label}", f"ddb-sql-sync sync Lambda: {description}", metric, project),
+        )
