@@ -30,6 +30,7 @@ ENDPOINTS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "aws_caller_identity": ("sts",),
     "aws_cloudwatch_log_group": ("logs",),
     "aws_cloudwatch_metric_alarm": ("cloudwatch",),
+    "aws_cloudwatch_dashboard": ("cloudwatch",),
     "aws_dynamodb_table": ("dynamodb",),
     "aws_iam_policy_document": (),  # rendered by the provider itself, no API call
     "aws_iam_role": ("iam",),

@@ -53,3 +53,6 @@ LAMBDA_TIMEOUT_MAX = 900  # a function's timeout (15 minutes)
 LAMBDA_MEMORY_MIN, LAMBDA_MEMORY_MAX = 128, 10_240  # a function's memory in MB
 LAMBDA_ZIP_DIRECT_UPLOAD_BYTES = 50 * 1024 * 1024  # a zip uploaded directly (not through S3)
 LAMBDA_UNZIPPED_BYTES = 250 * 1024 * 1024  # a function's code, unzipped
+
+# --- CloudWatch (the PutMetricAlarm API reference: EvaluationPeriods x Period is at most one day) ---
+CLOUDWATCH_ALARM_MINUTES_MAX = 1440  # one-minute periods an alarm evaluates at most

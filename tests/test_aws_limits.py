@@ -50,6 +50,10 @@ AWS_BOUNDS = {
         aws_limits.PIPES_BATCHING_WINDOW_MAX,
     ),
     ("mapping", f"{P}/pipe/properties/parallelization_factor"): (None, aws_limits.PIPES_PARALLELIZATION_MAX),
+    ("mapping", f"{P}/alarms/properties/transient_failure_minutes"): (
+        None,
+        aws_limits.CLOUDWATCH_ALARM_MINUTES_MAX,
+    ),
     ("mapping", f"{P}/queue/properties/visibility_timeout_seconds"): (
         None,
         aws_limits.SQS_VISIBILITY_TIMEOUT_MAX,
@@ -83,6 +87,7 @@ NOT_AWS = {
     "$defs/column/properties/scale",
     f"{P}/alarms/properties/dlq_messages",
     f"{P}/alarms/properties/oldest_message_age_seconds",
+    f"{P}/alarms/properties/stale_events_per_minute",
     "properties/lambda/properties/reserved_concurrency",
     "properties/prune/properties/batch_rows",  # rows per DELETE of runtime/prune.py
     "$defs/table/properties/each/properties/start",  # how the legacy table counts positions

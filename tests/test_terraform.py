@@ -642,3 +642,27 @@ def test_escaped_strings_read_back_literally(tmp_path: Path) -> None:
     # THEN each reads back as the literal text
     assert proc.returncode == 0, proc.stderr
     assert json.loads(json.loads(proc.stdout.strip())) == [samples, samples]
+
+
+def test_one_dashboard_shows_the_lambda_and_a_row_per_entity(
+    files: dict[str, dict[str, Any]], model: Model
+) -> None:
+    (board,) = files["lambda.tf.json"]["resource"]["aws_cloudwatch_dashboard"].values()
+    assert board["dashboard_name"] == model.project.lambda_.function_name
+    widgets = json.loads(board["dashboard_body"])["widgets"]
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for w in widgets:
+        rows.setdefault(w["y"], []).append(w)
+    # THEN a row for the Lambda, then one per live entity of three panels side by side
+    assert len(rows) == 1 + len(model.live)
+    assert all(sum(w["width"] for w in row) == 24 for row in rows.values())
+    for e in model.live:
+        panels = [w for w in widgets if w["properties"]["title"].startswith(f"{e.name}: ")]
+        metrics = {tuple(m[:4]) for w in panels for m in w["properties"]["metrics"]}
+        p = e.pipeline
+        assert ("AWS/EventBridge/Pipes", "EventCount", "PipeName", p.pipe.name) in metrics
+        assert ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", p.queue.name) in metrics
+        assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", p.queue.dlq_name) in metrics
+        assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", p.pipe.dlq_name) in metrics
+        assert ("DdbSqlSync", "FailedPermanent", "Entity", e.name) in metrics
+        assert ("DdbSqlSync", "Applied", "Entity", e.name) in metrics

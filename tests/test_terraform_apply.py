@@ -430,3 +430,15 @@ def test_iam_roles_are_least_privilege(deployed: DeployedPipeline, aws: Any, mod
         assert _listed(statements["ReadStream"]["Resource"]) == [deployed.outputs[f"{e.name}_stream_arn"]]
         send_to = set(_listed(statements["SendToQueueAndDlq"]["Resource"]))
         assert deployed.outputs[f"{e.name}_queue_arn"] in send_to and len(send_to) == 2
+
+
+@pytest.mark.terraform
+def test_the_dashboard_is_deployed_with_a_row_per_entity(
+    deployed: DeployedPipeline, aws: Any, model: Model
+) -> None:
+    name = model.project.lambda_.function_name
+    body = json.loads(aws("cloudwatch").get_dashboard(DashboardName=name)["DashboardBody"])
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    for e in model.live:
+        assert f"{e.name}: Pipe {e.pipeline.pipe.name}" in titles
+        assert f"{e.name}: queue {e.pipeline.queue.name}" in titles

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from generator.emit.terraform.alarms import alarms, entity_alarms, lambda_alarms
+from generator.emit.terraform.alarms import alarms, dashboard, entity_alarms, lambda_alarms
 from generator.emit.terraform.files import ACCOUNT, DATA_FILE, DuplicateLabel, EntityFile, Files
 from generator.emit.terraform.hcl import escape, hcl
 from generator.emit.terraform.iam import lambda_role, pipe_role
@@ -76,6 +76,7 @@ def terraform_files(model: Model) -> dict[str, dict[str, Any]]:
                 _pipe(EntityFile.open_shared(files, unit), model, found[unit.source.table])
     sync_lambda(files, model.project)
     lambda_alarms(files, model.project)
+    dashboard(files, model)
     lambda_role(files, model)
     if model.entities:
         prune_schedule(files, model.project)

@@ -5,12 +5,13 @@ minute after minute, a flood of stale events; of the sync Lambda, errors and thr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from generator.emit.terraform.files import FUNCTION, LAMBDA_FILE, EntityFile, Files
 from generator.emit.terraform.hcl import escape, ref
-from generator.model import Project
+from generator.model import Model, Project
 from runtime.observe import DEFAULT_NAMESPACE as NAMESPACE
 
 
@@ -172,3 +173,104 @@ def lambda_alarms(files: Files, project: Project) -> None:
             f"{FUNCTION}_{label}",
             alarm(f"{name}-{label}", f"ddb-sql-sync sync Lambda: {description}", metric, project),
         )
+
+
+def dashboard(files: Files, model: Model) -> None:
+    """One CloudWatch dashboard for the project: a row for the sync Lambda, then a row per entity
+    with its Pipe (records in, failed executions), its queues (messages sent, the oldest
+    message's age, the DLQs' depth) and the Lambda's counts of its messages (applied, failed,
+    stale, held back), so an operator reads one picture instead of five consoles."""
+    project = model.project
+    fn = project.lambda_.function_name
+    region = project.region
+    widgets: list[dict[str, Any]] = []
+
+    def row(y: int, panels: list[tuple[str, list[list[Any]]]]) -> None:
+        width = 24 // len(panels)
+        for i, (title, metrics) in enumerate(panels):
+            widgets.append(
+                {
+                    "type": "metric",
+                    "x": i * width,
+                    "y": y,
+                    "width": width,
+                    "height": 6,
+                    "properties": {
+                        "title": title,
+                        "region": region,
+                        "stat": "Sum",
+                        "period": 60,
+                        "view": "timeSeries",
+                        "metrics": metrics,
+                    },
+                }
+            )
+
+    row(
+        0,
+        [
+            (
+                f"sync Lambda {fn}: invocations, errors, throttles",
+                [["AWS/Lambda", m, "FunctionName", fn] for m in ("Invocations", "Errors", "Throttles")],
+            ),
+            (
+                f"sync Lambda {fn}: duration (p99, ms)",
+                [["AWS/Lambda", "Duration", "FunctionName", fn, {"stat": "p99"}]],
+            ),
+        ],
+    )
+    for y, e in enumerate(model.live, start=1):
+        p = e.pipeline
+        row(
+            y * 6,
+            [
+                (
+                    f"{e.name}: Pipe {p.pipe.name}",
+                    [
+                        ["AWS/EventBridge/Pipes", m, "PipeName", p.pipe.name]
+                        for m in ("EventCount", "ExecutionFailed")
+                    ],
+                ),
+                (
+                    f"{e.name}: queue {p.queue.name}",
+                    [
+                        ["AWS/SQS", "NumberOfMessagesSent", "QueueName", p.queue.name],
+                        [
+                            "AWS/SQS",
+                            "ApproximateAgeOfOldestMessage",
+                            "QueueName",
+                            p.queue.name,
+                            {"stat": "Maximum", "yAxis": "right"},
+                        ],
+                        [
+                            "AWS/SQS",
+                            "ApproximateNumberOfMessagesVisible",
+                            "QueueName",
+                            p.queue.dlq_name,
+                            {"stat": "Maximum", "label": "FIFO DLQ depth"},
+                        ],
+                        [
+                            "AWS/SQS",
+                            "ApproximateNumberOfMessagesVisible",
+                            "QueueName",
+                            p.pipe.dlq_name,
+                            {"stat": "Maximum", "label": "Pipe DLQ depth"},
+                        ],
+                    ],
+                ),  # fmt: skip
+                (
+                    f"{e.name}: applied by the sync Lambda",
+                    [
+                        [NAMESPACE, m, "Entity", e.name]
+                        for m in ("Applied", "FailedPermanent", "FailedTransient", "Stale", "Blocked")
+                    ],
+                ),
+            ],
+        )
+    body = json.dumps({"widgets": widgets}, sort_keys=True, separators=(",", ":"))
+    files.resource(
+        LAMBDA_FILE,
+        "aws_cloudwatch_dashboard",
+        FUNCTION,
+        {"dashboard_name": escape(fn), "dashboard_body": escape(body)},
+    )
