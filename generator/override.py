@@ -41,6 +41,7 @@ ENDPOINTS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "aws_scheduler_schedule": ("scheduler",),
     "aws_sqs_queue": ("sqs",),
     "aws_sqs_queue_redrive_allow_policy": ("sqs",),
+    "aws_sqs_queue_policy": ("sqs",),
 }
 # The provider asks STS for the account id whatever the resources are.
 ALWAYS = ("sts",)

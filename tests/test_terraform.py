@@ -666,3 +666,16 @@ def test_one_dashboard_shows_the_lambda_and_a_row_per_entity(
         assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", p.pipe.dlq_name) in metrics
         assert ("DdbSqlSync", "FailedPermanent", "Entity", e.name) in metrics
         assert ("DdbSqlSync", "Applied", "Entity", e.name) in metrics
+
+
+def test_every_queue_refuses_requests_without_tls(files: dict[str, dict[str, Any]], model: Model) -> None:
+    policies = resources(files, "aws_sqs_queue_policy")
+    queues = resources(files, "aws_sqs_queue")
+    # THEN each queue (FIFO queue, FIFO DLQ, Pipe DLQ) has its policy, denying aws:SecureTransport false
+    assert set(policies) == set(queues)
+    for label, policy in policies.items():
+        assert policy["queue_url"] == f"${{aws_sqs_queue.{label}.id}}"
+        text = policy["policy"]
+        assert 'Effect = "Deny"' in text and 'Principal = "*"' in text
+        assert f"Resource = aws_sqs_queue.{label}.arn" in text
+        assert 'Condition = {Bool = {"aws:SecureTransport" = "false"}}' in text

@@ -442,3 +442,21 @@ def test_the_dashboard_is_deployed_with_a_row_per_entity(
     for e in model.live:
         assert f"{e.name}: Pipe {e.pipeline.pipe.name}" in titles
         assert f"{e.name}: queue {e.pipeline.queue.name}" in titles
+
+
+@pytest.mark.terraform
+def test_the_deployed_queues_deny_requests_without_tls(
+    deployed: DeployedPipeline, aws: Any, model: Model
+) -> None:
+    sqs = aws("sqs")
+    names = {
+        n
+        for e in model.live
+        for n in (e.pipeline.queue.name, e.pipeline.queue.dlq_name, e.pipeline.pipe.dlq_name)
+    }
+    for name in sorted(names):
+        attrs = queue_attributes(aws, sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        (statement,) = json.loads(attrs["Policy"])["Statement"]
+        assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "sqs:*")
+        assert statement["Resource"] == attrs["QueueArn"]
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}

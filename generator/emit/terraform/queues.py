@@ -14,7 +14,8 @@ def queue_arn(label: str) -> Expr:
 
 
 def queues(out: EntityFile) -> None:
-    """The Pipe DLQ, the FIFO DLQ, the FIFO queue and the DLQ's redrive allow policy."""
+    """The Pipe DLQ, the FIFO DLQ, the FIFO queue, the DLQ's redrive allow policy, and on each
+    queue a policy refusing requests without TLS."""
     p = out.unit.pipeline
     lb = out.labels
     # facts 3.3: a stream source's DLQ receives batch metadata only, and FIFO is not
@@ -47,6 +48,33 @@ def queues(out: EntityFile) -> None:
             ),
         },
     )
+    for label in (lb.pipe_dlq, lb.dlq, lb.queue):
+        out.resource("aws_sqs_queue_policy", label, tls_only(label))
+
+
+def tls_only(label: str) -> dict[str, Any]:
+    """A queue policy that denies every request made without TLS (aws:SecureTransport false),
+    whoever makes it. The Deny names every SQS action (sqs:*) on purpose: what it refuses must
+    not depend on a list; the roles' Allow statements stay explicit (generator.emit.terraform.iam)."""
+    return {
+        "queue_url": ref("aws_sqs_queue", label, "id"),
+        "policy": call(
+            "jsonencode",
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "DenyWithoutTls",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "sqs:*",
+                        "Resource": queue_arn(label),
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    }
+                ],
+            },
+        ),
+    }
 
 
 def _fifo_queue(out: EntityFile) -> dict[str, Any]:
