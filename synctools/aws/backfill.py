@@ -893,12 +893,13 @@ class Backfill:
         ctx = multiprocessing.get_context("spawn")
         reports = ctx.Queue()
         halt = ctx.Event()
-        done = {u: self.checkpoint.resume(u)[0] for u in todo}
+        resumed = {u: self.checkpoint.resume(u) for u in todo}
+        done = {u: n for u, (n, _) in resumed.items()}
         pool = ProcessPoolExecutor(
             min(self.workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=(reports, halt)
         )
         try:
-            futures = {u: pool.submit(_worker_unit, recipe, u, self.checkpoint.resume(u)[1]) for u in todo}
+            futures = {u: pool.submit(_worker_unit, recipe, u, resumed[u][1]) for u in todo}
             ended: set[str] = set()
             while len(ended) < len(todo):
                 if self._halted():

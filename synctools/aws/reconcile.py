@@ -302,6 +302,7 @@ class Reconciler:
         self.nul_ok = dialects.of(engine).text_holds_nul
         self.report = Report(entity, source.ident)
         metadata = build_metadata(registry, foreign_keys=False)
+        self.tombstones = metadata.tables[registry.tombstone_table]
         self.plans: dict[str, TablePlan] = {}
         for name, spec in self.spec.tables.items():
             if spec.append_only:
@@ -661,14 +662,13 @@ class Reconciler:
         from sqlalchemy import and_, delete
 
         from runtime.decode import row_key
-        from runtime.schema import build_metadata
 
         spec = plan.spec
         cols = item_key_columns(spec)
         t = plan.table
         conn.execute(delete(t).where(and_(*[t.c[k] == v for k, v in zip(cols, parent, strict=True)])))
         typed = tuple(converter(spec.columns[k])(v) for k, v in zip(cols, parent, strict=True))
-        tombs = build_metadata(self.registry, foreign_keys=False).tables[self.registry.tombstone_table]
+        tombs = self.tombstones
         conn.execute(
             delete(tombs).where(
                 and_(tombs.c.table_name == spec.qualified, tombs.c.row_key == row_key(spec, typed))
@@ -758,7 +758,9 @@ class ReconcilerRecipe(Protocol):
     """What a worker process builds its own Reconciler from (picklable: the command's options,
     never an open connection or client)."""
 
-    def reconciler(self, *, dynamodb: bool = True) -> Reconciler: ...
+    def reconciler(
+        self, *, dynamodb: bool = True, log: Callable[[str], None] | None = None
+    ) -> Reconciler: ...
 
 
 @dataclass

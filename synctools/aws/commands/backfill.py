@@ -66,18 +66,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         epilog=EXIT_BACKFILL,
     )
     p.add_argument("entity", metavar="ENTITY", help="an entity of registry.json")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--export",
-        metavar="S3URL",
-        help="read a DynamoDB export at s3://bucket/prefix (default: Scan the table)",
-    )
-    src.add_argument(
-        "--export-dir",
-        metavar="DIR",
-        help="read a DynamoDB export's files from DIR (default: Scan the table)",
-    )
-    p.add_argument("--segments", type=positive, default=4, metavar="N", help="Scan: TotalSegments")
+    options.SourceOptions.add_arguments(p, segments=4)
     p.add_argument(
         "--workers",
         type=positive,
@@ -85,7 +74,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         help="segments (or export files) read at once; with --to db each in a process of its own, so the "
         "template and the runtime's work use every core (default: --segments, at most 8)",
     )
-    p.add_argument("--consistent", action="store_true", help="Scan: strongly consistent reads")
     p.add_argument("--to", choices=("db", "queue"), required=True, help="where the records go")
     p.add_argument(
         "--db", metavar="URL", help="--to db: the database URL, SQLAlchemy (default: none; --to db needs it)"

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from synctools.aws.session import INCOMPLETE, Aws, ToolError, describe_aws_error, error_code
-from synctools.local.argtypes import EXIT_INTERRUPTED
+from synctools.local.argtypes import EXIT_INTERRUPTED, positive
 
 if TYPE_CHECKING:  # the registry loads when a command runs
     from runtime.registry import EntitySpec, Registry
@@ -113,6 +113,23 @@ class SourceOptions:
     export: str | None
     segments: int
     consistent: bool
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser, *, segments: int) -> None:
+        """--export / --export-dir (one or the other), --segments and --consistent, as of() reads them."""
+        src = p.add_mutually_exclusive_group()
+        src.add_argument(
+            "--export",
+            metavar="S3URL",
+            help="read a DynamoDB export at s3://bucket/prefix (default: Scan the table)",
+        )
+        src.add_argument(
+            "--export-dir",
+            metavar="DIR",
+            help="read a DynamoDB export's files from DIR (default: Scan the table)",
+        )
+        p.add_argument("--segments", type=positive, default=segments, metavar="N", help="Scan: TotalSegments")
+        p.add_argument("--consistent", action="store_true", help="Scan: strongly consistent reads")
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> SourceOptions:

@@ -10,9 +10,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from synctools.aws.commands import options
 from synctools.aws.session import USAGE, ToolError
@@ -61,15 +61,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         epilog=EXIT_RECONCILE,
     )
     p.add_argument("entity", metavar="ENTITY", help="an entity of registry.json")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--export", metavar="S3URL", help="read a DynamoDB export at s3://bucket/prefix (default: Scan)"
-    )
-    src.add_argument(
-        "--export-dir", metavar="DIR", help="read a DynamoDB export's files from DIR (default: Scan)"
-    )
-    p.add_argument("--segments", type=positive, default=1, metavar="N", help="Scan: TotalSegments")
-    p.add_argument("--consistent", action="store_true", help="Scan: strongly consistent reads")
+    options.SourceOptions.add_arguments(p, segments=1)
     p.add_argument(
         "--workers",
         type=positive,
@@ -122,12 +114,8 @@ class ReconcileRecipe:
     page_size: int
     grace: float
     show_values: bool
-    log: Callable[[str], None] | None = field(default=None, compare=False)  # not sent to a worker
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "log"} | {"log": None}
-
-    def reconciler(self, *, dynamodb: bool = True) -> Reconciler:
+    def reconciler(self, *, dynamodb: bool = True, log: Callable[[str], None] | None = None) -> Reconciler:
         """The Reconciler; without `dynamodb` it has no DynamoDB client (a worker compares its
         unit only: the extras pass and the re-check, which read the table, stay with the
         command)."""
@@ -166,7 +154,7 @@ class ReconcileRecipe:
             page_size=self.page_size,
             grace=self.grace,
             show_values=self.show_values,
-            log=self.log or (lambda line: None),
+            log=log or (lambda line: None),
         )
 
 
@@ -196,9 +184,8 @@ def _reconcile(args: argparse.Namespace) -> int:
         page_size=args.page_size,
         grace=args.grace,
         show_values=args.show_values,
-        log=log,
     )
-    rec = recipe.reconciler()
+    rec = recipe.reconciler(log=log)
     engine = rec.engine
     region = aws.region_name or ""
     workers = args.workers or min(os.cpu_count() or 1, 8)
