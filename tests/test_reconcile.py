@@ -284,6 +284,29 @@ def test_a_backfill_beside_concurrent_updates_and_deletes_leaves_no_drift(
     run, doc = reconcile(aws, sqldb, "order_items", "--format", "json")
     assert run.code == 0, run.out
     assert doc["summary"]["items_read"] == 16 and doc["summary"]["rows_scanned_for_extras"] == 16
+    # WHEN rows are then corrupted, deleted and added in the database
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE order_items SET quantity = 0 WHERE line_no = 1"))
+        conn.execute(text("DELETE FROM order_items WHERE line_no = 3"))
+        conn.execute(
+            text(
+                "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price, row_version) "
+                "VALUES ('o1', 2, 'SKU-2', 1, 2.50, 1)"
+            )
+        )
+    # THEN reconcile names exactly those keys
+    run, doc = reconcile(aws, sqldb, "order_items", "--format", "json")
+    assert run.code == 1, run.out
+    assert {(d["kind"], d["key"]["line_no"]) for d in doc["drift"]} == {
+        ("differing", 1),
+        ("missing", 3),
+        ("extra", 2),
+    }
+    # AND --repair with --delete-extra puts them right: the next run is in step
+    run, doc = reconcile(aws, sqldb, "order_items", "--format", "json", "--repair", "--delete-extra")
+    assert all(d.get("repaired") for d in doc["drift"]), doc["drift"]
+    run, doc = reconcile(aws, sqldb, "order_items", "--format", "json")
+    assert run.code == 0 and doc["summary"]["rows_compared"] == 16, run.out
 
 
 def customer_item(cid: str, event_id: str) -> dict[str, Any]:
