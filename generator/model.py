@@ -452,6 +452,20 @@ class LambdaSettings:
     subnet_ids: tuple[str, ...]
     security_group_ids: tuple[str, ...]
     environment: tuple[tuple[str, str], ...]
+    aws_access: str | None = None  # endpoints | routed | None (unset)
+    vpc_id: str | None = None
+    endpoint_services: tuple[str, ...] | None = None  # None: the ones the function calls
+
+
+@dataclass(frozen=True)
+class IamAuth:
+    """IAM database authentication (project.yaml database.auth, mode iam)."""
+
+    host: str
+    port: int
+    user: str
+    dbname: str
+    resource_id: str  # db-..., cluster-... or prx-...
 
 
 @dataclass(frozen=True)
@@ -463,6 +477,9 @@ class DatabaseSettings:
     foreign_key_violation: str
     tls_mode: str = "verify-full"  # verify-full | require | off (runtime.tls)
     ca_bundle: str | None = None  # a PEM file, relative to the project root
+    iam: IamAuth | None = None  # None: password auth (the secret)
+    proxy: bool = False  # reached through an RDS Proxy
+    secret_kms_key_arn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -485,6 +502,13 @@ class Project:
     alarm_topic_arns: tuple[str, ...]
     tags: tuple[tuple[str, str], ...]
     prune: PruneSettings = PruneSettings(True, "rate(1 hour)", 1000)
+    kms_key_arn: str | None = None  # encryption.kms_key_arn
+
+    def endpoint_services(self) -> tuple[str, ...]:
+        """The services lambda.vpc.aws_access: endpoints creates interface endpoints for."""
+        if self.lambda_.endpoint_services is not None:
+            return self.lambda_.endpoint_services
+        return ("secretsmanager",) if self.database.secret_arn and self.database.iam is None else ()
 
 
 @dataclass(frozen=True)

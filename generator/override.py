@@ -37,7 +37,11 @@ ENDPOINTS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "aws_iam_role_policy": ("iam",),
     "aws_lambda_event_source_mapping": ("lambda",),
     "aws_lambda_function": ("lambda",),
+    "aws_partition": (),  # known to the provider itself, no API call
     "aws_pipes_pipe": ("pipes",),
+    "aws_security_group": ("ec2",),
+    "aws_vpc_endpoint": ("ec2",),
+    "aws_vpc_security_group_ingress_rule": ("ec2",),
     "aws_scheduler_schedule": ("scheduler",),
     "aws_sqs_queue": ("sqs",),
     "aws_sqs_queue_redrive_allow_policy": ("sqs",),

@@ -27,6 +27,7 @@ from generator.model import (
     Events,
     Field,
     Filter,
+    IamAuth,
     Idempotency,
     KeyAttr,
     LambdaSettings,
@@ -86,6 +87,9 @@ def resolve_project(doc: Located) -> Project:
             subnet_ids=tuple(vpc.get("subnet_ids", ())),
             security_group_ids=tuple(vpc.get("security_group_ids", ())),
             environment=tuple(sorted(lam.get("environment", {}).items())),
+            aws_access=vpc.get("aws_access"),
+            vpc_id=vpc.get("vpc_id"),
+            endpoint_services=tuple(vpc["endpoint_services"]) if "endpoint_services" in vpc else None,
         ),
         database=DatabaseSettings(
             dialect=db.get("dialect", defaults.project("database", "dialect")),
@@ -97,6 +101,9 @@ def resolve_project(doc: Located) -> Project:
             ),
             tls_mode=(db.get("tls") or {}).get("mode", defaults.project("database", "tls", "mode")),
             ca_bundle=(db.get("tls") or {}).get("ca_bundle"),
+            iam=_iam_auth(db),
+            proxy=db.get("proxy", defaults.project("database", "proxy")),
+            secret_kms_key_arn=db.get("secret_kms_key_arn"),
         ),
         terraform_required_version=tf.get(
             "required_version", defaults.project("terraform", "required_version")
@@ -106,11 +113,30 @@ def resolve_project(doc: Located) -> Project:
         ),
         alarm_topic_arns=tuple(raw.get("alarms", {}).get("sns_topic_arns", ())),
         tags=tuple(sorted(raw.get("tags", {}).items())),
+        kms_key_arn=raw.get("encryption", {}).get("kms_key_arn"),
         prune=PruneSettings(
             enabled=raw.get("prune", {}).get("enabled", defaults.project("prune", "enabled")),
             schedule=raw.get("prune", {}).get("schedule", defaults.project("prune", "schedule")),
             batch_rows=raw.get("prune", {}).get("batch_rows", defaults.project("prune", "batch_rows")),
         ),
+    )
+
+
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+
+def _iam_auth(db: dict[str, Any]) -> IamAuth | None:
+    """database.auth with mode iam (its missing settings are check_project's to report)."""
+    auth = db.get("auth") or {}
+    if auth.get("mode", defaults.project("database", "auth", "mode")) != "iam":
+        return None
+    dialect = db.get("dialect", defaults.project("database", "dialect"))
+    return IamAuth(
+        host=auth.get("host", ""),
+        port=auth.get("port", DEFAULT_PORTS.get(dialect, 5432)),
+        user=auth.get("user", ""),
+        dbname=auth.get("dbname", ""),
+        resource_id=auth.get("resource_id", ""),
     )
 
 

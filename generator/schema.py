@@ -123,6 +123,16 @@ PATTERN_WORDS = {
         "a Secrets Manager secret ARN: arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
     ),
     r"^arn:aws[a-z-]*:sns:": "an SNS topic ARN: arn:aws:sns:REGION:ACCOUNT:NAME",
+    r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$": (
+        "a KMS key ARN: arn:aws:kms:REGION:ACCOUNT:key/KEY-ID (not an alias)"
+    ),
+    r"^(db|cluster|prx)-[A-Za-z0-9]{1,64}$": (
+        "an RDS resource id: db-... (a DB instance's DbiResourceId), cluster-... (an Aurora cluster's) "
+        "or prx-... (an RDS Proxy's)"
+    ),
+    r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$": "a DNS host name: letters, digits, '.' and '-'",
+    r"^[a-z0-9-]+(\.[a-z0-9-]+)*$": "a service name of lower-case letters, digits and '-' joined by '.', such as secretsmanager",
+    r"^vpc-[0-9a-f]{8,17}$": "a VPC id: vpc- and 8 or 17 hexadecimal digits",
     r"^sg-[0-9a-f]{8,17}$": "a security group id: sg- and 8 or 17 hexadecimal digits",
     r"^subnet-[0-9a-f]{8,17}$": "a subnet id: subnet- and 8 or 17 hexadecimal digits",
 }

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,10 +93,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
+@contextlib.contextmanager
+def running_moto() -> Iterator[str]:
     """A moto server on a free loopback port, for tests of the real AWS APIs (boto3 and
-    Terraform talk to it exactly as to AWS). Yields its endpoint URL."""
+    Terraform talk to it exactly as to AWS), stopped on leaving. Yields its endpoint URL."""
     import subprocess
     import sys
     import time
@@ -118,9 +119,18 @@ def moto_server() -> Iterator[str]:
                 proc.kill()
                 pytest.fail(f"moto server did not start on {url}", pytrace=False)
             time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """The session's moto server (`running_moto`)."""
+    with running_moto() as url:
+        yield url
 
 
 @pytest.fixture
@@ -159,6 +169,46 @@ class DeployedPipeline(NamedTuple):
     endpoint: str
     outputs: dict[str, Any]
     workdir: Path
+    network: dict[str, str]  # project.yaml's VPC, subnet and security group ids -> moto's
+
+
+def moto_network(endpoint: str, root: Path) -> dict[str, str]:
+    """A VPC, a subnet per id of project.yaml's lambda.vpc.subnet_ids (each in its own
+    Availability Zone) and its security groups, made on the moto server; project.yaml's ids
+    are replaced by theirs (EC2 refuses endpoints in a VPC it does not hold). Returns
+    {project.yaml id: moto id}."""
+    import re
+
+    import yaml
+
+    project_file = root / "project.yaml"
+    text = project_file.read_text(encoding="utf-8")
+    vpc_settings = yaml.safe_load(text)["lambda"]["vpc"]
+    ec2 = moto_client(endpoint, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    ids = {vpc_settings["vpc_id"]: vpc}
+    for i, subnet in enumerate(vpc_settings["subnet_ids"]):
+        zone = "ap-northeast-1" + "acd"[i % 3]
+        made = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=zone)
+        ids[subnet] = made["Subnet"]["SubnetId"]
+    for group in vpc_settings["security_group_ids"]:
+        ids[group] = ec2.create_security_group(GroupName=group, Description="sync", VpcId=vpc)["GroupId"]
+    text = re.sub("|".join(map(re.escape, ids)), lambda m: ids[m.group(0)], text)
+    project_file.write_text(text, encoding="utf-8")
+    return ids
+
+
+def moto_client(endpoint: str, service: str) -> Any:
+    """A boto3 client of the moto server, in the region the bundled project deploys to."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="ap-northeast-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def terraform_or_skip() -> tuple[str, Path]:
@@ -225,28 +275,21 @@ def _step(args: list[str], cwd: Path, env: dict[str, str], timeout: int, what: s
     return proc.stdout
 
 
-@pytest.fixture(scope="session")
-def deployed_pipeline(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> DeployedPipeline:
-    """The bundled build/ deployed once per session to the moto server with the real
-    terraform: `python -m generator package --no-deps` (moto stores the code, it never runs
-    it), `python -m generator override --endpoint <moto> --moto`, then terraform init and
-    apply. The apply takes about a minute, most of it the provider waiting ~25 s per SQS
-    queue for its attributes to settle (a DLQ, then the queue whose redrive names it).
-
-    Do not apply the directory again: moto returns RedrivePolicy with spaces after the JSON
-    separators, so every plan shows the three FIFO queues (and the policies reading their
-    ARNs) as changed."""
+def deploy(root: Path, endpoint: str, network: dict[str, str]) -> DeployedPipeline:
+    """The project at `root` deployed to the moto server with the real terraform, as a user
+    would: `python -m generator build`, `package --no-deps` (moto stores the code, it never
+    runs it), `override --endpoint <moto> --moto`, then terraform init and apply."""
     import json
     import sys
 
     binary, plugin_dir = terraform_or_skip()
-    root = copy_project(tmp_path_factory.mktemp("deployed") / "project")
     repo = Path(__file__).resolve().parent.parent
     generator = [sys.executable, "-m", "generator"]
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_"))}
+    _step(generator + ["build", "--root", str(root)], repo, base_env, 120, "generator build")
     _step(generator + ["package", "--root", str(root), "--no-deps"], repo, base_env, 120, "generator package")
     _step(
-        generator + ["override", "--root", str(root), "--endpoint", moto_server, "--moto"],
+        generator + ["override", "--root", str(root), "--endpoint", endpoint, "--moto"],
         repo,
         base_env,
         60,
@@ -280,7 +323,22 @@ def deployed_pipeline(moto_server: str, tmp_path_factory: pytest.TempPathFactory
         "terraform apply",
     )
     raw = json.loads(_step([binary, "output", "-json", "-no-color"], workdir, env, 60, "terraform output"))
-    return DeployedPipeline(moto_server, {name: out["value"] for name, out in raw.items()}, workdir)
+    return DeployedPipeline(endpoint, {name: out["value"] for name, out in raw.items()}, workdir, network)
+
+
+@pytest.fixture(scope="session")
+def deployed_pipeline(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> DeployedPipeline:
+    """The bundled project deployed once per session to the moto server (`deploy`), its VPC,
+    subnets and security group made there first (`moto_network`). The apply takes about a
+    minute, most of it the provider waiting ~25 s per SQS queue for its attributes to settle
+    (a DLQ, then the queue whose redrive names it).
+
+    Do not apply the directory again: moto returns RedrivePolicy with spaces after the JSON
+    separators, so every plan shows the three FIFO queues (and the policies reading their
+    ARNs) as changed."""
+    terraform_or_skip()
+    root = copy_project(tmp_path_factory.mktemp("deployed") / "project")
+    return deploy(root, moto_server, moto_network(moto_server, root))
 
 
 def run_generator(*argv: object, timeout: float = 600) -> Any:

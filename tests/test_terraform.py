@@ -16,7 +16,7 @@ import pytest
 from generator.emit import pipes
 from generator.emit.terraform import DuplicateLabel, escape, hcl, terraform_files
 from generator.load import load
-from generator.model import Entity, Model
+from generator.model import Entity, IamAuth, Model
 from generator.pipeunits import pipe_units
 from tests.conftest import terraform_or_skip
 
@@ -85,7 +85,7 @@ def test_one_file_per_entity_beside_the_shared_files(model: Model, files: dict[s
     # GIVEN the bundled project WHEN the Terraform is generated
     # THEN the provider, shared data sources and the Lambda have their own files, and each entity one
     expected = (
-        {"providers.tf.json", "data.tf.json", "lambda.tf.json"}
+        {"providers.tf.json", "versions.tf.json", "data.tf.json", "lambda.tf.json", "network.tf.json"}
         | {f"{e.name}.tf.json" for e in model.entities}
         # AND a table's shared Pipe (a single-table design) one of its own
         | {f"{u.name}.tf.json" for u in pipe_units(model) if u.shared}
@@ -100,8 +100,8 @@ def test_providers_file_pins_versions_and_tags_by_default_tags(
 ) -> None:
     # GIVEN project.yaml's terraform settings and tags
     doc = files["providers.tf.json"]
-    # THEN they land in terraform {} and provider "aws" { default_tags }
-    assert doc["terraform"] == {
+    # THEN they land in terraform {} (a file of its own) and provider "aws" { default_tags }
+    assert files["versions.tf.json"]["terraform"] == {
         "required_version": model.project.terraform_required_version,
         "required_providers": {
             "aws": {"source": "hashicorp/aws", "version": model.project.aws_provider_version}
@@ -518,7 +518,9 @@ def test_two_claims_on_one_label_are_refused(model: Model) -> None:
         terraform_files(with_entities(model, orders, clash))
 
 
-@pytest.mark.parametrize("name", ["lambda", "providers", "data", "override", "x_override"])
+@pytest.mark.parametrize(
+    "name", ["lambda", "providers", "versions", "data", "network", "override", "x_override"]
+)
 def test_entity_names_that_would_shadow_a_file_are_refused(model: Model, name: str) -> None:
     bad = replace(entity(model, "orders"), name=name)
     with pytest.raises(ValueError, match="reserved Terraform file name"):
@@ -593,10 +595,26 @@ def validated(model: Model, tmp_path_factory: pytest.TempPathFactory) -> dict[st
             queue=replace(orders.pipeline.queue, name="legacy-b.fifo", dlq_name="legacy-b-dlq.fifo"),
         ),
     )
+    # AND every production option on: a project KMS key, a secret under a key of its own, IAM
+    # database authentication through an RDS Proxy (beside the secret, which validate would
+    # refuse but the emitter must still render), endpoints for two services
+    key = "arn:aws:kms:ap-northeast-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     project = replace(
         model.project,
         alarm_topic_arns=("arn:aws:sns:ap-northeast-1:123456789012:oncall",),
-        lambda_=replace(model.project.lambda_, reserved_concurrency=3, environment=(("NOTE", "${x}"),)),
+        lambda_=replace(
+            model.project.lambda_,
+            reserved_concurrency=3,
+            environment=(("NOTE", "${x}"),),
+            endpoint_services=("secretsmanager", "sts"),
+        ),
+        database=replace(
+            model.project.database,
+            secret_kms_key_arn=key.replace("1234abcd", "9999abcd"),
+            iam=IamAuth("proxy.example.com", 5432, "ddb_sync", "legacy", "prx-0123456789abcdef0"),
+            proxy=True,
+        ),
+        kms_key_arn=key,
     )
     wide = replace(model, project=project, entities=model.entities + (extra_a, extra_b))
     generated = terraform_files(wide)

@@ -305,7 +305,7 @@ def test_the_sync_lambda_is_the_packaged_zip_with_its_configuration(
         "SYNC_DB_SECRET_ARN": model.project.database.secret_arn,
         "SYNC_DB_TLS": "verify-full",
     }
-    assert sorted(config["VpcConfig"]["SubnetIds"]) == sorted(lam.subnet_ids)
+    assert sorted(config["VpcConfig"]["SubnetIds"]) == sorted(deployed.network[s] for s in lam.subnet_ids)
     assert config["Role"].endswith(":role/" + lam.role_name)
     # AND the code is the zip `package` wrote beside build/terraform
     zip_bytes = (deployed.workdir.parent / lam.package).read_bytes()
@@ -397,16 +397,30 @@ def _listed(value: Any) -> list[str]:
 def test_iam_roles_are_least_privilege(deployed: DeployedPipeline, aws: Any, model: Model) -> None:
     iam = aws("iam")
     account = aws("sts").get_caller_identity()["Account"]
-    roles = {model.project.lambda_.role_name: "lambda.amazonaws.com"}
-    roles |= {e.pipeline.pipe.role_name: "pipes.amazonaws.com" for e in model.entities}
-    for role_name, principal in roles.items():
+    pipes = {p["Name"]: p["Arn"] for p in aws("pipes").list_pipes()["Pipes"]}
+    schedules = aws("scheduler").list_schedules()["Schedules"]
+    # Each role, the service that assumes it, and the resource that service acts for.
+    roles: dict[str, tuple[str, str | None]] = {
+        model.project.lambda_.role_name: ("lambda.amazonaws.com", None),
+        f"{model.project.lambda_.function_name}-prune": (
+            "scheduler.amazonaws.com",
+            f"arn:aws:scheduler:ap-northeast-1:{account}:schedule-group/default",
+        ),
+    }
+    roles |= {
+        e.pipeline.pipe.role_name: ("pipes.amazonaws.com", pipes[e.pipeline.pipe.name]) for e in model.live
+    }
+    assert [s["GroupName"] for s in schedules] == ["default"]
+    for role_name, (principal, source) in roles.items():
         role = iam.get_role(RoleName=role_name)["Role"]
         (trust,) = _statements(role["AssumeRolePolicyDocument"])
         assert trust["Principal"] == {"Service": principal}
         assert trust["Action"] == "sts:AssumeRole"
-        if principal == "pipes.amazonaws.com":
-            # confused-deputy guard
-            assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
+        if source is not None:
+            # confused-deputy guard: this resource (the deployed Pipe's own ARN) of this account
+            assert trust["Condition"] == {
+                "StringEquals": {"aws:SourceAccount": account, "aws:SourceArn": source}
+            }
         (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
         statements = _statements(
             iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]

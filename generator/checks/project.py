@@ -28,11 +28,11 @@ def check_project(project: Project) -> Iterator[Problem]:
                 "secret-in-env",
             )
     for key, _ in project.lambda_.environment:
-        if key in ("SYNC_REGISTRY", "SYNC_DB_SECRET_ARN", "SYNC_DATABASE_URL"):
+        if key in GENERATED_ENVIRONMENT:
             yield Problem(
                 ("lambda", "environment", key),
                 f"'{key}' is set by the generator (or would bypass the secret)",
-                "remove it; use database.secret_arn for the connection",
+                "remove it; the database settings of project.yaml set it (README.md, Command reference)",
                 "env-reserved",
             )
     if len(project.lambda_.role_name) > 64:
@@ -85,10 +85,103 @@ def check_project(project: Project) -> Iterator[Problem]:
             "give a path inside build/, such as lambda.zip",
             "lambda-package",
         )
-    if not project.database.secret_arn:
+    if db.iam is not None:
+        yield from _iam_problems(project)
+    elif not db.secret_arn:
         yield warn(
             ("database",),
             "no database.secret_arn: the Lambda will read SYNC_DATABASE_URL, which Terraform does not set",
-            "set database.secret_arn to the RDS secret",
+            "set database.secret_arn to the RDS secret, or use IAM database authentication (database.auth)",
             "database-secret",
+        )
+    yield from _network_problems(project)
+
+
+# The Lambda environment variables the generator sets from project.yaml (sync_lambda._environment).
+GENERATED_ENVIRONMENT = (
+    "SYNC_REGISTRY",
+    "SYNC_DATABASE_URL",
+    "SYNC_DB_SECRET_ARN",
+    "SYNC_DB_TLS",
+    "SYNC_DB_CA_BUNDLE",
+    "SYNC_DB_AUTH",
+    "SYNC_DB_ENGINE",
+    "SYNC_DB_HOST",
+    "SYNC_DB_PORT",
+    "SYNC_DB_USER",
+    "SYNC_DB_NAME",
+    "SYNC_DB_PROXY",
+)
+IAM_SETTINGS = ("host", "user", "dbname", "resource_id")
+
+
+def _iam_problems(project: Project) -> Iterator[Problem]:
+    """database.auth mode iam: its settings, no secret beside it, TLS, and the proxy's id."""
+    db = project.database
+    assert db.iam is not None
+    auth = ("database", "auth")
+    for key in IAM_SETTINGS:
+        if not getattr(db.iam, key):
+            yield Problem(
+                auth,
+                f"database.auth.mode iam needs database.auth.{key}",
+                f"add {key} (README.md, Database login)",
+                "iam-auth",
+            )
+    if db.secret_arn:
+        yield Problem(
+            ("database", "secret_arn"),
+            "database.secret_arn is set beside database.auth.mode iam: the Lambda would read no password "
+            "from it, yet its role could",
+            "remove secret_arn (IAM authentication needs no secret), or use auth mode password",
+            "iam-auth",
+        )
+    if db.tls_mode == "off":
+        yield Problem(
+            ("database", "tls", "mode"),
+            "database.tls.mode off with IAM database authentication: RDS accepts an IAM token only over "
+            "TLS (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.html)",
+            "use tls mode verify-full (or require)",
+            "iam-auth",
+        )
+    through_proxy = db.iam.resource_id.startswith("prx-")
+    if through_proxy != db.proxy:
+        yield Problem(
+            ("database", "auth", "resource_id"),
+            f"database.auth.resource_id {db.iam.resource_id} is "
+            + (
+                "an RDS Proxy's id but database.proxy is false"
+                if through_proxy
+                else "not an RDS Proxy's id (prx-...) but database.proxy is true"
+            ),
+            "behind an RDS Proxy, name the proxy's id (prx-...) and set database.proxy: true; "
+            "without one, name the instance's (db-...) or cluster's (cluster-...) resource id",
+            "iam-auth",
+        )
+
+
+def _network_problems(project: Project) -> Iterator[Problem]:
+    """A function in private subnets that calls an AWS API needs a route to it."""
+    lam = project.lambda_
+    if not lam.subnet_ids:
+        return
+    vpc = ("lambda", "vpc")
+    if lam.aws_access == "endpoints" and not lam.vpc_id:
+        yield Problem(
+            (*vpc, "aws_access"),
+            "lambda.vpc.aws_access endpoints needs lambda.vpc.vpc_id: the endpoints and their security group "
+            "are made in that VPC",
+            "add vpc_id: the VPC of subnet_ids",
+            "vpc-endpoints",
+        )
+    calls = project.endpoint_services() if lam.endpoint_services is None else ()
+    if lam.aws_access is None and calls:
+        yield warn(
+            vpc,
+            f"the sync Lambda runs in private subnets and calls {', '.join(calls)} (the database secret), "
+            "but nothing says how it reaches it: without a NAT gateway or a VPC interface endpoint its first "
+            "connection times out fetching the secret",
+            "set lambda.vpc.aws_access: endpoints (with vpc_id) to generate the endpoints, or routed if the "
+            "subnets already reach the service (README.md, Deploying into private subnets)",
+            "vpc-no-route",
         )

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from generator.pipeunits import PipeUnit
 
 PROVIDERS_FILE = "providers.tf.json"
+VERSIONS_FILE = "versions.tf.json"
 DATA_FILE = "data.tf.json"
 LAMBDA_FILE = "lambda.tf.json"
-_SHARED_FILES = {PROVIDERS_FILE, DATA_FILE, LAMBDA_FILE}
+NETWORK_FILE = "network.tf.json"
+_SHARED_FILES = {PROVIDERS_FILE, VERSIONS_FILE, DATA_FILE, LAMBDA_FILE, NETWORK_FILE}
 
 FUNCTION = "sync"  # label of the one sync Lambda and of its role, policy and log group
 ACCOUNT = "current"  # label of data.aws_caller_identity

@@ -13,17 +13,23 @@ def queue_arn(label: str) -> Expr:
     return expr("aws_sqs_queue", label, "arn")
 
 
-def queues(out: EntityFile) -> None:
+def queues(out: EntityFile, kms_key_arn: str | None) -> None:
     """The Pipe DLQ, the FIFO DLQ, the FIFO queue, the DLQ's redrive allow policy, and on each
-    queue a policy refusing requests without TLS."""
+    queue a policy refusing requests without TLS. Every queue is encrypted at rest: with the
+    project's KMS key when it names one, SQS-managed (SSE-SQS) otherwise."""
     p = out.unit.pipeline
     lb = out.labels
+    at_rest = encryption(kms_key_arn)
     # facts 3.3: a stream source's DLQ receives batch metadata only, and FIFO is not
     # supported there, so the Pipe DLQ is a standard queue.
     out.resource(
         "aws_sqs_queue",
         lb.pipe_dlq,
-        {"name": escape(p.pipe.dlq_name), "message_retention_seconds": p.pipe.dlq_retention_seconds},
+        {
+            "name": escape(p.pipe.dlq_name),
+            "message_retention_seconds": p.pipe.dlq_retention_seconds,
+            **at_rest,
+        },
     )
     # facts 5: a FIFO queue's DLQ must itself be FIFO.
     out.resource(
@@ -33,9 +39,10 @@ def queues(out: EntityFile) -> None:
             "name": escape(p.queue.dlq_name),
             "fifo_queue": True,
             "message_retention_seconds": p.queue.dlq_retention_seconds,
+            **at_rest,
         },
     )
-    out.resource("aws_sqs_queue", lb.queue, _fifo_queue(out))
+    out.resource("aws_sqs_queue", lb.queue, {**_fifo_queue(out), **at_rest})
     # A separate resource: written inline on the DLQ, the queue ARN would make a cycle with
     # the queue's redrive_policy.
     out.resource(
@@ -50,6 +57,14 @@ def queues(out: EntityFile) -> None:
     )
     for label in (lb.pipe_dlq, lb.dlq, lb.queue):
         out.resource("aws_sqs_queue_policy", label, tls_only(label))
+
+
+def encryption(kms_key_arn: str | None) -> dict[str, Any]:
+    """A queue's encryption at rest, stated either way (left implicit, it is whatever SQS's
+    default is on the day the queue is made)."""
+    if kms_key_arn:
+        return {"kms_master_key_id": escape(kms_key_arn)}
+    return {"sqs_managed_sse_enabled": True}
 
 
 def tls_only(label: str) -> dict[str, Any]:

@@ -6,9 +6,16 @@ from __future__ import annotations
 
 import json
 
-from generator.emit.terraform.files import ACCOUNT, FUNCTION, LAMBDA_FILE, Files
+from generator.emit.terraform.files import FUNCTION, LAMBDA_FILE, Files
 from generator.emit.terraform.hcl import escape, ref
-from generator.emit.terraform.iam import assume_policy, policy_document, role, statement
+from generator.emit.terraform.iam import (
+    assume_policy,
+    policy_document,
+    role,
+    service_arn,
+    source_guard,
+    statement,
+)
 from generator.model import Project
 from runtime.prune import PRUNE_EVENT
 
@@ -25,18 +32,13 @@ def prune_schedule(files: Files, project: Project) -> None:
     """lambda.tf.json's schedule and its role, when project.yaml's prune is enabled."""
     if not project.prune.enabled:
         return
-    account = [
-        {
-            "test": "StringEquals",
-            "variable": "aws:SourceAccount",
-            "values": [ref("data", "aws_caller_identity", ACCOUNT, "account_id")],
-        }
-    ]
+    # EventBridge Scheduler assumes the role for a schedule group: the schedule is in the default one.
+    group = service_arn(project, "scheduler", "schedule-group/default")
     files.data(
         LAMBDA_FILE,
         "aws_iam_policy_document",
         f"{PRUNE}_assume",
-        assume_policy("SchedulerAssume", "scheduler.amazonaws.com", account),
+        assume_policy("SchedulerAssume", "scheduler.amazonaws.com", source_guard(project, group)),
     )
     files.data(
         LAMBDA_FILE,

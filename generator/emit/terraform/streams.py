@@ -62,8 +62,9 @@ def _external_table(table: str, entities: list[Entity]) -> dict[str, Any]:
     }
 
 
-def dynamodb_table(out: EntityFile) -> None:
-    """The source table, when the mapping manages it (retired too: it is kept)."""
+def dynamodb_table(out: EntityFile, kms_key_arn: str | None) -> None:
+    """The source table, when the mapping manages it (retired too: it is kept); encrypted with
+    the project's KMS key when it names one (otherwise DynamoDB's AWS-owned key)."""
     if not out.entity.source.managed:
         return
     src = out.entity.source
@@ -84,6 +85,8 @@ def dynamodb_table(out: EntityFile) -> None:
     # delete (a removed mapping, a replacing change), point-in-time recovery restores a bad write.
     body["deletion_protection_enabled"] = src.deletion_protection
     body["point_in_time_recovery"] = {"enabled": src.point_in_time_recovery}
+    if kms_key_arn:
+        body["server_side_encryption"] = {"enabled": True, "kms_key_arn": escape(kms_key_arn)}
     if out.entity.retired:
         # Retired: the sync is gone, the table stays (a plan that would destroy it fails).
         body["lifecycle"] = {"prevent_destroy": True}

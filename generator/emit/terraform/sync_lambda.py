@@ -34,23 +34,37 @@ def sync_lambda(files: Files, project: Project) -> None:
         LAMBDA_FILE,
         "aws_cloudwatch_log_group",
         FUNCTION,
-        {"name": escape(f"/aws/lambda/{lam.function_name}"), "retention_in_days": lam.log_retention_days},
+        {
+            "name": escape(f"/aws/lambda/{lam.function_name}"),
+            "retention_in_days": lam.log_retention_days,
+            **({"kms_key_id": escape(project.kms_key_arn)} if project.kms_key_arn else {}),
+        },
     )
 
 
 def _environment(project: Project) -> dict[str, str]:
-    """The mapping's environment plus what the generator sets, which it may not set itself."""
+    """project.yaml's lambda.environment plus what the generator sets."""
     env = {escape(key): escape(value) for key, value in project.lambda_.environment}
     generated = {"SYNC_REGISTRY": REGISTRY_FILE, "SYNC_DB_TLS": project.database.tls_mode}
-    if project.database.secret_arn:
-        generated["SYNC_DB_SECRET_ARN"] = escape(project.database.secret_arn)
-    if project.database.ca_bundle:
+    db = project.database
+    if db.secret_arn:
+        generated["SYNC_DB_SECRET_ARN"] = escape(db.secret_arn)
+    if db.ca_bundle:
         generated["SYNC_DB_CA_BUNDLE"] = CA_BUNDLE  # `package` puts the project's file there
-    for key, value in generated.items():
-        if key in env:
-            raise ValueError(f"lambda.environment sets {key}, which the generator sets itself")
-        env[key] = value
-    return env
+    if db.iam is not None:
+        # IAM database authentication (runtime/iam_auth.py): where to connect, as whom; no secret.
+        generated |= {
+            "SYNC_DB_AUTH": "iam",
+            "SYNC_DB_ENGINE": db.dialect,  # postgresql | mysql, as an RDS secret's engine may say
+            "SYNC_DB_HOST": escape(db.iam.host),
+            "SYNC_DB_PORT": str(db.iam.port),
+            "SYNC_DB_USER": escape(db.iam.user),
+            "SYNC_DB_NAME": escape(db.iam.dbname),
+        }
+    if db.proxy:
+        generated["SYNC_DB_PROXY"] = "1"
+    # validate refuses a lambda.environment key of these (checks.project, env-reserved).
+    return env | generated
 
 
 def _function(project: Project) -> dict[str, Any]:
@@ -73,6 +87,8 @@ def _function(project: Project) -> dict[str, Any]:
             conditional(fn("fileexists", package_path), fn("filebase64sha256", package_path), Expr("null"))
         ),
         "environment": {"variables": _environment(project)},
+        # Without a key of the project's, Lambda encrypts the environment with its AWS-owned key.
+        **({"kms_key_arn": escape(project.kms_key_arn)} if project.kms_key_arn else {}),
         # The log group must exist first, or Lambda creates it without a retention and the
         # later create fails with "already exists". CreateFunction checks the VPC permissions.
         "depends_on": [
