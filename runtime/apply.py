@@ -47,7 +47,7 @@ from runtime.config import connect_floor_s, limits_of
 from runtime.deadline import CURRENT, WATCHDOG, Deadline
 from runtime.decode import Change, DecodeError, RefusedValue, SqsRecord, decode, entity_for, parse_sqs_record
 from runtime.dialects.base import BindError, Executor, FastSession, Item, PremiseMissed, statement_index
-from runtime.errors import Classified, unexpected
+from runtime.errors import Classified, SetupError, unexpected
 from runtime.kinds import (
     APPLIED as APPLIED,
 )
@@ -645,6 +645,11 @@ def _apply(
                 last = exc.classified
             except DBAPIError as exc:
                 last = stmts.dialect.classify(exc, foreign_key_transient=registry.foreign_key_transient)
+            except SetupError as exc:
+                # No connection could be made as it must be (runtime.errors): trying again
+                # at once would fail the same way.
+                last = Classified(TRANSIENT, str(exc), True)
+                break
             if last.auth or budget.passed:
                 break
     finally:

@@ -54,5 +54,11 @@ LAMBDA_MEMORY_MIN, LAMBDA_MEMORY_MAX = 128, 10_240  # a function's memory in MB
 LAMBDA_ZIP_DIRECT_UPLOAD_BYTES = 50 * 1024 * 1024  # a zip uploaded directly (not through S3)
 LAMBDA_UNZIPPED_BYTES = 250 * 1024 * 1024  # a function's code, unzipped
 
+# --- RDS (the User Guide's IAM database authentication and RDS Proxy pages) --------------------
+RDS_IAM_TOKEN_SECONDS = 900  # an IAM authentication token is accepted for 15 minutes
+# RDS Proxy pins a client connection to its database connection on any statement whose text
+# is longer than 16 KB ("Avoiding pinning an RDS Proxy"); read as 16,000 bytes, the smaller
+RDS_PROXY_STATEMENT_BYTES = 16_000
+
 # --- CloudWatch (the PutMetricAlarm API reference: EvaluationPeriods x Period is at most one day) ---
 CLOUDWATCH_ALARM_MINUTES_MAX = 1440  # one-minute periods an alarm evaluates at most

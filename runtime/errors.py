@@ -72,3 +72,9 @@ def connection_lost(reason: str) -> Classified:
 def unexpected(exc: BaseException, what: str) -> str:
     """The reason for an exception nothing expected (a defect, or a driver's surprise)."""
     return cut(f"{what}: {type(exc).__name__}: {first_line(str(exc))}", REASON_MAX - 30)
+
+
+class SetupError(Exception):
+    """A connection the runtime could not set up as it must be (no login token could be
+    signed; an RDS Proxy whose session settings are not the runtime's): the whole batch fails
+    transiently with this message, which says what to fix."""

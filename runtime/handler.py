@@ -6,8 +6,8 @@ client-side limits derived from the function's timeout (runtime.config.Limits).
 
 Each invocation plans against `context.get_remaining_time_in_millis()`: apply_batch answers
 by the Lambda's deadline less a margin, reporting what it could not finish for a retry. When
-the database refuses the login, the secret is fetched again and the batch retried once at
-once with the new credentials (a rotation).
+the database refuses the login, the secret is fetched again (with IAM authentication: a new
+token is signed) and the batch retried once at once with the new credentials (a rotation).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class _Runtime:
 
     def renew_engine(self) -> None:
         self.engine.dispose()
-        self.engine = make_engine(self.source.url, limits=self.limits)
+        self.engine = make_engine(self.source.url, limits=self.limits, password=self.source.password)
 
 
 _runtime: _Runtime | None = None
@@ -67,7 +67,8 @@ def _get_runtime(context: Any) -> _Runtime:
         registry = load_registry()
         limits = Limits.for_timeout(_timeout_seconds(context))
         source = DatabaseSource()
-        _runtime = _Runtime(registry, source, limits, make_engine(source.url, limits=limits))
+        engine = make_engine(source.url, limits=limits, password=source.password)
+        _runtime = _Runtime(registry, source, limits, engine)
     return _runtime
 
 

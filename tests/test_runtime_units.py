@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -49,19 +50,30 @@ def test_runtime_never_imports_generator() -> None:
     assert offenders == []
 
 
-def test_cold_start_imports_only_stdlib_sqlalchemy_and_driver() -> None:
-    # GIVEN a fresh interpreter
+@pytest.mark.parametrize("auth", ["password", "iam"])
+def test_cold_start_imports_only_stdlib_sqlalchemy_and_driver(auth: str) -> None:
+    # GIVEN a fresh interpreter, and the Lambda's database variables for `auth`
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "AWS_"))}
+    env |= {"SYNC_DB_AUTH": auth, "SYNC_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:9/db",
+            "AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x"}  # fmt: skip
     code = (
         "import sys, runtime.handler, runtime.registry, runtime.config;"
+        "bad = lambda: ','.join(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'generator', 'jinja2', 'jsonschema', 'yaml'}));"
         f"runtime.registry.load_registry({str(REGISTRY)!r});"
-        "runtime.config.make_engine('postgresql+psycopg://u@127.0.0.1:9/db');"
-        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'generator', 'jinja2', 'jsonschema', 'yaml'});"
-        "print(','.join(bad))"
+        "source = runtime.config.DatabaseSource();"
+        "runtime.config.make_engine(source.url, password=source.password);"
+        "print(bad());"
+        "source.password and source.password();"
+        "print(bad())"
     )
-    # WHEN the handler is imported and the registry and engine are loaded
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    # THEN nothing beyond SQLAlchemy and the driver came in (boto3 only for a secret)
-    assert out.stdout.strip() == ""
+    # WHEN the handler is imported, and the registry, the database source and the engine are
+    # made as a first invocation makes them; then a first connection's password is asked for
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    # THEN nothing beyond SQLAlchemy and the driver came in (boto3 only for a secret, or with
+    # IAM authentication when the first token is signed; never with passwords)
+    assert out.stdout.split("\n")[:2] == ["", "" if auth == "password" else "boto3,botocore"]
 
 
 # --- the registry contract ----------------------------------------------------------------

@@ -4,6 +4,11 @@ test CA made here (the cryptography package), one server with TLS and one withou
 database. The TLS server's certificate can be swapped for one naming another host, and
 reloaded without a restart (PostgreSQL: pg_ctl reload; MariaDB: FLUSH SSL).
 
+For the IAM authentication tests (tests/test_iam_auth.py) a server also checks passwords:
+PostgreSQL for the roles given to Server.require_password (every other login is trusted),
+MariaDB when started with grants=True (its administrator then logs in over the Unix socket,
+Server.admin_url).
+
 Each start is skipped (with the reason) when the machine lacks what it needs: the server
 binaries, a non-loopback IPv4 address, the postgres system user."""
 
@@ -155,6 +160,23 @@ class Server:
         q = "&".join(f"{k}={v}" for k, v in query.items())
         return f"{scheme}{self.host}:{self.port}/{db}" + (f"?{q}" if q else "")
 
+    def admin_url(self, database: str | None = None) -> str:
+        """The administrator's URL (PostgreSQL: postgres, trusted; MariaDB: root over the
+        Unix socket, which a server with grant tables requires)."""
+        if self.kind == "postgresql":
+            return self.url().rsplit("/", 1)[0] + f"/{database or 'postgres'}"
+        return f"mysql+pymysql://root@localhost/{database or 'mysql'}?unix_socket={self.folder / 'sock'}"
+
+    def require_password(self, role: str) -> None:
+        """PostgreSQL: `role` logs in with its password over TLS only (plain text refused,
+        as RDS refuses an IAM token without TLS); other logins stay trusted."""
+        assert self.kind == "postgresql"
+        hba = self.folder / "data" / "pg_hba.conf"
+        rules = f"hostssl all {role} 0.0.0.0/0 scram-sha-256\nhost all {role} 0.0.0.0/0 reject\n"
+        hba.write_text(rules + hba.read_text())
+        _pg(["pg_ctl", "-D", str(self.folder / "data"), "reload"])
+        time.sleep(0.5)
+
     def use_cert(self, cert: Path) -> None:
         """Serve `cert` (with the same key) from now on."""
         assert self.pki is not None
@@ -210,7 +232,8 @@ def start_postgresql(pki: Pki, *, tls: bool) -> Server:
     return Server("postgresql", pki.address, port, folder, tls, pki)
 
 
-def start_mariadb(pki: Pki, *, tls: bool) -> Server:
+def start_mariadb(pki: Pki, *, tls: bool, grants: bool = False) -> Server:
+    """grants: the server checks users and passwords (without: anyone logs in as anyone)."""
     if not INSTALL_DB or not Path(MARIADBD).exists():
         raise FileNotFoundError("MariaDB server binaries (mariadbd, mariadb-install-db) not found")
     folder = Path(tempfile.mkdtemp(prefix="sync-tls-mariadb-"))
@@ -224,8 +247,10 @@ def start_mariadb(pki: Pki, *, tls: bool) -> Server:
     args = [
         MARIADBD, "--no-defaults", f"--datadir={data}", "--user=root", f"--port={port}",
         f"--bind-address={pki.address}", f"--socket={folder / 'sock'}", f"--pid-file={folder / 'pid'}",
-        "--skip-grant-tables", "--innodb-buffer-pool-size=16M", "--skip-log-bin",
+        "--innodb-buffer-pool-size=16M", "--skip-log-bin",
     ]  # fmt: skip
+    if not grants:
+        args.append("--skip-grant-tables")
     if tls:
         shutil.copy(pki.cert, folder / "server.crt")
         args += [f"--ssl-cert={folder / 'server.crt'}", f"--ssl-key={pki.key}", f"--ssl-ca={pki.ca}"]

@@ -10,6 +10,7 @@ errors are classified. Callers ask the dialect; no other module compares dialect
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -296,6 +297,20 @@ def positional(cache: dict[Any, Any], stmt: ClauseElement, dialect: SQLAlchemyDi
     return c
 
 
+# Engines whose host is an RDS Proxy endpoint (runtime.config.make_engine, SYNC_DB_PROXY=1):
+# their sessions avoid what would pin a client connection to one database connection.
+_PROXIED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def mark_proxied(engine: Engine) -> None:
+    _PROXIED.add(engine)
+
+
+def proxied(bind: Engine | Connection) -> bool:
+    """Whether `bind` (an engine, or a connection of one) talks to an RDS Proxy."""
+    return (bind.engine if isinstance(bind, Connection) else bind) in _PROXIED
+
+
 @dataclass
 class EngineOptions:
     """What create_engine gets for a dialect: the driver's connect arguments and the pool's."""
@@ -315,6 +330,8 @@ class Dialect:
     upsert_reads_first: ClassVar[bool] = False
     # The least time a new connection may take to fail (libpq: 2 s).
     min_connect_seconds: ClassVar[float] = 0.0
+    # The server's default port; None: not a network server (no IAM authentication, no RDS Proxy).
+    default_port: ClassVar[int | None] = None
     # Whether timestamp columns keep no zone, so aware values are sent as UTC wall time.
     naive_timestamps: ClassVar[bool] = False
     # The SQLAlchemy URL scheme (dialect+driver) the runtime connects with, and the driver's
@@ -418,7 +435,8 @@ class Dialect:
 
     # -- connections ----------------------------------------------------------------------
 
-    def engine_options(self, limits: Limits) -> EngineOptions:
+    def engine_options(self, limits: Limits, *, proxy: bool = False) -> EngineOptions:
+        """create_engine's arguments; `proxy`: the host is an RDS Proxy endpoint."""
         return EngineOptions()
 
     def tls_args(self, tls: Tls, url: URL) -> dict[str, Any]:
@@ -426,8 +444,14 @@ class Dialect:
         none for a loopback host, or when the URL sets TLS itself."""
         return {}
 
-    def on_engine(self, engine: Engine, limits: Limits) -> None:
+    def on_engine(self, engine: Engine, limits: Limits, *, proxy: bool = False) -> None:
         """Hook the engine's connection events (per-connection settings, timeouts)."""
+
+    def proxy_init_query(self, limits: Limits) -> str | None:
+        """What an RDS Proxy in front of this database must run on each database connection
+        it opens (its target group's initialization query, init_query) for the runtime's
+        sessions; None: nothing."""
+        return None
 
     def session(self, conn: Connection, compiled_cache: dict[Any, Any]) -> FastSession:
         """The fastest transaction the connection's driver supports."""

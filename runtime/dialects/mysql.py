@@ -24,6 +24,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeEngine
 
+from runtime.aws_limits import RDS_PROXY_STATEMENT_BYTES
 from runtime.deadline import CURRENT
 from runtime.dialects.base import (
     BindError,
@@ -33,8 +34,17 @@ from runtime.dialects.base import (
     FastSession,
     Result,
     mark_statement,
+    proxied,
 )
-from runtime.errors import PERMANENT, TRANSIENT, Classified, first_line, foreign_key, login_refused
+from runtime.errors import (
+    PERMANENT,
+    TRANSIENT,
+    Classified,
+    SetupError,
+    first_line,
+    foreign_key,
+    login_refused,
+)
 from runtime.tls import Tls, TlsMode
 
 if TYPE_CHECKING:
@@ -79,6 +89,20 @@ AUTH = {1045, 1698}
 # deadlock, not on a lock wait timeout) or the connection is gone (client errors, 2000+).
 ENDS_TRANSACTION = {1213, 1927, 1053, 4031}
 SQL_MODE = "STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ENGINE_SUBSTITUTION"
+TIME_ZONE = "+00:00"  # timestamps are stored as UTC wall time (naive_timestamps)
+PINNING_DOC = "https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-proxy-pinning.html"
+
+
+def _lock_wait_s(limits: Limits) -> int:
+    """innodb_lock_wait_timeout (whole seconds, at least 1) for the runtime's lock timeout."""
+    return max(1, math.ceil(limits.lock_timeout_ms / 1000))
+
+
+def _tracked_settings() -> str:
+    """The session settings RDS Proxy tracks (sql_mode, time_zone): setting them does not pin
+    a client connection; the proxy reuses a database connection for sessions whose values
+    are the same ("Avoiding pinning an RDS Proxy", what RDS Proxy tracks for MySQL)."""
+    return f"SESSION sql_mode='{SQL_MODE}', SESSION time_zone='{TIME_ZONE}'"
 
 
 class MySQL(Dialect):
@@ -89,6 +113,7 @@ class MySQL(Dialect):
     upsert_reads_first = True
     naive_timestamps = True  # DATETIME keeps no zone: values are stored as UTC wall time
     min_connect_seconds = 0.5
+    default_port = 3306
 
     # -- statements -----------------------------------------------------------------------
 
@@ -121,8 +146,21 @@ class MySQL(Dialect):
 
     # -- connections ----------------------------------------------------------------------
 
-    def engine_options(self, limits: Limits) -> EngineOptions:
+    def session_init(self, limits: Limits) -> str:
+        """The SET statement every session of the runtime starts with: on a direct connection
+        its init_command; behind an RDS Proxy, the proxy's initialization query."""
+        return f"SET SESSION innodb_lock_wait_timeout={_lock_wait_s(limits)}, {_tracked_settings()}"
+
+    def proxy_init_query(self, limits: Limits) -> str | None:
+        return self.session_init(limits)
+
+    def engine_options(self, limits: Limits, *, proxy: bool = False) -> EngineOptions:
         from pymysql.constants import CLIENT
+
+        # Behind an RDS Proxy, setting innodb_lock_wait_timeout (which the proxy does not
+        # track) would pin every client connection: the proxy's initialization query sets it
+        # on each database connection (session_init), and on_engine checks it at connect.
+        init = f"SET {_tracked_settings()}" if proxy else self.session_init(limits)
 
         return EngineOptions(
             connect_args={
@@ -135,10 +173,7 @@ class MySQL(Dialect):
                 # Multi-statement: a batch's writes go out in one round trip. SQLAlchemy always
                 # sets FOUND_ROWS; connect_args replace its flags, so keep it.
                 "client_flag": CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS,
-                "init_command": (
-                    f"SET SESSION innodb_lock_wait_timeout={max(1, math.ceil(limits.lock_timeout_ms / 1000))}, "
-                    f"SESSION sql_mode='{SQL_MODE}', SESSION time_zone='+00:00'"
-                ),
+                "init_command": init,
                 "charset": "utf8mb4",
             },
             pool=self.LAMBDA_POOL,
@@ -156,11 +191,12 @@ class MySQL(Dialect):
             ctx.verify_mode = ssl.CERT_NONE
         return {"ssl": ctx}
 
-    def on_engine(self, engine: Engine, limits: Limits) -> None:
+    def on_engine(self, engine: Engine, limits: Limits, *, proxy: bool = False) -> None:
         """A new connection never waits past the batch's deadline (runtime.deadline.CURRENT):
         its connect timeout is clamped to the time left. PyMySQL reads the server's greeting
         with its read timeout, so that is clamped for the handshake too, and set back once
-        connected."""
+        connected. Behind an RDS Proxy, a new connection's session settings are checked
+        (check_proxy_session)."""
         floor = self.min_connect_seconds
 
         @event.listens_for(engine, "do_connect")
@@ -179,13 +215,47 @@ class MySQL(Dialect):
                 dbapi_connection._read_timeout = limits.network_timeout_s
                 dbapi_connection._write_timeout = limits.network_timeout_s
 
+        if proxy:
+
+            @event.listens_for(engine, "connect")
+            def _check(dbapi_connection: Any, _record: Any) -> None:
+                self.check_proxy_session(dbapi_connection, limits)
+
+    def check_proxy_session(self, dbapi_connection: Any, limits: Limits) -> None:
+        """Refuse a connection through an RDS Proxy whose session lacks the runtime's
+        settings (SetupError, naming the initialization query to give the proxy): the lock
+        wait it needs, the sql_mode the statements rely on, UTC for naive timestamps."""
+        cur = dbapi_connection.cursor()
+        try:
+            cur.execute("SELECT @@SESSION.innodb_lock_wait_timeout, @@SESSION.sql_mode, @@SESSION.time_zone")
+            wait, mode, zone = (v.decode() if isinstance(v, bytes) else v for v in cur.fetchone())
+        finally:
+            cur.close()
+        dbapi_connection.rollback()  # no transaction left open: the proxy may lend its connection
+        wrong = []
+        if int(wait) > _lock_wait_s(limits):
+            wrong.append(f"innodb_lock_wait_timeout is {wait} s (at most {_lock_wait_s(limits)} wanted)")
+        lacking = [m for m in SQL_MODE.split(",") if m not in str(mode).split(",")]
+        if lacking:
+            wrong.append(f"sql_mode {mode!r} lacks {','.join(lacking)}")
+        if zone != TIME_ZONE:
+            wrong.append(f"time_zone is {zone!r} (not {TIME_ZONE!r})")
+        if wrong:
+            dbapi_connection.close()
+            raise SetupError(
+                f"behind an RDS Proxy (SYNC_DB_PROXY=1) the session's {'; '.join(wrong)}: the runtime "
+                "cannot set these itself without pinning each connection; give the proxy's target group "
+                f'the initialization query (init_query) "{self.proxy_init_query(limits)}" ({PINNING_DOC})'
+            )
+
     def session(self, conn: Connection, compiled_cache: dict[Any, Any]) -> FastSession:
         if conn.dialect.driver == "pymysql":
             from pymysql.constants import CLIENT
 
             raw = conn.connection.driver_connection
             if getattr(raw, "client_flag", 0) & CLIENT.MULTI_STATEMENTS:
-                return PyMySQLMultiSession(conn, compiled_cache)
+                limit = RDS_PROXY_STATEMENT_BYTES if proxied(conn) else None
+                return PyMySQLMultiSession(conn, compiled_cache, text_limit=limit)
         return FastSession(conn)
 
     def interrupter(self, driver_connection: Any) -> Callable[[], None] | None:
@@ -225,11 +295,41 @@ def _errno(orig: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+def split_texts(texts: list[str], limit: int | None) -> list[tuple[int, list[str]]]:
+    """The statements as the multi-statement texts to send: (index of the first statement,
+    the statements) each, joined with semicolons, at most `limit` bytes long (None: one
+    text); a statement longer than that goes alone."""
+    if limit is None:
+        return [(0, texts)]
+    packets: list[tuple[int, list[str]]] = []
+    size = 0
+    for i, text in enumerate(texts):
+        n = len(text.encode("utf-8")) + 2  # and the ";\n" that joins it to the next
+        if packets and size + n <= limit:
+            packets[-1][1].append(text)
+            size += n
+        else:
+            packets.append((i, [text]))
+            size = n
+    return packets
+
+
 class PyMySQLMultiSession(DriverSession):
     """MySQL multi-statement text: each statement rendered by the driver's own parameter
-    escaping (PyMySQL always binds client-side), joined, sent once, results read in order."""
+    escaping (PyMySQL always binds client-side), joined, sent once, results read in order.
+
+    `text_limit` (behind an RDS Proxy, which pins a client connection on any statement text
+    longer than 16 KB): a phase is sent as several multi-statement texts of at most that many
+    bytes each, one round trip each, inside the same transaction; a single statement longer
+    than that still goes alone (and pins)."""
 
     BEGIN = "START TRANSACTION"
+
+    def __init__(
+        self, conn: Connection, compiled_cache: dict[Any, Any], *, text_limit: int | None = None
+    ) -> None:
+        super().__init__(conn, compiled_cache)
+        self.text_limit = text_limit
 
     def _send(self, statements: list[tuple[Any, dict[str, Any] | None]], results: bool) -> list[Result]:
         with self.raw.cursor() as cur:
@@ -246,13 +346,17 @@ class PyMySQLMultiSession(DriverSession):
             out: list[Result] = []
             i = 0  # the statement whose result is read next: a server error names it
             try:
-                cur.execute(";\n".join(texts))
-                while True:
-                    out.append([tuple(r) for r in cur.fetchall()] if cur.description else cur.rowcount)
-                    if i == len(texts) - 1:
-                        return out
-                    i += 1
-                    cur.nextset()
+                packets = split_texts(texts, self.text_limit)
+                self._trips += len(packets) - 1  # _run counted the phase's first
+                for start, packet in packets:
+                    i = start
+                    cur.execute(";\n".join(packet))
+                    for k in range(len(packet)):
+                        if k:
+                            i = start + k
+                            cur.nextset()
+                        out.append([tuple(r) for r in cur.fetchall()] if cur.description else cur.rowcount)
+                return out
             except self.dialect.loaded_dbapi.Error as exc:
                 mark_statement(exc, i)
                 raise

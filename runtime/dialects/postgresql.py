@@ -69,6 +69,26 @@ _PREPARED: weakref.WeakKeyDictionary[Any, dict[tuple[bytes, tuple[int, ...]], by
 MAX_PREPARED = 400  # per connection; statements beyond it are sent unnamed (planned each time)
 _STALE_PREPARED = {"26000", "0A000"}  # a name the server no longer knows; a cached plan after DDL
 
+# Behind an RDS Proxy (SYNC_DB_PROXY=1), the limits each engine sets as SET LOCAL statements at
+# the start of every transaction, instead of startup options (see PostgreSQL.engine_options).
+_LOCAL_SETTINGS: weakref.WeakKeyDictionary[Engine, tuple[bytes, ...]] = weakref.WeakKeyDictionary()
+
+
+def _timeouts(limits: Limits) -> dict[str, int]:
+    """The server-side limits of the runtime's sessions, in milliseconds.
+    idle_in_transaction_session_timeout: should a client ever vanish inside a transaction,
+    the server ends it rather than keep its locks."""
+    return {
+        "lock_timeout": limits.lock_timeout_ms,
+        "statement_timeout": limits.statement_timeout_ms,
+        "idle_in_transaction_session_timeout": max(60_000, 2 * limits.statement_timeout_ms),
+    }
+
+
+def set_local_statements(limits: Limits) -> tuple[str, ...]:
+    """The limits as SET LOCAL statements (they last until the transaction ends)."""
+    return tuple(f"SET LOCAL {name} = {value}" for name, value in _timeouts(limits).items())
+
 
 class PostgreSQL(OnConflictUpserts):
     name = "postgresql"
@@ -77,6 +97,7 @@ class PostgreSQL(OnConflictUpserts):
     measured_events_per_second = 3400.0
     text_holds_nul = False  # text and jsonb refuse U+0000
     min_connect_seconds = 2.0  # libpq treats any connect timeout below 2 s as 2 s
+    default_port = 5432
 
     # -- statements -----------------------------------------------------------------------
 
@@ -117,35 +138,39 @@ class PostgreSQL(OnConflictUpserts):
 
     # -- connections ----------------------------------------------------------------------
 
-    def engine_options(self, limits: Limits) -> EngineOptions:
+    def engine_options(self, limits: Limits, *, proxy: bool = False) -> EngineOptions:
+        connect_args: dict[str, Any] = {
+            "connect_timeout": max(2, math.ceil(limits.connect_timeout_s)),
+            "application_name": "ddb-sql-sync",
+            # A dead peer is found while waiting for an answer (keepalives) or while sent
+            # data is never acknowledged (tcp_user_timeout, milliseconds; Linux).
+            "keepalives": 1,
+            "keepalives_idle": limits.keepalive_idle_s,
+            "keepalives_interval": limits.keepalive_interval_s,
+            "keepalives_count": limits.keepalive_count,
+            "tcp_user_timeout": int(limits.network_timeout_s * 1000),
+        }
+        if proxy:
+            # RDS Proxy takes only user, database, replication, application_name,
+            # client_encoding, DateStyle, TimeZone and extra_float_digits in the startup
+            # message (User Guide, "Connecting to a database through RDS Proxy"), so no
+            # `options`: the timeouts are SET LOCAL in every transaction instead (on_engine,
+            # PsycopgPipelineSession), which RDS Proxy does not pin on. The planner settings
+            # below serve named statements' cached plans only, and behind a proxy every
+            # statement is unnamed, planned at each execution with its values. psycopg's own
+            # prepared statements (after 5 executions of a query) are off: they pin, and
+            # psycopg clears them with DEALLOCATE ALL, which pins too.
+            connect_args["prepare_threshold"] = None
+            return EngineOptions(connect_args=connect_args, pool=self.LAMBDA_POOL)
         # Every statement the runtime sends finds rows by a unique key (the mapped key, the
         # ledger's and the tombstones' primary keys). On a young table without statistics the
         # planner would pick sequential scans, and a prepared statement would keep that plan
         # for the life of the connection; with sequential scans off, every plan is a key
         # lookup, so each statement shape is planned once per connection (generic plans)
         # instead of on every execution. The settings apply to this connection only.
-        # idle_in_transaction_session_timeout: should a client ever vanish inside a
-        # transaction, the server ends it rather than keep its locks.
-        options = (
-            f"-c lock_timeout={limits.lock_timeout_ms} -c statement_timeout={limits.statement_timeout_ms} "
-            f"-c idle_in_transaction_session_timeout={max(60_000, 2 * limits.statement_timeout_ms)} "
-            "-c enable_seqscan=off -c plan_cache_mode=force_generic_plan"
-        )
-        return EngineOptions(
-            connect_args={
-                "connect_timeout": max(2, math.ceil(limits.connect_timeout_s)),
-                "application_name": "ddb-sql-sync",
-                "options": options,
-                # A dead peer is found while waiting for an answer (keepalives) or while sent
-                # data is never acknowledged (tcp_user_timeout, milliseconds; Linux).
-                "keepalives": 1,
-                "keepalives_idle": limits.keepalive_idle_s,
-                "keepalives_interval": limits.keepalive_interval_s,
-                "keepalives_count": limits.keepalive_count,
-                "tcp_user_timeout": int(limits.network_timeout_s * 1000),
-            },
-            pool=self.LAMBDA_POOL,
-        )
+        settings = {**_timeouts(limits), "enable_seqscan": "off", "plan_cache_mode": "force_generic_plan"}
+        connect_args["options"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
+        return EngineOptions(connect_args=connect_args, pool=self.LAMBDA_POOL)
 
     def tls_args(self, tls: Tls, url: URL) -> dict[str, Any]:
         if not tls.applies_to(url.host) or any(k.startswith("ssl") for k in url.query):
@@ -155,9 +180,12 @@ class PostgreSQL(OnConflictUpserts):
         # libpq 16 and later read sslrootcert=system as the system's trust store.
         return {"sslmode": "verify-full", "sslrootcert": tls.ca_bundle or "system"}
 
-    def on_engine(self, engine: Engine, limits: Limits) -> None:
+    def on_engine(self, engine: Engine, limits: Limits, *, proxy: bool = False) -> None:
         """A new connection never waits past the batch's deadline (runtime.deadline.CURRENT):
-        its connect timeout is clamped to the time left (libpq: whole seconds, at least 2)."""
+        its connect timeout is clamped to the time left (libpq: whole seconds, at least 2).
+        Behind an RDS Proxy, every transaction opened through SQLAlchemy (the per-message
+        path, pruning) starts with the limits as SET LOCAL statements, in the one round trip
+        that opens it (psycopg sends its BEGIN first)."""
 
         @event.listens_for(engine, "do_connect")
         def _clamp(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
@@ -167,9 +195,21 @@ class PostgreSQL(OnConflictUpserts):
             left = at - time.monotonic() - 0.25
             params["connect_timeout"] = max(2, int(min(limits.connect_timeout_s, left)))
 
+        if not proxy:
+            return
+        statements = set_local_statements(limits)
+        _LOCAL_SETTINGS[engine] = tuple(s.encode() for s in statements)
+        text = "; ".join(statements)
+
+        @event.listens_for(engine, "begin")
+        def _local_limits(conn: Connection) -> None:
+            conn.exec_driver_sql(text)
+
     def session(self, conn: Connection, compiled_cache: dict[Any, Any]) -> FastSession:
         if conn.dialect.driver == "psycopg":
-            return PsycopgPipelineSession(conn, compiled_cache)
+            return PsycopgPipelineSession(
+                conn, compiled_cache, local_settings=_LOCAL_SETTINGS.get(conn.engine)
+            )
         return FastSession(conn)
 
     def interrupter(self, driver_connection: Any) -> Callable[[], None] | None:
@@ -230,11 +270,24 @@ class PsycopgPipelineSession(DriverSession):
     since it was read makes the guard refuse the write, and a ledger row written meanwhile
     fails the insert and sends the batch to the per-message path). psycopg's own
     transaction handling (autocommit off) never sends anything for the fast path.
+
+    Behind an RDS Proxy (`local_settings` given) every statement is unnamed, since a named
+    one is session state, and each pipeline is an explicit transaction that opens with the
+    limits as SET LOCAL statements (SET LOCAL outside a transaction block makes the server
+    warn in its log on every batch): BEGIN, the settings, the statements, COMMIT, in the same
+    single round trip. A failed statement leaves that transaction aborted at the Sync, so
+    one more round trip rolls it back before the error is raised.
     """
 
     optimistic = True  # the implicit transaction takes a failed write's whole pipeline back
 
-    def __init__(self, conn: Connection, compiled_cache: dict[Any, Any]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        compiled_cache: dict[Any, Any],
+        *,
+        local_settings: tuple[bytes, ...] | None = None,
+    ) -> None:
         super().__init__(conn, compiled_cache)
         from psycopg.adapt import PyFormat, Transformer
 
@@ -245,6 +298,9 @@ class PsycopgPipelineSession(DriverSession):
         if names is None:
             names = _PREPARED[self.raw] = {}
         self.names = names
+        self.named = local_settings is None
+        self._head: tuple[bytes, ...] = () if local_settings is None else (b"BEGIN", *local_settings)
+        self._tail: tuple[bytes, ...] = () if local_settings is None else (b"COMMIT",)
         self._read = False  # writes sent before any read are the optimistic attempt
 
     def _compile(self, items: Sequence[Item]) -> list[tuple[Any, dict[str, Any] | None]]:
@@ -275,7 +331,7 @@ class PsycopgPipelineSession(DriverSession):
 
     def _send(self, statements: list[tuple[Any, dict[str, Any] | None]], results: bool) -> list[Result]:
         from psycopg import errors
-        from psycopg.pq import ExecStatus
+        from psycopg.pq import ExecStatus, TransactionStatus
 
         tx, auto = self.tx, self._auto
         # Bind first: every value is adapted before anything is queued, so a value psycopg
@@ -293,6 +349,8 @@ class PsycopgPipelineSession(DriverSession):
         # would commit): the session is then broken, and the connection dropped (_run).
         try:
             out, error = self._exchange(bound, results, errors, ExecStatus)
+            if self._tail and error is not None and self.pg.transaction_status != TransactionStatus.IDLE:
+                self._rollback(errors, ExecStatus)  # the explicit transaction was left aborted
         except BaseException:
             self.broken = True
             raise
@@ -300,17 +358,29 @@ class PsycopgPipelineSession(DriverSession):
             raise error
         return out
 
+    def _rollback(self, errors: Any, status_of: Any) -> None:
+        pg = self.pg
+        pg.send_query(b"ROLLBACK")
+        self._flush()
+        while (res := self._result()) is not None:
+            if res.status != status_of.COMMAND_OK:
+                raise errors.error_from_result(res, encoding=self.raw.info.encoding)
+
     def _exchange(
         self, bound: list[Any], results: bool, errors: Any, status_of: Any
     ) -> tuple[list[Result], Exception | None]:
         pg, names = self.pg, self.names
-        # (index of the statement, the name a PREPARE queued for it; None for its execution)
+        # (index of the statement, -1 for the session's own; the name a PREPARE queued for
+        # it, None for its execution)
         queue: list[tuple[int, bytes | None]] = []
         pg.enter_pipeline_mode()
+        for sql in self._head:
+            pg.send_query_params(sql, None)
+            queue.append((-1, None))
         for i, (c, dumped, types, formats) in enumerate(bound):
             key = (c.sql, types)
             name = names.get(key)
-            if name is None and len(names) < MAX_PREPARED:
+            if name is None and self.named and len(names) < MAX_PREPARED:
                 name = b"dss_%d" % len(names)
                 pg.send_prepare(name, c.sql, param_types=types)
                 queue.append((i, name))
@@ -320,6 +390,9 @@ class PsycopgPipelineSession(DriverSession):
             else:
                 pg.send_query_prepared(name, dumped, param_formats=formats)
             queue.append((i, None))
+        for sql in self._tail:
+            pg.send_query_params(sql, None)
+            queue.append((-1, None))
         pg.pipeline_sync()
         self._flush()
         out: list[Result] = [0] * len(bound)
@@ -333,18 +406,18 @@ class PsycopgPipelineSession(DriverSession):
                     break
                 status = res.status
                 if status == status_of.TUPLES_OK:
-                    if results and new_name is None:
+                    if results and new_name is None and i >= 0:
                         tx.set_pgresult(res)
                         out[i] = tx.load_rows(0, res.ntuples, tuple)
                 elif status == status_of.COMMAND_OK:
-                    if results and new_name is None:
+                    if results and new_name is None and i >= 0:
                         out[i] = res.command_tuples or 0
                 else:
                     if new_name is not None:  # never prepared: forget the name
                         self._forget(new_name)
                     if status == status_of.FATAL_ERROR and error is None:
                         error = errors.error_from_result(res, encoding=encoding)
-                        mark_statement(error, i)
+                        mark_statement(error, i if i >= 0 else None)
                         if getattr(error, "sqlstate", None) in _STALE_PREPARED:
                             names.clear()
         sync = self._result()

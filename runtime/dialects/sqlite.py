@@ -85,12 +85,12 @@ class SQLite(OnConflictUpserts):
     def lookup_missed(self, orig: BaseException) -> bool:
         return "malformed json" in str(orig).lower()
 
-    def engine_options(self, limits: Limits) -> EngineOptions:
+    def engine_options(self, limits: Limits, *, proxy: bool = False) -> EngineOptions:
         # SQLAlchemy's own pool for SQLite (one connection per thread for a file, a static
         # one for :memory:); a lock wait gives up after the lock timeout.
         return EngineOptions(connect_args={"timeout": limits.lock_timeout_ms / 1000})
 
-    def on_engine(self, engine: Engine, limits: Limits) -> None:
+    def on_engine(self, engine: Engine, limits: Limits, *, proxy: bool = False) -> None:
         # SQLite enforces foreign keys only when asked, per connection.
         @event.listens_for(engine, "connect")
         def _foreign_keys(dbapi_connection: Any, _record: Any) -> None:
