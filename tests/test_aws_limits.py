@@ -90,6 +90,7 @@ NOT_AWS = {
     f"{P}/alarms/properties/stale_events_per_minute",
     "properties/lambda/properties/reserved_concurrency",
     "properties/prune/properties/batch_rows",  # rows per DELETE of runtime/prune.py
+    "properties/database/properties/auth/properties/port",  # a TCP port
     "$defs/table/properties/each/properties/start",  # how the legacy table counts positions
     "$defs/table/properties/each/properties/max_elements",  # the user's bound; validate holds it to SQS's
 }

@@ -413,3 +413,59 @@ def test_every_option_applies_on_moto(deployed_options: DeployedPipeline) -> Non
     vpc = deployed_options.network["vpc-0a1b2c3d4e5f60001"]
     endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["VpcEndpoints"]
     assert [e["ServiceName"] for e in endpoints] == ["com.amazonaws.ap-northeast-1.sts"]
+
+
+def test_mysql_behind_a_proxy_is_told_the_init_query_its_timeout_needs(project: Path) -> None:
+    # GIVEN MySQL behind an RDS Proxy, the Lambda's timeout 60 s
+    edit_project(
+        project,
+        lambda s: (
+            iam_auth(s),
+            s["database"].update(dialect="mysql"),
+            s["lambda"].update(timeout_seconds=60),
+        ),
+    )
+    model, diags = validated(project)
+    (warning,) = found(diags, "proxy-init-query")
+    # THEN validate gives the exact initialization query, with the lock wait of that timeout
+    assert model is not None and warning.path == "database.proxy"
+    assert "SET SESSION innodb_lock_wait_timeout=6, SESSION sql_mode=" in warning.hint
+    assert "SESSION time_zone='+00:00'" in warning.hint
+    # AND PostgreSQL needs none
+    edit_project(project, lambda s: s["database"].update(dialect="postgresql"))
+    _, diags = validated(project)
+    assert not found(diags, "proxy-init-query")
+
+
+def test_a_limit_the_lambda_would_refuse_is_refused_by_validate(project: Path) -> None:
+    edit_project(project, lambda s: s["lambda"].update(environment={"SYNC_LOCK_TIMEOUT_MS": "soon"}))
+    model, diags = validated(project)
+    (error,) = found(diags, "env-limit")
+    assert model is None and "SYNC_LOCK_TIMEOUT_MS='soon'" in error.message
+
+
+def test_the_readme_walk_through_validates_without_a_warning_of_its_own(project: Path) -> None:
+    # GIVEN the project.yaml settings of README.md's "Deploying into private subnets"
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Deploying into private subnets") : readme.index("### Security review")]
+    block = section[section.index("```yaml\n") + 8 : section.index("```", section.index("```yaml\n") + 8)]
+    walk = yaml.safe_load("\n".join(line.removeprefix("   ") for line in block.splitlines()))
+
+    def merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    def apply(settings: dict[str, Any]) -> None:
+        settings["lambda"]["vpc"] = {}
+        settings["database"] = {}
+        merge(settings, walk)
+
+    edit_project(project, apply)
+    model, diags = validated(project)
+    # THEN it validates; the only warnings are the bundled mappings' own (the article's queue settings)
+    assert model is not None, [d.render() for d in diags]
+    assert {d.file for d in diags} <= {"mappings/orders.yaml"}, [d.render() for d in diags]
+    assert model.project.database.iam is not None and model.project.database.proxy

@@ -10,6 +10,8 @@ from sqlalchemy import MetaData
 from generator.checks.identifiers import derived_name_problems
 from generator.checks.problem import Problem, warn
 from generator.model import Project
+from runtime import dialects
+from runtime.config import ConfigError, Limits
 from runtime.schema import ledger_table, tombstone_table
 
 
@@ -85,6 +87,18 @@ def check_project(project: Project) -> Iterator[Problem]:
             "give a path inside build/, such as lambda.zip",
             "lambda-package",
         )
+    try:
+        limits = Limits.for_timeout(project.lambda_.timeout_seconds, dict(project.lambda_.environment))
+    except ConfigError as exc:
+        yield Problem(
+            ("lambda", "environment"),
+            f"the Lambda would refuse its environment at startup: {exc}",
+            "give each SYNC_*_MS / SYNC_*_S limit a positive number (README.md, The sync Lambda)",
+            "env-limit",
+        )
+    else:
+        if db.proxy:
+            yield from _proxy_problems(project, limits)
     if db.iam is not None:
         yield from _iam_problems(project)
     elif not db.secret_arn:
@@ -157,6 +171,21 @@ def _iam_problems(project: Project) -> Iterator[Problem]:
             "behind an RDS Proxy, name the proxy's id (prx-...) and set database.proxy: true; "
             "without one, name the instance's (db-...) or cluster's (cluster-...) resource id",
             "iam-auth",
+        )
+
+
+def _proxy_problems(project: Project, limits: Limits) -> Iterator[Problem]:
+    """Behind an RDS Proxy, what the proxy must set on its database connections (MySQL: the
+    lock wait, which the runtime cannot set without pinning; runtime/dialects/mysql.py)."""
+    query = dialects.for_name(project.database.dialect).proxy_init_query(limits)
+    if query:
+        yield warn(
+            ("database", "proxy"),
+            "behind an RDS Proxy the sync Lambda does not set its lock wait itself (a SET the proxy does "
+            "not track pins the connection): the proxy must, or every batch is refused at connect",
+            f"set the proxy's initialization query (its default target group's connection_pool_config "
+            f'init_query) to "{query}" (docs/database-auth.md, RDS Proxy)',
+            "proxy-init-query",
         )
 
 
