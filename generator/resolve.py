@@ -48,6 +48,7 @@ from generator.model import (
     Version,
 )
 from generator.yamlload import Located
+from runtime import dialects
 from runtime.aws_limits import DYNAMODB_STREAM_RETENTION_SECONDS
 
 
@@ -122,9 +123,6 @@ def resolve_project(doc: Located) -> Project:
     )
 
 
-DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
-
-
 def _iam_auth(db: dict[str, Any]) -> IamAuth | None:
     """database.auth with mode iam (its missing settings are check_project's to report)."""
     auth = db.get("auth") or {}
@@ -133,7 +131,7 @@ def _iam_auth(db: dict[str, Any]) -> IamAuth | None:
     dialect = db.get("dialect", defaults.project("database", "dialect"))
     return IamAuth(
         host=auth.get("host", ""),
-        port=auth.get("port", DEFAULT_PORTS.get(dialect, 5432)),
+        port=auth.get("port") or dialects.for_name(dialect).default_port or 0,
         user=auth.get("user", ""),
         dbname=auth.get("dbname", ""),
         resource_id=auth.get("resource_id", ""),

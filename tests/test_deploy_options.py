@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from generator.checks.project import GENERATED_ENVIRONMENT
 from generator.diagnostics import Diagnostic
 from generator.emit.terraform import terraform_files
 from generator.load import load
@@ -252,6 +253,8 @@ def test_iam_authentication_sets_the_connection_and_grants_rds_db_connect_on_tha
         "SYNC_DB_NAME": "legacy",
         "SYNC_DB_PROXY": "1",
     }
+    # AND validate keeps lambda.environment off every one of them
+    assert set(env) <= set(GENERATED_ENVIRONMENT)
     sync = statements(files, "sync")
     assert "ReadDatabaseSecret" not in sync
     assert sync["ConnectAsDatabaseUser"] == {
