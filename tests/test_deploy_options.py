@@ -315,6 +315,11 @@ def test_service_trust_policies_name_the_resource_the_service_acts_for(model: Mo
             {"test": "StringEquals", "variable": "aws:SourceAccount", "values": [account]},
             {"test": "StringEquals", "variable": "aws:SourceArn", "values": [source]},
         ]
+    # AND the Lambda's execution role this account's Lambda only
+    (trust,) = docs["sync_assume"]["statement"]
+    assert trust["condition"] == [
+        {"test": "StringEquals", "variable": "aws:SourceAccount", "values": [account]}
+    ]
 
 
 # --- applied on moto ------------------------------------------------------------------------

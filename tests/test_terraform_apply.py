@@ -416,11 +416,10 @@ def test_iam_roles_are_least_privilege(deployed: DeployedPipeline, aws: Any, mod
         (trust,) = _statements(role["AssumeRolePolicyDocument"])
         assert trust["Principal"] == {"Service": principal}
         assert trust["Action"] == "sts:AssumeRole"
-        if source is not None:
-            # confused-deputy guard: this resource (the deployed Pipe's own ARN) of this account
-            assert trust["Condition"] == {
-                "StringEquals": {"aws:SourceAccount": account, "aws:SourceArn": source}
-            }
+        # confused-deputy guard: this resource (the deployed Pipe's own ARN) of this account
+        # (Lambda's: this account only)
+        guard = {"aws:SourceAccount": account} | ({"aws:SourceArn": source} if source else {})
+        assert trust["Condition"] == {"StringEquals": guard}
         (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
         statements = _statements(
             iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]

@@ -151,7 +151,13 @@ def lambda_role(files: Files, model: Model) -> None:
         LAMBDA_FILE,
         "aws_iam_policy_document",
         f"{FUNCTION}_assume",
-        assume_policy("LambdaAssume", "lambda.amazonaws.com"),
+        # This account's Lambda only. No aws:SourceArn: AWS does not document one for Lambda
+        # assuming an execution role; who may give the role to a function is iam:PassRole's.
+        assume_policy(
+            "LambdaAssume",
+            "lambda.amazonaws.com",
+            [string_equals("aws:SourceAccount", ref("data", "aws_caller_identity", ACCOUNT, "account_id"))],
+        ),
     )
     files.data(LAMBDA_FILE, "aws_iam_policy_document", FUNCTION, policy_document(_lambda_statements(model)))
     role(files, LAMBDA_FILE, FUNCTION, model.project.lambda_.role_name, "sync-access")
