@@ -9,7 +9,10 @@ checked out into a temporary git worktree, removed afterwards), on freshly creat
 that tree's own registry, with a warm pooled connection, and times the apply loop only; the
 final rows and the ledger are checked after every run. Variants of the current tree:
 `head` (apply_batch as the local tools call it, no deadline) and `head+deadline` (as the
-Lambda handler calls it: a deadline, so the watchdog is armed and disarmed every batch).
+Lambda handler calls it: a deadline, so the watchdog is armed and disarmed every batch);
+with --proxy, `head+proxy` too: the connection shaped for an RDS Proxy (SYNC_DB_PROXY=1:
+unnamed statements, timeouts by SET LOCAL), against the same server, so what that mode costs
+the client and the server (PostgreSQL only: on MySQL the mode needs the proxy's init query).
 """
 
 from __future__ import annotations
@@ -140,10 +143,14 @@ def instructions(src: Path, url: str, batches: int, deadline: bool) -> float:
     return (counts[1] - counts[0]) / batches
 
 
-def run_child(src: Path, url: str, events: int, tag: str, deadline: bool) -> dict[str, Any]:
+def run_child(
+    src: Path, url: str, events: int, tag: str, deadline: bool, proxy: bool = False
+) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--src", str(src), "--url", url]
     cmd += ["--events", str(events), "--tag", tag] + (["--deadline"] if deadline else [])
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "SYNC_DB_PROXY")}
+    if proxy:
+        env["SYNC_DB_PROXY"] = "1"
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=src, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"child failed ({src}):\n{out.stderr[-3000:]}")
@@ -171,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="r0", help=argparse.SUPPRESS)
     ap.add_argument("--deadline", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--proxy", action="store_true", help="also measure head+proxy (SYNC_DB_PROXY=1)")
     ap.add_argument(
         "--instructions",
         type=int,
@@ -220,10 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             variants = {
-                "base": (base_dir, False),
-                "head": (head_dir, False),
-                "head+deadline": (head_dir, True),
+                "base": (base_dir, False, False),
+                "head": (head_dir, False, False),
+                "head+deadline": (head_dir, True, False),
             }
+            if args.proxy:
+                variants["head+proxy"] = (head_dir, False, True)
             for dialect in args.dialects.split(","):
                 url = os.environ.get(f"BENCH_{dialect.upper()}_URL", DEFAULT_URLS[dialect])
                 ensure_database(url)
@@ -232,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                     names = list(variants)
                     order = names[rep % len(names) :] + names[: rep % len(names)]  # rotate who goes first
                     for name in order:
-                        src, deadline = variants[name]
-                        res = run_child(src, url, args.events, f"r{rep}{name[:1]}", deadline)
+                        src, deadline, proxy = variants[name]
+                        res = run_child(src, url, args.events, f"r{rep}{name[:1]}", deadline, proxy)
                         res["load"] = loadavg()
                         runs[name].append(res)
                         print(
@@ -242,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                 results[dialect] = runs
                 if args.instructions:
-                    for name, (src, deadline) in variants.items():
+                    for name, (src, deadline, _proxy) in variants.items():
                         count = instructions(src, url, args.instructions, deadline)
                         for res in runs[name]:
                             res["instructions"] = count
@@ -266,11 +276,11 @@ def render(args: argparse.Namespace, results: dict[str, Any], base_rev: str, hea
         "# The runtime at two commits (benchmarks/ab_runtime.py)",
         "",
         f"Command: `python benchmarks/ab_runtime.py --base {args.base} --events {args.events} --reps {args.reps} "
-        f"--dialects {args.dialects}`. Base `{base_rev}`, head `{head_rev}`. Machine: {platform.machine()}, "
+        f"--dialects {args.dialects}{' --proxy' if args.proxy else ''}`. Base `{base_rev}`, head `{head_rev}`. Machine: {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.",
         "",
         f"{args.events:,} events of the orders workload in batches of 10, each run in a fresh process on fresh "
-        "tables, a warm pooled connection, the apply loop timed; the three variants alternate (the first of each "
+        "tables, a warm pooled connection, the apply loop timed; the variants alternate (the first of each "
         "rep rotates); every run's rows and ledger checked. Medians of the runs. Client CPU is the "
         "benchmark process's own CPU time per batch (`time.process_time()`), what a Lambda pays at a "
         "fraction of a vCPU, and steadier than wall time on a shared machine whose database runs beside it.",
