@@ -336,6 +336,7 @@ class Reconciler:
         out: Rows = {t: {} for t in self.plans}
         sets: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {t: {} for t in self.plans}
         created = self.source.created
+        queue_arn = f"arn:aws:sqs:local:000000000000:{self.spec.queue}"
         for item in items:
             record = self.synth.record(item, created)
             item_key = {k: item[k] for k in self.synth.keys}
@@ -353,7 +354,7 @@ class Reconciler:
                     "messageId": "reconcile",
                     "body": entry.body,
                     "attributes": {"MessageGroupId": entry.group_id},
-                    "eventSourceARN": f"arn:aws:sqs:local:000000000000:{self.spec.queue}",
+                    "eventSourceARN": queue_arn,
                 }
             )
             try:

@@ -280,14 +280,18 @@ def _values_matcher(rules: list[Any], where: str) -> Callable[[Any], bool]:
             tests.append(_equals(rule))
         else:
             raise PatternError(f"{here}: a nested list is not a pattern value")
+    present, absent = True in exists, False in exists
+    others = tuple(tests)  # every test but the exact strings'
     if strings:
         tests.insert(0, lambda v: type(v) is str and v in strings)
-    present, absent = True in exists, False in exists
 
     def match(value: Any) -> bool:
         if value is _ABSENT:
             return absent
-        leaves = (value,) if type(value) is str else _leaves(value)
+        if type(value) is str:
+            # A string is its own one leaf: the set lookup first, as the tests below begin.
+            return present or value in strings or any(t(value) for t in others)
+        leaves = _leaves(value)
         if leaves:
             return present or any(t(v) for t in tests for v in leaves)
         return absent
@@ -350,10 +354,17 @@ def _object_matcher(pattern: dict[str, Any], where: str) -> Matcher:
     def match(event: Any) -> bool:
         if not isinstance(event, dict):
             event = {}
+        dotted: bool | None = None  # whether a key of the event holds a dot, once asked
         for key, nested, sub in fields:
             value = event.get(key, _ABSENT)
             if nested:
-                if not _nested(sub, key, value, event):
+                if dotted is None:
+                    # Record keys are JSON strings: one C-level join tells whether any has a dot.
+                    dotted = "." in "".join(event)
+                if not dotted and type(value) is dict:  # the common case of _nested, inline
+                    if not sub(value):
+                        return False
+                elif not _nested(sub, key, value, event, dotted):
                     return False
             elif not sub(value):
                 return False
@@ -374,9 +385,10 @@ def _dotted(key: str, event: dict[str, Any]) -> dict[str, Any] | None:
     return extra
 
 
-def _nested(sub: Matcher, key: str, value: Any, event: dict[str, Any]) -> bool:
-    # Record keys are JSON strings: one C-level join tells whether any of them has a dot.
-    extra = _dotted(key, event) if "." in "".join(event) else None
+def _nested(sub: Matcher, key: str, value: Any, event: dict[str, Any], dotted: bool) -> bool:
+    """The sub-pattern of `key` on the event's `value` there; `dotted`: some key of the event
+    holds a dot."""
+    extra = _dotted(key, event) if dotted else None
     if isinstance(value, dict):
         return sub({**value, **extra} if extra else value)
     if isinstance(value, list):
@@ -423,9 +435,10 @@ class FilterSet:
                 raise PatternError(f"filter {i}: {exc}") from None
 
     def matches(self, record: dict[str, Any]) -> bool:
-        if not self.matchers:
-            return True
-        return any(m(record) for m in self.matchers)
+        for m in self.matchers:
+            if m(record):
+                return True
+        return not self.matchers
 
 
 def matches(pattern: dict[str, Any] | str, record: Any) -> bool:
