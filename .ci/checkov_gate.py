@@ -6,6 +6,9 @@ scan, so a skipped check would also hide the same failure on a block added later
 inline suppressions are comments, which Terraform JSON cannot hold. Here a failure is excused
 only for the blocks its exception names, and only with a reason.
 
+Several directories may be scanned in one run (the bundled build, and the bundled project with
+every option on): an exception stands while it excuses a failure in any of them.
+
 Exit status: 0 when every failed check is excused; 1 when one is not, when an exception
 excuses nothing any more (the check passes now: remove it), or when checkov could not read a
 file that is not listed under `unreadable`; 2 when checkov itself did not run.
@@ -57,60 +60,64 @@ def load_config(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
     return exceptions, unreadable
 
 
-def main(directory: Path, config_path: Path) -> int:
+def main(config_path: Path, directories: list[Path]) -> int:
+    """Scan each directory; an exception stands when it excuses a failure in any of them."""
     exceptions, unreadable = load_config(config_path)
-    report = scan(directory)
-    results = report.get("results", {})
-    failed = results.get("failed_checks", [])
-    summary = report.get("summary", {})
     problems: list[str] = []
     used: set[tuple[int, str]] = set()
-    excused = 0
-    for f in failed:
-        block = f"{f['file_path'].lstrip('/')}:{f['resource']}"
-        lines = "-".join(map(str, f.get("file_line_range") or []))
-        match = next(
-            (
-                (i, pattern)
-                for i, e in enumerate(exceptions)
-                if e["check"] == f["check_id"]
-                for pattern in e["blocks"]
-                if fnmatch.fnmatchcase(block, pattern)
-            ),
-            None,
-        )
-        if match is None:
-            problems.append(
-                f"{f['check_id']} {f['check_name']}: {block} (lines {lines}) fails and is not excused: "
-                f"fix the generator, or list it in {config_path} with its reason"
+    unread_anywhere: set[str] = set()
+    for directory in directories:
+        report = scan(directory)
+        results = report.get("results", {})
+        failed = results.get("failed_checks", [])
+        summary = report.get("summary", {})
+        excused = 0
+        for f in failed:
+            block = f"{f['file_path'].lstrip('/')}:{f['resource']}"
+            lines = "-".join(map(str, f.get("file_line_range") or []))
+            match = next(
+                (
+                    (i, pattern)
+                    for i, e in enumerate(exceptions)
+                    if e["check"] == f["check_id"]
+                    for pattern in e["blocks"]
+                    if fnmatch.fnmatchcase(block, pattern)
+                ),
+                None,
             )
-        else:
-            used.add(match)
-            excused += 1
+            if match is None:
+                problems.append(
+                    f"{f['check_id']} {f['check_name']}: {directory}/{block} (lines {lines}) fails and is not "
+                    f"excused: fix the generator, or list it in {config_path} with its reason"
+                )
+            else:
+                used.add(match)
+                excused += 1
+        parsed_badly = {Path(p).name for p in results.get("parsing_errors", [])}
+        unread_anywhere |= parsed_badly
+        for name in sorted(parsed_badly - unreadable.keys()):
+            problems.append(
+                f"checkov could not read {directory}/{name}: its checks did not run; list it under unreadable with why"
+            )
+        print(
+            f"checkov {summary.get('checkov_version', '?')} on {directory}: {summary.get('passed', 0)} passed, "
+            f"{len(failed)} failed ({excused} excused with a reason by {config_path}), "
+            f"{len(parsed_badly)} file(s) unread ({', '.join(sorted(parsed_badly)) or 'none'})"
+        )
     for i, e in enumerate(exceptions):
         for pattern in e["blocks"]:
             if (i, pattern) not in used:
                 problems.append(
-                    f"{config_path}: {e['check']} on {pattern} is excused but no longer fails: remove it"
+                    f"{config_path}: {e['check']} on {pattern} is excused but fails nowhere any more: remove it"
                 )
-    parsed_badly = {Path(p).name for p in results.get("parsing_errors", [])}
-    for name in sorted(parsed_badly - unreadable.keys()):
-        problems.append(
-            f"checkov could not read {name}: its checks did not run; list it under unreadable with why"
-        )
-    for name in sorted(unreadable.keys() - parsed_badly):
+    for name in sorted(unreadable.keys() - unread_anywhere):
         problems.append(f"{config_path}: {name} is listed as unreadable but checkov read it: remove it")
-    print(
-        f"checkov {summary.get('checkov_version', '?')} on {directory}: {summary.get('passed', 0)} passed, "
-        f"{len(failed)} failed ({excused} excused with a reason by {config_path}), "
-        f"{len(parsed_badly)} file(s) unread ({', '.join(sorted(parsed_badly)) or 'none'})"
-    )
     for p in problems:
         print(f"  problem: {p}")
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: checkov_gate.py TERRAFORM_DIR EXCEPTIONS_YAML")
-    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
+    if len(sys.argv) < 3:
+        sys.exit("usage: checkov_gate.py EXCEPTIONS_YAML TERRAFORM_DIR [TERRAFORM_DIR ...]")
+    sys.exit(main(Path(sys.argv[1]), [Path(d) for d in sys.argv[2:]]))
