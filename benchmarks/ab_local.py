@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import abtrees  # noqa: E402
+
 ENTITY = "orders"
 
 # Runs in a tiny launcher so that the child's rusage is its own (see local_bench.py).
@@ -119,12 +122,6 @@ def sample(tree: Path, count: int, path: Path) -> None:
         subprocess.run(cmd, cwd=tree, env=env_for(tree), stdout=fh, check=True)
 
 
-def rev(ref: str) -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 def render(args: argparse.Namespace, runs: dict[str, dict[str, list[float]]], revs: dict[str, str]) -> str:
     med = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in runs.items()}
     rows = [
@@ -172,44 +169,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "ab_local.md"))
     args = ap.parse_args(argv)
     args.load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    revs = {"base": rev(args.base), "head": rev(args.head or "HEAD")}
-    with tempfile.TemporaryDirectory(prefix="ab-local-") as tmp:
-        trees = {"base": Path(tmp) / "base", "head": ROOT}
-        if args.head:
-            trees["head"] = Path(tmp) / "head"
-        try:
-            for name in ("base", "head"):
-                if trees[name] != ROOT:
-                    ref = args.base if name == "base" else args.head
-                    subprocess.run(
-                        ["git", "worktree", "add", "--detach", str(trees[name]), ref],
-                        cwd=ROOT,
-                        check=True,
-                        capture_output=True,
-                    )
-            records = Path(tmp) / "records.jsonl"
-            sample(trees["head"], args.events, records)
-            runs: dict[str, dict[str, list[float]]] = {
-                n: {"replay_rec_s": [], "replay_cpu": [], "replay_rss": [], "ft_rec_s": []} for n in trees
-            }
-            for rep in range(args.reps):
-                for name in ("base", "head") if rep % 2 == 0 else ("head", "base"):
-                    r = replay(trees[name], records)
-                    runs[name]["replay_rec_s"].append(args.events / r["wall"])
-                    runs[name]["replay_cpu"].append(r["cpu"])
-                    runs[name]["replay_rss"].append(r["rss_kib"] / 1024)
-                    runs[name]["ft_rec_s"].append(filter_template(trees[name], records))
-                    print(
-                        f"rep {rep + 1} {name}: replay {args.events / r['wall']:,.0f} records/s, "
-                        f"cpu {r['cpu']:.2f} s; filter+template {runs[name]['ft_rec_s'][-1]:,.0f} records/s",
-                        file=sys.stderr,
-                    )
-        finally:
-            for tree in trees.values():
-                if tree != ROOT:
-                    subprocess.run(
-                        ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True
-                    )
+    revs = {"base": abtrees.rev(args.base), "head": abtrees.rev(args.head or "HEAD")}
+    with abtrees.trees(args.base, args.head, "ab-local-") as (trees, tmp):
+        records = tmp / "records.jsonl"
+        sample(trees["head"], args.events, records)
+        runs: dict[str, dict[str, list[float]]] = {
+            n: {"replay_rec_s": [], "replay_cpu": [], "replay_rss": [], "ft_rec_s": []} for n in trees
+        }
+        for rep in range(args.reps):
+            for name in ("base", "head") if rep % 2 == 0 else ("head", "base"):
+                r = replay(trees[name], records)
+                runs[name]["replay_rec_s"].append(args.events / r["wall"])
+                runs[name]["replay_cpu"].append(r["cpu"])
+                runs[name]["replay_rss"].append(r["rss_kib"] / 1024)
+                runs[name]["ft_rec_s"].append(filter_template(trees[name], records))
+                print(
+                    f"rep {rep + 1} {name}: replay {args.events / r['wall']:,.0f} records/s, "
+                    f"cpu {r['cpu']:.2f} s; filter+template {runs[name]['ft_rec_s'][-1]:,.0f} records/s",
+                    file=sys.stderr,
+                )
     report = render(args, runs, revs)
     Path(args.out).write_text(report)
     print(report)

@@ -30,13 +30,12 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import abtrees  # noqa: E402
 import backfill_bench as bb  # noqa: E402  (the export writer)
 
 # Runs in the tree on sys.path[0]: the three stages, CPU microseconds per item, as JSON.
@@ -117,12 +116,6 @@ def child(tree: Path, export: Path, url: str) -> dict[str, float]:
     return doc
 
 
-def rev(ref: str) -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 def render(args: argparse.Namespace, runs: dict[str, dict[str, list[float]]], revs: dict[str, str]) -> str:
     lines = [
         "# The per-item path before the runtime, A/B: base vs head, one run",
@@ -165,37 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "ab_pipe_path.md"))
     args = ap.parse_args(argv)
     args.load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    revs = {"base": rev(args.base), "head": rev(args.head or "HEAD")}
+    revs = {"base": abtrees.rev(args.base), "head": abtrees.rev(args.head or "HEAD")}
     url = bb.scratch(args.url)
-    with tempfile.TemporaryDirectory(prefix="ab-pipe-path-") as tmp:
-        trees = {"base": Path(tmp) / "base", "head": ROOT}
-        if args.head:
-            trees["head"] = Path(tmp) / "head"
-        try:
-            for name in ("base", "head"):
-                if trees[name] != ROOT:
-                    ref = args.base if name == "base" else args.head
-                    subprocess.run(
-                        ["git", "worktree", "add", "--detach", str(trees[name]), ref],
-                        cwd=ROOT,
-                        check=True,
-                        capture_output=True,
-                    )
-            export = Path(tmp) / "export"
-            bb.write_export(export, args.items)
-            runs: dict[str, dict[str, list[float]]] = {n: {k: [] for k, _ in STAGES} for n in trees}
-            for rep in range(args.reps):
-                for name in ("base", "head") if rep % 2 == 0 else ("head", "base"):
-                    doc = child(trees[name], export, url)
-                    for key, _ in STAGES:
-                        runs[name][key].append(doc[key])
-                    print(f"rep {rep + 1} {name}: {doc}", file=sys.stderr, flush=True)
-        finally:
-            for tree in trees.values():
-                if tree != ROOT:
-                    subprocess.run(
-                        ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True
-                    )
+    with abtrees.trees(args.base, args.head, "ab-pipe-path-") as (trees, tmp):
+        export = tmp / "export"
+        bb.write_export(export, args.items)
+        runs: dict[str, dict[str, list[float]]] = {n: {k: [] for k, _ in STAGES} for n in trees}
+        for rep in range(args.reps):
+            for name in ("base", "head") if rep % 2 == 0 else ("head", "base"):
+                doc = child(trees[name], export, url)
+                for key, _ in STAGES:
+                    runs[name][key].append(doc[key])
+                print(f"rep {rep + 1} {name}: {doc}", file=sys.stderr, flush=True)
     report = render(args, runs, revs)
     Path(args.out).write_text(report)
     print(report)

@@ -334,22 +334,9 @@ def test_a_token_signed_with_assumed_role_credentials_has_the_rds_shape(
 # --- real databases, a fake signer standing in for RDS -------------------------------------
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("SYNC_REQUIRE_DBS") == "1":
-        pytest.fail(f"{reason} (SYNC_REQUIRE_DBS=1 requires the TLS test servers)", pytrace=False)
-    print(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> ts.Pki:
-    address = ts.outside_address()
-    if address is None:
-        _unavailable("no non-loopback IPv4 address to start the TLS test servers on")
-    assert address is not None
-    folder = tmp_path_factory.mktemp("pki")
-    os.chmod(folder, 0o755)
-    return ts.make_pki(folder, address)
+    return ts.pki_or_skip(tmp_path_factory.mktemp("pki"))
 
 
 @dataclass
@@ -415,7 +402,7 @@ def iam_db(request: pytest.FixtureRequest, pki: ts.Pki) -> Iterator[IamDb]:
         else:
             server = ts.start_mariadb(pki, tls=True, grants=True)
     except (FileNotFoundError, OSError) as exc:
-        _unavailable(f"cannot start a {request.param} test server: {exc}")
+        ts.unavailable(f"cannot start a {request.param} test server: {exc}")
     bootstrap = create_engine(server.admin_url(), isolation_level="AUTOCOMMIT")
     try:
         with bootstrap.connect() as conn:

@@ -6,7 +6,6 @@ loopback host is left to the driver."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,22 +18,9 @@ from runtime.tls import Tls, TlsError, TlsMode, is_loopback
 from tests import tls_servers as ts
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("SYNC_REQUIRE_DBS") == "1":
-        pytest.fail(f"{reason} (SYNC_REQUIRE_DBS=1 requires the TLS test servers)", pytrace=False)
-    print(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> ts.Pki:
-    address = ts.outside_address()
-    if address is None:
-        _unavailable("no non-loopback IPv4 address to start the TLS test servers on")
-    assert address is not None
-    folder = tmp_path_factory.mktemp("pki")
-    os.chmod(folder, 0o755)
-    return ts.make_pki(folder, address)
+    return ts.pki_or_skip(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module", params=["postgresql", "mysql"])
@@ -46,7 +32,7 @@ def servers(request: pytest.FixtureRequest, pki: ts.Pki) -> Iterator[tuple[ts.Se
             started.append(start(pki, tls=True))
             started.append(start(pki, tls=False))
         except (FileNotFoundError, OSError) as exc:
-            _unavailable(f"cannot start a {request.param} test server: {exc}")
+            ts.unavailable(f"cannot start a {request.param} test server: {exc}")
         yield started[0], started[1]
     finally:
         for s in started:

@@ -58,6 +58,28 @@ class Pki:
     address: str
 
 
+def unavailable(reason: str) -> None:
+    """Skip (printing why) the tests that need the TLS test servers, or fail them under
+    SYNC_REQUIRE_DBS=1."""
+    import pytest
+
+    if os.environ.get("SYNC_REQUIRE_DBS") == "1":
+        pytest.fail(f"{reason} (SYNC_REQUIRE_DBS=1 requires the TLS test servers)", pytrace=False)
+    print(reason)
+    pytest.skip(reason)
+
+
+def pki_or_skip(folder: Path) -> Pki:
+    """A test CA and this machine's server certificate in `folder` (readable by the database
+    servers' users), or `unavailable` when the machine has no non-loopback address."""
+    address = outside_address()
+    if address is None:
+        unavailable("no non-loopback IPv4 address to start the TLS test servers on")
+    assert address is not None
+    os.chmod(folder, 0o755)
+    return make_pki(folder, address)
+
+
 def make_pki(folder: Path, address: str) -> Pki:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
