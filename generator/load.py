@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from generator import checks, resolve, schema
+from generator.checks.problem import Problem
 from generator.diagnostics import Diagnostic, Diagnostics, Severity
 from generator.model import Entity, Model
 from generator.yamlload import LoadError, Located, load_file
@@ -128,7 +130,9 @@ def load(root: Path, project_file: Path | None = None, mappings: Path | None = N
         return Loaded(None, diags, docs)
     assert project_doc is not None
     project = resolve.resolve_project(project_doc)
-    diags.extend(_ca_bundle_problems(project_doc, project.database.ca_bundle, root))
+    diags.extend(
+        checks.diagnostic(project_doc, p) for p in _ca_bundle_problems(project.database.ca_bundle, root)
+    )
     entities: list[Entity] = []
     for doc in valid_docs:
         entity, problems = resolve.resolve_entity(doc, project)
@@ -140,10 +144,10 @@ def load(root: Path, project_file: Path | None = None, mappings: Path | None = N
     return Loaded(model if not diags.errors else None, diags, docs)
 
 
-def _ca_bundle_problems(doc: Located, ca_bundle: str | None, root: Path) -> list[Diagnostic]:
+def _ca_bundle_problems(ca_bundle: str | None, root: Path) -> Iterator[Problem]:
     """database.tls.ca_bundle must be a PEM file of certificates in the project (package ships it)."""
     if not ca_bundle:
-        return []
+        return
     path = root / ca_bundle
     try:
         text = path.read_text(encoding="ascii", errors="replace")
@@ -151,19 +155,12 @@ def _ca_bundle_problems(doc: Located, ca_bundle: str | None, root: Path) -> list
         why = f"database.tls.ca_bundle {ca_bundle!r}: cannot read {path}: {exc.strerror or exc}"
     else:
         if "-----BEGIN CERTIFICATE-----" in text:
-            return []
+            return
         why = f"database.tls.ca_bundle {ca_bundle!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-    loc = doc.loc(("database", "tls", "ca_bundle"))
-    return [
-        Diagnostic(
-            doc.file,
-            loc.line,
-            loc.col,
-            Severity.ERROR,
-            "database.tls.ca_bundle",
-            why,
-            "name the PEM file of the CA certificates that sign the database's certificate, relative to the "
-            "project root (for Amazon RDS: https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)",
-            "tls-ca-bundle",
-        )
-    ]
+    yield Problem(
+        ("database", "tls", "ca_bundle"),
+        why,
+        "name the PEM file of the CA certificates that sign the database's certificate, relative to the "
+        "project root (for Amazon RDS: https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)",
+        "tls-ca-bundle",
+    )

@@ -77,8 +77,3 @@ def pipe_units(model: Model) -> tuple[PipeUnit, ...]:
     for table, members in shared.items():
         units.append(PipeUnit(shared_label(table), tuple(sorted(members, key=lambda e: e.name)), True))
     return tuple(sorted(units, key=lambda u: u.name))
-
-
-def unit_of(model: Model, entity: Entity) -> PipeUnit:
-    """The Pipe that carries `entity` (live)."""
-    return next(u for u in pipe_units(model) if entity in u.members)

@@ -66,6 +66,8 @@ def resolve_project(doc: Located) -> Project:
     lam = raw.get("lambda", {})
     vpc = lam.get("vpc") or {}
     db = raw.get("database", {})
+    dialect = db.get("dialect", defaults.project("database", "dialect"))
+    tls = db.get("tls") or {}
     tf = raw.get("terraform", {})
     function_name = lam.get("function_name", f"{prefix}{raw['name']}")
     return Project(
@@ -93,16 +95,16 @@ def resolve_project(doc: Located) -> Project:
             endpoint_services=tuple(vpc["endpoint_services"]) if "endpoint_services" in vpc else None,
         ),
         database=DatabaseSettings(
-            dialect=db.get("dialect", defaults.project("database", "dialect")),
+            dialect=dialect,
             secret_arn=db.get("secret_arn"),
             ledger_table=db.get("ledger_table", defaults.project("database", "ledger_table")),
             tombstone_table=db.get("tombstone_table", defaults.project("database", "tombstone_table")),
             foreign_key_violation=db.get(
                 "foreign_key_violation", defaults.project("database", "foreign_key_violation")
             ),
-            tls_mode=(db.get("tls") or {}).get("mode", defaults.project("database", "tls", "mode")),
-            ca_bundle=(db.get("tls") or {}).get("ca_bundle"),
-            iam=_iam_auth(db),
+            tls_mode=tls.get("mode", defaults.project("database", "tls", "mode")),
+            ca_bundle=tls.get("ca_bundle"),
+            iam=_iam_auth(db, dialect),
             proxy=db.get("proxy", defaults.project("database", "proxy")),
             secret_kms_key_arn=db.get("secret_kms_key_arn"),
         ),
@@ -123,12 +125,11 @@ def resolve_project(doc: Located) -> Project:
     )
 
 
-def _iam_auth(db: dict[str, Any]) -> IamAuth | None:
+def _iam_auth(db: dict[str, Any], dialect: str) -> IamAuth | None:
     """database.auth with mode iam (its missing settings are check_project's to report)."""
     auth = db.get("auth") or {}
     if auth.get("mode", defaults.project("database", "auth", "mode")) != "iam":
         return None
-    dialect = db.get("dialect", defaults.project("database", "dialect"))
     return IamAuth(
         host=auth.get("host", ""),
         port=auth.get("port") or dialects.for_name(dialect).default_port or 0,

@@ -143,7 +143,7 @@ class Statements:
             return query.scalar_subquery()
         again = parent.alias(f"lk_{column}_any")
         missing = ~exists().where(*matching(again))
-        return self.dialect.lookup_required(query, missing, f"lookup of {spec.name}.{column} in {lk.table}")
+        return self.dialect.lookup_required(query, missing)
 
     def _key(self, spec: TableSpec, column: str) -> BindParameter[Any]:
         return bindparam(bind_name(KEY_PREFIX, column), type_=self.table(spec).c[column].type)

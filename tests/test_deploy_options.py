@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from generator.checks.project import GENERATED_ENVIRONMENT
 from generator.diagnostics import Diagnostic
 from generator.emit.terraform import terraform_files
+from generator.emit.terraform.sync_lambda import GENERATED_ENVIRONMENT
 from generator.load import load
 from generator.model import Model
 from tests.conftest import (

@@ -55,7 +55,8 @@ ENTITY_CHECKS: tuple[EntityCheck, ...] = (
 )
 
 
-def _diagnostic(doc: Located, problem: Problem) -> Diagnostic:
+def diagnostic(doc: Located, problem: Problem) -> Diagnostic:
+    """A problem of `doc`, located in its file."""
     loc = doc.loc(problem.path, key=problem.key)
     message = problem.message
     if problem.offset is not None:
@@ -82,11 +83,11 @@ def run_checks(model: Model, docs: dict[str, Located], project_doc: Located | No
     out: list[Diagnostic] = []
     for entity in model.entities:
         for check in ENTITY_CHECKS:
-            out.extend(_diagnostic(docs[entity.file], p) for p in check(entity, model.project))
+            out.extend(diagnostic(docs[entity.file], p) for p in check(entity, model.project))
     for model_check in (check_uniqueness, check_sources, check_references, check_lookups, check_shared):
-        out.extend(_diagnostic(docs[e.file], p) for e, p in model_check(model))
+        out.extend(diagnostic(docs[e.file], p) for e, p in model_check(model))
     if not any(d.severity is Severity.ERROR for d in out):
-        out.extend(_diagnostic(docs[e.file], p) for e, p in check_terraform_claims(model))
+        out.extend(diagnostic(docs[e.file], p) for e, p in check_terraform_claims(model))
     if project_doc is not None:
-        out.extend(_diagnostic(project_doc, p) for p in check_project(model.project))
+        out.extend(diagnostic(project_doc, p) for p in check_project(model.project))
     return out

@@ -9,6 +9,7 @@ from sqlalchemy import MetaData
 
 from generator.checks.identifiers import derived_name_problems
 from generator.checks.problem import Problem, warn
+from generator.emit.terraform.sync_lambda import GENERATED_ENVIRONMENT
 from generator.model import Project
 from runtime import dialects
 from runtime.config import ConfigError, Limits
@@ -111,21 +112,6 @@ def check_project(project: Project) -> Iterator[Problem]:
     yield from _network_problems(project)
 
 
-# The Lambda environment variables the generator sets from project.yaml (sync_lambda._environment).
-GENERATED_ENVIRONMENT = (
-    "SYNC_REGISTRY",
-    "SYNC_DATABASE_URL",
-    "SYNC_DB_SECRET_ARN",
-    "SYNC_DB_TLS",
-    "SYNC_DB_CA_BUNDLE",
-    "SYNC_DB_AUTH",
-    "SYNC_DB_ENGINE",
-    "SYNC_DB_HOST",
-    "SYNC_DB_PORT",
-    "SYNC_DB_USER",
-    "SYNC_DB_NAME",
-    "SYNC_DB_PROXY",
-)
 IAM_SETTINGS = ("host", "user", "dbname", "resource_id")
 
 

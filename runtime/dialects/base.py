@@ -415,17 +415,17 @@ class Dialect:
         """How a bound JSON text becomes the column's value."""
         return param
 
-    def lookup_required(self, query: Any, missing: Any, what: str) -> Any:
+    def lookup_required(self, query: Any, missing: Any) -> Any:
         """`query` (one column of at most one row) as a scalar subquery that fails the
         statement when it finds no row: UNION ALL two rows that exist only when nothing
         matches (`missing`), and a scalar subquery of two rows is an error the database
         raises inside the write (PostgreSQL SQLSTATE 21000, MySQL and MariaDB error 1242),
         so the write and everything of its transaction are refused (lookup_missed)."""
         two = select(literal_column("1").label("n")).union_all(select(literal_column("2"))).subquery("lk_two")
-        miss = select(self._lookup_miss_value(two.c.n, what)).select_from(two).where(missing)
+        miss = select(self._lookup_miss_value(two.c.n)).select_from(two).where(missing)
         return query.union_all(miss).scalar_subquery()
 
-    def _lookup_miss_value(self, n: Any, what: str) -> Any:
+    def _lookup_miss_value(self, n: Any) -> Any:
         """What a missed lookup's rows hold (NULL: the second row is the error)."""
         return null()
 

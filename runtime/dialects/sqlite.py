@@ -74,7 +74,7 @@ class SQLite(OnConflictUpserts):
     def asserted(self, write: ClauseElement) -> Any:
         return Asserted(write)
 
-    def _lookup_miss_value(self, n: Any, what: str) -> Any:
+    def _lookup_miss_value(self, n: Any) -> Any:
         """SQLite takes the first row of a scalar subquery of several, so a missed lookup's
         row raises by itself: json() of text that is not JSON ("malformed JSON"), computed
         from the row (not a constant SQLite could evaluate before it is needed)."""

@@ -21,7 +21,6 @@ A unit's position is written after its page is applied or sent, never before.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,7 +53,7 @@ from synctools.aws.pipe import batches as fifo_batches
 from synctools.aws.session import INCOMPLETE, ToolError, error_code
 from synctools.aws.streams import describe_shards, normalize, shard_iterator
 from synctools.local.build import Pipe
-from synctools.local.transform import TargetError
+from synctools.local.transform import TargetError, compact_encoder
 
 THROTTLES = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
@@ -94,35 +93,8 @@ def _image_text(image: dict[str, Any]) -> tuple[str, bool]:
     return text, False
 
 
-def _canonical_encoder() -> Callable[[Any], str]:
-    """JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode, without
-    its per-call set-up: encode() makes a new C encoder (json.encoder.c_make_encoder) for
-    every object, a third of the cost of an item's text. The C encoder is made once here with
-    the same settings, and without the check for circular references (an item parsed from
-    JSON or read through boto3 cannot refer to itself). It is the json module's own C
-    encoder, not a rewrite; where it is missing (another Python implementation) or does not
-    write what encode() writes, encode() is used."""
-    enc = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return enc.encode
-    try:
-        c_encode = make(None, enc.default, json.encoder.encode_basestring, None, ":", ",", True, False, True)
-    except TypeError:  # another signature
-        return enc.encode
-
-    def encode(value: Any) -> str:
-        return "".join(c_encode(value, 0))
-
-    probe = {"b": [1, 2.5, -0.0, 1e300, True, None], "a": {"S": 'x"\\\n\u00e9\u2028'}, "c": {}, "": []}
-    try:
-        same = encode(probe) == enc.encode(probe)
-    except Exception:  # noqa: BLE001 (any failure means: not usable here)
-        same = False
-    return encode if same else enc.encode
-
-
-_DUMPS = _canonical_encoder()
+# The canonical image text of an event id: keys sorted, compact (transform.compact_encoder).
+_DUMPS = compact_encoder(sort_keys=True)
 
 
 def _hash(entity: str, salt: str, text: str) -> str:

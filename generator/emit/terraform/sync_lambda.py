@@ -19,10 +19,26 @@ from generator.emit.terraform.hcl import (
 )
 from generator.emit.terraform.queues import queue_arn
 from generator.model import Project
+from generator.package import CA_BUNDLE
 
 HANDLER = "runtime.handler.handler"
+# The Lambda environment variables _environment sets from project.yaml (validate keeps
+# lambda.environment off them: checks.project, env-reserved).
+GENERATED_ENVIRONMENT = (
+    "SYNC_REGISTRY",
+    "SYNC_DATABASE_URL",
+    "SYNC_DB_SECRET_ARN",
+    "SYNC_DB_TLS",
+    "SYNC_DB_CA_BUNDLE",
+    "SYNC_DB_AUTH",
+    "SYNC_DB_ENGINE",
+    "SYNC_DB_HOST",
+    "SYNC_DB_PORT",
+    "SYNC_DB_USER",
+    "SYNC_DB_NAME",
+    "SYNC_DB_PROXY",
+)
 REGISTRY_FILE = "registry.json"
-CA_BUNDLE = "ca-bundle.pem"  # at the zip root: the project's database.tls.ca_bundle (generator.package)
 
 
 def sync_lambda(files: Files, project: Project) -> None:

@@ -212,10 +212,9 @@ def _reconcile(args: argparse.Namespace) -> int:
         )
         queue_arn = f"arn:aws:sqs:{region or 'local'}:000000000000:{spec.queue}"
         sink = DbSink(engine, registry, queue_arn, region, batch_size=args.page_size)
-        # A differing row is then filled: every compared column, the version left as it is.
-        compared = sorted(
-            {c for t in spec.tables.values() if not t.append_only for c in t.columns if c not in t.key}
-        )
+        # A differing row is then filled: every column columns_registry fills (it leaves out
+        # logs, child tables and keys), the version left as it is.
+        compared = sorted({c for t in spec.tables.values() for c in t.columns})
         fill_sink = DbSink(
             engine, columns_registry(registry, name, compared), queue_arn, region, batch_size=args.page_size
         )
