@@ -54,6 +54,9 @@ class RefusedValue(DecodeError):
     """A message whose body decodes, holding a value its column refuses (permanent)."""
 
 
+_UNPARSED: Any = object()
+
+
 @dataclass(slots=True)
 class SqsRecord:
     message_id: str
@@ -62,6 +65,16 @@ class SqsRecord:
     receive_count: int
     queue: str
     raw: dict[str, Any] = field(repr=False)
+    # The body parsed (_parsed_body), kept: a message of a shared queue is read for its
+    # discriminator before it is decoded.
+    parsed: Any = field(default=_UNPARSED, repr=False, compare=False)
+
+
+def _parsed_body(record: SqsRecord) -> Any:
+    """`record.body` parsed as JSON, once per record (raises what json.loads raises)."""
+    if record.parsed is _UNPARSED:
+        record.parsed = _BODY(record.body)
+    return record.parsed
 
 
 def parse_sqs_record(raw: Any) -> SqsRecord:
@@ -427,7 +440,7 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
     if not record.body:
         raise DecodeError("empty message body")
     try:
-        body = _BODY(record.body)
+        body = _parsed_body(record)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"body is not JSON ({exc.msg} at char {exc.pos})") from None
     except RecursionError:
@@ -601,7 +614,7 @@ def _shared_entity(record: SqsRecord, registry: Registry, shared: SharedQueueSpe
     it. The Pipe's filter lets through only items some entity claims, so a miss means a
     message of another build or a hand-sent one: permanent."""
     try:
-        body = _BODY(record.body) if record.body else None
+        body = _parsed_body(record) if record.body else None
     except (json.JSONDecodeError, RecursionError):
         body = None  # decode() says what is wrong with it
     name_, value = shared.entity_name(body)

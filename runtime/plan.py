@@ -122,6 +122,17 @@ def _key_params(w: Write) -> dict[str, Any]:
     return {bind_name(KEY_PREFIX, k): v for k, v in zip(w.table.key, w.key, strict=True)}
 
 
+def _set_params(spec: TableSpec, w: Write, params: dict[str, Any]) -> tuple[str, ...]:
+    """The columns an update (or a fill) of `w` sets, their values (and their lookups'
+    parameters) added to `params`."""
+    columns = tuple(c for c in w.values if c not in spec.key)
+    params.update({bind_name(VALUE_PREFIX, c): w.values[c] for c in columns})
+    for c in spec.lookups:
+        if c in w.values:
+            params.update(lookup_params(spec, c, w.values[c]))
+    return columns
+
+
 def _tomb_params(spec: TableSpec, w: Write, version: Any) -> dict[str, Any]:
     return {
         BIND_TOMB_TABLE: spec.qualified,
@@ -195,11 +206,7 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
                 stale += 1
                 continue
             params = _key_params(w)
-            columns: tuple[str, ...] = tuple(c for c in w.values if c not in spec.key)
-            params.update({bind_name(VALUE_PREFIX, c): w.values[c] for c in columns})
-            for c in spec.lookups:
-                if c in w.values:
-                    params.update(lookup_params(spec, c, w.values[c]))
+            columns: tuple[str, ...] = _set_params(spec, w, params)
             if v is not None:
                 params[BIND_VERSION] = v
             plan.ops.append(Op(OP_FILL, spec, columns, params, k))
@@ -234,11 +241,7 @@ def plan_change(change: Change, state: State, dialect: Dialect) -> Plan:
             params = _key_params(w)
             columns = ()
             if action is DO_UPDATE:
-                columns = tuple(c for c in w.values if c not in spec.key)
-                params.update({bind_name(VALUE_PREFIX, c): w.values[c] for c in columns})
-                for c in spec.lookups:
-                    if c in w.values:
-                        params.update(lookup_params(spec, c, w.values[c]))
+                columns = _set_params(spec, w, params)
             else:
                 assert spec.soft_delete is not None
                 params[BIND_SOFT_DELETED] = w.values.get(spec.soft_delete.column)

@@ -178,14 +178,7 @@ class Statements:
                 where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= self._version(spec)))
             return delete(t).where(*where)
         sets: dict[str, Any]
-        if kind is OP_FILL:
-            # The version is left as it is: a change older than the write but still on its way
-            # (in the queue) applies after it, as it would have without it.
-            sets = {c: self._value(spec, c) for c in columns}
-            if vcol:
-                where.append(or_(t.c[vcol].is_(None), t.c[vcol] <= self._version(spec)))
-            return update(t).where(*where).values(sets)
-        if kind is OP_UPDATE:
+        if kind is OP_UPDATE or kind is OP_FILL:
             sets = {c: self._value(spec, c) for c in columns}
         elif kind is OP_UPSERT_AS_UPDATE:
             sets = {c: self._value(spec, c) for c in spec.columns if c not in spec.key}
@@ -197,12 +190,16 @@ class Statements:
         else:  # pragma: no cover - OpKind has no other member
             raise ValueError(f"unknown statement kind {kind!r}")
         if vcol:
-            sets[vcol] = self._version(spec)
+            # A fill leaves the version as it is: a change older than the write but still on its
+            # way (in the queue) applies after it, as it would have without it.
+            if kind is not OP_FILL:
+                sets[vcol] = self._version(spec)
             # A soft delete carries the version of the state it removes (an item attribute read
-            # from the old image equals the row's version), so it applies on equality.
+            # from the old image equals the row's version), so it applies on equality; so does
+            # a fill, which never raises the version.
             newer = (
                 t.c[vcol] <= self._version(spec)
-                if kind is OP_SOFT_DELETE
+                if kind is OP_SOFT_DELETE or kind is OP_FILL
                 else t.c[vcol] < self._version(spec)
             )
             where.append(or_(t.c[vcol].is_(None), newer))

@@ -613,6 +613,7 @@ class Reconciler:
         deletes: list[Drift] = []
         sets: dict[tuple[str, tuple[Any, ...]], TablePlan] = {}  # child sets written again whole
         created = int(time.time())
+        seen: dict[int, set[str]] = {id(synthesizer): set(), id(fill_synthesizer): set()}
         for d, item in drift:
             if d.kind == EXTRA:
                 if delete_extra:
@@ -628,6 +629,10 @@ class Reconciler:
             pairs = [(synthesizer, outgoing)] + ([(fill_synthesizer, fills)] if fill else [])
             for synth, out in pairs:
                 record = synth.record(item, created)
+                # One record per item and write, though several of its rows drifted.
+                if record["eventID"] in seen[id(synth)]:
+                    continue
+                seen[id(synth)].add(record["eventID"])
                 if self.pipe.filters.matches(record):
                     try:
                         out.append(Outgoing(record, self.pipe.entry(record), synth.sequence))
@@ -645,14 +650,8 @@ class Reconciler:
                     self._drop_set(conn, plan, parent)
         counts = Counts()
         for target, records in ((sink, outgoing), (fill_sink, fills)):
-            seen: set[str] = set()
-            unique = []
-            for o in records:  # one record per item, though several of its tables drifted
-                if o.record["eventID"] not in seen:
-                    seen.add(o.record["eventID"])
-                    unique.append(o)
-            if unique:
-                target.send(unique, counts)
+            if records:
+                target.send(records, counts)
         for c in counts.reasons:
             self.report.note(f"repair: {c}")
         for d, _ in drift:
