@@ -94,6 +94,14 @@ def iam_url(env: Mapping[str, str]) -> URL:
     )
 
 
+def tls_settings(env: Mapping[str, str]) -> Tls:
+    """SYNC_DB_TLS and SYNC_DB_CA_BUNDLE (runtime.tls), a setting that cannot work a ConfigError."""
+    try:
+        return Tls.from_env(env)
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def iam_tokens(
     url: URL,
     env: Mapping[str, str] | None = None,
@@ -123,11 +131,7 @@ def iam_tokens(
         raise ConfigError(
             "SYNC_DB_AUTH=iam signs its token for a region: set AWS_REGION (Lambda sets it) or AWS_DEFAULT_REGION"
         )
-    try:
-        tls = Tls.from_env(env)
-    except TlsError as exc:
-        raise ConfigError(str(exc)) from None
-    if tls.mode is TlsMode.OFF:
+    if tls_settings(env).mode is TlsMode.OFF:
         raise ConfigError(
             "SYNC_DB_AUTH=iam with SYNC_DB_TLS=off: RDS accepts an IAM token only over TLS; "
             "set database.tls.mode to verify-full (or require)"
@@ -381,11 +385,7 @@ def make_engine(
     if password is None and db_auth(env) is DbAuth.IAM:
         password = iam_tokens(url, env).token
     options = dialect.engine_options(limits, proxy=proxy)
-    try:
-        tls = Tls.from_env(env)
-    except TlsError as exc:
-        raise ConfigError(str(exc)) from None
-    connect_args = {**options.connect_args, **dialect.tls_args(tls, url)}
+    connect_args = {**options.connect_args, **dialect.tls_args(tls_settings(env), url)}
     engine = create_engine(url, connect_args=connect_args, **options.pool)
     _LIMITS[engine] = limits
     if proxy:

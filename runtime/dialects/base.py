@@ -441,7 +441,13 @@ class Dialect:
 
     def tls_args(self, tls: Tls, url: URL) -> dict[str, Any]:
         """The driver's connect arguments for `tls` (runtime.tls) on a connection to `url`:
-        none for a loopback host, or when the URL sets TLS itself."""
+        none for a loopback host, or when the URL sets TLS itself (sslmode=, ssl_*=)."""
+        if not tls.applies_to(url.host) or any(k.startswith("ssl") for k in url.query):
+            return {}
+        return self.driver_tls_args(tls)
+
+    def driver_tls_args(self, tls: Tls) -> dict[str, Any]:
+        """The driver's connect arguments for `tls`, applied (a dialect without TLS: none)."""
         return {}
 
     def on_engine(self, engine: Engine, limits: Limits, *, proxy: bool = False) -> None:

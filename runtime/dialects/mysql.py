@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, case, event, func
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeEngine
@@ -179,10 +179,8 @@ class MySQL(Dialect):
             pool=self.LAMBDA_POOL,
         )
 
-    def tls_args(self, tls: Tls, url: URL) -> dict[str, Any]:
+    def driver_tls_args(self, tls: Tls) -> dict[str, Any]:
         """An SSLContext (PyMySQL then requires TLS: a server without it is refused)."""
-        if not tls.applies_to(url.host) or any(k.startswith("ssl") for k in url.query):
-            return {}
         import ssl
 
         ctx = ssl.create_default_context(cafile=tls.ca_bundle)

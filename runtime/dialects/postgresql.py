@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, event, literal_column, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.dml import Insert
@@ -172,9 +172,7 @@ class PostgreSQL(OnConflictUpserts):
         connect_args["options"] = " ".join(f"-c {name}={value}" for name, value in settings.items())
         return EngineOptions(connect_args=connect_args, pool=self.LAMBDA_POOL)
 
-    def tls_args(self, tls: Tls, url: URL) -> dict[str, Any]:
-        if not tls.applies_to(url.host) or any(k.startswith("ssl") for k in url.query):
-            return {}
+    def driver_tls_args(self, tls: Tls) -> dict[str, Any]:
         if tls.mode is TlsMode.REQUIRE:
             return {"sslmode": "require"}
         # libpq 16 and later read sslrootcert=system as the system's trust store.
