@@ -258,7 +258,10 @@ def _plan_and_write(
         if (row := _ledger_row(ch, plan)) is not None:
             ledger_rows.append(row)
         _commit_plan(ch, plan, state)
-    items = stmts.items(ops, asserted=asserted)
+    if session.merges_rows:
+        items, owners = stmts.merged_items(ops, owners, asserted=asserted)
+    else:
+        items = stmts.items(ops, asserted=asserted)
     if ledger_rows:
         items.append(_ledger_item(stmts, ledger_rows, multi_values=session.driver_level))
         owners.append(None)

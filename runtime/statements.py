@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, and_, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, cast, delete, exists, insert, or_, select, union_all, update
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.elements import BindParameter
-from sqlalchemy.types import Text
+from sqlalchemy.types import Boolean, Float, Numeric, Text
 
 from runtime.dialects import Dialect
 from runtime.dialects.base import Item
@@ -107,16 +107,18 @@ class Statements:
 
     # -- bind parameters ----------------------------------------------------------------
 
-    def _tomb(self, name: str) -> BindParameter[Any]:
+    def _tomb(self, name: str, suffix: str = "") -> BindParameter[Any]:
         column = {BIND_TOMB_TABLE: "table_name", BIND_TOMB_ROW: "row_key", BIND_TOMB_VERSION: "version"}[name]
-        return bindparam(name, type_=self.tombstones.c[column].type)
+        return bindparam(name + suffix, type_=self.tombstones.c[column].type)
 
-    def _value(self, spec: TableSpec, column: str) -> Any:
+    def _value(self, spec: TableSpec, column: str, suffix: str = "") -> Any:
         """The value written to `column`, typed; JSON travels as text (runtime.coerce.json_text);
-        a looked-up column's value is found by a subquery (_lookup)."""
+        a looked-up column's value is found by a subquery (_lookup). `suffix`: a merged
+        statement's row (merged_items)."""
         if column in spec.lookups:
+            assert not suffix, "a write with a lookup is never merged"
             return self._lookup(spec, column)
-        name = bind_name(VALUE_PREFIX, column)
+        name = bind_name(VALUE_PREFIX, column) + suffix
         if spec.columns[column].type == "json":
             return self.dialect.json_value(bindparam(name, type_=Text()))
         return bindparam(name, type_=self.table(spec).c[column].type)
@@ -148,13 +150,13 @@ class Statements:
     def _key(self, spec: TableSpec, column: str) -> BindParameter[Any]:
         return bindparam(bind_name(KEY_PREFIX, column), type_=self.table(spec).c[column].type)
 
-    def _version(self, spec: TableSpec) -> BindParameter[Any]:
+    def _version(self, spec: TableSpec, suffix: str = "") -> BindParameter[Any]:
         assert spec.version is not None
-        return bindparam(BIND_VERSION, type_=self.table(spec).c[spec.version.column].type)
+        return bindparam(BIND_VERSION + suffix, type_=self.table(spec).c[spec.version.column].type)
 
-    def _soft_deleted(self, spec: TableSpec) -> BindParameter[Any]:
+    def _soft_deleted(self, spec: TableSpec, suffix: str = "") -> BindParameter[Any]:
         assert spec.soft_delete is not None
-        return bindparam(BIND_SOFT_DELETED, type_=self.table(spec).c[spec.soft_delete.column].type)
+        return bindparam(BIND_SOFT_DELETED + suffix, type_=self.table(spec).c[spec.soft_delete.column].type)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -205,29 +207,46 @@ class Statements:
             where.append(or_(t.c[vcol].is_(None), newer))
         return update(t).where(*where).values(sets)
 
-    def _insert(self, kind: OpKind, spec: TableSpec) -> ClauseElement:
+    def _insert(self, kind: OpKind, spec: TableSpec, rows: int = 1) -> ClauseElement:
+        """The insert or upsert of one row, or of `rows` rows in one statement (merged_items:
+        row i's parameters are the one-row names suffixed _<i>)."""
         t = self.table(spec)
         vcol = spec.version.column if spec.version else None
         cols: list[str] = list(spec.columns)
-        values: list[Any] = [self._value(spec, c) for c in spec.columns]
         if vcol:
             cols.append(vcol)
-            values.append(self._version(spec))
         if spec.soft_delete:
             cols.append(spec.soft_delete.column)
-            values.append(self._soft_deleted(spec))
+
+        def values(suffix: str) -> list[Any]:
+            out = [self._value(spec, c, suffix) for c in spec.columns]
+            if vcol:
+                out.append(self._version(spec, suffix))
+            if spec.soft_delete:
+                out.append(self._soft_deleted(spec, suffix))
+            return out
+
+        suffixes = [""] if rows == 1 else [f"_{i}" for i in range(rows)]
         ins: Any = insert(t) if kind is OP_INSERT else self.dialect.insert(t)
         if spec.tombstones:
             tb = self.tombstones
-            # A tombstone at least as new as this write keeps a deleted row deleted.
-            guard = ~exists().where(
-                tb.c.table_name == self._tomb(BIND_TOMB_TABLE),
-                tb.c.row_key == self._tomb(BIND_TOMB_ROW),
-                tb.c.version >= self._tomb(BIND_TOMB_VERSION),
-            )
-            ins = ins.from_select(cols, select(*values).where(guard))
+
+            def guarded(suffix: str) -> Any:
+                # A tombstone at least as new as this write keeps a deleted row deleted.
+                guard = ~exists().where(
+                    tb.c.table_name == self._tomb(BIND_TOMB_TABLE, suffix),
+                    tb.c.row_key == self._tomb(BIND_TOMB_ROW, suffix),
+                    tb.c.version >= self._tomb(BIND_TOMB_VERSION, suffix),
+                )
+                row = values(suffix)
+                return select(*(row if rows == 1 else [_typed(v) for v in row])).where(guard)
+
+            selects = [guarded(x) for x in suffixes]
+            source: Any = selects[0] if rows == 1 else union_all(*selects)
+            ins = ins.from_select(cols, source)
         else:
-            ins = ins.values(dict(zip(cols, values, strict=True)))
+            listed = [dict(zip(cols, values(x), strict=True)) for x in suffixes]
+            ins = ins.values(listed[0] if rows == 1 else listed)
         if kind is OP_INSERT:
             return ins  # type: ignore[no-any-return]
         non_key = [c for c in cols if c not in spec.key]
@@ -280,6 +299,56 @@ class Statements:
                 for op in ops
             ]
         return [(self.statement(op.kind, op.spec, op.columns), op.params) for op in ops]
+
+    def merged_items(
+        self, ops: Sequence[Op], owners: Sequence[int | None], *, asserted: bool = False
+    ) -> tuple[list[Item], list[int | None]]:
+        """items(), with each run of consecutive inserts or upserts of one table (no lookups,
+        no row twice) sent as statements of many rows: the server parses, binds and executes
+        one statement where it would run one per row. A run is cut into statements of
+        power-of-two sizes up to MERGE_MAX_ROWS, so a table has a handful of statement shapes
+        (each compiled once, and prepared once per connection). Executing a run's rows in one
+        statement does what executing them one after another would: every row is a different
+        one, and no value of one is read by another's write (a lookup's subquery would not see
+        a row the same statement inserts, hence none). Returns the items and, per item, the
+        message it comes from (`owners` gives each op's; None when a merged item's rows come
+        from several messages)."""
+        items: list[Item] = []
+        item_owners: list[int | None] = []
+        i, n = 0, len(ops)
+        while i < n:
+            op = ops[i]
+            run = 1
+            if (op.kind is OP_UPSERT or op.kind is OP_INSERT) and op.spec is not None and not op.spec.lookups:
+                seen = {op.row}
+                limit = min(n - i, _merge_limit(op.spec))
+                while run < limit:
+                    nxt = ops[i + run]
+                    if nxt.kind is not op.kind or nxt.spec is not op.spec or nxt.row in seen:
+                        break
+                    seen.add(nxt.row)
+                    run += 1
+            while run:
+                size = 1 << (run.bit_length() - 1)  # the largest power of two in the run
+                chunk, owned = ops[i : i + size], owners[i : i + size]
+                if size == 1:
+                    items.extend(self.items(chunk, asserted=asserted))
+                else:
+                    items.append((self._merged(op.kind, op.spec, size, asserted), _merged_params(chunk)))
+                first = owned[0]
+                item_owners.append(first if all(o == first for o in owned) else None)
+                i += size
+                run -= size
+        return items, item_owners
+
+    def _merged(self, kind: OpKind, spec: TableSpec | None, rows: int, asserted: bool) -> Any:
+        assert spec is not None
+
+        def build() -> Any:
+            write = self._insert(kind, spec, rows)
+            return self.dialect.asserted(write, rows) if asserted else write
+
+        return self._memo(("merged", kind, spec.qualified, rows, asserted), build)
 
     # -- the ledger -----------------------------------------------------------------------
 
@@ -354,6 +423,40 @@ class Statements:
 
 
 LEDGER_COLUMNS = ("entity", "event_id", "message_id", "outcome")
+
+# A merged statement's rows at most, and its bind parameters at most (PostgreSQL's protocol
+# counts a statement's parameters in 16 bits).
+MERGE_MAX_ROWS = 256
+MERGE_MAX_PARAMS = 32_767
+
+
+def _merge_limit(spec: TableSpec) -> int:
+    """The most rows of `spec` one merged statement carries."""
+    per_row = len(spec.columns) + (spec.version is not None) + (spec.soft_delete is not None)
+    per_row += 3 if spec.tombstones else 0  # the tombstone guard's
+    return max(1, min(MERGE_MAX_ROWS, MERGE_MAX_PARAMS // per_row))
+
+
+def _typed(value: Any) -> Any:
+    """A value of a UNION of rows (a merged, tombstone-guarded insert), typed in the SQL: in a
+    UNION, PostgreSQL takes a parameter of no declared type for text (a NULL has none), where a
+    one-row INSERT ... SELECT takes its column's. SQLAlchemy writes most types beside the
+    parameter itself ($1::VARCHAR); the numbers and booleans it leaves to the driver are cast
+    here, without precision, so the column's own assignment still rounds or refuses a value."""
+    if isinstance(value, BindParameter) and isinstance(value.type, (Numeric, Float, Boolean)):
+        plain = Float(precision=53) if isinstance(value.type, Float) else type(value.type)()
+        return cast(value, plain)
+    return value
+
+
+def _merged_params(ops: Sequence[Op]) -> dict[str, Any]:
+    """The parameters of a merged statement: op i's, named with the suffix _<i>."""
+    params: dict[str, Any] = {}
+    for i, op in enumerate(ops):
+        suffix = f"_{i}"
+        for name, value in op.params.items():
+            params[name + suffix] = value
+    return params
 
 
 def keep_bind(i: int) -> str:

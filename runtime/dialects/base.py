@@ -91,6 +91,7 @@ class FastSession:
 
     driver_level = False
     optimistic = False  # whether a failed write leaves nothing behind without an explicit transaction
+    merges_rows = False  # whether runs of inserts go as multi-row statements (Statements.merged_items)
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -397,8 +398,8 @@ class Dialect:
         """The tombstone's INSERT ... keeping the newer of the stored and the new version."""
         raise NotImplementedError(f"{self.name} has no tombstone upsert")
 
-    def asserted(self, write: ClauseElement) -> Any:
-        """The write, failing unless it changed exactly one row (the optimistic path)."""
+    def asserted(self, write: ClauseElement, rows: int = 1) -> Any:
+        """The write, failing unless it changed exactly `rows` rows (the optimistic path)."""
         raise NotImplementedError(f"{self.name} cannot assert a write's row count")
 
     def bounded_delete(self, table: Table, where: Any, key: Sequence[str], limit: int) -> ClauseElement:

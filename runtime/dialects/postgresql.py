@@ -121,12 +121,14 @@ class PostgreSQL(OnConflictUpserts):
         )
         return delete(table).where(where, tuple_(*columns).in_(select(*[chosen.c[k] for k in key])))
 
-    def asserted(self, write: ClauseElement) -> Any:
+    def asserted(self, write: ClauseElement, rows: int = 1) -> Any:
         """WITH w AS (<write> RETURNING 1) SELECT 1 / COUNT(*) FROM w: a write its guard
         refuses (an older version, a tombstone, a missing row) returns no row, the division
-        fails, and the pipeline's transaction is rolled back with everything else it did."""
+        fails, and the pipeline's transaction is rolled back with everything else it did.
+        A write of several rows divides by whether it changed them all: 1 / (COUNT(*) = n)::int."""
         changed = write.returning(literal_column("1")).cte("w")  # type: ignore[attr-defined]
-        return select(literal_column("1 / COUNT(*)")).select_from(changed)
+        divisor = "COUNT(*)" if rows == 1 else f"(COUNT(*) = {int(rows)})::int"
+        return select(literal_column(f"1 / {divisor}")).select_from(changed)
 
     def lookup_missed(self, orig: BaseException) -> bool:
         return _sqlstate(orig) == CARDINALITY
@@ -278,6 +280,7 @@ class PsycopgPipelineSession(DriverSession):
     """
 
     optimistic = True  # the implicit transaction takes a failed write's whole pipeline back
+    merges_rows = True  # a run of inserts or upserts goes as multi-row statements (Statements.merged_items)
 
     def __init__(
         self,

@@ -42,6 +42,7 @@ class Asserted:
     process, no SQL needed; SQLiteSession checks the row count)."""
 
     write: ClauseElement
+    rows: int = 1
 
 
 class SQLite(OnConflictUpserts):
@@ -71,8 +72,8 @@ class SQLite(OnConflictUpserts):
     def insert(self, table: Table) -> Insert:
         return sqlite_insert(table)
 
-    def asserted(self, write: ClauseElement) -> Any:
-        return Asserted(write)
+    def asserted(self, write: ClauseElement, rows: int = 1) -> Any:
+        return Asserted(write, rows)
 
     def _lookup_miss_value(self, n: Any) -> Any:
         """SQLite takes the first row of a scalar subquery of several, so a missed lookup's
@@ -149,7 +150,7 @@ class SQLiteSession(FastSession):
         dbapi = dialect.loaded_dbapi
         try:
             for i, (stmt, params) in enumerate(items):
-                expect_one = isinstance(stmt, Asserted)
+                expect = stmt.rows if isinstance(stmt, Asserted) else None
                 write: Any = stmt.write if isinstance(stmt, Asserted) else stmt
                 c = positional(cache, write, dialect)
                 assert isinstance(params, dict)
@@ -171,7 +172,7 @@ class SQLiteSession(FastSession):
                     ) from exc
                 except Exception as exc:  # sqlite3 could not bind a value (a lone surrogate): nothing ran
                     raise BindError(i, exc) from exc
-                if expect_one and cursor.rowcount != 1:
+                if expect is not None and cursor.rowcount != expect:
                     raise PremiseMissed(f"{c.text[:60]}... changed {cursor.rowcount} rows")
         finally:
             cursor.close()
