@@ -12,6 +12,9 @@ export of 8 gzip files):
   template (outside the clock: the Pipe does it, not the Lambda), then
   runtime.apply.apply_batch in batches of 10 (the FIFO limit, what the Lambda gets), in a fresh
   process on fresh tables, the apply loop timed;
+- workload: the streaming path as the issue states it, the runtime benchmark's workload
+  (benchmarks/workload.py: per order a create and 5-13 updates, several message groups per
+  batch) as N messages in batches of 10, the apply loop timed (its rows: one per order);
 - runtime: the same apply-only loop in batches of B (the backfill's size): the runtime's own
   work per event at that batch size, with nothing before it. Its CPU per event (this process
   inside apply_batch, and the server's) is the floor of anything that goes through the
@@ -265,6 +268,35 @@ def child_stream(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def child_workload(args: argparse.Namespace) -> dict[str, Any]:
+    """The runtime benchmark's workload (benchmarks/workload.py: per order a create and 5-13
+    updates, the events of 24 open orders interleaved, several message groups per batch) as
+    `args.events` messages in batches of 10, the apply loop timed (rendering outside it)."""
+    from workload import generate
+
+    from runtime.apply import apply_batch
+    from runtime.config import make_engine
+    from runtime.registry import load_registry
+
+    registry = load_registry(ROOT / "build" / "registry.json")
+    engine = make_engine(args.url)
+    wl = generate(events=args.events)
+    applied, seconds, apply_cpu = 0, 0.0, 0.0
+    for batch in wl.batches():
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = apply_batch(batch, engine, registry)
+        seconds += time.perf_counter() - t0
+        apply_cpu += time.process_time() - c0
+        applied += sum(1 for o in result.outcomes if o.status == "applied")
+    return {
+        "seconds": seconds,
+        "apply_cpu": apply_cpu,
+        "events": applied,
+        "orders": wl.n_orders,
+        "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
 class Delayed:
     """`url`'s server behind a benchmarks/tcpproxy.py delay proxy in its own process (ended by
     closing its stdin); `.url` is the proxied URL (the server's own when delay_ms is 0)."""
@@ -296,11 +328,12 @@ class Delayed:
 
 
 def run_child(
-    mode: str, directory: Path, url: str, batch_size: int, workers: int, via: str
+    mode: str, directory: Path, url: str, batch_size: int, workers: int, via: str, events: int
 ) -> dict[str, Any]:
     fresh_tables(url).dispose()
-    child = "backfill" if mode.startswith("backfill") else "stream"
+    child = "backfill" if mode.startswith("backfill") else "workload" if mode == "workload" else "stream"
     cmd = [sys.executable, __file__, "--child", child, "--dir", str(directory), "--url", via]
+    cmd += ["--events", str(events)]
     cmd += ["--batch-size", str(batch_size), "--workers", str(1 if mode == "backfill-1" else workers)]
     cmd += ["--stream-batch", str(batch_size if mode == "runtime" else 10)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -329,7 +362,9 @@ def main() -> int:
         default=os.cpu_count() or 1,
         help="backfill's worker processes (default: %(default)s)",
     )
-    p.add_argument("--modes", default="backfill,backfill-1,stream,runtime", help="(default: %(default)s)")
+    p.add_argument(
+        "--modes", default="backfill,backfill-1,stream,workload,runtime", help="(default: %(default)s)"
+    )
     p.add_argument(
         "--delay-ms", type=float, default=0.0, help="added per direction by a delay proxy (default: none)"
     )
@@ -339,9 +374,11 @@ def main() -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--stream-batch", type=int, default=10, help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
+    p.add_argument("--events", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        doc = child_backfill(args) if args.child == "backfill" else child_stream(args)
+        child = {"backfill": child_backfill, "workload": child_workload, "stream": child_stream}[args.child]
+        doc = child(args)
         print(json.dumps(doc))
         return 0
     url = scratch(args.url)
@@ -353,8 +390,8 @@ def main() -> int:
             print(f"{n:,} items written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             for mode in args.modes.split(","):
                 with Delayed(url, args.delay_ms) as proxy:
-                    doc = run_child(mode, Path(tmp), url, args.batch_size, args.workers, proxy.url)
-                assert doc["rows"] == n and doc["events"] == n, doc
+                    doc = run_child(mode, Path(tmp), url, args.batch_size, args.workers, proxy.url, n)
+                assert doc["rows"] == doc.get("orders", n) and doc["events"] == n, doc
                 print(f"{n:,} {mode}: {doc}", file=sys.stderr, flush=True)
                 results.append((n, mode, doc))
     Path(args.out).write_text(render(args, results))
@@ -386,7 +423,9 @@ def render(args: argparse.Namespace, results: list[tuple[int, str, dict[str, Any
         f"{args.workers} worker processes; **backfill-1**: the same in one process. "
         "**stream**: the same records rendered by the same Pipe, batch by batch (outside the clock: the Pipe's work), "
         "then `apply_batch` in batches of 10, as the Lambda receives them from the FIFO queue; only the "
-        "apply loop is timed. Each in a fresh process on fresh tables; every row checked. Peak memory: "
+        "apply loop is timed. **workload**: the runtime benchmark's workload (benchmarks/workload.py: per "
+        "order a create and 5-13 updates, 24 orders interleaved) as the same number of messages in "
+        "batches of 10, apply loop timed. Each in a fresh process on fresh tables; every row checked. Peak memory: "
         "the largest process's ru_maxrss (each holds one page or batch of records at a time). CPU: the "
         "command's processes (the stream's includes its rendering; **runtime**'s is only inside "
         f"`apply_batch`, batches of {args.batch_size}) and PostgreSQL's backends, in microseconds per "
@@ -398,9 +437,11 @@ def render(args: argparse.Namespace, results: list[tuple[int, str, dict[str, Any
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for n, mode, doc in results:
-        client = (doc["apply_cpu"] if mode == "runtime" else doc["client_cpu"]) / doc["events"] * 1e6
+        client = (
+            (doc["apply_cpu"] if mode in ("runtime", "workload") else doc["client_cpu"]) / doc["events"] * 1e6
+        )
         server = doc["server_cpu"] / doc["events"] * 1e6
-        ceiling = f"{cores * 1e6 / (client + server):,.0f}" if mode != "stream" else "-"
+        ceiling = f"{cores * 1e6 / (client + server):,.0f}" if mode not in ("stream", "workload") else "-"
         lines.append(
             f"| {n:,} | {mode} | {doc['seconds']:.1f} | {doc['events'] / doc['seconds']:,.0f} | "
             f"{client:.0f} | {server:.0f} | {ceiling} | {doc['rss_kib'] / 1024:,.0f} |"
@@ -408,38 +449,42 @@ def render(args: argparse.Namespace, results: list[tuple[int, str, dict[str, Any
     by = {(n, m): d for n, m, d in results}
     lines.append("")
     for n in sorted({n for n, _, _ in results}):
-        if (n, "stream") not in by:
-            continue
-        s = by[(n, "stream")]
-        stream_rate = s["events"] / s["seconds"]
-        parts = []
-        for mode in ("backfill", "backfill-1"):
-            if (n, mode) in by:
-                b = by[(n, mode)]
-                parts.append(f"{mode} {(b['events'] / b['seconds']) / stream_rate:.2f}x")
-        if (n, "backfill") in by:
-            b = by[(n, "backfill")]
-            cpu = (b["client_cpu"] + b["server_cpu"]) / b["events"]
-            parts.append(
-                f"this machine's ceiling at the backfill's CPU per event {cores / cpu / stream_rate:.2f}x"
-            )
-        if (n, "runtime") in by:
-            r = by[(n, "runtime")]
-            cpu = (r["apply_cpu"] + r["server_cpu"]) / r["events"]
-            parts.append(
-                f"the floor (the runtime alone in batches of {args.batch_size}, on {cores} cores) "
-                f"{cores / cpu / stream_rate:.2f}x"
-            )
-            if (n, "backfill-1") in by:
-                b1 = by[(n, "backfill-1")]
-                rest = (b1["client_cpu"] - r["apply_cpu"] * b1["events"] / r["events"]) / b1["events"] * 1e6
+        for baseline, what in (
+            ("workload", "the runtime benchmark's workload in batches of 10 (the issue's baseline)"),
+            ("stream", "the same items as stream INSERTs in batches of 10"),
+        ):
+            if (n, baseline) not in by:
+                continue
+            s = by[(n, baseline)]
+            stream_rate = s["events"] / s["seconds"]
+            parts = []
+            for mode in ("backfill", "backfill-1"):
+                if (n, mode) in by:
+                    b = by[(n, mode)]
+                    parts.append(f"{mode} **{(b['events'] / b['seconds']) / stream_rate:.2f}x**")
+            if (n, "backfill") in by:
+                b = by[(n, "backfill")]
+                cpu = (b["client_cpu"] + b["server_cpu"]) / b["events"]
                 parts.append(
-                    f"the backfill's own work besides the runtime (reading, the synthesized record, the "
-                    f"filter, the template, the checkpoint) {rest:.0f} us of client CPU per event"
+                    f"this machine's ceiling at the backfill's CPU per event {cores / cpu / stream_rate:.2f}x"
                 )
-        lines.append(
-            f"- {n:,} items, against the streaming path's apply-only events/s: " + "; ".join(parts) + "."
-        )
+            if (n, "runtime") in by:
+                r = by[(n, "runtime")]
+                cpu = (r["apply_cpu"] + r["server_cpu"]) / r["events"]
+                parts.append(
+                    f"the runtime alone in batches of {args.batch_size} on {cores} cores "
+                    f"{cores / cpu / stream_rate:.2f}x"
+                )
+            lines.append(
+                f"- {n:,} items, against {what} ({stream_rate:,.0f} events/s): " + "; ".join(parts) + "."
+            )
+        if (n, "runtime") in by and (n, "backfill-1") in by:
+            r, b1 = by[(n, "runtime")], by[(n, "backfill-1")]
+            rest = (b1["client_cpu"] - r["apply_cpu"] * b1["events"] / r["events"]) / b1["events"] * 1e6
+            lines.append(
+                f"- {n:,} items: the backfill's own work besides the runtime (reading, the synthesized "
+                f"record, the filter, the template, the checkpoint): {rest:.0f} us of client CPU per event."
+            )
     return "\n".join(lines) + "\n"
 
 
