@@ -598,3 +598,46 @@ def test_the_entities_of_a_single_table_design_backfill_and_reconcile_apart(
     ]
     run, _ = reconcile(aws, sqldb, "shop_customers")
     assert run.code == 0, run.out
+
+
+def test_a_page_of_keys_finds_exactly_its_rows_and_never_a_key_cut_to_fit(sqldb: Db) -> None:  # noqa: F811
+    """reconcile.keyed_read: one array a key column where the database takes arrays (PostgreSQL),
+    an IN list elsewhere; the rows of exactly the page's keys, by the whole key or its parent."""
+    from sqlalchemy import Column, Integer, MetaData, PrimaryKeyConstraint, String, Table
+
+    from synctools.aws.reconcile import binds_arrays, keyed_read
+
+    md = MetaData()
+    t = Table(
+        "reconcile_keyed",
+        md,
+        Column("k", String(4), nullable=False),
+        Column("n", Integer, nullable=False),
+        Column("v", String(8)),
+        PrimaryKeyConstraint("k", "n"),
+    )
+    md.drop_all(sqldb.engine)
+    md.create_all(sqldb.engine)
+    try:
+        # GIVEN rows (k, n) for k in aaaa..eeee and n in 1, 2
+        with sqldb.engine.begin() as conn:
+            conn.execute(t.insert(), [{"k": k * 4, "n": n, "v": f"{k}{n}"} for k in "abcde" for n in (1, 2)])
+        arrays = binds_arrays(sqldb.engine)
+        assert arrays is (sqldb.engine.dialect.name == "postgresql")
+        by_key = keyed_read([t.c.k, t.c.n, t.c.v], [t.c.k, t.c.n], arrays)
+        by_parent = keyed_read([t.c.k, t.c.n, t.c.v], [t.c.k], arrays)
+        # WHEN pages are read: keys there, one not there, and one longer than the column whose
+        # first four characters are a row's key (a cast to the column's length would find it)
+        with sqldb.engine.connect() as conn:
+            rows = conn.execute(
+                by_key.stmt, by_key.params([("aaaa", 1), ("cccc", 2), ("zzzz", 1), ("bbbbb", 1)])
+            ).all()
+            children = conn.execute(by_parent.stmt, by_parent.params([("dddd",), ("eeeee",)])).all()
+        # THEN exactly the rows of the keys there come back
+        assert sorted(tuple(r) for r in rows) == [("aaaa", 1, "a1"), ("cccc", 2, "c2")]
+        assert sorted(tuple(r) for r in children) == [("dddd", 1, "d1"), ("dddd", 2, "d2")]
+        # AND with arrays a page is one parameter a key column, whatever its size
+        sql = str(by_key.stmt.compile(sqldb.engine))
+        assert ("unnest" in sql and sql.count("%(") == 2) if arrays else "unnest" not in sql
+    finally:
+        md.drop_all(sqldb.engine)

@@ -5,12 +5,14 @@ Expected rows are never worked out here: each item goes the backfill's way (a So
 synctools.aws.backfill, its Synthesizer, the Pipe's filter and input template) and the SQS body
 is decoded by the runtime's own decoder (runtime.decode): the expected row of a key is what the
 write of that item's rule would put in the row. Both sides are normalized per column type with
-the runtime's coercion before they are compared.
+the runtime's coercion before they are compared (a value is normalized only when the two differ
+as they stand; a key only when it is not of a type the coercion keeps as it is).
 
-Memory stays bounded: items are compared a source page at a time (one SELECT ... WHERE key IN
-per table and page), and extra rows are looked for a database page at a time (keyset order,
-BatchGetItem of the keys in chunks of 100). Only the drifted keys are kept, for the re-check
-after the grace period and for --repair.
+Memory stays bounded: items are compared a source page at a time (one keyed SELECT of the
+compared columns per table and page, KeyedRead; a child table's rows read once, by the parent
+keys whose whole set is known), and extra rows are looked for a database page at a time (keyset
+order, BatchGetItem of the keys in chunks of 100). Only the drifted keys are kept, for the
+re-check after the grace period and for --repair.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -84,6 +86,27 @@ def normalize(col: ColumnSpec, value: Any, *, naive_utc: bool = True) -> Any:
     return out
 
 
+# Column types that normalize leaves a value of this Python type as it is (the runtime's
+# coercion returns such a value unchanged, or refuses it and normalize keeps it).
+_AS_IT_IS: dict[str, type] = {"string": str, "text": str, "smallint": int, "integer": int, "bigint": int}
+
+
+def key_normalizer(columns: Sequence[ColumnSpec]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """normalize() over the values of these columns, its choices made once per table (it keys
+    every expected row and every row read): a key of values it would leave as they are is
+    kept as it is."""
+    kept = [_AS_IT_IS.get(c.type) for c in columns]
+
+    def norm(key: Sequence[Any]) -> tuple[Any, ...]:
+        key = tuple(key)
+        for v, t in zip(key, kept, strict=True):
+            if type(v) is not t:
+                return tuple(normalize(c, x) for c, x in zip(columns, key, strict=True))
+        return key
+
+    return norm
+
+
 def shown_value(value: Any, show: bool) -> str:
     """A value in the report: its kind and size (as the runtime's logs), or a sample with
     --show-values."""
@@ -108,6 +131,77 @@ class TablePlan:
     # Columns filled from the stream record's metadata only (eventID, ApproximateCreationDateTime,
     # SequenceNumber...): what the record that wrote the row carried, not the item's state.
     meta_columns: frozenset[str] = frozenset()
+    # How a page of its rows is read and compared (Reconciler._reads): the rows a page of keys,
+    # or of parent keys, holds (one SELECT each, the columns compared only); per compared
+    # column, its place in a row read; per looked-up column, its place and its match values'.
+    by_key: KeyedRead | None = None
+    by_parent: KeyedRead | None = None
+    at: dict[str, int] = field(default_factory=dict)
+    looked_up: dict[str, tuple[int, tuple[int, ...], tuple[ColumnSpec, ...]]] = field(default_factory=dict)
+    soft_deleted_at: int | None = None
+    norm_key: Callable[[Sequence[Any]], tuple[Any, ...]] = tuple
+    norm_parent: Callable[[Sequence[Any]], tuple[Any, ...]] = tuple
+    parent_at: tuple[int, ...] = ()  # the item key columns' places in the table key
+
+    def parent_of(self, nk: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The normalized item key of a row's normalized key."""
+        return self.norm_parent([nk[i] for i in self.parent_at])
+
+
+@dataclass
+class KeyedRead:
+    """One SELECT of the rows a page of keys (or of parent keys) finds: the key columns first,
+    then the columns compared. Where the database binds a list as one array (PostgreSQL), the
+    page is one array a key column, joined to the table (`IN (SELECT unnest(...))`): the same
+    short statement every page, where an IN list is a parameter a key for the client to expand
+    and the server to parse every page (and the table's key index probed a key by nested loop
+    where the server's estimate of an IN list of a page's keys, in a large table not analyzed
+    yet, chose a sequential scan); elsewhere an IN list."""
+
+    stmt: Any  # sqlalchemy Select
+    width: int  # key columns
+    arrays: bool
+
+    def params(self, keys: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+        if self.arrays:
+            return {f"k{i}": [k[i] for k in keys] for i in range(self.width)}
+        return {"keys": [k[0] for k in keys] if self.width == 1 else list(keys)}
+
+
+def keyed_read(columns: Sequence[Any], by: Sequence[Any], arrays: bool) -> KeyedRead:
+    """The SELECT of `columns` whose `by` columns are one of a page's keys (KeyedRead)."""
+    from sqlalchemy import ARRAY, Float, Numeric, String, bindparam, func, select, tuple_
+
+    def element(t: Any) -> Any:
+        # The array's element without a length, precision or scale: its cast never cuts or
+        # rounds a key to fit the column (and so never finds another row).
+        if isinstance(t, String):
+            return String()
+        return Numeric() if isinstance(t, Numeric) and not isinstance(t, Float) else t
+
+    if arrays:
+        binds = [bindparam(f"k{i}", type_=ARRAY(element(c.type))) for i, c in enumerate(by)]
+        if len(by) == 1:
+            cond = by[0].in_(select(func.unnest(binds[0])))
+        else:
+            keys = func.unnest(*binds).table_valued(*[f"k{i}" for i in range(len(by))]).render_derived()
+            cond = tuple_(*by).in_(select(*keys.c))
+    else:
+        page: Any = bindparam("keys", expanding=True)
+        cond = by[0].in_(page) if len(by) == 1 else tuple_(*by).in_(page)
+    return KeyedRead(select(*columns).where(cond), len(by), arrays)
+
+
+def binds_arrays(engine: Any) -> bool:
+    """Whether the database takes a list as one array parameter (its dialect compiles ARRAY)."""
+    from sqlalchemy import ARRAY, Integer
+    from sqlalchemy.exc import CompileError
+
+    try:
+        ARRAY(Integer()).compile(dialect=engine.dialect)
+    except CompileError:
+        return False
+    return True
 
 
 def item_key_columns(spec: TableSpec) -> tuple[str, ...]:
@@ -303,6 +397,7 @@ class Reconciler:
         self.report = Report(entity, source.ident)
         metadata = build_metadata(registry, foreign_keys=False)
         self.tombstones = metadata.tables[registry.tombstone_table]
+        arrays = binds_arrays(engine)
         self.plans: dict[str, TablePlan] = {}
         for name, spec in self.spec.tables.items():
             if spec.append_only:
@@ -323,12 +418,47 @@ class Reconciler:
             )
             if meta:
                 self.report.uncompared[name] = sorted(meta)
-            self.plans[name] = TablePlan(spec, metadata.tables[spec.qualified], attrs, why, meta)
+            plan = TablePlan(spec, metadata.tables[spec.qualified], attrs, why, meta)
+            self._reads(plan, arrays)
+            self.plans[name] = plan
+
+    def _reads(self, plan: TablePlan, arrays: bool) -> None:
+        """The plan's SELECTs and the places of what they read (TablePlan)."""
+        from sqlalchemy import select
+
+        spec, t = plan.spec, plan.table
+        names = list(spec.key) + [c for c in spec.columns if c not in spec.key and c not in plan.meta_columns]
+        if spec.soft_delete is not None and spec.soft_delete.column not in names:
+            names.append(spec.soft_delete.column)
+        columns = [t.c[c] for c in names]
+        place = {c: i for i, c in enumerate(names)}
+        plan.at = {c: place[c] for c in names if c in spec.columns and c not in plan.meta_columns}
+        plan.soft_deleted_at = place[spec.soft_delete.column] if spec.soft_delete is not None else None
+        # A looked-up column holds the looked-in row's value (a surrogate id): the key that row
+        # has now is what the item's values are compared with (_compare).
+        for c in spec.lookups:
+            lk = spec.columns[c].lookup
+            assert lk is not None
+            if c not in plan.at:
+                continue
+            parent = t.metadata.tables[lk.table].alias(f"lk_{c}")
+            natural = []
+            for m in lk.match:
+                natural.append(len(columns))
+                columns.append(
+                    select(parent.c[m.name]).where(parent.c[lk.select] == t.c[c]).scalar_subquery()
+                )
+            plan.looked_up[c] = (plan.at.pop(c), tuple(natural), lk.match)
+        key_arrays = arrays and all(spec.columns[k].type != "json" for k in spec.key)
+        plan.by_key = keyed_read(columns, [t.c[k] for k in spec.key], key_arrays)
+        plan.norm_key = key_normalizer([spec.columns[k] for k in spec.key])
+        parent = item_key_columns(spec)
+        plan.norm_parent = key_normalizer([spec.columns[k] for k in parent])
+        plan.parent_at = tuple(spec.key.index(k) for k in parent)
+        if spec.each is not None:
+            plan.by_parent = keyed_read(columns, [t.c[k] for k in parent], key_arrays)
 
     # -- expected rows
-
-    def _norm_key(self, spec: TableSpec, key: Iterable[Any]) -> tuple[Any, ...]:
-        return tuple(normalize(spec.columns[k], v) for k, v in zip(spec.key, key, strict=True))
 
     def expected(self, items: Iterable[dict[str, Any]]) -> Expected:
         """Per table and key, the row the item's write would leave (its columns), or None when
@@ -337,17 +467,18 @@ class Reconciler:
         sets: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {t: {} for t in self.plans}
         created = self.source.created
         queue_arn = f"arn:aws:sqs:local:000000000000:{self.spec.queue}"
+        plans, report = self.plans, self.report
         for item in items:
             record = self.synth.record(item, created)
             item_key = {k: item[k] for k in self.synth.keys}
             if not self.pipe.filters.matches(record):
-                self.report.filtered += 1
+                report.filtered += 1
                 continue
             try:
                 entry = self.pipe.entry(record)
             except TargetError as exc:
-                self.report.undecodable += 1
-                self.report.note(f"item {json.dumps(item_key, default=str)}: the Pipe refuses it: {exc}")
+                report.undecodable += 1
+                report.note(f"item {json.dumps(item_key, default=str)}: the Pipe refuses it: {exc}")
                 continue
             sqs = parse_sqs_record(
                 {
@@ -360,91 +491,73 @@ class Reconciler:
             try:
                 change = decode(sqs, self.spec, nul_ok=self.nul_ok)
             except DecodeError as exc:
-                self.report.undecodable += 1
-                self.report.note(f"item {json.dumps(item_key, default=str)}: {exc}")
+                report.undecodable += 1
+                report.note(f"item {json.dumps(item_key, default=str)}: {exc}")
                 continue
             for w in change.writes:
-                plan = self.plans.get(w.table.name)
+                name = w.table.name
+                plan = plans.get(name)
                 if plan is None:
                     continue
                 if w.prune is not None:  # a child set's prune: the set is the elements written before it
-                    sets[w.table.name][self._norm_parent(w.table, w.key)] = item_key
+                    sets[name][plan.norm_parent(w.key)] = item_key
                     continue
-                nk = self._norm_key(w.table, w.key)
+                nk = plan.norm_key(w.key)
                 if w.action in (DO_DELETE, DO_SOFT_DELETE):
-                    out[w.table.name][nk] = (None, item_key)
+                    out[name][nk] = (None, item_key)
                     continue
-                values = dict(w.values)
+                values = w.values  # the decoder's own dict, read only from here on
                 if w.action is DO_UPDATE and w.if_missing is not IF_MISSING_UPSERT:
                     values = {c: values[c] for c in values if c in w.table.columns}
-                prev = out[w.table.name].get(nk)
-                if prev and prev[0] is not None and w.action not in (DO_UPSERT,):
+                prev = out[name].get(nk)
+                if prev and prev[0] is not None and w.action is not DO_UPSERT:
                     values = {**prev[0], **values}
-                out[w.table.name][nk] = (values, item_key)
+                out[name][nk] = (values, item_key)
         return Expected(out, sets)
-
-    def _norm_parent(self, spec: TableSpec, key: Iterable[Any]) -> tuple[Any, ...]:
-        cols = item_key_columns(spec)
-        return tuple(normalize(spec.columns[k], v) for k, v in zip(cols, key, strict=True))
-
-    def _children(self, plan: TablePlan, parents: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The normalized keys of every row of these parents in a child table."""
-        from sqlalchemy import select, tuple_
-
-        t = plan.table
-        cols = [t.c[k] for k in item_key_columns(plan.spec)]
-        cond = cols[0].in_([p[0] for p in parents]) if len(cols) == 1 else tuple_(*cols).in_(parents)
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(*[t.c[k] for k in plan.spec.key]).where(cond)).all()
-        return [self._norm_key(plan.spec, r) for r in rows]
 
     # -- database side
 
-    def _select(self, plan: TablePlan, keys: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str, Any]]:
-        from sqlalchemy import select, tuple_
-
-        t = plan.table
-        cols = [t.c[k] for k in plan.spec.key]
-        cond = cols[0].in_([k[0] for k in keys]) if len(cols) == 1 else tuple_(*cols).in_(keys)
-        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-        # A looked-up column holds the looked-in row's value (a surrogate id): the key that row
-        # has now is what the item's values are compared with (_compare).
-        natural = []
-        for c in plan.spec.lookups:
-            lk = plan.spec.columns[c].lookup
-            assert lk is not None
-            parent = t.metadata.tables[lk.table].alias(f"lk_{c}")
-            for i, m in enumerate(lk.match):
-                found = select(parent.c[m.name]).where(parent.c[lk.select] == t.c[c]).scalar_subquery()
-                natural.append(found.label(f"lookup_{c}_{i}"))
+    def _select(
+        self, plan: TablePlan, keys: Sequence[tuple[Any, ...]], *, by_parent: bool = False
+    ) -> dict[tuple[Any, ...], Any]:
+        """The rows these normalized keys (or, by_parent, parent keys) find, by normalized key:
+        each a row of the plan's columns read (TablePlan.at)."""
+        read = plan.by_parent if by_parent else plan.by_key
+        assert read is not None
+        rows: dict[tuple[Any, ...], Any] = {}
+        if not keys:
+            return rows
+        width, norm = len(plan.spec.key), plan.norm_key
         with self.engine.connect() as conn:
-            for r in conn.execute(select(t, *natural).where(cond)).mappings():
-                rows[self._norm_key(plan.spec, [r[k] for k in plan.spec.key])] = dict(r)
+            for r in conn.execute(read.stmt, read.params(keys)).all():
+                rows[norm(r[:width])] = r
         return rows
 
     def _compare(
-        self, plan: TablePlan, values: dict[str, Any], row: dict[str, Any]
+        self, plan: TablePlan, values: dict[str, Any], row: Sequence[Any]
     ) -> list[tuple[str, Any, Any]]:
         diff = []
+        at, columns = plan.at, plan.spec.columns
         for c, v in values.items():
-            col = plan.spec.columns.get(c)
-            if col is None or c in plan.meta_columns:
-                continue
-            if col.lookup is not None:
-                # The item's match values against the key of the row the column points at.
-                match = col.lookup.match
-                e = None if v is None else tuple(normalize(m, x) for m, x in zip(match, v, strict=True))
-                a = (
-                    None
-                    if row.get(c) is None
-                    else tuple(normalize(m, row.get(f"lookup_{c}_{i}")) for i, m in enumerate(match))
-                )
-                if e != a:
-                    diff.append((c, e, a))
-                continue
-            actual = row.get(c)
+            i = at.get(c)
+            if i is None:
+                looked = plan.looked_up.get(c)
+                if looked is not None:
+                    # The item's match values against the key of the row the column points at.
+                    j, natural, match = looked
+                    e = None if v is None else tuple(normalize(m, x) for m, x in zip(match, v, strict=True))
+                    a = (
+                        None
+                        if row[j] is None
+                        else tuple(normalize(m, row[k]) for m, k in zip(match, natural, strict=True))
+                    )
+                    if e != a:
+                        diff.append((c, e, a))
+                continue  # not a column of the table, or one from the record's metadata
+            actual = row[i]
             if v == actual and type(v) is type(actual):  # the same value as it stands: nothing to normalize
                 continue
+            col = columns[c]
             e, a = normalize(col, v), normalize(col, actual)
             if e != a:
                 diff.append((c, e, a))
@@ -457,25 +570,37 @@ class Reconciler:
 
     def compare_page(self, expected: Expected) -> list[Drift]:
         drift = []
+        ps = self.page_size
+        # A child table: every row of the parents whose whole set is known, read once by parent
+        # key; a row the set does not hold is extra, the others are compared below.
+        by_parent: dict[str, dict[tuple[Any, ...], Any]] = {}
         for name, known in expected.sets.items():
             if not known:
                 continue
             plan = self.plans[name]
             rows = expected.rows[name]
             parents = list(known)
-            for i in range(0, len(parents), self.page_size):
-                for nk in self._children(plan, parents[i : i + self.page_size]):
-                    if nk not in rows or rows[nk][0] is None:
-                        parent = self._norm_parent(
-                            plan.spec, [nk[plan.spec.key.index(k)] for k in item_key_columns(plan.spec)]
-                        )
-                        drift.append(Drift(name, EXTRA, self._key_dict(plan, nk), known[parent]))
+            found = by_parent[name] = {}
+            for i in range(0, len(parents), ps):
+                for nk, row in self._select(plan, parents[i : i + ps], by_parent=True).items():
+                    found[nk] = row
+                    want = rows.get(nk)
+                    if want is None or want[0] is None:
+                        drift.append(Drift(name, EXTRA, self._key_dict(plan, nk), known[plan.parent_of(nk)]))
         for name, rows in expected.rows.items():
             plan = self.plans[name]
+            known = expected.sets[name]
             wanted = [(nk, v) for nk, v in rows.items() if v[0] is not None]
-            for i in range(0, len(wanted), self.page_size):
-                chunk = wanted[i : i + self.page_size]
-                found = self._select(plan, [nk for nk, _ in chunk])
+            read = by_parent.get(name)
+            for i in range(0, len(wanted), ps):
+                chunk = wanted[i : i + ps]
+                if read is None:
+                    found = self._select(plan, [nk for nk, _ in chunk])
+                else:  # the rows of a parent whose set is known are read already
+                    found = read
+                    found.update(
+                        self._select(plan, [nk for nk, _ in chunk if plan.parent_of(nk) not in known])
+                    )
                 for nk, (values, item_key) in chunk:
                     assert values is not None
                     self.report.compared += 1
@@ -558,7 +683,7 @@ class Reconciler:
             exists = self._existing(keys)
             for r, k in zip(live, keys, strict=True):
                 if _ident(k, list(self.synth.keys)) not in exists:
-                    nk = self._norm_key(plan.spec, [r[c] for c in plan.spec.key])
+                    nk = plan.norm_key([r[c] for c in plan.spec.key])
                     drift.append(Drift(plan.spec.name, EXTRA, self._key_dict(plan, nk), k))
         return drift
 
@@ -571,15 +696,14 @@ class Reconciler:
         resp = self.ddb.get_item(TableName=self.spec.source_table, Key=d.item_key, ConsistentRead=True)
         item = resp.get("Item")
         plan = self.plans[d.table]
-        nk = self._norm_key(plan.spec, [d.key[k] for k in plan.spec.key])
+        nk = plan.norm_key([d.key[k] for k in plan.spec.key])
         want = self.expected([item]).rows.get(d.table, {}).get(nk) if item else None
         row = self._select(plan, [nk]).get(nk)
         if want is None or want[0] is None:  # no row expected
-            sd = plan.spec.soft_delete
             # A row of another table with its item there is that item's (not compared); a child
             # row is its parent item's only when the item's set holds it.
             excused = item is not None and plan.spec.each is None
-            if row is None or excused or (sd is not None and row.get(sd.column)):
+            if row is None or excused or (plan.soft_deleted_at is not None and row[plan.soft_deleted_at]):
                 return None, item
             return Drift(d.table, EXTRA, d.key, d.item_key), item
         if row is None:
@@ -646,8 +770,12 @@ class Reconciler:
                 # A child set with a missing or differing row is written again whole: its rows
                 # and its tombstone (which would hold the re-apply off at the same version) go
                 # first, in one transaction; the re-apply below writes both again.
-                for (_, parent), plan in sets.items():
-                    self._drop_set(conn, plan, parent)
+                parents: dict[str, tuple[TablePlan, list[tuple[Any, ...]]]] = {}
+                for (name, parent), plan in sets.items():
+                    parents.setdefault(name, (plan, []))[1].append(parent)
+                for plan, keys in parents.values():
+                    for i in range(0, len(keys), self.page_size):
+                        self._drop_sets(conn, plan, keys[i : i + self.page_size])
         counts = Counts()
         for target, records in ((sink, outgoing), (fill_sink, fills)):
             if records:
@@ -658,31 +786,33 @@ class Reconciler:
             if d.kind == EXTRA and delete_extra:
                 self.report.deleted += 1
 
-    def _drop_set(self, conn: Any, plan: TablePlan, parent: tuple[Any, ...]) -> None:
-        from sqlalchemy import and_, delete
+    def _drop_sets(self, conn: Any, plan: TablePlan, parents: list[tuple[Any, ...]]) -> None:
+        """The child rows of these parents and their sets' tombstones: two DELETEs."""
+        from sqlalchemy import delete, tuple_
 
         from runtime.decode import row_key
 
-        spec = plan.spec
+        spec, t, tombs = plan.spec, plan.table, self.tombstones
         cols = item_key_columns(spec)
-        t = plan.table
-        conn.execute(delete(t).where(and_(*[t.c[k] == v for k, v in zip(cols, parent, strict=True)])))
-        typed = tuple(converter(spec.columns[k])(v) for k, v in zip(cols, parent, strict=True))
-        tombs = self.tombstones
+        by = [t.c[k] for k in cols]
         conn.execute(
-            delete(tombs).where(
-                and_(tombs.c.table_name == spec.qualified, tombs.c.row_key == row_key(spec, typed))
-            )
+            delete(t).where(by[0].in_([p[0] for p in parents]) if len(by) == 1 else tuple_(*by).in_(parents))
         )
+        convert = [converter(spec.columns[k]) for k in cols]
+        rows = [row_key(spec, tuple(f(v) for f, v in zip(convert, p, strict=True))) for p in parents]
+        conn.execute(delete(tombs).where(tombs.c.table_name == spec.qualified, tombs.c.row_key.in_(rows)))
 
     # -- the whole run
 
-    def compare_unit(self, unit: str) -> list[Drift]:
-        """Every item of one source unit (a Scan segment, an export file) compared; the drifted keys."""
+    def compare_unit(self, unit: str, between_pages: Callable[[], None] | None = None) -> list[Drift]:
+        """Every item of one source unit (a Scan segment, an export file) compared; the drifted
+        keys. `between_pages` runs after each page."""
         suspects: list[Drift] = []
         for items, _after in self.source.pages(unit, None):
             self.report.items += len(items)
             suspects += self.compare_page(self.expected(items))
+            if between_pages is not None:
+                between_pages()
         return suspects
 
     def run(
@@ -690,8 +820,9 @@ class Reconciler:
     ) -> list[Drift]:
         """Compare every item and look for extras (unless told not to); the drifted keys (before
         the grace period).
-        With a recipe and more than one worker, each unit is compared in a process of its own
-        (the comparison is CPU-bound: the template, the decoder, the coercion of both sides)."""
+        With a recipe and more than one worker, the units are shared by this process and
+        `workers - 1` processes of their own (the comparison is CPU-bound: the template, the
+        decoder, the coercion of both sides)."""
         started = time.monotonic()
         suspects: list[Drift] = []
         units = self.source.units()
@@ -711,24 +842,48 @@ class Reconciler:
         self.log(f"reconcile {self.spec.name}: {self.report.items:,} items read, {suspects} drifted so far")
 
     def _in_processes(self, recipe: ReconcilerRecipe, units: list[str], workers: int) -> list[Drift]:
+        """The units compared by `workers - 1` worker processes and by this one, which has built
+        what a worker builds (a worker's start, its imports and its Reconciler, costs what
+        comparing some thousands of items does); a worker is given the next unit as it is free,
+        between this process's pages."""
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
         ctx = multiprocessing.get_context("spawn")  # nothing of this process's connections inherited
         suspects: list[Drift] = []
-        with ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx, initializer=_worker_init) as ex:
-            for done in as_completed([ex.submit(_compare_unit, recipe, u) for u in units]):
-                r: UnitResult = done.result()
-                report = self.report
-                report.items += r.items
-                report.compared += r.compared
-                report.filtered += r.filtered
-                report.undecodable += r.undecodable
-                for why in r.problems:
-                    report.note(why)
-                suspects += r.suspects
+        todo = list(units)
+        running: set[Future[UnitResult]] = set()
+        processes = min(workers - 1, len(units) - 1)
+        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init) as ex:
+
+            def share() -> None:
+                for done in [f for f in running if f.done()]:
+                    running.discard(done)
+                    suspects.extend(self._counted(done.result()))
+                    self._progress(len(suspects))
+                while todo and len(running) < processes:
+                    running.add(ex.submit(_compare_unit, recipe, todo.pop(0)))
+
+            share()
+            while todo:
+                found = self.compare_unit(todo.pop(0), between_pages=share)
+                suspects += found
                 self._progress(len(suspects))
+            while running:
+                wait(running, return_when=FIRST_COMPLETED)
+                share()
         return suspects
+
+    def _counted(self, r: UnitResult) -> list[Drift]:
+        """A worker's unit added to the report; its drifted keys."""
+        report = self.report
+        report.items += r.items
+        report.compared += r.compared
+        report.filtered += r.filtered
+        report.undecodable += r.undecodable
+        for why in r.problems:
+            report.note(why)
+        return r.suspects
 
     def settle(self, suspects: list[Drift]) -> list[tuple[Drift, dict[str, Any] | None]]:
         """Each drifted key re-checked after the grace period; the drift that stays."""
@@ -781,13 +936,20 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends a worker quietly; the command reports it
 
 
+# This worker process's Reconciler: built for its first unit, used for every later one (a pool
+# serves one run, so one recipe); its engine is disposed as the process ends.
+_BUILT: list[Reconciler] = []
+
+
 def _compare_unit(recipe: ReconcilerRecipe, unit: str) -> UnitResult:
-    rec = recipe.reconciler(dynamodb=False)
-    try:
-        suspects = rec.compare_unit(unit)
-    finally:
-        rec.engine.dispose()
-    r = rec.report
+    if not _BUILT:
+        from multiprocessing.util import Finalize
+
+        _BUILT.append(recipe.reconciler(dynamodb=False))
+        Finalize(None, _BUILT[0].engine.dispose, exitpriority=0)
+    rec = _BUILT[0]
+    r = rec.report = Report(rec.spec.name, rec.source.ident)  # this unit's counts alone
+    suspects = rec.compare_unit(unit)
     return UnitResult(r.items, r.compared, r.filtered, r.undecodable, list(r.problems), suspects)
 
 
