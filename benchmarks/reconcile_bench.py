@@ -5,6 +5,10 @@ For each size N (the synthetic `orders` export of benchmarks/backfill_bench.py):
 - stream: the items as stream INSERT records through the Pipe, applied with
   runtime.apply.apply_batch in batches of 10 on fresh tables (backfill_bench's stream child);
   its apply loop timed. It leaves every row in the database;
+- workload: the streaming path as issue 12 states it, the runtime benchmark's workload
+  (benchmarks/workload.py: per order a create and 5-13 updates, several message groups per
+  batch) as N messages in batches of 10 on fresh tables (backfill_bench's workload child), its
+  apply loop timed;
 - reconcile: the comparison pass of `ddb-sql-sync reconcile` (its Reconciler, built the
   command's way) over the same export and those rows, in a fresh process with K worker
   processes (K: this machine's cores unless --workers says otherwise): every item read, its
@@ -96,11 +100,14 @@ def server_cpu() -> float:
     return total / tick
 
 
-def run_child(mode: str, directory: Path, url: str, page_size: int, workers: int) -> dict[str, Any]:
-    if mode == "stream":
+def run_child(
+    mode: str, directory: Path, url: str, page_size: int, workers: int, events: int
+) -> dict[str, Any]:
+    if mode in ("stream", "workload"):
         bb.fresh_tables(url).dispose()
     child = "reconcile" if mode.startswith("reconcile") else mode
     cmd = [sys.executable, __file__, "--child", child, "--dir", str(directory), "--url", url]
+    cmd += ["--events", str(events)]
     cmd += ["--page-size", str(page_size), "--workers", str(1 if mode == "reconcile-1" else workers)]
     before, server = resource.getrusage(resource.RUSAGE_CHILDREN), server_cpu()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -128,11 +135,14 @@ def main() -> int:
     p.add_argument("--out", default=str(HERE / "results" / "reconcile.md"), help="(default: %(default)s)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
+    p.add_argument("--events", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         if args.child == "stream":
             args.batch_size = 10
             doc = bb.child_stream(args)
+        elif args.child == "workload":
+            doc = bb.child_workload(args)
         else:
             doc = child_reconcile(args)
         print(json.dumps(doc))
@@ -143,14 +153,18 @@ def main() -> int:
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as tmp:
             bb.write_export(Path(tmp), n)
-            stream = run_child("stream", Path(tmp), url, args.page_size, args.workers)
+            workload = run_child("workload", Path(tmp), url, args.page_size, args.workers, n)
+            assert workload["events"] == n, workload
+            stream = run_child("stream", Path(tmp), url, args.page_size, args.workers, n)
             assert stream["events"] == n and bb.count_rows(url) == n, stream
             docs = {}
             for mode in ("reconcile", "reconcile-1"):
-                docs[mode] = run_child(mode, Path(tmp), url, args.page_size, args.workers)
+                docs[mode] = run_child(mode, Path(tmp), url, args.page_size, args.workers, n)
                 assert docs[mode]["items"] == n, docs[mode]
-            print(f"{n:,}: stream {stream}, reconcile {docs}", file=sys.stderr, flush=True)
-            rows.append((n, stream, docs))
+            print(
+                f"{n:,}: workload {workload}, stream {stream}, reconcile {docs}", file=sys.stderr, flush=True
+            )
+            rows.append((n, workload, stream, docs))
     lines = [
         "# Reconcile against the streaming path (benchmarks/reconcile_bench.py)",
         "",
@@ -161,20 +175,26 @@ def main() -> int:
         "",
         (__doc__ or "").split("\n\n")[1],
         "",
-        "| items | stream: apply events/s (batches of 10) | reconcile: items compared/s | ratio "
-        "| reconcile-1: items/s | ratio | CPU us/item (reconcile): all (command + server) "
+        "Ratios are against the stream (the same items as stream INSERTs, batches of 10) and, in "
+        "brackets, against the workload (the runtime benchmark's workload, batches of 10: the "
+        "issue's baseline).",
+        "",
+        "| items | stream: apply events/s (batches of 10) | workload: apply events/s | reconcile: items compared/s "
+        "| ratio | reconcile-1: items/s | ratio | CPU us/item (reconcile): all (command + server) "
         "| ceiling items/s | ceiling ratio "
         "| peak RSS reconcile (MiB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n, s, docs in rows:
+    for n, w, s, docs in rows:
         srate = s["events"] / s["seconds"]
+        wrate = w["events"] / w["seconds"]
         r, r1 = docs["reconcile"], docs["reconcile-1"]
         rrate, r1rate = r["items"] / r["seconds"], r1["items"] / r1["seconds"]
         cpu = r["cpu"] / r["items"] * 1e6
         ceiling = cores * 1e6 / cpu
         lines.append(
-            f"| {n:,} | {srate:,.0f} | {rrate:,.0f} | {rrate / srate:.2f}x | {r1rate:,.0f} | {r1rate / srate:.2f}x "
+            f"| {n:,} | {srate:,.0f} | {wrate:,.0f} | {rrate:,.0f} | {rrate / srate:.2f}x ({rrate / wrate:.2f}x) "
+            f"| {r1rate:,.0f} | {r1rate / srate:.2f}x ({r1rate / wrate:.2f}x) "
             f"| {cpu:.0f} ({r['client_cpu'] / r['items'] * 1e6:.0f} + {r['server_cpu'] / r['items'] * 1e6:.0f}) "
             f"| {ceiling:,.0f} | {ceiling / srate:.2f}x | {r['rss_kib'] / 1024:,.0f} |"
         )
