@@ -141,25 +141,46 @@ def _number_shown(d: Decimal) -> str:
     return f"the number {cut(canonical_text(d), SAMPLE_MAX)}" if show_values() else "a number"
 
 
-def _integer(value: Any, col: ColumnSpec) -> int:
-    if isinstance(value, bool):
-        return int(value)
-    d = _decimal(value, col)
-    if d != d.to_integral_value():
-        raise CoercionError(
-            f"column {col.name}: {_number_shown(d)} with decimal places is not a whole number"
-        )
+def _integer_converter(col: ColumnSpec) -> Callable[[Any], int]:
+    """An integer column's conversion, its range chosen once."""
     limit = INT_RANGES[col.type]
-    if d.adjusted() >= 19 or not -limit <= int(d) < limit:
-        raise CoercionError(
-            f"column {col.name}: {_number_shown(d)} of {d.adjusted() + 1} digits is out of range for "
-            f"{col.type} ({-limit}..{limit - 1})"
-        )
-    return int(d)
+
+    def integer(value: Any) -> int:
+        if type(value) is Decimal:  # the common case: a number of the message
+            d = value
+        elif isinstance(value, bool):
+            return int(value)
+        else:
+            d = _decimal(value, col)
+        if d != d.to_integral_value():
+            raise CoercionError(
+                f"column {col.name}: {_number_shown(d)} with decimal places is not a whole number"
+            )
+        if d.adjusted() >= 19 or not -limit <= (whole := int(d)) < limit:
+            raise CoercionError(
+                f"column {col.name}: {_number_shown(d)} of {d.adjusted() + 1} digits is out of range for "
+                f"{col.type} ({-limit}..{limit - 1})"
+            )
+        return whole
+
+    return integer
 
 
 def _timestamp(value: Any, col: ColumnSpec) -> datetime:
     return timestamp_value(value, col.format, f"column {col.name}", col)
+
+
+def _timestamp_converter(col: ColumnSpec) -> Callable[[Any], datetime]:
+    """A timestamp column's conversion (_timestamp), its format and the reason's prefix chosen once."""
+    fmt, where = col.format, f"column {col.name}"
+    epoch, millis = fmt != "iso8601", fmt == "epoch_millis"
+
+    def timestamp(value: Any) -> datetime:
+        if epoch and type(value) is Decimal:  # the common case: a number of the message
+            return epoch_timestamp(value, millis, where)
+        return timestamp_value(value, fmt, where, col)
+
+    return timestamp
 
 
 def timestamp_value(value: Any, fmt: str | None, where: str, col: ColumnSpec | None = None) -> datetime:
@@ -204,18 +225,28 @@ def epoch_timestamp(d: Decimal, millis: bool, where: str) -> datetime:
             f"{where}: {_number_shown(d)} of epoch {unit} is out of range for a timestamp (years 1 to 9999)"
         )
     if seconds == seconds.to_integral_value():
-        return EPOCH + timedelta(seconds=int(seconds))
-    return EPOCH + timedelta(seconds=float(seconds))
+        return EPOCH + timedelta(0, int(seconds))  # (days, seconds): a keyword costs more
+    return EPOCH + timedelta(0, float(seconds))
 
 
-def _decimal_column(value: Any, col: ColumnSpec, limits: tuple[int, int] | None = None) -> Decimal:
-    d = _decimal(value, col)
+def _exponent(d: Decimal) -> int:
+    """`d.as_tuple().exponent` of a finite Decimal, read off its text (as_tuple builds a named
+    tuple, through a Python call). The text holds every digit of the coefficient, then the
+    exponent of its first digit in scientific notation: "1.2E-7" is 12E-8, "0.05" is 5E-2,
+    "1E+5" is 1E+5 (upper-cased: a context with capitals=0 writes "e")."""
+    mantissa, _, exponent = str(d).upper().partition("E")
+    return (int(exponent) if exponent else 0) - len(mantissa.partition(".")[2])
+
+
+def _decimal_column(value: Any, col: ColumnSpec, limits: tuple[int, int]) -> Decimal:
+    d = value if type(value) is Decimal else _decimal(value, col)
     if not d:
         return d
-    precision, scale = limits or decimal_limits(col)
-    _, digits, exponent = d.as_tuple()
-    assert isinstance(exponent, int)  # _decimal admits finite numbers only
-    if exponent < -scale:  # more places than the scale, unless the extra ones are zeros
+    precision, scale = limits
+    assert d.is_finite()  # _decimal admits finite numbers only
+    if _exponent(d) < -scale:  # more places than the scale, unless the extra ones are zeros
+        _, digits, exponent = d.as_tuple()
+        assert isinstance(exponent, int)
         trailing = 0
         while trailing < -exponent and digits[len(digits) - 1 - trailing] == 0:
             trailing += 1
@@ -313,7 +344,7 @@ def _converter_for(col: ColumnSpec, nul_ok: bool) -> Callable[[Any], Any]:
     if t in ("string", "text"):
         return _string_converter(col, nul_ok)
     if t in INT_RANGES:
-        return lambda value: _integer(value, col)
+        return _integer_converter(col)
     if t == "decimal":
         limits = decimal_limits(col)
         return lambda value: _decimal_column(value, col, limits)
@@ -322,7 +353,7 @@ def _converter_for(col: ColumnSpec, nul_ok: bool) -> Callable[[Any], Any]:
     if t == "boolean":
         return lambda value: _boolean(value, col)
     if t == "timestamp":
-        return lambda value: _timestamp(value, col)
+        return _timestamp_converter(col)
     if t == "date":
         return lambda value: _date(value, col)
     if t == "json":

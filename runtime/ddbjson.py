@@ -38,9 +38,7 @@ def number(text: Any) -> Decimal:
     """A DynamoDB number (its text, or a number a JSON body carried) as an exact Decimal,
     refused with a short reason when it is not one DynamoDB could hold."""
     length = MAX_NUMBER_TEXT  # unknown: check the digits
-    if isinstance(text, Decimal):
-        value = text
-    elif isinstance(text, str):
+    if isinstance(text, str):  # the common case first: an N value's text
         if "_" in text:  # Python's Decimal reads 1_000 as 1000; DynamoDB has no such number
             raise AttributeValueError(f"{shown(text)} is not a number")
         if len(text) > MAX_NUMBER_TEXT:
@@ -50,6 +48,8 @@ def number(text: Any) -> Decimal:
         except InvalidOperation:
             raise AttributeValueError(f"{shown(text)} is not a number") from None
         length = len(text)
+    elif isinstance(text, Decimal):
+        value = text
     elif isinstance(text, int) and not isinstance(text, bool):
         value = Decimal(text)
     elif isinstance(text, float):
@@ -58,7 +58,8 @@ def number(text: Any) -> Decimal:
         raise AttributeValueError(f"expected a number, got {shown(text)}")
     if not value.is_finite():
         raise AttributeValueError(f"{shown(text)} is not a finite number")
-    check_magnitude(value)
+    if not DYNAMODB_NUMBER_MIN_EXPONENT <= value.adjusted() <= DYNAMODB_NUMBER_MAX_EXPONENT:
+        check_magnitude(value)  # refuses it, unless it is a zero (0E-200 is 0)
     if length > DYNAMODB_NUMBER_DIGITS:  # a shorter text cannot hold more digits
         check_digits(value)
     return value
@@ -77,6 +78,8 @@ def check_magnitude(value: Decimal) -> Decimal:
 
 def check_digits(value: Decimal) -> Decimal:
     """`value`, refused when it has more significant digits than DynamoDB keeps."""
+    if len(str(value)) <= DYNAMODB_NUMBER_DIGITS:  # its text holds every digit (as_tuple costs more)
+        return value
     digits = value.as_tuple().digits
     if len(digits) > DYNAMODB_NUMBER_DIGITS:
         significant = len(digits)

@@ -175,8 +175,9 @@ def _converter(spec: FieldSpec) -> Callable[[Any], Any]:
 
         return string
     if t in ("N", "number"):
-        convert: Callable[[Any], Any] = _body_number
-    elif t == "BOOL":
+        return _body_number  # tells "" (missing) apart itself
+    convert: Callable[[Any], Any]
+    if t == "BOOL":
 
         def convert(raw: Any) -> Any:
             if not isinstance(raw, bool):
@@ -207,22 +208,18 @@ def _reader(spec: FieldSpec) -> Callable[[dict[str, Any]], Any]:
         return reader
     convert = _converter(spec)
     path, name = spec.path, spec.name
-
-    if len(path) == 1:
-        (p0,) = path
-
-        def lookup(body: dict[str, Any]) -> Any:
-            return body.get(p0, MISSING)
-
-    else:
-
-        def lookup(body: dict[str, Any]) -> Any:
-            return _lookup(body, path)
+    top = path[0] if len(path) == 1 else None  # most fields are at the top of the body
+    # The common cases, without a call: a bare string field's value is its raw text (None: no
+    # such type); a typed field's is the text of its {"S": "x"}.
+    as_is = str if spec.carry == "value" and spec.type == "S" else None
+    typed = spec.carry == "typed"
 
     def read(body: dict[str, Any]) -> Any:
-        raw = lookup(body)
-        if raw is MISSING:
-            return MISSING
+        raw = body.get(top, MISSING) if top is not None else _lookup(body, path)
+        if type(raw) is as_is or raw is MISSING:
+            return raw
+        if typed and type(raw) is dict and type(text := raw.get("S")) is str and len(raw) == 1:
+            return text
         try:
             return convert(raw)
         except AttributeValueError as exc:
@@ -240,43 +237,50 @@ def field_value(body: dict[str, Any], spec: FieldSpec) -> Any:
     return _reader(spec)(body)
 
 
-class _Values:
-    """Lazily decoded message fields (each at most once)."""
+class _Values(dict[str, Any]):
+    """Lazily decoded message fields, `values[name]`: each read on first use, at most once (a
+    dict, so that a field already read costs no Python call); MISSING for a name the entity
+    does not have."""
 
-    __slots__ = ("body", "readers", "cache")
+    __slots__ = ("body", "readers")
 
     def __init__(self, body: dict[str, Any], readers: dict[str, Callable[[dict[str, Any]], Any]]) -> None:
         self.body = body
         self.readers = readers
-        self.cache: dict[str, Any] = {}
 
-    def get(self, name: str) -> Any:
-        cache = self.cache
-        if name in cache:
-            return cache[name]
+    def __missing__(self, name: str) -> Any:
         reader = self.readers.get(name)
-        value = cache[name] = MISSING if reader is None else reader(self.body)
+        value = self[name] = MISSING if reader is None else reader(self.body)
         return value
 
     def value(self, name: str) -> Any:
         """A field's value for an expression: None when missing or null."""
-        v = self.get(name)
+        v = self[name]
         return None if v is MISSING else v
 
     def first(self, names: tuple[str, ...]) -> Any:
         for n in names:
-            v = self.get(n)
+            v = self[n]
             if v is not MISSING and v is not None:
                 return v
         return MISSING
+
+
+def _single(fields: tuple[str, ...]) -> str | None:
+    """A column's one field, which decode reads as it is (`values[f]`, a converter takes None as
+    it takes MISSING); None for any other number of fields: the first present one is taken
+    (_Values.first)."""
+    return fields[0] if len(fields) == 1 else None
 
 
 @dataclass(slots=True)
 class _ActionProgram:
     act: ActionSpec
     table: TableSpec
-    key: list[tuple[tuple[str, ...], Callable[[Any], Any]]]  # (fields, converter) per key column
-    row: list[tuple[str, tuple[str, ...], Callable[[Any], Any]]]  # (column, fields, converter)
+    # (single field, fields, converter) per key column
+    key: list[tuple[str | None, tuple[str, ...], Callable[[Any], Any]]]
+    # (column, single field, fields, converter)
+    row: list[tuple[str, str | None, tuple[str, ...], Callable[[Any], Any]]]
     # Computed columns: (column, its expression's evaluator, converter), after the others.
     computed: list[tuple[str, Callable[[Callable[[str], Any]], Any], Callable[[Any], Any]]] = field(
         default_factory=list
@@ -345,11 +349,11 @@ def _build_program(entity: EntitySpec, nul_ok: bool) -> _Program:
                     act,
                     table,
                     [
-                        (table.columns[k].fields, conv(table, k))
+                        (_single(table.columns[k].fields), table.columns[k].fields, conv(table, k))
                         for k in (each.parent_key if each else table.key)
                     ],
                     [
-                        (c, table.columns[c].fields, conv(table, c))
+                        (c, _single(table.columns[c].fields), table.columns[c].fields, conv(table, c))
                         for c in cols
                         if table.columns[c].expr is None
                         and c not in table.lookups
@@ -390,7 +394,7 @@ def _version(table: TableSpec, values: _Values) -> Any:
     if raw is MISSING:
         raise DecodeError(f"table {table.name}: version field {' / '.join(spec.fields)} is missing")
     if spec.kind is VERSION_SEQUENCE:
-        text = canonical_text(raw)
+        text = raw if type(raw) is str else canonical_text(raw)
         if not text.isdigit() or len(text) > SEQUENCE_WIDTH:
             raise DecodeError(
                 f"table {table.name}: sequence number {cut(text, 60)!r} is not 1..{SEQUENCE_WIDTH} digits"
@@ -408,10 +412,12 @@ def _version(table: TableSpec, values: _Values) -> Any:
 _KEY_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _body_number(raw: Any) -> Decimal:
-    """A number field: a JSON number of the body (Decimal: DynamoDB's limits checked here), or
-    the text of an N value."""
-    return check_digits(check_magnitude(raw)) if type(raw) is Decimal else number(raw)
+def _body_number(raw: Any) -> Any:
+    """A number field: a JSON number of the body (Decimal: DynamoDB's limits checked here), the
+    text of an N value, or MISSING for "" (see _converter)."""
+    if type(raw) is Decimal:  # first: comparing a Decimal with "" costs an isinstance of an ABC
+        return check_digits(check_magnitude(raw))
+    return MISSING if raw == "" else number(raw)
 
 
 # Built once: json.loads(..., parse_float=) builds a decoder on every call. Every JSON number
@@ -428,7 +434,7 @@ def row_key(table: TableSpec, key: tuple[Any, ...]) -> str:
     """The key as JSON text (tombstones and the plan use it): '["ORD-1"]'."""
     parts = [v if type(v) is str else canonical_text(v) for v in key]
     # Without anything to escape, the encoder's text is built directly (no per-call set-up).
-    plain = not any(_NEEDS_ESCAPE(p) for p in parts)
+    plain = _NEEDS_ESCAPE("".join(parts)) is None
     text = '["' + '","'.join(parts) + '"]' if plain else _KEY_TEXT(parts)
     if len(text) > ROW_KEY_MAX:
         raise DecodeError(f"table {table.name}: key is longer than {ROW_KEY_MAX} characters")
@@ -454,7 +460,7 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
 
     event_id = ""
     if entity.event_id_field:
-        eid = values.get(entity.event_id_field)
+        eid = values[entity.event_id_field]
         if isinstance(eid, str) and eid:
             event_id = eid
     if not event_id:
@@ -469,14 +475,14 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
 
     event_type = ""
     for field_name in entity.type_from:
-        v = values.get(field_name)
+        v = values[field_name]
         if isinstance(v, str) and v:
             event_type = v
             break
     if not event_type:
         raise DecodeError(f"no event type: fields {', '.join(entity.type_from)} are all missing or empty")
 
-    created = values.get(entity.lag_field) if entity.lag_field else MISSING
+    created = values[entity.lag_field] if entity.lag_field else MISSING
     created_at = created if isinstance(created, Decimal) else None
 
     actions = prog.rules.get(event_type)
@@ -491,10 +497,14 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
     try:
         for ap in actions:
             table, act = ap.table, ap.act
-            key = tuple([convert(first(fields)) for fields, convert in ap.key])
+            key = tuple(
+                [convert(values[f] if f is not None else first(fields)) for f, fields, convert in ap.key]
+            )
             if None in key:
                 raise DecodeError(f"table {table.name}: key {', '.join(table.key)} has no value")
-            row = {c: convert(first(fields)) for c, fields, convert in ap.row}
+            row = {
+                c: convert(values[f] if f is not None else first(fields)) for c, f, fields, convert in ap.row
+            }
             for c, parts, null_when_missing in ap.lookups:
                 # The values the row is looked up by; the statement finds the row (runtime.statements).
                 match = tuple([convert(first(fields)) for fields, convert in parts])
@@ -511,12 +521,11 @@ def decode(record: SqsRecord, entity: EntitySpec, *, nul_ok: bool = True) -> Cha
             if table.each is not None:
                 writes.extend(_child_writes(ap, key, row, _version(table, values), values))
                 continue
-            for k, v in zip(table.key, key, strict=True):
-                row[k] = v
+            row.update(zip(table.key, key, strict=True))
             if act.action is DO_SOFT_DELETE and table.soft_delete is not None:
                 sd = table.soft_delete
                 if sd.kind is SOFT_DELETE_TIMESTAMP:
-                    ts = values.get(sd.field) if sd.field else MISSING
+                    ts = values[sd.field] if sd.field else MISSING
                     row[sd.column] = (
                         None
                         if ts is MISSING or ts is None
@@ -561,7 +570,7 @@ def _child_writes(
     writes: list[Write] = []
     items: list[tuple[Any, Any]] = []
     if act.action is DO_UPSERT:
-        raw = values.get(each.field)
+        raw = values[each.field]
         if raw is MISSING or raw is None:
             raw = [] if each.kind == "L" else {}
         if each.kind == "L":
