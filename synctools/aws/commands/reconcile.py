@@ -66,8 +66,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "--workers",
         type=positive,
         metavar="N",
-        help="segments (or export files) compared at once, each in a process of its own (default: the "
-        "machine's cores, at most 8)",
+        help="segments (or export files) compared at once: this process and N-1 worker processes "
+        "(default: the machine's cores, at most 8)",
     )
     p.add_argument("--db", metavar="URL", required=True, help="the database URL, SQLAlchemy")
     p.add_argument(
