@@ -16,29 +16,8 @@ from hypothesis import strategies as st
 from runtime.coerce import MISSING, CoercionError, converter
 from runtime.ddbjson import AttributeValueError, check_digits
 from runtime.decode import DecodeError, _converter, field_value
-from runtime.registry import ColumnSpec, FieldSpec
-
-
-def col(type_: str, **kw: Any) -> ColumnSpec:
-    base: dict[str, Any] = dict(
-        name="c",
-        type=type_,
-        fields=("f",),
-        nullable=True,
-        length=None,
-        precision=None,
-        scale=None,
-        format=None,
-        value_map=None,
-        on_unmapped="fail",
-        has_const=False,
-        const=None,
-        has_default=False,
-        default=None,
-        references=None,
-    )
-    base.update(kw)
-    return ColumnSpec(**base)
+from runtime.registry import FieldSpec
+from tests.test_runtime_units import col
 
 
 def outcome(fn: Any, value: Any) -> tuple[str, Any]:
