@@ -23,7 +23,7 @@ export of 8 gzip files):
 
 Peak memory is each process's own ru_maxrss. Rows are counted after each run. CPU time is
 counted for each mode: the command's (its worker processes included) and the database
-server's (its backend processes, read from /proc while they run). Their sum per event says
+server's (its processes' CPU time in /proc before and after each run, server_cpu). Their sum per event says
 how many events a second this machine's cores could carry at most, however the work was
 spread: the ceiling beside the measured rate.
 
@@ -127,51 +127,26 @@ def count_rows(url: str) -> int:
     return n
 
 
-class ServerCpu:
-    """CPU seconds used by the PostgreSQL server's processes while it runs (a thread reads
-    utime + stime of every `postgres` process in /proc every 0.5 s, keeping each one's last
-    figure: a backend that ends between two reads loses at most 0.5 s of its time; the backends
-    here live as long as the run)."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.tick = os.sysconf("SC_CLK_TCK")
-        self.start = self._read()
-        self.last = dict(self.start)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    @staticmethod
-    def _read() -> dict[int, int]:
-        out: dict[int, int] = {}
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (d / "stat").read_text()
-                if stat[stat.index("(") + 1 : stat.rindex(")")] != "postgres":
-                    continue
-                fields = stat[stat.rindex(")") + 2 :].split()
-                out[int(d.name)] = int(fields[11]) + int(fields[12])  # utime, stime
-        return out
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.5):
-            self.last.update(self._read())
-
-    def __enter__(self) -> ServerCpu:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.last.update(self._read())
-
-    @property
-    def seconds(self) -> float:
-        return sum(t - self.start.get(pid, 0) for pid, t in self.last.items()) / self.tick
+def server_cpu() -> float:
+    """CPU seconds of the PostgreSQL server so far: every `postgres` process's (utime + stime),
+    and the postmaster's reaped children's (cutime + cstime: the backends that ended)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.index("(") + 1 : stat.rindex(")")] == "postgres":
+            stats[int(d.name)] = stat[stat.rindex(")") + 2 :].split()
+    total = 0
+    for fields in stats.values():
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if int(fields[1]) not in stats:  # the postmaster: its parent is no postgres process
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return total / tick
 
 
 def child_backfill(args: argparse.Namespace) -> dict[str, Any]:
@@ -336,13 +311,12 @@ def run_child(
     cmd += ["--events", str(events)]
     cmd += ["--batch-size", str(batch_size), "--workers", str(1 if mode == "backfill-1" else workers)]
     cmd += ["--stream-batch", str(batch_size if mode == "runtime" else 10)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with ServerCpu() as server:
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, server = resource.getrusage(resource.RUSAGE_CHILDREN), server_cpu()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    after, server = resource.getrusage(resource.RUSAGE_CHILDREN), server_cpu() - server
     doc: dict[str, Any] = json.loads(out.splitlines()[-1])
     doc["client_cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    doc["server_cpu"] = server.seconds
+    doc["server_cpu"] = server
     doc["rows"] = count_rows(url)
     return doc
 

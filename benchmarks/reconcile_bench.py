@@ -19,10 +19,8 @@ For each size N (the synthetic `orders` export of benchmarks/backfill_bench.py):
 - reconcile-1: the same in one process.
 
 CPU time is counted as in backfill_bench.py (the command's processes, the server's backends),
-but the server's is read before and after each run only: every `postgres` process's CPU time,
-plus what the postmaster has of the processes it reaped. A backend that ends during the run
-(a reconcile worker's, once it is done) counts whole; backfill_bench.py's poller, every 0.5 s,
-loses what one does after its last read. The ceiling is what this machine's cores could carry
+the server's read before and after each run (backfill_bench.server_cpu: a backend that ends
+during the run, a reconcile worker's once it is done, counts whole). The ceiling is what this machine's cores could carry
 at reconcile's CPU cost per item.
 
     python benchmarks/reconcile_bench.py --sizes 100000,1000000 [--url postgresql+psycopg://...]
@@ -78,28 +76,6 @@ def child_reconcile(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def server_cpu() -> float:
-    """CPU seconds of the PostgreSQL server so far: every `postgres` process's (utime + stime),
-    and the postmaster's reaped children's (cutime + cstime: the backends that ended)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, list[str]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.index("(") + 1 : stat.rindex(")")] == "postgres":
-            stats[int(d.name)] = stat[stat.rindex(")") + 2 :].split()
-    total = 0
-    for fields in stats.values():
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-        if int(fields[1]) not in stats:  # the postmaster: its parent is no postgres process
-            total += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return total / tick
-
-
 def run_child(
     mode: str, directory: Path, url: str, page_size: int, workers: int, events: int
 ) -> dict[str, Any]:
@@ -109,9 +85,9 @@ def run_child(
     cmd = [sys.executable, __file__, "--child", child, "--dir", str(directory), "--url", url]
     cmd += ["--events", str(events)]
     cmd += ["--page-size", str(page_size), "--workers", str(1 if mode == "reconcile-1" else workers)]
-    before, server = resource.getrusage(resource.RUSAGE_CHILDREN), server_cpu()
+    before, server = resource.getrusage(resource.RUSAGE_CHILDREN), bb.server_cpu()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    after, server = resource.getrusage(resource.RUSAGE_CHILDREN), server_cpu() - server
+    after, server = resource.getrusage(resource.RUSAGE_CHILDREN), bb.server_cpu() - server
     doc: dict[str, Any] = json.loads(out.splitlines()[-1])
     doc["client_cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     doc["server_cpu"] = server

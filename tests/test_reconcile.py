@@ -605,7 +605,8 @@ def test_a_page_of_keys_finds_exactly_its_rows_and_never_a_key_cut_to_fit(sqldb:
     an IN list elsewhere; the rows of exactly the page's keys, by the whole key or its parent."""
     from sqlalchemy import Column, Integer, MetaData, PrimaryKeyConstraint, String, Table
 
-    from synctools.aws.reconcile import binds_arrays, keyed_read
+    from runtime import dialects
+    from synctools.aws.reconcile import keyed_read
 
     md = MetaData()
     t = Table(
@@ -622,7 +623,7 @@ def test_a_page_of_keys_finds_exactly_its_rows_and_never_a_key_cut_to_fit(sqldb:
         # GIVEN rows (k, n) for k in aaaa..eeee and n in 1, 2
         with sqldb.engine.begin() as conn:
             conn.execute(t.insert(), [{"k": k * 4, "n": n, "v": f"{k}{n}"} for k in "abcde" for n in (1, 2)])
-        arrays = binds_arrays(sqldb.engine)
+        arrays = dialects.of(sqldb.engine).binds_arrays
         assert arrays is (sqldb.engine.dialect.name == "postgresql")
         by_key = keyed_read([t.c.k, t.c.n, t.c.v], [t.c.k, t.c.n], arrays)
         by_parent = keyed_read([t.c.k, t.c.n, t.c.v], [t.c.k], arrays)

@@ -333,6 +333,9 @@ class Dialect:
     min_connect_seconds: ClassVar[float] = 0.0
     # The server's default port; None: not a network server (no IAM authentication, no RDS Proxy).
     default_port: ClassVar[int | None] = None
+    # Whether the driver binds a Python list as one array parameter (the tools' keyed reads:
+    # synctools.aws.reconcile.keyed_read).
+    binds_arrays: ClassVar[bool] = False
     # Whether timestamp columns keep no zone, so aware values are sent as UTC wall time.
     naive_timestamps: ClassVar[bool] = False
     # The SQLAlchemy URL scheme (dialect+driver) the runtime connects with, and the driver's

@@ -96,6 +96,7 @@ class PostgreSQL(OnConflictUpserts):
     requirement = "psycopg[binary]>=3.1.18,<4"
     measured_events_per_second = 3400.0
     text_holds_nul = False  # text and jsonb refuse U+0000
+    binds_arrays = True
     min_connect_seconds = 2.0  # libpq treats any connect timeout below 2 s as 2 s
     default_port = 5432
 

@@ -192,18 +192,6 @@ def keyed_read(columns: Sequence[Any], by: Sequence[Any], arrays: bool) -> Keyed
     return KeyedRead(select(*columns).where(cond), len(by), arrays)
 
 
-def binds_arrays(engine: Any) -> bool:
-    """Whether the database takes a list as one array parameter (its dialect compiles ARRAY)."""
-    from sqlalchemy import ARRAY, Integer
-    from sqlalchemy.exc import CompileError
-
-    try:
-        ARRAY(Integer()).compile(dialect=engine.dialect)
-    except CompileError:
-        return False
-    return True
-
-
 def item_key_columns(spec: TableSpec) -> tuple[str, ...]:
     """The key columns that are the item's key: a child table's parent key (its position
     column is the element's), every key column of any other table."""
@@ -397,7 +385,7 @@ class Reconciler:
         self.report = Report(entity, source.ident)
         metadata = build_metadata(registry, foreign_keys=False)
         self.tombstones = metadata.tables[registry.tombstone_table]
-        arrays = binds_arrays(engine)
+        arrays = dialects.of(engine).binds_arrays
         self.plans: dict[str, TablePlan] = {}
         for name, spec in self.spec.tables.items():
             if spec.append_only:
