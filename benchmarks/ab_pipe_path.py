@@ -83,7 +83,7 @@ recipe = ReconcileRecipe(build=str(build), entity="orders", db=url,
 rec = recipe.reconciler(dynamodb=False)
 t0 = time.process_time()
 for i in range(0, len(items), 500):
-    rec.expected(items[i : i + 500])
+    rec.expected(items[i : i + 500], synth=rec.page_synth)
 out["reconcile_expected"] = (time.process_time() - t0) / len(items) * 1e6
 print(json.dumps(out))
 """

@@ -49,6 +49,7 @@ import backfill_bench as bb  # noqa: E402  (the export writer, tables and the st
 
 
 def child_reconcile(args: argparse.Namespace) -> dict[str, Any]:
+    from synctools.aws import procs
     from synctools.aws.commands.options import SourceOptions
     from synctools.aws.commands.reconcile import ReconcileRecipe
 
@@ -63,7 +64,8 @@ def child_reconcile(args: argparse.Namespace) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     rec = recipe.reconciler(dynamodb=False)
-    drift = rec.run(recipe, args.workers, extras=False)
+    with procs.settled():  # as the command runs it
+        drift = rec.run(recipe, args.workers, extras=False)
     seconds = time.perf_counter() - t0
     assert drift == [], drift[:3]
     return {

@@ -552,6 +552,61 @@ def test_workers_apply_an_export_in_processes_and_resume_after_a_stop(
     assert third.code == 0 and doc3["read"] == 0 and doc3["units_skipped"] == 6
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_worker_processes_apply_every_item_once_however_they_start(
+    aws: Aws, sqldb: Db, tmp_path: Path, start: str
+) -> None:
+    from synctools.aws.backfill import Backfill, BackfillCheckpoint, Summary
+    from synctools.aws.checkpoint import Checkpoint
+    from synctools.aws.commands.backfill import DbRecipe
+    from synctools.aws.commands.options import SourceOptions
+
+    # GIVEN an export of 120 order lines in 4 files, and the command's recipe for its workers
+    folder = _line_export(aws, tmp_path, 120, files=4)
+    sqldb.reset()
+    with sqldb.engine.begin() as conn:  # the lines' order (a foreign key)
+        conn.execute(text("INSERT INTO orders (order_id) VALUES ('A')"))
+    recipe = DbRecipe(
+        build=str(aws.build),
+        entity="order_items",
+        db=sqldb.url,
+        columns=(),
+        batch_size=7,
+        source=SourceOptions(None, REGION, None, str(folder), None, 1, False),
+        region="",
+        stream_arn="",
+        watermark="0",
+        salt="",
+        rate=None,
+    )
+    own = recipe.runner()  # the coordinator's source, Pipe and sink, as the command builds them
+    summary = Summary("order_items", own.source.ident, "db", "0")
+    # WHEN two worker processes, forked or spawned, apply its four units
+    try:
+        Backfill(
+            pipe=own.pipe,
+            synthesizer=own.synth,
+            source=own.source,
+            sink=own.sink,
+            checkpoint=BackfillCheckpoint(
+                Checkpoint(str(tmp_path / "c.json")), "order_items", own.source.ident
+            ),
+            summary=summary,
+            workers=2,
+            recipe=recipe,
+            start=start,
+        ).run()
+    finally:
+        own.sink.engine.dispose()  # type: ignore[union-attr]
+    # THEN every line is applied once, and each unit is counted done
+    c = summary.counts
+    assert summary.complete and summary.units_done == 4, summary
+    assert (c.read, c.applied, c.duplicate, c.failed) == (120, 120, 0, 0)
+    assert sqldb.rows("SELECT count(*), sum(quantity) FROM order_items") == [
+        (120, sum(line % 7 + 1 for line in range(1, 121)))
+    ]
+
+
 def test_a_worker_process_that_cannot_write_stops_the_run_with_the_reason(aws: Aws, tmp_path: Path) -> None:
     import socket
 

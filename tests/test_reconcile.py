@@ -13,9 +13,10 @@ from sqlalchemy import text
 
 pytest.importorskip("boto3")
 
-from tests.test_aws_tools import REGION, Aws, Run, put_order  # noqa: E402
+from tests.test_aws_tools import BUILD, REGION, Aws, Run, put_order  # noqa: E402
 from tests.test_backfill import (  # noqa: E402, F401 - fixtures
     Db,
+    _line_items,
     account,
     aws,
     backfill,
@@ -475,6 +476,29 @@ def test_worker_processes_find_exactly_what_one_process_finds(
     }
     assert docs["3"]["drift"] == docs["1"]["drift"]  # in the same (sorted) order
     assert docs["3"]["summary"] == {**docs["1"]["summary"], "seconds": docs["3"]["summary"]["seconds"]}
+    # AND worker processes find the same whether forked (the command's choice in a process of
+    # one thread, on Linux) or spawned (its choice otherwise), whatever this process runs
+    from synctools.aws.commands.options import SourceOptions
+    from synctools.aws.commands.reconcile import ReconcileRecipe
+
+    recipe = ReconcileRecipe(
+        build=str(aws.build),
+        entity="order_items",
+        db=sqldb.url,
+        source=SourceOptions(None, REGION, None, str(folder), None, 1, False),
+        page_size=500,
+        grace=0,
+        show_values=False,
+    )
+    for start in ("fork", "spawn"):
+        rec = recipe.reconciler(dynamodb=False)
+        try:
+            found = rec.run(recipe, 3, extras=False, start=start)
+        finally:
+            rec.engine.dispose()
+        assert {(d.kind, d.key["line_no"], tuple(c for c, _, _ in d.columns)) for d in found} == lines, start
+        summary = docs["1"]["summary"]
+        assert (rec.report.items, rec.report.compared) == (summary["items_read"], summary["rows_compared"])
 
 
 def _invoice(ddb: Any, invoice_id: str, lines: list[tuple[str, int, str]]) -> None:
@@ -642,3 +666,135 @@ def test_a_page_of_keys_finds_exactly_its_rows_and_never_a_key_cut_to_fit(sqldb:
         assert ("unnest" in sql and sql.count("%(") == 2) if arrays else "unnest" not in sql
     finally:
         md.drop_all(sqldb.engine)
+
+
+# -- the stand-in event id of an export's items ------------------------------------------------
+
+
+def _export_reconciler(entity: str, folder: Path, pipe: Any = None) -> Any:
+    """A Reconciler of the project's build over an export's folder (SQLite: only derived rows
+    are looked at)."""
+    from sqlalchemy import create_engine
+
+    from runtime.registry import load_registry
+    from synctools.aws.backfill import ExportSource, Synthesizer
+    from synctools.aws.export import open_dir
+    from synctools.aws.reconcile import Reconciler
+    from synctools.local.build import load_pipe
+
+    registry = load_registry(BUILD / "registry.json")
+    return Reconciler(
+        registry=registry,
+        entity=entity,
+        pipe=pipe or load_pipe(registry.raw, entity, BUILD),
+        synthesizer=Synthesizer.of(entity, registry.raw["entities"][entity], "1"),
+        source=ExportSource(open_dir(folder)),
+        engine=create_engine("sqlite://"),
+        ddb=None,
+        grace=0,
+    )
+
+
+def _items_of(entity: str) -> list[dict[str, Any]]:
+    if entity == "orders":
+        return [
+            {
+                "order_id": {"S": f"o{i}"},
+                "customer_id": {"N": str(i)},
+                "order_details": {"M": {"total_amount": {"N": f"{i}.25"}, "status": {"S": s}}},
+                "event": {"M": {"event_id": {"S": f"e{i}"}, "event_type": {"S": t}}},
+            }
+            for i, (s, t) in enumerate(
+                [("new", "order.created"), ("paid", "order.updated"), ("gone", "order.deleted")] * 3
+            )
+        ] + [{"order_id": {"S": "no-event"}, "customer_id": {"N": "1"}}]  # filtered out
+    if entity == "order_items":
+        return _line_items("o1", 12)
+    return [
+        {
+            "invoice_id": {"S": f"i{i}"},
+            "customer_id": {"S": "c1"},
+            "currency": {"S": "EUR"},
+            "lines": {
+                "L": [
+                    {"M": {"sku": {"S": f"S{j}"}, "qty": {"N": str(j)}, "price": {"N": "1.50"}}}
+                    for j in range(i)
+                ]
+            },
+        }
+        for i in range(4)
+    ]
+
+
+@pytest.mark.parametrize("entity", ["orders", "order_items", "invoices"])
+def test_an_exports_items_derive_the_same_rows_with_the_stand_in_event_id(
+    tmp_path: Path, entity: str
+) -> None:
+    from datetime import UTC, datetime
+
+    items = _items_of(entity)
+    folder = write_export(
+        tmp_path, items, table=entity, account_id="000000000000", export_time=datetime.now(UTC), files=1
+    )
+    rec = _export_reconciler(entity, folder)
+    # GIVEN a mapping whose eventID reaches only the ledger: an export's items take the stand-in
+    assert rec.page_synth.stand_in_ids and not rec.synth.stand_in_ids
+    # WHEN the same items are derived both ways
+    full = rec.expected(items)
+    counted = (rec.report.filtered, rec.report.undecodable)
+    fast = rec.expected(items, synth=rec.page_synth)
+    # THEN the rows, the child sets and the counts are the same
+    assert sum(len(rows) for rows in full.rows.values()) >= 3
+    assert fast.rows == full.rows and fast.sets == full.sets
+    assert (rec.report.filtered, rec.report.undecodable) == (counted[0] * 2, counted[1] * 2)
+
+
+def test_the_whole_synthesis_stays_where_the_event_id_or_size_can_reach_a_row(tmp_path: Path) -> None:
+    import copy
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from runtime.registry import load_registry
+    from synctools.aws.backfill import ids_read_only_as_event_id
+    from synctools.local.build import load_pipe
+    from synctools.local.patterns import FilterSet
+    from synctools.local.transform import PipeTarget, Template
+
+    registry = load_registry(BUILD / "registry.json")
+    raw = registry.raw["entities"]["orders"]
+    pipe = load_pipe(registry.raw, "orders", BUILD)
+    assert ids_read_only_as_event_id(pipe, raw)
+
+    def templated(text_: str) -> Any:
+        t = pipe.target
+        return dataclasses.replace(
+            pipe, target=PipeTarget(Template(text_), t.group.value, t.dedup.value, t.ctx)
+        )
+
+    body = pipe.target.template.text
+    refused = {
+        "a filter on SizeBytes": dataclasses.replace(
+            pipe, filters=FilterSet([{"dynamodb": {"SizeBytes": [{"numeric": ["<", 4000]}]}}])
+        ),
+        "a filter on eventID": dataclasses.replace(pipe, filters=FilterSet([{"eventID": [{"prefix": "a"}]}])),
+        "SizeBytes placed": templated(body.replace("<$.eventName>", "<$.dynamodb.SizeBytes>")),
+        "the whole dynamodb placed": templated(body.replace("<$.eventName>", "<$.dynamodb>")),
+        "the whole record placed": templated(body.replace("<$.eventName>", "<aws.pipes.event.json>")),
+        "no template": templated(""),
+    }
+    for why, changed in refused.items():
+        assert not ids_read_only_as_event_id(changed, raw), why
+    other = copy.deepcopy(raw)
+    other["fields"]["eventName"]["source"] = "$.eventID"  # a second field reads the event id
+    assert not ids_read_only_as_event_id(pipe, other)
+
+    # AND then an export's items take the whole synthesis
+    folder = write_export(
+        tmp_path,
+        _items_of("orders"),
+        table="orders",
+        account_id="000000000000",
+        export_time=datetime.now(UTC),
+    )
+    rec = _export_reconciler("orders", folder, pipe=refused["a filter on SizeBytes"])
+    assert rec.page_synth is rec.synth and not rec.synth.stand_in_ids

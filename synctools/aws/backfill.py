@@ -21,6 +21,7 @@ A unit's position is written after its page is applied or sent, never before.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,7 +54,7 @@ from synctools.aws.pipe import batches as fifo_batches
 from synctools.aws.session import INCOMPLETE, ToolError, error_code
 from synctools.aws.streams import describe_shards, normalize, shard_iterator
 from synctools.local.build import Pipe
-from synctools.local.transform import TargetError, compact_encoder
+from synctools.local.transform import TargetError, TemplateError, compact_encoder, parse_path
 
 THROTTLES = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
@@ -101,6 +102,41 @@ def _hash(entity: str, salt: str, text: str) -> str:
     return EVENT_ID_PREFIX + hashlib.blake2b(f"{entity}\0{salt}\0{text}".encode(), digest_size=16).hexdigest()
 
 
+STAND_IN_EVENT_ID = EVENT_ID_PREFIX + "0" * 32  # Synthesizer.stand_in_ids
+
+
+def ids_read_only_as_event_id(pipe: Pipe, entity_raw: dict[str, Any]) -> bool:
+    """Whether a synthesized record's eventID and SizeBytes reach nothing but the change's event
+    id (the ledger's key): no filter pattern names them; the template places no SizeBytes,
+    no whole record and no whole `dynamodb`, and eventID only as itself; and the one message
+    field read from it is the entity's event id field. Then the rows a record derives are
+    the same whatever its eventID and SizeBytes."""
+    ids = (("eventID",), ("dynamodb", "SizeBytes"))
+
+    def overlaps(steps: tuple[Any, ...]) -> bool:
+        """One path is the other's start (a [*] or [n] step taken as any key)."""
+        return any(all(type(a) is not str or a == b for a, b in zip(steps, p, strict=False)) for p in ids)
+
+    if any(re.search(r'"(eventID|SizeBytes)"', text) for text in pipe.filters.texts):
+        return False
+    template = pipe.target.template
+    if not template.text:
+        return False  # no template: the body is the record itself
+    for slot in template.slots:
+        if slot.reserved in ("aws.pipes.event", "aws.pipes.event.json"):
+            return False
+        if slot.steps is not None and overlaps(slot.steps) and slot.steps != ("eventID",):
+            return False
+    for name, f in entity_raw["fields"].items():
+        try:
+            steps = parse_path(str(f.get("source") or ""))
+        except TemplateError:
+            return False
+        if overlaps(steps) and (steps != ("eventID",) or name != entity_raw.get("event_id_field")):
+            return False
+    return True
+
+
 def event_id(entity: str, image: dict[str, Any], salt: str = "") -> str:
     """A synthetic eventID, stable per item state: `backfill-` and 32 hex digits (a stream
     eventID has 32 hex digits; the prefix keeps them apart in the ledger). `salt` tells apart
@@ -120,6 +156,10 @@ class Synthesizer:
     region: str = ""
     stream_arn: str = ""
     salt: str = ""
+    # Items of JSON (an export: no bytes) whose eventID and SizeBytes nothing but the ledger
+    # reads (reconcile's comparison: ids_read_only_as_event_id): a fixed id of the same shape
+    # stands in, and the item is not written out as canonical JSON and hashed.
+    stand_in_ids: bool = False
 
     @classmethod
     def of(
@@ -153,18 +193,22 @@ class Synthesizer:
             raise ToolError(
                 f"an item without its key attribute(s) {', '.join(missing)}: {str(item)[:200]}"
             ) from None
-        text, has_bytes = _image_text(item)
+        if self.stand_in_ids:
+            event_id, size, has_bytes = STAND_IN_EVENT_ID, 0, False
+        else:
+            text, has_bytes = _image_text(item)
+            event_id, size = _hash(self.entity, self.salt, text), len(text)
         ddb: dict[str, Any] = {
             "ApproximateCreationDateTime": created,
             "Keys": keys,
             "SequenceNumber": self.sequence,
-            "SizeBytes": len(text),
+            "SizeBytes": size,
             "StreamViewType": self.view_type,
         }
         if self.view_type in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
             ddb["NewImage"] = item  # an INSERT has no OldImage
         record = {
-            "eventID": _hash(self.entity, self.salt, text),
+            "eventID": event_id,
             "eventName": "INSERT",
             "eventVersion": "1.1",
             "eventSource": "aws:dynamodb",
@@ -774,14 +818,35 @@ def _worker_init(queue: Any, halt: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator stops us, at a page boundary
 
 
+# This worker process's UnitRunner and its recipe: built for its first unit, used for every
+# later one of the run: one engine, its statements compiled and prepared once. (A forked
+# worker inherits this list: a runner built for another recipe is not used.)
+_BUILT: list[tuple[Recipe, UnitRunner]] = []
+
+
+def _runner(recipe: Recipe) -> UnitRunner:
+    if not _BUILT or _BUILT[0][0] != recipe:
+        from multiprocessing.util import Finalize
+
+        from synctools.aws import procs
+
+        runner = recipe.runner()
+        _BUILT[:] = [(recipe, runner)]
+        sink = runner.sink
+        if isinstance(sink, DbSink):
+            Finalize(None, sink.engine.dispose, exitpriority=0)
+        procs.settle_worker()
+    return _BUILT[0][1]
+
+
 def _worker_unit(recipe: Recipe, unit: str, position: Any) -> None:
     failed = True
     try:
         if _HALT.is_set():
             failed = False
             return
-        runner = recipe.runner()
-        throttled = 0
+        runner = _runner(recipe)
+        throttled = runner.throttled()  # the count so far of this process's source (earlier units)
         for counts, after in runner.pages(unit, position, _HALT.is_set):
             now = runner.throttled()
             _QUEUE.put(_Page(unit, counts, after, now - throttled))
@@ -812,8 +877,10 @@ class Backfill:
         log: Callable[[str], None] = lambda line: None,
         stop: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
+        start: str | None = None,
     ) -> None:
         self.runner = UnitRunner(pipe, synthesizer, source, sink, rate or RateLimit(None))
+        self.start = start  # how worker processes start (procs.pool_context; None: its choice)
         self.source = source
         self.sink = sink
         self.checkpoint = checkpoint
@@ -885,16 +952,18 @@ class Backfill:
         self.progress()
 
     def _in_processes(self, todo: list[str]) -> None:
-        """Each unit in a worker process (spawned: nothing of this process's connections or
-        threads is inherited). A worker reports each page after it is applied, then the unit's
-        end, through one queue (so in order); a page's position is saved here, only then."""
-        import multiprocessing
+        """Each unit in a worker process, which builds its own source, Pipe and sink from the
+        recipe (procs.pool_context: nothing of this process's connections is used there). A
+        worker reports each page after it is applied, then the unit's end, through one queue
+        (so in order); a page's position is saved here, only then."""
         import queue as queues
         from concurrent.futures import ProcessPoolExecutor
 
+        from synctools.aws import procs
+
         recipe = self.recipe
         assert recipe is not None
-        ctx = multiprocessing.get_context("spawn")
+        ctx = procs.pool_context(self.start)
         reports = ctx.Queue()
         halt = ctx.Event()
         resumed = {u: self.checkpoint.resume(u) for u in todo}

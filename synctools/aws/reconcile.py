@@ -33,7 +33,14 @@ from runtime.expr import fields_of
 from runtime.kinds import DO_DELETE, DO_SOFT_DELETE, DO_UPDATE, DO_UPSERT, IF_MISSING_UPSERT
 from runtime.redact import cut, shown
 from runtime.registry import ColumnSpec, EntitySpec, Registry, TableSpec
-from synctools.aws.backfill import Counts, DbSink, Source, Synthesizer
+from synctools.aws.backfill import (
+    Counts,
+    DbSink,
+    ExportSource,
+    Source,
+    Synthesizer,
+    ids_read_only_as_event_id,
+)
 from synctools.aws.pipe import Outgoing
 from synctools.local.build import Pipe
 from synctools.local.transform import TargetError
@@ -373,6 +380,14 @@ class Reconciler:
         self.raw = registry.raw["entities"][entity]
         self.pipe = pipe
         self.synth = synthesizer
+        # The source's own items (an export's: JSON, no bytes) take a stand-in eventID when
+        # nothing but the ledger reads it (Synthesizer.stand_in_ids); a re-checked item, read
+        # through boto3, takes the whole synthesis.
+        self.page_synth = (
+            dataclasses.replace(synthesizer, stand_in_ids=True)
+            if isinstance(source, ExportSource) and ids_read_only_as_event_id(pipe, self.raw)
+            else synthesizer
+        )
         self.source = source
         self.engine = engine
         self.ddb = ddb
@@ -448,17 +463,20 @@ class Reconciler:
 
     # -- expected rows
 
-    def expected(self, items: Iterable[dict[str, Any]]) -> Expected:
+    def expected(self, items: Iterable[dict[str, Any]], *, synth: Synthesizer | None = None) -> Expected:
         """Per table and key, the row the item's write would leave (its columns), or None when
-        the item's rule deletes, soft deletes or has no write for the table."""
+        the item's rule deletes, soft deletes or has no write for the table. `synth`: the
+        source's items (page_synth); the whole synthesis otherwise."""
         out: Rows = {t: {} for t in self.plans}
         sets: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {t: {} for t in self.plans}
         created = self.source.created
         queue_arn = f"arn:aws:sqs:local:000000000000:{self.spec.queue}"
         plans, report = self.plans, self.report
+        synth = synth or self.synth
+        keys = synth.keys
         for item in items:
-            record = self.synth.record(item, created)
-            item_key = {k: item[k] for k in self.synth.keys}
+            record = synth.record(item, created)
+            item_key = {k: item[k] for k in keys}
             if not self.pipe.filters.matches(record):
                 report.filtered += 1
                 continue
@@ -798,24 +816,29 @@ class Reconciler:
         suspects: list[Drift] = []
         for items, _after in self.source.pages(unit, None):
             self.report.items += len(items)
-            suspects += self.compare_page(self.expected(items))
+            suspects += self.compare_page(self.expected(items, synth=self.page_synth))
             if between_pages is not None:
                 between_pages()
         return suspects
 
     def run(
-        self, recipe: ReconcilerRecipe | None = None, workers: int = 1, *, extras: bool = True
+        self,
+        recipe: ReconcilerRecipe | None = None,
+        workers: int = 1,
+        *,
+        extras: bool = True,
+        start: str | None = None,
     ) -> list[Drift]:
         """Compare every item and look for extras (unless told not to); the drifted keys (before
         the grace period).
         With a recipe and more than one worker, the units are shared by this process and
         `workers - 1` processes of their own (the comparison is CPU-bound: the template, the
-        decoder, the coercion of both sides)."""
+        decoder, the coercion of both sides), started as `start` says (procs.pool_context)."""
         started = time.monotonic()
         suspects: list[Drift] = []
         units = self.source.units()
         if recipe is not None and workers > 1 and len(units) > 1:
-            suspects += self._in_processes(recipe, units, workers)
+            suspects += self._in_processes(recipe, units, workers, start)
         else:
             for unit in units:
                 suspects += self.compare_unit(unit)
@@ -829,15 +852,18 @@ class Reconciler:
     def _progress(self, suspects: int) -> None:
         self.log(f"reconcile {self.spec.name}: {self.report.items:,} items read, {suspects} drifted so far")
 
-    def _in_processes(self, recipe: ReconcilerRecipe, units: list[str], workers: int) -> list[Drift]:
+    def _in_processes(
+        self, recipe: ReconcilerRecipe, units: list[str], workers: int, start: str | None
+    ) -> list[Drift]:
         """The units compared by `workers - 1` worker processes and by this one, which has built
         what a worker builds (a worker's start, its imports and its Reconciler, costs what
         comparing some thousands of items does); a worker is given the next unit as it is free,
         between this process's pages."""
-        import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-        ctx = multiprocessing.get_context("spawn")  # nothing of this process's connections inherited
+        from synctools.aws import procs
+
+        ctx = procs.pool_context(start)  # a worker builds its own Reconciler (_compare_unit)
         suspects: list[Drift] = []
         todo = list(units)
         running: set[Future[UnitResult]] = set()
@@ -924,18 +950,23 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends a worker quietly; the command reports it
 
 
-# This worker process's Reconciler: built for its first unit, used for every later one (a pool
-# serves one run, so one recipe); its engine is disposed as the process ends.
-_BUILT: list[Reconciler] = []
+# This worker process's Reconciler and its recipe: built for its first unit, used for every
+# later one of the run; its engine is disposed as the process ends. (A forked worker inherits
+# this list: a Reconciler built for another recipe is not used.)
+_BUILT: list[tuple[ReconcilerRecipe, Reconciler]] = []
 
 
 def _compare_unit(recipe: ReconcilerRecipe, unit: str) -> UnitResult:
-    if not _BUILT:
+    if not _BUILT or _BUILT[0][0] != recipe:
         from multiprocessing.util import Finalize
 
-        _BUILT.append(recipe.reconciler(dynamodb=False))
-        Finalize(None, _BUILT[0].engine.dispose, exitpriority=0)
-    rec = _BUILT[0]
+        from synctools.aws import procs
+
+        built = recipe.reconciler(dynamodb=False)
+        _BUILT[:] = [(recipe, built)]
+        Finalize(None, built.engine.dispose, exitpriority=0)
+        procs.settle_worker()
+    rec = _BUILT[0][1]
     r = rec.report = Report(rec.spec.name, rec.source.ident)  # this unit's counts alone
     suspects = rec.compare_unit(unit)
     return UnitResult(r.items, r.compared, r.filtered, r.undecodable, list(r.problems), suspects)

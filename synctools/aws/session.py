@@ -74,6 +74,12 @@ class Aws:
 
     @property
     def region_name(self) -> str:
+        # Given or in the environment, the region is known without importing boto3 (a worker
+        # process of backfill or reconcile that reads an export never needs it); botocore
+        # would take the same value (an explicit region, then the environment, then the profile).
+        known = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if known and self._session is None:
+            return known
         return str(self.session.region_name)
 
     def check_credentials(self) -> None:

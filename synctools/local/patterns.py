@@ -428,6 +428,8 @@ class FilterSet:
                 f"{len(patterns)} filters; a Pipe takes at most {PIPES_FILTERS} (see {awsdocs.PIPES_FILTERING})"
             )
         self.matchers = []
+        # Each pattern as JSON text, for a caller asking whether a field is named at all.
+        self.texts = [p if isinstance(p, str) else json.dumps(p) for p in patterns]
         for i, p in enumerate(patterns):
             try:
                 self.matchers.append(compile_pattern(p))

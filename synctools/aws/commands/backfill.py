@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synctools.aws import procs
 from synctools.aws.commands import options
 from synctools.aws.session import INCOMPLETE, USAGE, ToolError
 from synctools.local.argtypes import (
@@ -257,20 +258,21 @@ def _backfill(args: argparse.Namespace) -> int:
             rate=args.rate / workers if args.rate else None,
         )
     try:
-        Backfill(
-            pipe=pipe,
-            synthesizer=synth,
-            source=source,
-            sink=sink,
-            checkpoint=progress,
-            summary=summary,
-            rate=RateLimit(args.rate),
-            workers=workers,
-            recipe=recipe,
-            max_items=args.max_items,
-            log=log,
-            stop=stop,
-        ).run()
+        with procs.settled():  # what is built stays out of the collector while the items pass
+            Backfill(
+                pipe=pipe,
+                synthesizer=synth,
+                source=source,
+                sink=sink,
+                checkpoint=progress,
+                summary=summary,
+                rate=RateLimit(args.rate),
+                workers=workers,
+                recipe=recipe,
+                max_items=args.max_items,
+                log=log,
+                stop=stop,
+            ).run()
     finally:
         checkpoint.unlock()
         if isinstance(source, ScanSource):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from synctools.aws import procs
 from synctools.aws.commands import options
 from synctools.aws.session import USAGE, ToolError
 from synctools.local.argtypes import (
@@ -190,7 +191,8 @@ def _reconcile(args: argparse.Namespace) -> int:
     region = aws.region_name or ""
     workers = args.workers or min(os.cpu_count() or 1, 8)
     report = rec.report
-    suspects = rec.run(recipe, workers)
+    with procs.settled():  # what is built stays out of the collector while the items pass
+        suspects = rec.run(recipe, workers)
     drift = rec.settle(suspects)
     drift.sort(
         key=lambda pair: (pair[0].table, pair[0].kind, pair[0].ident()[1])
