@@ -23,7 +23,11 @@ the server's read before and after each run (backfill_bench.server_cpu: a backen
 during the run, a reconcile worker's once it is done, counts whole). The ceiling is what this machine's cores could carry
 at reconcile's CPU cost per item.
 
+With --delay-ms D every path reaches the database through benchmarks/tcpproxy.py, which holds
+each chunk D ms each way (as backfill_bench.py does): a round trip as across a network.
+
     python benchmarks/reconcile_bench.py --sizes 100000,1000000 [--url postgresql+psycopg://...]
+                                         [--delay-ms D]
 """
 
 from __future__ import annotations
@@ -79,11 +83,18 @@ def child_reconcile(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_child(
-    mode: str, directory: Path, url: str, page_size: int, workers: int, events: int
+    mode: str, directory: Path, url: str, page_size: int, workers: int, events: int, delay_ms: float = 0.0
 ) -> dict[str, Any]:
     if mode in ("stream", "workload"):
         bb.fresh_tables(url).dispose()
     child = "reconcile" if mode.startswith("reconcile") else mode
+    with bb.Delayed(url, delay_ms) as proxy:
+        return _run(child, mode, directory, proxy.url, page_size, workers, events)
+
+
+def _run(
+    child: str, mode: str, directory: Path, url: str, page_size: int, workers: int, events: int
+) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", child, "--dir", str(directory), "--url", url]
     cmd += ["--events", str(events)]
     cmd += ["--page-size", str(page_size), "--workers", str(1 if mode == "reconcile-1" else workers)]
@@ -110,6 +121,9 @@ def main() -> int:
         default=os.cpu_count() or 1,
         help="reconcile's worker processes (default: %(default)s)",
     )
+    p.add_argument(
+        "--delay-ms", type=float, default=0.0, help="added per direction by a delay proxy (default: none)"
+    )
     p.add_argument("--out", default=str(HERE / "results" / "reconcile.md"), help="(default: %(default)s)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
@@ -131,13 +145,13 @@ def main() -> int:
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as tmp:
             bb.write_export(Path(tmp), n)
-            workload = run_child("workload", Path(tmp), url, args.page_size, args.workers, n)
+            workload = run_child("workload", Path(tmp), url, args.page_size, args.workers, n, args.delay_ms)
             assert workload["events"] == n, workload
-            stream = run_child("stream", Path(tmp), url, args.page_size, args.workers, n)
+            stream = run_child("stream", Path(tmp), url, args.page_size, args.workers, n, args.delay_ms)
             assert stream["events"] == n and bb.count_rows(url) == n, stream
             docs = {}
             for mode in ("reconcile", "reconcile-1"):
-                docs[mode] = run_child(mode, Path(tmp), url, args.page_size, args.workers, n)
+                docs[mode] = run_child(mode, Path(tmp), url, args.page_size, args.workers, n, args.delay_ms)
                 assert docs[mode]["items"] == n, docs[mode]
             print(
                 f"{n:,}: workload {workload}, stream {stream}, reconcile {docs}", file=sys.stderr, flush=True
@@ -147,8 +161,16 @@ def main() -> int:
         "# Reconcile against the streaming path (benchmarks/reconcile_bench.py)",
         "",
         f"Command: `python benchmarks/reconcile_bench.py --sizes {args.sizes} --page-size {args.page_size} "
-        f"--workers {args.workers}`. "
-        f"Machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}, "
+        f"--workers {args.workers}"
+        + (f" --delay-ms {args.delay_ms:g}" if args.delay_ms else "")
+        + "`. "
+        + (
+            f"Every path reaches PostgreSQL through a delay proxy (benchmarks/tcpproxy.py) holding each "
+            f"chunk {args.delay_ms:g} ms each way (~{2 * args.delay_ms:g} ms added per round trip). "
+            if args.delay_ms
+            else ""
+        )
+        + f"Machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}, "
         f"PostgreSQL on the same machine (loopback), {time.strftime('%Y-%m-%d')}.",
         "",
         (__doc__ or "").split("\n\n")[1],

@@ -798,3 +798,107 @@ def test_the_whole_synthesis_stays_where_the_event_id_or_size_can_reach_a_row(tm
     )
     rec = _export_reconciler("orders", folder, pipe=refused["a filter on SizeBytes"])
     assert rec.page_synth is rec.synth and not rec.synth.stand_in_ids
+
+
+# -- the last export files in pieces -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count_off_by", [0, -700, 900])
+def test_pieces_of_the_last_files_hold_every_line_once_whatever_the_manifest_counts(
+    tmp_path: Path, count_off_by: int
+) -> None:
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from synctools.aws.backfill import ExportSource
+    from synctools.aws.export import open_dir
+
+    # GIVEN an export of three files of 2,000 lines, whose manifest may miscount them
+    folder = write_export(
+        tmp_path,
+        _line_items("A", 6000),
+        table="order_items",
+        account_id="0",
+        export_time=datetime.now(UTC),
+        files=3,
+    )
+    export = open_dir(folder)
+    export.files = [
+        dataclasses.replace(f, item_count=(f.item_count or 0) + count_off_by) for f in export.files
+    ]
+    source = ExportSource(export, page_size=300)
+    # WHEN the last two files are cut into four pieces each
+    units = source.pieces(tail=2, parts=4, smallest=100)
+    # THEN the first file stays whole, the others are pieces, and the pieces' pages hold every
+    # line of the whole files, once, in the same order
+    assert len(units) == 1 + 2 * 4 and units[0] == export.files[0].key
+    assert all("#lines=" in u for u in units[1:]) and units[4].endswith("-") and units[8].endswith("-")
+    whole = [i["line_no"]["N"] for u in source.units() for page, _ in source.pages(u, None) for i in page]
+    cut = [i["line_no"]["N"] for u in units for page, _ in source.pages(u, None) for i in page]
+    assert len(whole) == 6000 and cut == whole
+    # AND a file too small to be worth cutting stays whole
+    assert source.pieces(tail=2, parts=4, smallest=1000) == source.units()
+
+
+def test_the_last_files_compared_in_pieces_find_exactly_what_whole_files_find(
+    aws: Aws,  # noqa: F811 - fixtures
+    sqldb: Db,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from synctools.aws.commands.options import SourceOptions
+    from synctools.aws.commands.reconcile import ReconcileRecipe
+
+    # GIVEN 9,000 order lines exported in two files (large enough to be cut) and backfilled
+    folder = write_export(
+        tmp_path / "x",
+        _line_items("A", 9000),
+        table="order_items",
+        account_id=aws.account,
+        export_time=datetime.now(UTC),
+        files=2,
+    )
+    sqldb.reset()
+    with sqldb.engine.begin() as conn:  # the lines' order (a foreign key)
+        conn.execute(text("INSERT INTO orders (order_id) VALUES ('A')"))
+    run, _ = backfill(
+        aws, "order_items", "--export-dir", str(folder), "--to", "db", "--db", sqldb.url,
+        "--checkpoint", str(tmp_path / "b.json"),
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    # AND drift in several pieces of both files
+    with sqldb.engine.begin() as conn:
+        conn.execute(text("UPDATE order_items SET quantity = 0 WHERE line_no IN (2, 2600, 4501, 8999)"))
+        conn.execute(text("DELETE FROM order_items WHERE line_no IN (1200, 7777)"))
+    recipe = ReconcileRecipe(
+        build=str(aws.build),
+        entity="order_items",
+        db=sqldb.url,
+        source=SourceOptions(None, REGION, None, str(folder), None, 1, False),
+        page_size=500,
+        grace=0,
+        show_values=False,
+    )
+    found = {}
+    for workers in (2, 1):  # two processes: the files in pieces; one: whole files
+        rec = recipe.reconciler(dynamodb=False)
+        try:
+            drift = rec.run(recipe, workers, extras=False)
+        finally:
+            rec.engine.dispose()
+        found[workers] = {(d.kind, d.key["line_no"]) for d in drift}
+        assert (rec.report.items, rec.report.compared) == (9000, 9000), workers
+    assert len(rec.source.pieces(tail=2)) == 8  # what the two processes were given
+    assert (
+        found[2]
+        == found[1]
+        == {
+            ("differing", 2),
+            ("differing", 2600),
+            ("differing", 4501),
+            ("differing", 8999),
+            ("missing", 1200),
+            ("missing", 7777),
+        }
+    )

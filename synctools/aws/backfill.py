@@ -397,6 +397,9 @@ class ScanSource:
                 return
 
 
+PIECE = "#lines="  # ExportSource.pieces: a data file's key, then its lines "A-B"
+
+
 class ExportSource:
     """A DynamoDB export: unit = a data file; a position = the lines done."""
 
@@ -412,11 +415,39 @@ class ExportSource:
     def units(self) -> list[str]:
         return list(self._files)
 
+    def pieces(self, tail: int, parts: int = 4, smallest: int = 1000) -> list[str]:
+        """The units, the last `tail` data files each cut into `parts` pieces of its lines
+        (`KEY#lines=A-B`, the last one `KEY#lines=A-` to the file's end, whatever the
+        manifest's itemCount says), so that processes taking units in this order end about
+        together: a process freed early takes a small piece, not a whole file. For a pass
+        that keeps no checkpoint (reconcile); a backfill's units stay whole files. A file
+        whose itemCount is unknown, or under `parts * smallest`, stays whole."""
+        keys = list(self._files)
+        out: list[str] = []
+        for i, key in enumerate(keys):
+            n = self._files[key].item_count
+            if i < len(keys) - tail or not n or n < parts * smallest:
+                out.append(key)
+                continue
+            starts = [n * j // parts for j in range(parts)]
+            ends = [str(b) for b in starts[1:]] + [""]
+            out += [f"{key}{PIECE}{a}-{b}" for a, b in zip(starts, ends, strict=True)]
+        return out
+
+    def _unit(self, unit: str) -> tuple[DataFile, int, int | None]:
+        """A unit's data file and its lines [start, stop) (stop None: to the end)."""
+        f = self._files.get(unit)
+        if f is not None:
+            return f, 0, None
+        key, _, lines = unit.rpartition(PIECE)
+        start, _, stop = lines.partition("-")
+        return self._files[key], int(start), int(stop) if stop else None
+
     def pages(self, unit: str, position: Any) -> Iterator[Page]:
-        f: DataFile = self._files[unit]
+        f, start, stop = self._unit(unit)
         done = int(position or 0)
         chunk: list[dict[str, Any]] = []
-        for item in self.export.items(f, skip=done):
+        for item in self.export.items(f, skip=start + done, stop=stop):
             chunk.append(item)
             if len(chunk) >= self.page_size:
                 done += len(chunk)

@@ -79,12 +79,15 @@ class Export:
         body = self._s3.get_object(Bucket=self._bucket, Key=f.key)["Body"]
         return gzip.GzipFile(fileobj=body, mode="rb")
 
-    def items(self, f: DataFile, skip: int = 0) -> Iterator[dict[str, Any]]:
-        """The items of one data file (the DynamoDB JSON of each line's "Item"), after `skip`."""
+    def items(self, f: DataFile, skip: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """The items of one data file (the DynamoDB JSON of each line's "Item"), after `skip`
+        lines and before line `stop` (counted from 0; None: to the end)."""
         with self.open(f) as raw:
             for n, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8")):
                 if n < skip or not line.strip():
                     continue
+                if stop is not None and n >= stop:
+                    return
                 try:
                     doc = json.loads(line)
                     item = doc["Item"]

@@ -838,6 +838,8 @@ class Reconciler:
         suspects: list[Drift] = []
         units = self.source.units()
         if recipe is not None and workers > 1 and len(units) > 1:
+            if isinstance(self.source, ExportSource):  # the last files in pieces: the processes end together
+                units = self.source.pieces(tail=min(workers, len(units)))
             suspects += self._in_processes(recipe, units, workers, start)
         else:
             for unit in units:
