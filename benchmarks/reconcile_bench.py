@@ -27,7 +27,7 @@ With --delay-ms D every path reaches the database through benchmarks/tcpproxy.py
 each chunk D ms each way (as backfill_bench.py does): a round trip as across a network.
 
     python benchmarks/reconcile_bench.py --sizes 100000,1000000 [--url postgresql+psycopg://...]
-                                         [--delay-ms D]
+                                         [--rounds R] [--delay-ms D]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,7 @@ def main() -> int:
         default=os.cpu_count() or 1,
         help="reconcile's worker processes (default: %(default)s)",
     )
+    p.add_argument("--rounds", type=int, default=1, help="every mode this many times (default: %(default)s)")
     p.add_argument(
         "--delay-ms", type=float, default=0.0, help="added per direction by a delay proxy (default: none)"
     )
@@ -145,23 +147,30 @@ def main() -> int:
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as tmp:
             bb.write_export(Path(tmp), n)
-            workload = run_child("workload", Path(tmp), url, args.page_size, args.workers, n, args.delay_ms)
-            assert workload["events"] == n, workload
-            stream = run_child("stream", Path(tmp), url, args.page_size, args.workers, n, args.delay_ms)
-            assert stream["events"] == n and bb.count_rows(url) == n, stream
-            docs = {}
-            for mode in ("reconcile", "reconcile-1"):
-                docs[mode] = run_child(mode, Path(tmp), url, args.page_size, args.workers, n, args.delay_ms)
-                assert docs[mode]["items"] == n, docs[mode]
-            print(
-                f"{n:,}: workload {workload}, stream {stream}, reconcile {docs}", file=sys.stderr, flush=True
-            )
-            rows.append((n, workload, stream, docs))
+            for rnd in range(1, args.rounds + 1):  # each round: every mode once, in this order
+                workload = run_child(
+                    "workload", Path(tmp), url, args.page_size, args.workers, n, args.delay_ms
+                )
+                assert workload["events"] == n, workload
+                stream = run_child("stream", Path(tmp), url, args.page_size, args.workers, n, args.delay_ms)
+                assert stream["events"] == n and bb.count_rows(url) == n, stream
+                docs = {}
+                for mode in ("reconcile", "reconcile-1"):
+                    docs[mode] = run_child(
+                        mode, Path(tmp), url, args.page_size, args.workers, n, args.delay_ms
+                    )
+                    assert docs[mode]["items"] == n, docs[mode]
+                print(
+                    f"{n:,} round {rnd}: workload {workload}, stream {stream}, reconcile {docs}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                rows.append((n, rnd, workload, stream, docs))
     lines = [
         "# Reconcile against the streaming path (benchmarks/reconcile_bench.py)",
         "",
         f"Command: `python benchmarks/reconcile_bench.py --sizes {args.sizes} --page-size {args.page_size} "
-        f"--workers {args.workers}"
+        f"--workers {args.workers} --rounds {args.rounds}"
         + (f" --delay-ms {args.delay_ms:g}" if args.delay_ms else "")
         + "`. "
         + (
@@ -177,26 +186,38 @@ def main() -> int:
         "",
         "Ratios are against the stream (the same items as stream INSERTs, batches of 10) and, in "
         "brackets, against the workload (the runtime benchmark's workload, batches of 10: the "
-        "issue's baseline).",
+        "issue's baseline). Each round runs every mode once, in the table's order; the ratios "
+        "of a round are against the baselines of that round.",
         "",
-        "| items | stream: apply events/s (batches of 10) | workload: apply events/s | reconcile: items compared/s "
+        "| items | round | stream: apply events/s (batches of 10) | workload: apply events/s | reconcile: items compared/s "
         "| ratio | reconcile-1: items/s | ratio | CPU us/item (reconcile): all (command + server) "
         "| ceiling items/s | ceiling ratio "
         "| peak RSS reconcile (MiB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n, w, s, docs in rows:
+    ratios: dict[int, list[tuple[float, float]]] = {}
+    for n, rnd, w, s, docs in rows:
         srate = s["events"] / s["seconds"]
         wrate = w["events"] / w["seconds"]
         r, r1 = docs["reconcile"], docs["reconcile-1"]
         rrate, r1rate = r["items"] / r["seconds"], r1["items"] / r1["seconds"]
         cpu = r["cpu"] / r["items"] * 1e6
         ceiling = cores * 1e6 / cpu
+        ratios.setdefault(n, []).append((rrate / wrate, rrate / srate))
         lines.append(
-            f"| {n:,} | {srate:,.0f} | {wrate:,.0f} | {rrate:,.0f} | {rrate / srate:.2f}x ({rrate / wrate:.2f}x) "
+            f"| {n:,} | {rnd} | {srate:,.0f} | {wrate:,.0f} | {rrate:,.0f} | {rrate / srate:.2f}x ({rrate / wrate:.2f}x) "
             f"| {r1rate:,.0f} | {r1rate / srate:.2f}x ({r1rate / wrate:.2f}x) "
             f"| {cpu:.0f} ({r['client_cpu'] / r['items'] * 1e6:.0f} + {r['server_cpu'] / r['items'] * 1e6:.0f}) "
             f"| {ceiling:,.0f} | {ceiling / srate:.2f}x | {r['rss_kib'] / 1024:,.0f} |"
+        )
+    lines.append("")
+    for n, pairs in ratios.items():
+        lines.append(
+            f"- {n:,} items, median of {len(pairs)} round(s): reconcile / workload "
+            f"**{statistics.median(w for w, _ in pairs):.2f}x**, reconcile / stream "
+            f"**{statistics.median(s for _, s in pairs):.2f}x** (rounds: "
+            + ", ".join(f"{w:.2f}x / {s:.2f}x" for w, s in pairs)
+            + ")."
         )
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

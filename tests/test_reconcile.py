@@ -478,18 +478,7 @@ def test_worker_processes_find_exactly_what_one_process_finds(
     assert docs["3"]["summary"] == {**docs["1"]["summary"], "seconds": docs["3"]["summary"]["seconds"]}
     # AND worker processes find the same whether forked (the command's choice in a process of
     # one thread, on Linux) or spawned (its choice otherwise), whatever this process runs
-    from synctools.aws.commands.options import SourceOptions
-    from synctools.aws.commands.reconcile import ReconcileRecipe
-
-    recipe = ReconcileRecipe(
-        build=str(aws.build),
-        entity="order_items",
-        db=sqldb.url,
-        source=SourceOptions(None, REGION, None, str(folder), None, 1, False),
-        page_size=500,
-        grace=0,
-        show_values=False,
-    )
+    recipe = _export_recipe(aws, sqldb, folder)
     for start in ("fork", "spawn"):
         rec = recipe.reconciler(dynamodb=False)
         try:
@@ -499,6 +488,22 @@ def test_worker_processes_find_exactly_what_one_process_finds(
         assert {(d.kind, d.key["line_no"], tuple(c for c, _, _ in d.columns)) for d in found} == lines, start
         summary = docs["1"]["summary"]
         assert (rec.report.items, rec.report.compared) == (summary["items_read"], summary["rows_compared"])
+
+
+def _export_recipe(tools: Aws, db: Db, folder: Path) -> Any:
+    """The command's recipe for a reconcile of order_items from the export in `folder`."""
+    from synctools.aws.commands.options import SourceOptions
+    from synctools.aws.commands.reconcile import ReconcileRecipe
+
+    return ReconcileRecipe(
+        build=str(tools.build),
+        entity="order_items",
+        db=db.url,
+        source=SourceOptions(None, REGION, None, str(folder), None, 1, False),
+        page_size=500,
+        grace=0,
+        show_values=False,
+    )
 
 
 def _invoice(ddb: Any, invoice_id: str, lines: list[tuple[str, int, str]]) -> None:
@@ -847,9 +852,6 @@ def test_the_last_files_compared_in_pieces_find_exactly_what_whole_files_find(
 ) -> None:
     from datetime import UTC, datetime
 
-    from synctools.aws.commands.options import SourceOptions
-    from synctools.aws.commands.reconcile import ReconcileRecipe
-
     # GIVEN 9,000 order lines exported in two files (large enough to be cut) and backfilled
     folder = write_export(
         tmp_path / "x",
@@ -871,15 +873,7 @@ def test_the_last_files_compared_in_pieces_find_exactly_what_whole_files_find(
     with sqldb.engine.begin() as conn:
         conn.execute(text("UPDATE order_items SET quantity = 0 WHERE line_no IN (2, 2600, 4501, 8999)"))
         conn.execute(text("DELETE FROM order_items WHERE line_no IN (1200, 7777)"))
-    recipe = ReconcileRecipe(
-        build=str(aws.build),
-        entity="order_items",
-        db=sqldb.url,
-        source=SourceOptions(None, REGION, None, str(folder), None, 1, False),
-        page_size=500,
-        grace=0,
-        show_values=False,
-    )
+    recipe = _export_recipe(aws, sqldb, folder)
     found = {}
     for workers in (2, 1):  # two processes: the files in pieces; one: whole files
         rec = recipe.reconciler(dynamodb=False)

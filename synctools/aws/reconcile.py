@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from runtime import dialects
 from runtime.coerce import converter
-from runtime.decode import DecodeError, decode, parse_sqs_record
+from runtime.decode import DecodeError, SqsRecord, decode
 from runtime.expr import fields_of
 from runtime.kinds import DO_DELETE, DO_SOFT_DELETE, DO_UPDATE, DO_UPSERT, IF_MISSING_UPSERT
 from runtime.redact import cut, shown
@@ -470,7 +470,7 @@ class Reconciler:
         out: Rows = {t: {} for t in self.plans}
         sets: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {t: {} for t in self.plans}
         created = self.source.created
-        queue_arn = f"arn:aws:sqs:local:000000000000:{self.spec.queue}"
+        queue = self.spec.queue
         plans, report = self.plans, self.report
         synth = synth or self.synth
         keys = synth.keys
@@ -486,14 +486,8 @@ class Reconciler:
                 report.undecodable += 1
                 report.note(f"item {json.dumps(item_key, default=str)}: the Pipe refuses it: {exc}")
                 continue
-            sqs = parse_sqs_record(
-                {
-                    "messageId": "reconcile",
-                    "body": entry.body,
-                    "attributes": {"MessageGroupId": entry.group_id},
-                    "eventSourceARN": queue_arn,
-                }
-            )
+            # The message as parse_sqs_record would give it from the Lambda's event.
+            sqs = SqsRecord("reconcile", entry.group_id, entry.body, 1, queue, {})
             try:
                 change = decode(sqs, self.spec, nul_ok=self.nul_ok)
             except DecodeError as exc:
