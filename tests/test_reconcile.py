@@ -760,7 +760,7 @@ def test_the_whole_synthesis_stays_where_the_event_id_or_size_can_reach_a_row(tm
     from datetime import UTC, datetime
 
     from runtime.registry import load_registry
-    from synctools.aws.backfill import ids_read_only_as_event_id
+    from synctools.aws.reconcile import ids_read_only_as_event_id
     from synctools.local.build import load_pipe
     from synctools.local.patterns import FilterSet
     from synctools.local.transform import PipeTarget, Template

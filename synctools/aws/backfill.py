@@ -21,7 +21,6 @@ A unit's position is written after its page is applied or sent, never before.
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,7 +53,7 @@ from synctools.aws.pipe import batches as fifo_batches
 from synctools.aws.session import INCOMPLETE, ToolError, error_code
 from synctools.aws.streams import describe_shards, normalize, shard_iterator
 from synctools.local.build import Pipe
-from synctools.local.transform import TargetError, TemplateError, compact_encoder, parse_path
+from synctools.local.transform import TargetError, compact_encoder
 
 THROTTLES = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
@@ -105,38 +104,6 @@ def _hash(entity: str, salt: str, text: str) -> str:
 STAND_IN_EVENT_ID = EVENT_ID_PREFIX + "0" * 32  # Synthesizer.stand_in_ids
 
 
-def ids_read_only_as_event_id(pipe: Pipe, entity_raw: dict[str, Any]) -> bool:
-    """Whether a synthesized record's eventID and SizeBytes reach nothing but the change's event
-    id (the ledger's key): no filter pattern names them; the template places no SizeBytes,
-    no whole record and no whole `dynamodb`, and eventID only as itself; and the one message
-    field read from it is the entity's event id field. Then the rows a record derives are
-    the same whatever its eventID and SizeBytes."""
-    ids = (("eventID",), ("dynamodb", "SizeBytes"))
-
-    def overlaps(steps: tuple[Any, ...]) -> bool:
-        """One path is the other's start (a [*] or [n] step taken as any key)."""
-        return any(all(type(a) is not str or a == b for a, b in zip(steps, p, strict=False)) for p in ids)
-
-    if any(re.search(r'"(eventID|SizeBytes)"', text) for text in pipe.filters.texts):
-        return False
-    template = pipe.target.template
-    if not template.text:
-        return False  # no template: the body is the record itself
-    for slot in template.slots:
-        if slot.reserved in ("aws.pipes.event", "aws.pipes.event.json"):
-            return False
-        if slot.steps is not None and overlaps(slot.steps) and slot.steps != ("eventID",):
-            return False
-    for name, f in entity_raw["fields"].items():
-        try:
-            steps = parse_path(str(f.get("source") or ""))
-        except TemplateError:
-            return False
-        if overlaps(steps) and (steps != ("eventID",) or name != entity_raw.get("event_id_field")):
-            return False
-    return True
-
-
 def event_id(entity: str, image: dict[str, Any], salt: str = "") -> str:
     """A synthetic eventID, stable per item state: `backfill-` and 32 hex digits (a stream
     eventID has 32 hex digits; the prefix keeps them apart in the ledger). `salt` tells apart
@@ -157,7 +124,7 @@ class Synthesizer:
     stream_arn: str = ""
     salt: str = ""
     # Items of JSON (an export: no bytes) whose eventID and SizeBytes nothing but the ledger
-    # reads (reconcile's comparison: ids_read_only_as_event_id): a fixed id of the same shape
+    # reads (reconcile's comparison: synctools.aws.reconcile.ids_read_only_as_event_id): a fixed id of the same shape
     # stands in, and the item is not written out as canonical JSON and hashed.
     stand_in_ids: bool = False
 
@@ -849,25 +816,14 @@ def _worker_init(queue: Any, halt: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator stops us, at a page boundary
 
 
-# This worker process's UnitRunner and its recipe: built for its first unit, used for every
-# later one of the run: one engine, its statements compiled and prepared once. (A forked
-# worker inherits this list: a runner built for another recipe is not used.)
-_BUILT: list[tuple[Recipe, UnitRunner]] = []
-
-
 def _runner(recipe: Recipe) -> UnitRunner:
-    if not _BUILT or _BUILT[0][0] != recipe:
-        from multiprocessing.util import Finalize
+    """This worker process's UnitRunner (procs.built_once)."""
+    from synctools.aws import procs
 
-        from synctools.aws import procs
+    def engine(runner: UnitRunner) -> Any:
+        return runner.sink.engine if isinstance(runner.sink, DbSink) else None
 
-        runner = recipe.runner()
-        _BUILT[:] = [(recipe, runner)]
-        sink = runner.sink
-        if isinstance(sink, DbSink):
-            Finalize(None, sink.engine.dispose, exitpriority=0)
-        procs.settle_worker()
-    return _BUILT[0][1]
+    return procs.built_once("backfill", recipe, recipe.runner, engine)
 
 
 def _worker_unit(recipe: Recipe, unit: str, position: Any) -> None:

@@ -19,9 +19,12 @@ import gc
 import multiprocessing
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from multiprocessing.util import Finalize
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 
 def pool_context(start: str | None = None) -> Any:
@@ -45,7 +48,23 @@ def settled() -> Iterator[None]:
         gc.unfreeze()
 
 
-def settle_worker() -> None:
-    """In a worker process, once it has built what it keeps for its units: out of the
-    collector's generations for the rest of the process."""
+# In a worker process: what it built for its units, per kind, with the recipe it was built
+# from. (A forked worker inherits this: what was built for another recipe is not used.)
+_BUILT: dict[str, tuple[Any, Any]] = {}
+
+
+def built_once(kind: str, recipe: Any, build: Callable[[], T], engine: Callable[[T], Any]) -> T:
+    """In a worker process, what `build()` makes for this recipe: made for the worker's first
+    unit and kept for every later one of the run (one engine, its statements compiled and
+    prepared once); `engine(it)` is disposed as the process ends. Once built, it is out of
+    the collector's generations for the rest of the process."""
+    got = _BUILT.get(kind)
+    if got is not None and got[0] == recipe:
+        return cast(T, got[1])
+    it = build()
+    _BUILT[kind] = (recipe, it)
+    eng = engine(it)
+    if eng is not None:
+        Finalize(None, eng.dispose, exitpriority=0)
     gc.freeze()
+    return it

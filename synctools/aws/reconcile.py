@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,11 +40,10 @@ from synctools.aws.backfill import (
     ExportSource,
     Source,
     Synthesizer,
-    ids_read_only_as_event_id,
 )
 from synctools.aws.pipe import Outgoing
 from synctools.local.build import Pipe
-from synctools.local.transform import TargetError
+from synctools.local.transform import TargetError, TemplateError, parse_path
 
 BATCH_GET_KEYS = 100  # BatchGetItem's limit of keys a request
 MISSING, DIFFERING, EXTRA = "missing", "differing", "extra"
@@ -112,6 +112,38 @@ def key_normalizer(columns: Sequence[ColumnSpec]) -> Callable[[Sequence[Any]], t
         return key
 
     return norm
+
+
+def ids_read_only_as_event_id(pipe: Pipe, entity_raw: dict[str, Any]) -> bool:
+    """Whether a synthesized record's eventID and SizeBytes reach nothing but the change's event
+    id (the ledger's key): no filter pattern names them; the template places no SizeBytes,
+    no whole record and no whole `dynamodb`, and eventID only as itself; and the one message
+    field read from it is the entity's event id field. Then the rows a record derives are
+    the same whatever its eventID and SizeBytes."""
+    ids = (("eventID",), ("dynamodb", "SizeBytes"))
+
+    def overlaps(steps: tuple[Any, ...]) -> bool:
+        """One path is the other's start (a [*] or [n] step taken as any key)."""
+        return any(all(type(a) is not str or a == b for a, b in zip(steps, p, strict=False)) for p in ids)
+
+    if any(re.search(r'"(eventID|SizeBytes)"', text) for text in pipe.filters.texts()):
+        return False
+    template = pipe.target.template
+    if not template.text:
+        return False  # no template: the body is the record itself
+    for slot in template.slots:
+        if slot.reserved in ("aws.pipes.event", "aws.pipes.event.json"):
+            return False
+        if slot.steps is not None and overlaps(slot.steps) and slot.steps != ("eventID",):
+            return False
+    for name, f in entity_raw["fields"].items():
+        try:
+            steps = parse_path(str(f.get("source") or ""))
+        except TemplateError:
+            return False
+        if overlaps(steps) and (steps != ("eventID",) or name != entity_raw.get("event_id_field")):
+            return False
+    return True
 
 
 def shown_value(value: Any, show: bool) -> str:
@@ -946,23 +978,10 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends a worker quietly; the command reports it
 
 
-# This worker process's Reconciler and its recipe: built for its first unit, used for every
-# later one of the run; its engine is disposed as the process ends. (A forked worker inherits
-# this list: a Reconciler built for another recipe is not used.)
-_BUILT: list[tuple[ReconcilerRecipe, Reconciler]] = []
-
-
 def _compare_unit(recipe: ReconcilerRecipe, unit: str) -> UnitResult:
-    if not _BUILT or _BUILT[0][0] != recipe:
-        from multiprocessing.util import Finalize
+    from synctools.aws import procs
 
-        from synctools.aws import procs
-
-        built = recipe.reconciler(dynamodb=False)
-        _BUILT[:] = [(recipe, built)]
-        Finalize(None, built.engine.dispose, exitpriority=0)
-        procs.settle_worker()
-    rec = _BUILT[0][1]
+    rec = procs.built_once("reconcile", recipe, lambda: recipe.reconciler(dynamodb=False), lambda r: r.engine)
     r = rec.report = Report(rec.spec.name, rec.source.ident)  # this unit's counts alone
     suspects = rec.compare_unit(unit)
     return UnitResult(r.items, r.compared, r.filtered, r.undecodable, list(r.problems), suspects)

@@ -55,6 +55,10 @@ class Aws:
     _session: Any = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def _given_region(self) -> str | None:
+        """--region, else AWS_REGION (what the Lambda runtime and the newer SDKs read)."""
+        return self.region or os.environ.get("AWS_REGION")
+
     @property
     def session(self) -> Any:
         if self._session is None:
@@ -63,7 +67,7 @@ class Aws:
 
             # AWS_REGION is what the Lambda runtime and the newer SDKs read; botocore itself
             # only reads AWS_DEFAULT_REGION and the profile, so it is honoured here.
-            region = self.region or os.environ.get("AWS_REGION") or None
+            region = self._given_region() or None
             try:
                 self._session = boto3.Session(profile_name=self.profile, region_name=region)
             except ProfileNotFound as exc:
@@ -77,7 +81,7 @@ class Aws:
         # Given or in the environment, the region is known without importing boto3 (a worker
         # process of backfill or reconcile that reads an export never needs it); botocore
         # would take the same value (an explicit region, then the environment, then the profile).
-        known = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        known = self._given_region() or os.environ.get("AWS_DEFAULT_REGION")  # botocore reads the latter
         if known and self._session is None:
             return known
         return str(self.session.region_name)

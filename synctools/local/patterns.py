@@ -427,14 +427,17 @@ class FilterSet:
             raise PatternError(
                 f"{len(patterns)} filters; a Pipe takes at most {PIPES_FILTERS} (see {awsdocs.PIPES_FILTERING})"
             )
+        self.patterns = list(patterns)
         self.matchers = []
-        # Each pattern as JSON text, for a caller asking whether a field is named at all.
-        self.texts = [p if isinstance(p, str) else json.dumps(p) for p in patterns]
         for i, p in enumerate(patterns):
             try:
                 self.matchers.append(compile_pattern(p))
             except PatternError as exc:
                 raise PatternError(f"filter {i}: {exc}") from None
+
+    def texts(self) -> list[str]:
+        """Each pattern as JSON text (for a caller asking whether a field is named at all)."""
+        return [p if isinstance(p, str) else json.dumps(p) for p in self.patterns]
 
     def matches(self, record: dict[str, Any]) -> bool:
         for m in self.matchers:
