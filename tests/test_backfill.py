@@ -552,6 +552,43 @@ def test_workers_apply_an_export_in_processes_and_resume_after_a_stop(
     assert third.code == 0 and doc3["read"] == 0 and doc3["units_skipped"] == 6
 
 
+def test_progress_shows_a_bar_the_rate_and_the_time_left() -> None:
+    from synctools.aws.backfill import Backfill, Summary
+
+    @dataclass
+    class Counted:  # a source of which only the item count is asked
+        estimate: int | None
+        ident: str = "export:x"
+
+    lines: list[str] = []
+    now = [100.0]
+    summary = Summary("orders", "export:x", "db", "0")
+    source = Counted(1000)
+    run = Backfill(
+        pipe=None, synthesizer=None, source=source, sink=None, checkpoint=None, summary=summary,  # type: ignore[arg-type]
+        log=lines.append, clock=lambda: now[0],
+    )  # fmt: skip
+    run._started = 100.0
+    # GIVEN 250 of about 1,000 items applied in 10 s
+    summary.counts.read = summary.counts.applied = 250
+    now[0] = 110.0
+    run.progress(force=True)
+    # THEN the line shows a quarter done, the rate and 30 s left
+    assert lines[-1] == (
+        "backfill orders: [#####---------------] 25% 250 read, 250 applied, 0 filtered, 25 items/s, "
+        "ETA 0:00:30 (of ~1,000 items)"
+    )
+    # AND a count the table's estimate is under shows full; none known, no bar
+    summary.counts.read = 1200
+    run.progress(force=True)
+    assert lines[-1].startswith("backfill orders: [####################] 100% 1,200 read")
+    source.estimate = None
+    run.progress(force=True)
+    assert lines[-1].startswith("backfill orders: 1,200 read") and lines[-1].endswith(
+        "ETA unknown (no item count)"
+    )
+
+
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_worker_processes_apply_every_item_once_however_they_start(
     aws: Aws, sqldb: Db, tmp_path: Path, start: str

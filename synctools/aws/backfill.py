@@ -1014,10 +1014,20 @@ class Backfill:
             else:
                 eta = "ETA unknown (no item count)"
             self.log(
-                f"backfill {self.summary.entity}: {c.read:,} read, {written:,} "
+                f"backfill {self.summary.entity}: {_bar(c.read, total)}{c.read:,} read, {written:,} "
                 f"{'sent' if self.summary.to == 'queue' else 'applied'}, {c.filtered:,} filtered, "
                 f"{rate:,.0f} items/s, {eta}"
             )
+
+
+def _bar(done: int, total: int | None, width: int = 20) -> str:
+    """`[#####---------------] 25% `, or nothing without an item count (an estimate: a count
+    older than what was read shows as full)."""
+    if not total:
+        return ""
+    share = min(done / total, 1.0)
+    filled = int(share * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {share:.0%} "
 
 
 def _clock(seconds: float) -> str:
